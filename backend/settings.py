@@ -1,0 +1,118 @@
+"""Every knob of repairbot, read from the environment and `.env` (pydantic-settings).
+
+Lists are comma-separated (`TELEGRAM_ADMIN_IDS=1001,1002`). Secrets are SecretStr so they never
+show up in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+CommaInts = Annotated[list[int], NoDecode]
+CommaStrs = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+class Settings(BaseSettings):
+    """Settings shared by every process; names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Redis and stream names (DESIGN.md).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    tasks_stream: str = "photo_repair_tasks"
+    results_stream: str = "photo_repair_results"
+    events_stream: str = "photo_repair_events"
+    dead_stream: str = "photo_repair_dead"
+    workers_group: str = "repair_workers"
+    notifiers_group: str = "notifiers"
+    events_maxlen: int = 5000
+    redis_socket_timeout_s: float = 10.0
+
+    # ComfyUI instances and workflows.
+    comfyui_url: CommaStrs = Field(default_factory=lambda: ["http://127.0.0.1:8188"])
+    workflows_dir: Path = REPO_ROOT / "workflows"
+    default_mode: str = "person"
+
+    # Blobs.
+    blob_store: Literal["redis", "fs"] = "redis"
+    blob_dir: Path = Path("var/blobs")
+    blob_ttl_s: int = 24 * 3600
+
+    # Image limits.
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+
+    # Worker.
+    worker_concurrency: int = 1
+    prefetch: int = 2
+    read_batch: int = 16
+    block_ms: int = 2000
+    max_deliveries: int = 3
+    min_idle_ms: int = 60_000
+    task_timeout_s: float = 600.0
+    transient_retries: int = 5
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 30.0
+    shutdown_grace_s: float = 30.0
+    comfyui_quiet_poll_s: float = 5.0
+    breaker_probe_max_s: float = 15.0
+
+    # Notifier.
+    send_retries: int = 5
+    delivered_ttl_s: int = 7 * 24 * 3600
+
+    # Intake limits (shared by every bot).
+    user_max_active: int = 3
+    user_max_per_hour: int = 30
+    queue_cap: int = 500
+
+    # Telegram.
+    telegram_bot_token: SecretStr | None = None
+    telegram_admin_ids: CommaInts = Field(default_factory=list)
+    telegram_api_base: str = "https://api.telegram.org/bot"
+    telegram_file_base: str = "https://api.telegram.org/file/bot"
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_webhook_listen: str = "0.0.0.0"
+    telegram_webhook_port: int = 8443
+
+    # Discord.
+    discord_bot_token: SecretStr | None = None
+    discord_admin_ids: CommaInts = Field(default_factory=list)
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_gateway_url: str | None = None
+    discord_guild_ids: CommaInts = Field(default_factory=list)
+
+    # `repairbot up` embedded Redis.
+    var_dir: Path = Path("var")
+
+    _split = field_validator(
+        "comfyui_url", "telegram_admin_ids", "discord_admin_ids", "discord_guild_ids", mode="before"
+    )(_split_commas)
+
+    @property
+    def comfyui_urls(self) -> list[str]:
+        return [url.rstrip("/") for url in self.comfyui_url]
+
+    @property
+    def slots_per_instance(self) -> int:
+        """Prompts one ComfyUI instance holds at once: the running ones plus `prefetch` waiting."""
+        return max(1, self.worker_concurrency) + max(0, self.prefetch)
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)

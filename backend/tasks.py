@@ -1,0 +1,366 @@
+"""Task, Result, Event and DeadLetter records and their stream encoding.
+
+Entries are flat field maps with a schema version `v`; JSON only inside structured fields (`reply`,
+`params`). Decoding validates every field and raises `MalformedRecord` with a reason, so a loop can
+dead-letter a bad entry instead of crashing. Nothing decoded here is ever used as a file path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+SCHEMA_VERSION = "1"
+PLATFORMS = ("telegram", "discord", "cli", "test")
+RESULT_STATUSES = ("ok", "failed", "cancelled")
+EVENT_STATES = ("started", "progress", "retrying")
+
+_TASK_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_BLOB_KEY = re.compile(r"^blob:[a-z]+:[A-Za-z0-9_-]{8,80}$")
+_MODE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_USER = re.compile(r"^[a-z]+:[A-Za-z0-9_.-]{1,64}$")
+_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_MAX_REPLY_BYTES = 2048
+_MAX_TEXT = 2000
+
+
+class MalformedRecord(ValueError):
+    """A stream entry that cannot be trusted; `reason` goes into the dead letter."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(fields: Mapping[Any, Any], name: str, *, required: bool = True, default: str = "") -> str:
+    raw = fields.get(name)
+    if raw is None:
+        raw = fields.get(name.encode())
+    if raw is None:
+        if required:
+            raise MalformedRecord(f"missing field {name!r}")
+        return default
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedRecord(f"field {name!r} is not UTF-8") from exc
+    if not isinstance(raw, str):
+        raw = str(raw)
+    if len(raw) > _MAX_TEXT * 4:
+        raise MalformedRecord(f"field {name!r} is too long")
+    return raw
+
+
+def _matching(fields: Mapping[Any, Any], name: str, pattern: re.Pattern[str], **kw: Any) -> str:
+    value = _text(fields, name, **kw)
+    if value == "" and not kw.get("required", True):
+        return value
+    if not pattern.fullmatch(value):
+        raise MalformedRecord(f"field {name!r} is not valid")
+    return value
+
+
+def _integer(fields: Mapping[Any, Any], name: str, *, required: bool = True, default: int = 0) -> int:
+    raw = _text(fields, name, required=required, default=str(default))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise MalformedRecord(f"field {name!r} is not an integer") from exc
+    if value < 0:
+        raise MalformedRecord(f"field {name!r} is negative")
+    return value
+
+
+def _check_version(fields: Mapping[Any, Any]) -> None:
+    version = _text(fields, "v")
+    if version != SCHEMA_VERSION:
+        raise MalformedRecord(f"unknown schema version {version!r}")
+
+
+def _is_id(value: Any) -> bool:
+    """Platform ids: integers, or digit strings (Discord snowflakes travel as strings)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and value.lstrip("-").isdigit() and len(value) <= 24
+
+
+_REPLY_FIELDS: dict[str, dict[str, tuple[bool, Any]]] = {
+    # platform -> field -> (required, checker)
+    "telegram": {
+        "chat_id": (True, _is_id),
+        "message_id": (False, _is_id),
+        "status_message_id": (False, _is_id),
+        "lang": (False, lambda v: isinstance(v, str) and len(v) <= 16),
+        "album": (False, lambda v: isinstance(v, str) and len(v) <= 64),
+    },
+    "discord": {
+        "application_id": (True, _is_id),
+        "interaction_token": (False, lambda v: isinstance(v, str) and 0 < len(v) <= 512),
+        "token_expires_at": (False, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+        "channel_id": (True, _is_id),
+        "user_id": (True, _is_id),
+        "guild_id": (False, lambda v: v is None or _is_id(v)),
+        "lang": (False, lambda v: isinstance(v, str) and len(v) <= 16),
+        "private": (False, lambda v: isinstance(v, bool)),
+    },
+    "cli": {},
+    "test": {"inbox": (False, lambda v: isinstance(v, str) and len(v) <= 64)},
+}
+
+
+def validate_reply(reply: Any) -> dict[str, Any]:
+    """Check a reply channel against the fixed set of platforms and their fields."""
+    if not isinstance(reply, dict):
+        raise MalformedRecord("reply is not an object")
+    platform = reply.get("platform")
+    if platform not in _REPLY_FIELDS:
+        raise MalformedRecord(f"unknown reply platform {platform!r}")
+    spec = _REPLY_FIELDS[platform]
+    for name, value in reply.items():
+        if name == "platform":
+            continue
+        if name not in spec:
+            raise MalformedRecord(f"unexpected reply field {name!r}")
+        if not spec[name][1](value):
+            raise MalformedRecord(f"reply field {name!r} is not valid")
+    for name, (required, _) in spec.items():
+        if required and name not in reply:
+            raise MalformedRecord(f"reply lacks {name!r}")
+    return dict(reply)
+
+
+def _json_field(fields: Mapping[Any, Any], name: str, *, required: bool = True) -> Any:
+    raw = _text(fields, name, required=required, default="")
+    if raw == "" and not required:
+        return None
+    if len(raw) > _MAX_REPLY_BYTES:
+        raise MalformedRecord(f"field {name!r} is too long")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise MalformedRecord(f"field {name!r} is not JSON") from exc
+
+
+def _params(fields: Mapping[Any, Any]) -> dict[str, Any]:
+    value = _json_field(fields, "params", required=False)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise MalformedRecord("params is not an object")
+    for item in value.values():
+        if not isinstance(item, (str, int, float, bool)):
+            raise MalformedRecord("params values must be scalars")
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def user_lang(reply: Mapping[str, Any]) -> str:
+    return str(reply.get("lang") or "en")
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    mode: str
+    input: str
+    reply: dict[str, Any]
+    user: str
+    submitted_at: int = field(default_factory=now_ms)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> dict[str, str]:
+        fields = {
+            "v": SCHEMA_VERSION,
+            "task_id": self.task_id,
+            "mode": self.mode,
+            "input": self.input,
+            "reply": _dumps(self.reply),
+            "user": self.user,
+            "submitted_at": str(self.submitted_at),
+        }
+        if self.params:
+            fields["params"] = _dumps(self.params)
+        return fields
+
+    @classmethod
+    def decode(cls, fields: Mapping[Any, Any]) -> "Task":
+        _check_version(fields)
+        return cls(
+            task_id=_matching(fields, "task_id", _TASK_ID),
+            mode=_matching(fields, "mode", _MODE),
+            input=_matching(fields, "input", _BLOB_KEY),
+            reply=validate_reply(_json_field(fields, "reply")),
+            user=_matching(fields, "user", _USER),
+            submitted_at=_integer(fields, "submitted_at"),
+            params=_params(fields),
+        )
+
+
+@dataclass(frozen=True)
+class Result:
+    task_id: str
+    status: Literal["ok", "failed", "cancelled"]
+    reply: dict[str, Any]
+    mode: str = ""
+    input: str = ""
+    output: str = ""
+    error: str = ""
+    message: str = ""
+    user: str = ""
+    queued_ms: int = 0
+    run_ms: int = 0
+    worker: str = ""
+    finished_at: int = field(default_factory=now_ms)
+
+    def encode(self) -> dict[str, str]:
+        return {
+            "v": SCHEMA_VERSION,
+            "task_id": self.task_id,
+            "status": self.status,
+            "reply": _dumps(self.reply),
+            "mode": self.mode,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "message": self.message,
+            "user": self.user,
+            "queued_ms": str(self.queued_ms),
+            "run_ms": str(self.run_ms),
+            "worker": self.worker,
+            "finished_at": str(self.finished_at),
+        }
+
+    @classmethod
+    def decode(cls, fields: Mapping[Any, Any]) -> "Result":
+        _check_version(fields)
+        status = _text(fields, "status")
+        if status not in RESULT_STATUSES:
+            raise MalformedRecord(f"unknown result status {status!r}")
+        output = _matching(fields, "output", _BLOB_KEY, required=False)
+        if status == "ok" and not output:
+            raise MalformedRecord("ok result without output")
+        return cls(
+            task_id=_matching(fields, "task_id", _TASK_ID),
+            status=status,  # type: ignore[arg-type]
+            reply=validate_reply(_json_field(fields, "reply")),
+            mode=_matching(fields, "mode", _MODE, required=False),
+            input=_matching(fields, "input", _BLOB_KEY, required=False),
+            output=output,
+            error=_matching(fields, "error", _CODE, required=False),
+            message=_text(fields, "message", required=False)[:_MAX_TEXT],
+            user=_matching(fields, "user", _USER, required=False),
+            queued_ms=_integer(fields, "queued_ms", required=False),
+            run_ms=_integer(fields, "run_ms", required=False),
+            worker=_text(fields, "worker", required=False)[:128],
+            finished_at=_integer(fields, "finished_at", required=False),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    task_id: str
+    state: Literal["started", "progress", "retrying"]
+    reply: dict[str, Any]
+    percent: int = 0
+    at: int = field(default_factory=now_ms)
+
+    def encode(self) -> dict[str, str]:
+        return {
+            "v": SCHEMA_VERSION,
+            "task_id": self.task_id,
+            "state": self.state,
+            "reply": _dumps(self.reply),
+            "percent": str(self.percent),
+            "at": str(self.at),
+        }
+
+    @classmethod
+    def decode(cls, fields: Mapping[Any, Any]) -> "Event":
+        _check_version(fields)
+        state = _text(fields, "state")
+        if state not in EVENT_STATES:
+            raise MalformedRecord(f"unknown event state {state!r}")
+        percent = _integer(fields, "percent", required=False)
+        if percent > 100:
+            raise MalformedRecord("percent over 100")
+        return cls(
+            task_id=_matching(fields, "task_id", _TASK_ID),
+            state=state,  # type: ignore[arg-type]
+            reply=validate_reply(_json_field(fields, "reply")),
+            percent=percent,
+            at=_integer(fields, "at", required=False),
+        )
+
+
+def dead_letter_fields(
+    original: Mapping[Any, Any], *, source: str, entry_id: str, reason: str, deliveries: int, last_error: str
+) -> dict[str, str]:
+    """The original fields plus why and when it died; original values are kept as text, truncated."""
+    fields: dict[str, str] = {}
+    for key, value in list(original.items())[:32]:
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        if name in ("reason", "deliveries", "last_error", "dead_at", "source", "source_id"):
+            name = f"orig_{name}"
+        fields[name[:64]] = text[:_MAX_TEXT]
+    fields.update(
+        {
+            "reason": reason[:_MAX_TEXT],
+            "deliveries": str(deliveries),
+            "last_error": last_error[:_MAX_TEXT],
+            "dead_at": str(now_ms()),
+            "source": source,
+            "source_id": entry_id,
+        }
+    )
+    return fields
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    entry_id: str
+    fields: dict[str, str]
+
+    @property
+    def task_id(self) -> str:
+        return self.fields.get("task_id", "")
+
+    @property
+    def reason(self) -> str:
+        return self.fields.get("reason", "")
+
+    @property
+    def source(self) -> str:
+        return self.fields.get("source", "")
+
+    @property
+    def dead_at(self) -> int:
+        try:
+            return int(self.fields.get("dead_at", "0"))
+        except ValueError:
+            return 0
+
+    @classmethod
+    def from_entry(cls, entry_id: Any, raw: Mapping[Any, Any]) -> "DeadLetter":
+        def text(v: Any) -> str:
+            return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+        return cls(entry_id=text(entry_id), fields={text(k): text(v) for k, v in raw.items()})

@@ -1,0 +1,154 @@
+"""Every sentence a user reads, in English and Simplified Chinese; both bots share this catalog.
+
+`text(key, lang, **values)` picks the language from a Telegram `language_code` or a Discord locale
+(`zh`, `zh-CN`, `zh-hans` → Chinese; anything else → English). Refusal and failure keys are the
+stable error codes of `backend.errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CATALOG: dict[str, dict[str, str]] = {
+    "en": {
+        # Refusals at intake: one polite sentence that says what to do.
+        "not_an_image": "That doesn't look like a photo. Please send a JPEG, PNG, WEBP, BMP, TIFF or GIF image.",
+        "unsupported_format": "I can't read this image format. Please send a JPEG, PNG, WEBP, BMP, TIFF or GIF image.",
+        "image_broken": "This image file seems damaged. Please export it again and resend it.",
+        "image_empty": "This file is empty. Please send the photo again.",
+        "too_large": "This file is larger than {max_mb} MB. Please send a smaller or compressed copy.",
+        "too_many_pixels": "This image has more than {max_mp} megapixels. Please resize it and send it again.",
+        "too_many_active": "You already have {limit} photos in progress. Please wait for them to finish.",
+        "rate_limited": "You've reached {limit} photos this hour. Please try again a bit later.",
+        "queue_full": "We're very busy right now. Please try again in a few minutes.",
+        "paused": "Colorizing is paused for maintenance. Please try again a little later.",
+        "unknown_mode": "I don't know that mode. Please choose person or building.",
+        "bad_params": "Those settings aren't allowed. Please send the photo without them.",
+        # Failures after intake.
+        "comfyui_rejected": "Sorry, this photo couldn't be processed. Please try another photo or mode.",
+        "comfyui_failed": "Sorry, colorizing this photo failed. Please try again or pick the other mode.",
+        "output_invalid": "Sorry, the colorized image came out broken. Please try again.",
+        "timeout": "Sorry, this photo took too long to colorize. Please try again later.",
+        "too_many_attempts": "Sorry, this photo failed several times. Our admins have been told; please try another one.",
+        "input_expired": "Sorry, your photo expired before we got to it. Please send it again.",
+        "malformed_task": "Sorry, something went wrong with this request. Please send the photo again.",
+        "internal": "Sorry, something went wrong on our side. Please try again.",
+        "cancelled": "Cancelled. Send another photo whenever you like.",
+        # Status and results.
+        "queued": "Queued — #{position} in line, about {eta} s.",
+        "queued_album": "Queued {count} photos — first is #{position} in line, about {eta} s.",
+        "started": "Colorizing…",
+        "progress": "Colorizing… {percent}%",
+        "retrying": "Still working on it — retrying…",
+        "done": "Done.",
+        "result_caption": "Colorized ({mode}) in {seconds} s.",
+        "downscaled_note": "The full image was too large to upload, so this is a smaller copy.",
+        "mode_person": "person",
+        "mode_building": "building",
+        "mode_preview": "preview",
+        "button_cancel": "Cancel",
+        "button_other_mode": "Other mode",
+        "button_compare": "Compare",
+        "compare_caption": "Before / after",
+        "compare_unavailable": "Sorry, the original photo is no longer available for a comparison.",
+        "nothing_to_cancel": "You have nothing waiting to cancel.",
+        "cancelled_count": "Cancelled {count} photo(s).",
+        "mode_set": "Your default mode is now {mode}.",
+        "mode_usage": "Use /mode person or /mode building.",
+        "not_allowed": "Sorry, you're not allowed to do that.",
+        "start": "Hi! Send me an old black-and-white photo and I'll send it back in color.",
+        "help": (
+            "Send a black-and-white photo (as a photo, or as a file for full resolution) and I'll colorize it.\n"
+            "Modes: person (portraits, the default) and building (streets, landscapes). Put the mode in the "
+            "caption or set your default with /mode person|building.\n"
+            "Limits: up to {max_mb} MB and {max_mp} megapixels per image, {active} photos at a time, "
+            "{hourly} per hour.\n"
+            "/cancel stops your waiting photos."
+        ),
+        "error_generic": "Sorry, something went wrong. Please try again.",
+        "admin_paused": "Paused: no new tasks will start.",
+        "admin_resumed": "Resumed.",
+        "admin_retried": "Task {task_id} is queued again.",
+        "admin_retry_missing": "No dead letter for {task_id}.",
+        "admin_purged": "Purged {count} dead letter(s).",
+        "admin_dlq_empty": "No dead letters.",
+    },
+    "zh": {
+        "not_an_image": "这似乎不是照片。请发送 JPEG、PNG、WEBP、BMP、TIFF 或 GIF 图片。",
+        "unsupported_format": "无法识别这种图片格式。请发送 JPEG、PNG、WEBP、BMP、TIFF 或 GIF 图片。",
+        "image_broken": "这个图片文件似乎已损坏。请重新导出后再发送。",
+        "image_empty": "这个文件是空的。请重新发送照片。",
+        "too_large": "文件超过 {max_mb} MB。请发送更小或压缩后的版本。",
+        "too_many_pixels": "图片超过 {max_mp} 百万像素。请缩小后重新发送。",
+        "too_many_active": "您已有 {limit} 张照片正在处理。请等待完成后再发送。",
+        "rate_limited": "您本小时已发送 {limit} 张照片。请稍后再试。",
+        "queue_full": "现在非常繁忙。请几分钟后再试。",
+        "paused": "上色服务正在维护中暂停。请稍后再试。",
+        "unknown_mode": "不认识这个模式。请选择 person（人物）或 building（建筑）。",
+        "bad_params": "不允许这些设置。请不带设置重新发送照片。",
+        "comfyui_rejected": "抱歉，这张照片无法处理。请换一张照片或换一种模式。",
+        "comfyui_failed": "抱歉，这张照片上色失败。请重试或选择另一种模式。",
+        "output_invalid": "抱歉，上色结果已损坏。请重试。",
+        "timeout": "抱歉，这张照片处理时间过长。请稍后再试。",
+        "too_many_attempts": "抱歉，这张照片多次处理失败，已通知管理员。请换一张试试。",
+        "input_expired": "抱歉，您的照片在处理前已过期。请重新发送。",
+        "malformed_task": "抱歉，这个请求出了问题。请重新发送照片。",
+        "internal": "抱歉，我们这边出了点问题。请重试。",
+        "cancelled": "已取消。欢迎随时发送新照片。",
+        "queued": "已排队 — 第 {position} 位，大约 {eta} 秒。",
+        "queued_album": "已排队 {count} 张照片 — 第一张排第 {position} 位，大约 {eta} 秒。",
+        "started": "正在上色…",
+        "progress": "正在上色… {percent}%",
+        "retrying": "仍在处理 — 正在重试…",
+        "done": "完成。",
+        "result_caption": "已上色（{mode}），用时 {seconds} 秒。",
+        "downscaled_note": "原图太大无法上传，这是缩小后的版本。",
+        "mode_person": "人物",
+        "mode_building": "建筑",
+        "mode_preview": "预览",
+        "button_cancel": "取消",
+        "button_other_mode": "换个模式",
+        "button_compare": "对比",
+        "compare_caption": "上色前 / 上色后",
+        "compare_unavailable": "抱歉，原始照片已不可用，无法对比。",
+        "nothing_to_cancel": "您没有等待中的照片。",
+        "cancelled_count": "已取消 {count} 张照片。",
+        "mode_set": "您的默认模式已设为 {mode}。",
+        "mode_usage": "请使用 /mode person 或 /mode building。",
+        "not_allowed": "抱歉，您无权执行此操作。",
+        "start": "您好！发送一张黑白老照片，我会把它变成彩色的发回给您。",
+        "help": (
+            "发送一张黑白照片（以照片或文件形式发送可保留原始分辨率），我会为它上色。\n"
+            "模式：person（人物，默认）和 building（建筑、风景）。可在说明文字中写模式，"
+            "或用 /mode person|building 设置默认模式。\n"
+            "限制：每张图片最大 {max_mb} MB、{max_mp} 百万像素，同时最多 {active} 张，每小时 {hourly} 张。\n"
+            "/cancel 取消您等待中的照片。"
+        ),
+        "error_generic": "抱歉，出了点问题。请重试。",
+        "admin_paused": "已暂停：不会开始新任务。",
+        "admin_resumed": "已恢复。",
+        "admin_retried": "任务 {task_id} 已重新排队。",
+        "admin_retry_missing": "没有 {task_id} 的死信。",
+        "admin_purged": "已清除 {count} 条死信。",
+        "admin_dlq_empty": "没有死信。",
+    },
+}
+
+LANGUAGES = tuple(CATALOG)
+
+
+def pick_lang(code: str | None) -> str:
+    """Map a Telegram language_code or a Discord locale to a catalog language."""
+    if code and code.lower().replace("_", "-").split("-")[0] == "zh":
+        return "zh"
+    return "en"
+
+
+def text(key: str, lang: str | None = "en", **values: Any) -> str:
+    """The sentence for `key` in `lang`, English when the language or the key is missing."""
+    table = CATALOG.get(pick_lang(lang), CATALOG["en"])
+    template = table.get(key) or CATALOG["en"].get(key) or CATALOG["en"]["error_generic"]
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError):
+        return template
