@@ -1,0 +1,315 @@
+"""Admin core: the numbers operators and both bots show, dead letters, pause and cancel.
+
+Status comes from constant-time commands (XLEN, XINFO GROUPS / CONSUMERS, the XPENDING summary), so
+asking is cheap even with a long queue. Cancel only raises a flag: the worker that owns the task sees
+it, skips a queued task, deletes a prompt waiting inside ComfyUI, or interrupts a running one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from backend import keys
+from backend.settings import Settings
+from backend.tasks import DeadLetter, MalformedRecord, Result, Task, now_ms
+
+DEFAULT_RUN_S = 10.0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def group_info(redis: Redis, stream: str, group: str) -> dict[str, Any] | None:
+    """XINFO GROUPS entry for one group, or None when the stream or group does not exist yet."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:
+        return None
+    for info in groups:
+        if _text(info.get("name", "")) == group:
+            return info
+    return None
+
+
+async def queue_depth(redis: Redis, settings: Settings) -> int:
+    """Tasks waiting or running: the group's lag plus its pending count."""
+    info = await group_info(redis, settings.tasks_stream, settings.workers_group)
+    if info is None:
+        return int(await redis.xlen(settings.tasks_stream))
+    lag = info.get("lag")
+    if lag is None:
+        lag = await redis.xlen(settings.tasks_stream)
+    return int(lag) + int(info.get("pending") or 0)
+
+
+async def average_run_s(redis: Redis) -> float:
+    recent = await redis.lrange(keys.RUN_TIMES, 0, 49)
+    if not recent:
+        return DEFAULT_RUN_S
+    return sum(int(x) for x in recent) / len(recent) / 1000.0
+
+
+async def estimate_wait(redis: Redis, settings: Settings, ordinal: int) -> tuple[int, int]:
+    """(place in line, seconds) for the task that was the stream's `ordinal`-th entry.
+
+    Place = tasks in flight + entries not yet delivered up to and including this one; the wait
+    spreads that over every ComfyUI slot that runs at once, at the recent average run time.
+    """
+    info = await group_info(redis, settings.tasks_stream, settings.workers_group)
+    pending = int(info.get("pending") or 0) if info else 0
+    entries_read = info.get("entries-read") if info else 0
+    if entries_read is None:
+        lag = info.get("lag") if info else None
+        stream_len = int(await redis.xlen(settings.tasks_stream))
+        entries_read = max(ordinal - (lag if lag is not None else stream_len), 0)
+    undelivered = max(ordinal - int(entries_read), 0)
+    position = max(pending + undelivered, 1)
+    parallel = max(1, len(settings.comfyui_urls) * max(1, settings.worker_concurrency))
+    eta = math.ceil(position / parallel) * await average_run_s(redis)
+    return position, int(math.ceil(eta))
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    ok: bool
+    task_id: str = ""
+    detail: str = ""
+
+
+class Admin:
+    """Operator actions and numbers; `comfy_clients` (ComfyUIClient objects) add instance health."""
+
+    def __init__(self, redis: Redis, settings: Settings, comfy_clients: Iterable[Any] = ()):
+        self.redis = redis
+        self.settings = settings
+        self.comfy_clients = list(comfy_clients)
+
+    # --- numbers -----------------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        s = self.settings
+        info = await group_info(self.redis, s.tasks_stream, s.workers_group)
+        notifier_info = await group_info(self.redis, s.results_stream, s.notifiers_group)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(s.tasks_stream)
+            pipe.xlen(s.dead_stream)
+            pipe.exists(keys.PAUSED)
+            tasks_len, dead, paused = await pipe.execute()
+        lag = info.get("lag") if info else tasks_len
+        running = int(info.get("pending") or 0) if info else 0
+        oldest_age = 0
+        workers: list[dict[str, Any]] = []
+        if info is not None:
+            summary = await self.redis.xpending(s.tasks_stream, s.workers_group)
+            oldest = summary.get("min")
+            if oldest:
+                oldest_ms = int(_text(oldest).split("-")[0])
+                oldest_age = max(0, (now_ms() - oldest_ms) // 1000)
+            for consumer in await self.redis.xinfo_consumers(s.tasks_stream, s.workers_group):
+                workers.append(
+                    {
+                        "name": _text(consumer.get("name", "")),
+                        "pending": int(consumer.get("pending") or 0),
+                        "idle_s": int(consumer.get("idle") or 0) // 1000,
+                    }
+                )
+        return {
+            "queued": int(lag if lag is not None else tasks_len),
+            "running": running,
+            "dead": int(dead),
+            "paused": bool(paused),
+            "oldest_pending_s": int(oldest_age),
+            "avg_run_s": round(await average_run_s(self.redis), 1),
+            "to_notify": int(notifier_info.get("lag") or 0) + int(notifier_info.get("pending") or 0)
+            if notifier_info
+            else 0,
+            "workers": workers,
+            "comfyui": await self.comfyui_health(),
+        }
+
+    async def comfyui_health(self) -> list[dict[str, Any]]:
+        async def one(client: Any) -> dict[str, Any]:
+            healthy = await client.health()
+            running: list[str] = []
+            pending: list[str] = []
+            if healthy:
+                try:
+                    running, pending = await client.queue()
+                except Exception:  # noqa: BLE001 - a flaky instance is reported, not fatal
+                    healthy = False
+            return {
+                "url": client.base_url,
+                "healthy": healthy,
+                "queue_running": len(running),
+                "queue_pending": len(pending),
+            }
+
+        return list(await asyncio.gather(*(one(c) for c in self.comfy_clients)))
+
+    async def stats(self, window_s: int = 3600) -> dict[str, Any]:
+        """Throughput and run-time percentiles over the last `window_s`, with per-minute counts."""
+        now = now_ms()
+        start = now - window_s * 1000
+        entries = await self.redis.zrangebyscore(keys.DONE_LOG, start, "+inf", withscores=True)
+        minutes = max(1, window_s // 60)
+        per_minute = [0] * minutes
+        run_times: list[int] = []
+        counts = {"ok": 0, "failed": 0, "cancelled": 0}
+        for member, score in entries:
+            _, status, run_ms = _text(member).rsplit(":", 2)
+            counts[status] = counts.get(status, 0) + 1
+            index = min(minutes - 1, int((score - start) // 60000))
+            per_minute[index] += 1
+            if status == "ok":
+                run_times.append(int(run_ms))
+        run_times.sort()
+
+        def percentile(p: float) -> float:
+            if not run_times:
+                return 0.0
+            rank = min(len(run_times) - 1, max(0, math.ceil(p / 100 * len(run_times)) - 1))
+            return round(run_times[rank] / 1000.0, 2)
+
+        total = sum(counts.values())
+        return {
+            "window_s": window_s,
+            "completed": counts.get("ok", 0),
+            "failed": counts.get("failed", 0),
+            "cancelled": counts.get("cancelled", 0),
+            "per_minute": per_minute,
+            "throughput_per_min": round(total / minutes, 2),
+            "p50_s": percentile(50),
+            "p90_s": percentile(90),
+            "p99_s": percentile(99),
+        }
+
+    # --- dead letters ------------------------------------------------------------------------
+    async def dead_letters(self, limit: int = 10) -> list[DeadLetter]:
+        entries = await self.redis.xrevrange(self.settings.dead_stream, count=limit)
+        return [DeadLetter.from_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def _find_dead(self, ident: str) -> DeadLetter | None:
+        if "-" in ident and ident.replace("-", "").isdigit():
+            entries = await self.redis.xrange(self.settings.dead_stream, ident, ident)
+            return DeadLetter.from_entry(*entries[0]) if entries else None
+        for letter in await self.dead_letters(limit=1000):
+            if letter.task_id == ident:
+                return letter
+        return None
+
+    async def retry_dead(self, ident: str) -> RetryOutcome:
+        """Put a dead task back on the task stream (or a dead result back on the results stream)."""
+        letter = await self._find_dead(ident)
+        if letter is None:
+            return RetryOutcome(False, detail="no such dead letter")
+        s = self.settings
+        try:
+            if letter.source == s.results_stream:
+                record = Result.decode(letter.fields)
+                target, fields = s.results_stream, record.encode()
+            else:
+                task = Task.decode(letter.fields)
+                record, target, fields = task, s.tasks_stream, task.encode()
+        except MalformedRecord as exc:
+            return RetryOutcome(False, task_id=letter.task_id, detail=f"cannot retry a malformed entry: {exc.reason}")
+        task_id = record.task_id
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if target == s.tasks_stream:
+                pipe.delete(keys.result(task_id), keys.cancelled(task_id))
+                pipe.hset(keys.task(task_id), mapping={"state": "queued", "user": task.user})
+                pipe.sadd(keys.user_active(task.user), task_id)
+            pipe.delete(keys.delivered(task_id))
+            pipe.xadd(target, fields)
+            pipe.xdel(s.dead_stream, letter.entry_id)
+            results = await pipe.execute()
+        if target == s.tasks_stream:
+            await self._remember_ordinal(task_id)
+        del results
+        return RetryOutcome(True, task_id=task_id)
+
+    async def _remember_ordinal(self, task_id: str) -> None:
+        info = await self.redis.xinfo_stream(self.settings.tasks_stream)
+        await self.redis.hset(keys.task(task_id), "ordinal", int(info.get("entries-added") or 0))
+
+    async def purge_dead(self) -> int:
+        count = int(await self.redis.xlen(self.settings.dead_stream))
+        await self.redis.delete(self.settings.dead_stream)
+        return count
+
+    # --- pause / resume ----------------------------------------------------------------------
+    async def pause(self) -> None:
+        await self.redis.set(keys.PAUSED, str(int(time.time())))
+
+    async def resume(self) -> None:
+        await self.redis.delete(keys.PAUSED)
+
+    async def is_paused(self) -> bool:
+        return bool(await self.redis.exists(keys.PAUSED))
+
+    # --- for the bots --------------------------------------------------------------------------
+    async def position(self, task_id: str) -> tuple[int, int] | None:
+        """(place in line, estimated seconds) for a task still waiting or running, else None."""
+        state = await self.redis.hmget(keys.task(task_id), "state", "ordinal")
+        if state[0] is None or _text(state[0]) == "done":
+            return None
+        return await estimate_wait(self.redis, self.settings, int(state[1] or 0))
+
+    async def cancel(self, task_id: str, *, user: str | None = None) -> bool:
+        """Flag a task as cancelled (its owner, or anyone when `user` is None). False if too late."""
+        owner, state = await self.redis.hmget(keys.task(task_id), "user", "state")
+        if owner is None or (user is not None and _text(owner) != user) or _text(state) == "done":
+            return False
+        await self.redis.set(keys.cancelled(task_id), "1", ex=self.settings.blob_ttl_s)
+        return True
+
+    async def cancel_user(self, user: str) -> int:
+        """Cancel every task of `user` that is queued or running; returns how many were flagged."""
+        members = await self.redis.smembers(keys.user_active(user))
+        flagged = 0
+        for task_id in members:
+            if await self.cancel(_text(task_id), user=user):
+                flagged += 1
+        return flagged
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The status numbers as a few readable lines, for chat and the CLI."""
+    lines = [
+        f"Queued: {status['queued']}   Running: {status['running']}   Dead letters: {status['dead']}",
+        f"Paused: {'yes' if status['paused'] else 'no'}   Oldest in flight: {status['oldest_pending_s']} s"
+        f"   Avg run: {status['avg_run_s']} s   Results to send: {status['to_notify']}",
+    ]
+    if status["workers"]:
+        lines.append("Workers:")
+        lines += [f"  {w['name']}: {w['pending']} in hand, idle {w['idle_s']} s" for w in status["workers"]]
+    else:
+        lines.append("Workers: none registered")
+    for c in status["comfyui"]:
+        health = "up" if c["healthy"] else "DOWN"
+        lines.append(f"ComfyUI {c['url']}: {health}, running {c['queue_running']}, waiting {c['queue_pending']}")
+    return "\n".join(lines)
+
+
+def format_dead_letters(letters: list[DeadLetter]) -> str:
+    if not letters:
+        return "No dead letters."
+    lines = []
+    for letter in letters:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(letter.dead_at / 1000)) if letter.dead_at else "?"
+        lines.append(f"{letter.task_id or letter.entry_id} ({when} UTC): {letter.reason}")
+    return "\n".join(lines)
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    return (
+        f"Last {stats['window_s'] // 60} min: {stats['completed']} done, {stats['failed']} failed, "
+        f"{stats['cancelled']} cancelled ({stats['throughput_per_min']}/min)\n"
+        f"Run time p50 {stats['p50_s']} s, p90 {stats['p90_s']} s, p99 {stats['p99_s']} s"
+    )

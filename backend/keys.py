@@ -1,0 +1,42 @@
+"""Names of the Redis keys that are not streams, in one place so every process agrees on them."""
+
+PAUSED = "repairbot:paused"
+RUN_TIMES = "repairbot:run_times"  # list of recent run times (ms), newest first
+DONE_LOG = "repairbot:done"  # sorted set: "<task_id>:<status>:<run_ms>" scored by finish time (ms)
+
+
+def task(task_id: str) -> str:
+    """Hash with a task's owner, state, stream ordinal and where it runs (for position and cancel)."""
+    return f"repairbot:task:{task_id}"
+
+
+def result(task_id: str) -> str:
+    """The stored result fields: a redelivered task whose result exists is re-published, not re-run."""
+    return f"repairbot:result:{task_id}"
+
+
+def delivered(task_id: str) -> str:
+    return f"delivered:{task_id}"
+
+
+def cancelled(task_id: str) -> str:
+    return f"repairbot:cancel:{task_id}"
+
+
+def user_active(user: str) -> str:
+    """Set of the user's task ids that are queued or running."""
+    return f"repairbot:user:{user}:active"
+
+
+def user_recent(user: str) -> str:
+    """Sorted set of the user's submissions in the last hour, scored by time (ms)."""
+    return f"repairbot:user:{user}:recent"
+
+
+def user_mode(user: str) -> str:
+    return f"repairbot:user:{user}:mode"
+
+
+def consumer_lease(group: str, name: str) -> str:
+    """Held by the live process using a consumer name, so two processes never share one."""
+    return f"repairbot:lease:{group}:{name}"
