@@ -1,0 +1,412 @@
+"""Decode, validate and normalise images with Pillow, so nothing hostile reaches ComfyUI or a chat.
+
+Every function is pure, synchronous and CPU-bound: callers run them in `asyncio.to_thread`.
+
+- Intake (`check_size`, `probe`, `prepare_input`) refuses with `backend.errors.Refused` and a stable
+  code. Limits are checked from the header before any pixel is decoded, so a decompression bomb is
+  never expanded; only a format on the whitelist is ever decoded.
+- The worker cleans ComfyUI's result (`finalize_output`): its PNG carries the whole workflow in text
+  chunks, which must not reach users.
+- Senders build a before/after image (`side_by_side`) and fit results under platform limits
+  (`fit_for_upload`, `telegram_photo_ok`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from dataclasses import dataclass
+
+from PIL import Image, ImageCms, ImageOps
+
+from backend.errors import PermanentTaskError, Refused
+
+log = logging.getLogger(__name__)
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+
+# Pillow names some whitelisted files after a variant: a JPEG carrying a multi-picture index (many
+# phone cameras) opens as "MPO". Its first picture is an ordinary JPEG.
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+
+# Signatures of the whitelisted formats: when Pillow cannot read a file that starts like one of
+# them, the file is damaged rather than something else.
+_ALLOWED_SIGNATURES = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+)
+
+# Image (or image-like) formats people send that we do not take: they get `unsupported_format`
+# ("send a JPEG, PNG, ...") rather than `not_an_image`. Recognised by signature only, so no parser
+# outside the whitelist ever runs on user bytes.
+_FOREIGN_SIGNATURES = {
+    b"%PDF-": "PDF",
+    b"8BPS": "PSD",
+    b"\x00\x00\x01\x00": "ICO",
+    b"\x00\x00\x02\x00": "CUR",
+    b"%!PS": "EPS",
+    b"\xc5\xd0\xd3\xc6": "EPS",
+    b"icns": "ICNS",
+    b"gimp xcf": "XCF",
+    b"DDS ": "DDS",
+    b"qoif": "QOI",
+    b"\xff\x4f\xff\x51": "JPEG 2000",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n": "JPEG 2000",
+    b"\xff\x0a": "JPEG XL",
+    b"\x00\x00\x00\x0cJXL \r\n\x87\n": "JPEG XL",
+}
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+
+# Our own stored images (prepared inputs, finalized outputs) were checked against the configured
+# limit already; this ceiling only stops a corrupted blob from eating the process's memory.
+_OWN_IMAGE_MAX_PIXELS = 100_000_000
+
+PNG_COMPRESS_LEVEL = 3  # Pillow's default 6 takes ~2x the time for ~15% fewer bytes that live hours
+COMPARE_GAP = 8
+COMPARE_JPEG_QUALITY = 90
+UPLOAD_JPEG_QUALITY = 90
+UPLOAD_MIN_JPEG_QUALITY = 70
+UPLOAD_ATTEMPTS = 10
+
+# Telegram sendPhoto: "at most 10 MB", "width and height must not exceed 10000 in total",
+# "width and height ratio must be at most 20". 10 MB read as decimal: the conservative reading.
+TELEGRAM_PHOTO_MAX_BYTES = 10_000_000
+TELEGRAM_PHOTO_MAX_SIDES_SUM = 10_000
+TELEGRAM_PHOTO_MAX_RATIO = 20
+
+_BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says, before any pixel is decoded."""
+
+    format: str  # Pillow format name, one of ALLOWED_FORMATS
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An input ready for ComfyUI: 8-bit RGB PNG, upright, without metadata."""
+
+    data: bytes
+    width: int
+    height: int
+    source_format: str
+
+
+# --- intake ---------------------------------------------------------------------------------------
+
+
+def check_size(size: int | None, max_bytes: int) -> None:
+    """Refuse by the platform's declared file size, before spending a download on it."""
+    if size is not None and size > max_bytes:
+        raise _too_large(size, max_bytes)
+
+
+def probe(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
+    """Identify an image from its header alone and check it against the limits."""
+    with _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels) as image:
+        return ImageInfo(_format_of(image), image.width, image.height)
+
+
+def prepare_input(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedImage:
+    """Probe, then decode the first frame and re-encode it as a clean 8-bit RGB PNG."""
+    with _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels) as image:
+        rgb = _decode_to_rgb(image, max_pixels=max_pixels)
+        # Encode before the file closes: `rgb` may be the opened image itself.
+        return PreparedImage(_encode_png(rgb), rgb.width, rgb.height, _format_of(image))
+
+
+# --- worker ---------------------------------------------------------------------------------------
+
+
+def finalize_output(data: bytes, *, max_pixels: int) -> bytes:
+    """Re-encode ComfyUI's result without the workflow it carries in PNG text chunks (nor EXIF)."""
+    try:
+        with _open_checked(data, max_bytes=max(1, len(data)), max_pixels=max_pixels) as image:
+            return _encode_png(_decode_to_rgb(image, max_pixels=max_pixels))
+    except Refused as refused:
+        raise PermanentTaskError(
+            "output_invalid", detail=f"ComfyUI output unreadable: {refused.code} {refused.detail}"
+        ) from refused
+
+
+# --- senders --------------------------------------------------------------------------------------
+
+
+def side_by_side(before: bytes, after: bytes, *, max_side: int = 2048) -> bytes:
+    """A "Compare" JPEG: before on the left, after on the right, same height, fitting max_side."""
+    left, right = _decode_own_image(before), _decode_own_image(after)
+    height, left_width, right_width = _side_by_side_layout(left.size, right.size, max_side)
+    canvas = Image.new("RGB", (left_width + COMPARE_GAP + right_width, height), "white")
+    canvas.paste(_resized(left, (left_width, height)), (0, 0))
+    canvas.paste(_resized(right, (right_width, height)), (left_width + COMPARE_GAP, 0))
+    return _encode_jpeg(canvas, COMPARE_JPEG_QUALITY)
+
+
+def fit_for_upload(data: bytes, *, max_bytes: int) -> bytes:
+    """The image itself when under max_bytes, else a smaller JPEG that is (for chat size limits)."""
+    if len(data) <= max_bytes:
+        return data
+    image = _decode_own_image(data)
+    scale, quality = 1.0, UPLOAD_JPEG_QUALITY
+    for _ in range(UPLOAD_ATTEMPTS):
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        candidate = _encode_jpeg(_resized(image, size), quality)
+        if len(candidate) <= max_bytes:
+            return candidate
+        # JPEG size grows roughly with the pixel count: aim a little under the limit next time.
+        scale *= min(0.9, 0.95 * math.sqrt(max_bytes / len(candidate)))
+        quality = max(UPLOAD_MIN_JPEG_QUALITY, quality - 5)
+    raise PermanentTaskError("output_invalid", detail=f"could not fit the image under {max_bytes} bytes")
+
+
+def telegram_photo_ok(data: bytes) -> bool:
+    """Whether Telegram's sendPhoto takes these bytes as they are (else send a document or shrink)."""
+    if not data or len(data) > TELEGRAM_PHOTO_MAX_BYTES:
+        return False
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+            width, height = image.size
+    except Exception:  # unreadable or a bomb: not a photo Telegram would take either
+        return False
+    if width < 1 or height < 1:
+        return False
+    return (
+        width + height <= TELEGRAM_PHOTO_MAX_SIDES_SUM
+        and max(width, height) <= TELEGRAM_PHOTO_MAX_RATIO * min(width, height)
+    )
+
+
+# --- opening: header checks, no decoding ----------------------------------------------------------
+
+
+def _open_checked(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Open the header of a whitelisted image within the limits; the caller closes it."""
+    if not data:
+        raise Refused("image_empty", detail="zero bytes")
+    if len(data) > max_bytes:
+        raise _too_large(len(data), max_bytes)
+    _let_our_pixel_limit_govern(max_pixels)
+    try:
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except _BOMB_ERRORS as bomb:
+        raise _too_many_pixels(max_pixels, detail=str(bomb)) from None
+    except Exception as error:
+        raise _unreadable(data, error) from None
+    try:
+        _check_header(image, max_pixels)
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def _let_our_pixel_limit_govern(max_pixels: int) -> None:
+    """Raise Pillow's own bomb limit (never lower it) when ours is higher, so ours decides.
+
+    Pillow warns above Image.MAX_IMAGE_PIXELS (89 MP) and refuses above twice that. With our limit
+    below it (the default 40 MP) every Pillow objection concerns an image we refuse anyway, and is
+    turned into too_many_pixels; with a higher configured limit, Pillow's is lifted to match.
+    """
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    if pillow_limit is not None and max_pixels > pillow_limit:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _check_header(image: Image.Image, max_pixels: int) -> None:
+    if _format_of(image) not in ALLOWED_FORMATS:
+        raise Refused("unsupported_format", detail=f"format {image.format}")
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise Refused("image_broken", detail=f"header says {width}x{height}")
+    if width * height > max_pixels:
+        raise _too_many_pixels(max_pixels, detail=f"header says {width}x{height}")
+
+
+def _format_of(image: Image.Image) -> str:
+    return _FORMAT_ALIASES.get(image.format or "", image.format or "")
+
+
+def _unreadable(data: bytes, error: Exception) -> Refused:
+    """Why Pillow could not open these bytes: a damaged photo, a format we don't take, or no image."""
+    detail = f"{type(error).__name__}: {error}"
+    if data.startswith(_ALLOWED_SIGNATURES) or _is_webp(data):
+        return Refused("image_broken", detail=detail)
+    foreign = _foreign_format(data)
+    if foreign:
+        return Refused("unsupported_format", detail=f"format {foreign}")
+    return Refused("not_an_image", detail=detail)
+
+
+def _is_webp(data: bytes) -> bool:
+    return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+
+
+def _foreign_format(data: bytes) -> str | None:
+    """Name a known image format outside the whitelist from its signature, else None."""
+    for signature, name in _FOREIGN_SIGNATURES.items():
+        if data.startswith(signature):
+            return name
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return "HEIF/AVIF"
+    if _looks_like_svg(data):
+        return "SVG"
+    return None
+
+
+def _looks_like_svg(data: bytes) -> bool:
+    """An XML document whose root is <svg> (an HTML page that embeds one is not an image)."""
+    head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return (head.startswith(b"<?xml") or head.startswith(b"<svg")) and b"<svg" in head
+
+
+# --- decoding and normalising ---------------------------------------------------------------------
+
+
+def _decode_to_rgb(image: Image.Image, *, max_pixels: int) -> Image.Image:
+    """Decode the first frame fully and return it upright as 8-bit RGB.
+
+    A truncated or corrupt file fails here (Pillow's LOAD_TRUNCATED_IMAGES is never set), and any
+    Pillow failure becomes image_broken: a user gets a sentence, never a traceback.
+    """
+    try:
+        image.load()  # the current frame is the first one: GIFs and animations stop there
+        _apply_exif_orientation(image)
+        return _normalise_to_rgb(image)
+    except _BOMB_ERRORS as bomb:
+        raise _too_many_pixels(max_pixels, detail=str(bomb)) from None
+    except Exception as error:
+        raise Refused("image_broken", detail=f"{type(error).__name__}: {error}") from None
+
+
+def _apply_exif_orientation(image: Image.Image) -> None:
+    """Turn the pixels the way the camera meant; unreadable EXIF is metadata, not a broken photo."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception as error:
+        log.info("ignoring unreadable EXIF orientation: %s: %s", type(error).__name__, error)
+
+
+def _normalise_to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB in sRGB, whatever the mode: deep, 1-bit, palette, CMYK, with or without alpha."""
+    icc_profile = image.info.get("icc_profile")
+    image = _to_8bit(image)
+    if _has_alpha(image):
+        image = _flatten_on_white(image)
+    elif image.mode not in ("RGB", "L", "CMYK"):
+        image = image.convert("RGB")
+    return _to_srgb(image, icc_profile)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16/32-bit and float grey to 8-bit L by scaling (Pillow's plain convert clips), 1-bit to L."""
+    if image.mode == "1":
+        return image.convert("L")
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    wide = image.convert("F") if image.mode == "F" else image.convert("I")
+    low, high = wide.getextrema()
+    if low >= 0 and high <= 255:
+        scaled = wide
+    elif low >= 0 and high <= 65535:
+        scaled = wide.point(lambda value: value * (1 / 256))
+    else:  # an unusual range (signed or float): stretch what is there
+        span = (high - low) or 1
+        scaled = wide.point(lambda value: (value - low) * (255 / span))
+    return scaled.convert("L")
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def _flatten_on_white(image: Image.Image) -> Image.Image:
+    """Composite transparency over white: a scanned photo's transparent margin is paper, not black."""
+    rgba = image.convert("RGBA")
+    background = Image.new("RGB", rgba.size, "white")
+    background.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+    return background
+
+
+def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    """RGB whose colours survive dropping the ICC profile; a bad profile is ignored, not fatal."""
+    if icc_profile:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+            if converted is not None:
+                return converted
+        except Exception as error:
+            log.info("ignoring unusable ICC profile: %s: %s", type(error).__name__, error)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _decode_own_image(data: bytes) -> Image.Image:
+    """Decode an image we stored ourselves (already checked at intake) as RGB.
+
+    Not closed on purpose: the result may be the opened image itself, and a BytesIO holds nothing
+    but memory.
+    """
+    image = _open_checked(data, max_bytes=max(1, len(data)), max_pixels=_OWN_IMAGE_MAX_PIXELS)
+    return _decode_to_rgb(image, max_pixels=_OWN_IMAGE_MAX_PIXELS)
+
+
+# --- encoding and layout --------------------------------------------------------------------------
+
+
+def _encode_png(image: Image.Image) -> bytes:
+    """PNG with pixels only: no EXIF, text chunks, ICC profile or transparency key."""
+    image.info = {}  # Pillow's PNG writer copies the ICC profile and transparency from info
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def _encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    image.info = {}
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _side_by_side_layout(
+    left: tuple[int, int], right: tuple[int, int], max_side: int
+) -> tuple[int, int, int]:
+    """(height, left width, right width): a shared height no taller than the shorter image, chosen
+    so that both widths plus the gap, and the height, stay within max_side."""
+    left_aspect = left[0] / left[1]
+    right_aspect = right[0] / right[1]
+    height = min(
+        left[1],
+        right[1],
+        max_side,
+        math.floor((max_side - COMPARE_GAP) / (left_aspect + right_aspect)),
+    )
+    height = max(1, height)
+    return height, max(1, math.floor(left_aspect * height)), max(1, math.floor(right_aspect * height))
+
+
+def _too_large(size: int, max_bytes: int) -> Refused:
+    return Refused(
+        "too_large", detail=f"{size} bytes > {max_bytes}", max_mb=max(1, max_bytes // (1024 * 1024))
+    )
+
+
+def _too_many_pixels(max_pixels: int, *, detail: str) -> Refused:
+    return Refused("too_many_pixels", detail=detail, max_mp=max(1, max_pixels // 1_000_000))
