@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = None
     discord_guild_ids: CommaInts = Field(default_factory=list)
 
+    log_level: str = "INFO"
+
     # `repairbot up` embedded Redis.
     var_dir: Path = Path("var")
 

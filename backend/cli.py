@@ -1,0 +1,420 @@
+"""`repairbot`: run the parts (worker, notifier, bots, all at once) and operate the queue.
+
+Exit codes of `submit` are a contract (DESIGN.md): 0 ok, 2 refused at intake, 3 processing failed or
+was cancelled, 4 timed out. Failures print one line on stderr: the user-facing message, then the
+stable error code in brackets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import importlib
+import json
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from backend import keys
+from backend.admin import Admin, format_dead_letters, format_stats, format_status
+from backend.comfyui import ComfyUIClient
+from backend.errors import Refused
+from backend.services import Services
+from backend.settings import Settings
+from backend.tasks import MalformedRecord, Result
+from backend.workflows import WorkflowError, check_against_object_info
+
+log = logging.getLogger("repairbot")
+
+EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+BOTS = ("telegram", "discord")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request URL at INFO, and Telegram URLs carry the bot token.
+    for noisy in ("httpx", "httpcore", "telegram.ext.Updater", "discord.gateway", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def comfy_clients(settings: Settings) -> list[ComfyUIClient]:
+    return [ComfyUIClient(url, quiet_poll_s=settings.comfyui_quiet_poll_s) for url in settings.comfyui_urls]
+
+
+def bot_token_set(settings: Settings, platform: str) -> bool:
+    return getattr(settings, f"{platform}_bot_token") is not None
+
+
+def bot_module(platform: str, name: str) -> Any:
+    """Bots are imported only when used: the backend itself never imports a platform library."""
+    return importlib.import_module(f"bots.{platform}.{name}")
+
+
+def build_senders(settings: Settings, services: Services) -> dict[str, Any]:
+    return {
+        platform: bot_module(platform, "sender").build_sender(settings, services.blobs)
+        for platform in BOTS
+        if bot_token_set(settings, platform)
+    }
+
+
+async def run_until_signal(main: Callable[[asyncio.Event], Awaitable[Any]]) -> Any:
+    """Run `main(stop)`; SIGINT and SIGTERM set `stop` so every part can finish cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return await main(stop)
+
+
+async def _serve_component(component: Any, stop: asyncio.Event) -> None:
+    """Run a Worker or Notifier until `stop` is set, then let it shut down in its own way."""
+    runner = asyncio.create_task(component.run())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    component.stop()
+    stopper.cancel()
+    await runner
+
+
+# --- commands -------------------------------------------------------------------------------------
+async def cmd_worker(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from backend.worker import Worker
+
+    services = Services.create(settings)
+    try:
+        await _serve_component(Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows), stop)
+    finally:
+        await services.close()
+    return EXIT_OK
+
+
+async def cmd_notifier(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from backend.notifier import Notifier
+
+    services = Services.create(settings)
+    try:
+        await _serve_component(Notifier(services.redis, settings, build_senders(settings, services)), stop)
+    finally:
+        await services.close()
+    return EXIT_OK
+
+
+async def cmd_bot(settings: Settings, platform: str, stop: asyncio.Event) -> int:
+    if not bot_token_set(settings, platform):
+        print(f"{platform.upper()}_BOT_TOKEN is not set: put it in the environment or .env", file=sys.stderr)
+        return EXIT_ERROR
+    await bot_module(platform, "app").serve(settings, stop)
+    return EXIT_OK
+
+
+async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from backend.notifier import Notifier
+    from backend.worker import Worker
+
+    redis_child = None
+    if "redis_url" not in settings.model_fields_set and not _port_open("127.0.0.1", 6379):
+        redis_child = _start_embedded_redis(settings)
+        if redis_child is None:
+            return EXIT_ERROR
+        settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_child[1]}/0"})
+    services = Services.create(settings)
+    bots = [p for p in BOTS if bot_token_set(settings, p)]
+    print(f"repairbot up: Redis {settings.redis_url}, ComfyUI {', '.join(settings.comfyui_urls)}")
+    print(f"bots enabled: {', '.join(bots) or 'none (set TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN)'}")
+    print("try it without chat:  repairbot submit photo.jpg --wait --out colorized.png")
+    worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
+    notifier = Notifier(services.redis, settings, build_senders(settings, services))
+    parts = [_serve_component(worker, stop), _serve_component(notifier, stop)]
+    parts += [bot_module(p, "app").serve(settings, stop) for p in bots]
+    try:
+        results = await asyncio.gather(*parts, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("a part of repairbot up failed: %r", result)
+    finally:
+        await services.close()
+        if redis_child is not None:
+            redis_child[0].terminate()
+            redis_child[0].wait(timeout=10)
+    return EXIT_OK
+
+
+def _port_open(host: str, port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _start_embedded_redis(settings: Settings) -> tuple[subprocess.Popen[bytes], int] | None:
+    """A private redis-server with AOF under ./var/, for a single-machine start with no setup."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print(
+            "No Redis answers on 127.0.0.1:6379 and redis-server is not installed.\n"
+            "Install it (apt-get install -y redis-server), or point REDIS_URL at a Redis >= 7.0.",
+            file=sys.stderr,
+        )
+        return None
+    data_dir = (settings.var_dir / "redis").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = 6379
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes",
+         "--appendfsync", "always", "--save", "", "--logfile", str(data_dir / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        if _port_open("127.0.0.1", port):
+            print(f"started a private redis-server (AOF in {data_dir})")
+            return proc, port
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    print(f"redis-server did not start; see {data_dir / 'redis.log'}", file=sys.stderr)
+    return None
+
+
+async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    path = Path(args.path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    services = Services.create(settings)
+    try:
+        start_id = await _last_result_id(services, settings)
+        try:
+            submitted = await services.intake.submit(
+                data, mode=args.mode, reply={"platform": "cli"}, user=f"cli:{_local_user()}", exempt=True
+            )
+        except Refused as exc:
+            print(f"{exc.user_message()} [{exc.code}]", file=sys.stderr)
+            return EXIT_REFUSED
+        print(submitted.task_id, flush=True)
+        if not args.wait:
+            return EXIT_OK
+        print(f"queued: #{submitted.position} in line, about {submitted.eta_s} s", file=sys.stderr)
+        try:
+            result = await asyncio.wait_for(
+                _wait_for_result(services, settings, submitted.task_id, start_id, stop), timeout=args.timeout
+            )
+        except asyncio.TimeoutError:
+            print(f"No result within {args.timeout:g} s; the task is still queued. [timeout]", file=sys.stderr)
+            return EXIT_TIMEOUT
+        if result is None:
+            return EXIT_TIMEOUT
+        if result.status != "ok":
+            print(f"{result.message or result.status} [{result.error or result.status}]", file=sys.stderr)
+            return EXIT_FAILED
+        output = await services.blobs.get(result.output)
+        if output is None:
+            print("The result expired before it could be saved. [input_expired]", file=sys.stderr)
+            return EXIT_FAILED
+        out = Path(args.out) if args.out else path.with_name(f"{path.stem}.color.png")
+        out.write_bytes(output)
+        print(f"saved {out} ({result.run_ms / 1000:.1f} s on {result.worker})", file=sys.stderr)
+        return EXIT_OK
+    finally:
+        await services.close()
+
+
+def _local_user() -> str:
+    with contextlib.suppress(Exception):
+        name = "".join(ch for ch in getpass.getuser() if ch.isalnum() or ch in "._-")
+        if name:
+            return name[:64]
+    return "local"
+
+
+async def _last_result_id(services: Services, settings: Settings) -> str:
+    last = await services.redis.xrevrange(settings.results_stream, count=1)
+    return last[0][0].decode() if last else "0-0"
+
+
+async def _wait_for_result(
+    services: Services, settings: Settings, task_id: str, start_id: str, stop: asyncio.Event
+) -> Result | None:
+    """Follow the results stream from before the submit until our task's result shows up."""
+    cursor = start_id
+    while not stop.is_set():
+        stored = await services.redis.hgetall(keys.result(task_id))
+        if stored:
+            return Result.decode(stored)
+        reply = await services.redis.xread({settings.results_stream: cursor}, count=100, block=1000)
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                cursor = entry_id.decode()
+                if fields.get(b"task_id", b"").decode() == task_id:
+                    with contextlib.suppress(MalformedRecord):
+                        return Result.decode(fields)
+    return None
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    services = Services.create(settings)
+    try:
+        status = await Admin(services.redis, settings, comfy_clients(settings)).status()
+    finally:
+        await services.close()
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return EXIT_OK
+
+
+async def cmd_dlq(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    services = Services.create(settings)
+    try:
+        admin = services.admin
+        if args.action == "list":
+            print(format_dead_letters(await admin.dead_letters(limit=args.limit)))
+        elif args.action == "retry":
+            if not args.id:
+                print("usage: repairbot dlq retry ID (a task id or a dead-letter entry id)", file=sys.stderr)
+                return EXIT_ERROR
+            outcome = await admin.retry_dead(args.id)
+            if not outcome.ok:
+                print(f"not retried: {outcome.detail}", file=sys.stderr)
+                return EXIT_ERROR
+            print(f"task {outcome.task_id} is queued again")
+        else:
+            print(f"purged {await admin.purge_dead()} dead letter(s)")
+    finally:
+        await services.close()
+    return EXIT_OK
+
+
+async def cmd_pause(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    services = Services.create(settings)
+    try:
+        if args.command == "pause":
+            await services.admin.pause()
+            print("paused: workers finish what they hold and start nothing new; bots refuse new photos")
+        else:
+            await services.admin.resume()
+            print("resumed")
+    finally:
+        await services.close()
+    return EXIT_OK
+
+
+async def cmd_stats(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    services = Services.create(settings)
+    try:
+        stats = await services.admin.stats(window_s=args.window)
+    finally:
+        await services.close()
+    print(json.dumps(stats) if args.json else format_stats(stats))
+    return EXIT_OK
+
+
+async def cmd_doctor(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    problems = 0
+
+    def report(ok: bool, line: str) -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        print(f"{'ok  ' if ok else 'FAIL'} {line}")
+
+    try:
+        services = Services.create(settings)
+    except WorkflowError as exc:
+        report(False, f"workflows: {exc}")
+        return EXIT_ERROR
+    report(True, f"workflows: {', '.join(services.workflows.names)}")
+    try:
+        info = await asyncio.wait_for(services.redis.info("server"), timeout=5)
+        version = str(info.get("redis_version", "0"))
+        major_minor = tuple(int(x) for x in version.split(".")[:2])
+        report(major_minor >= (7, 0), f"Redis {settings.redis_url.split('@')[-1]} version {version} (needs >= 7.0)")
+    except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+        report(False, f"Redis {settings.redis_url.split('@')[-1]} not reachable: {exc}")
+    finally:
+        await services.close()
+    for client in comfy_clients(settings):
+        try:
+            if not await client.health():
+                report(False, f"ComfyUI {client.base_url} not reachable")
+                continue
+            report(True, f"ComfyUI {client.base_url} reachable")
+            object_info = await client.object_info()
+            for name, mode in services.workflows.modes.items():
+                issues = check_against_object_info(mode, object_info)
+                report(not issues, f"  mode {name}: " + ("; ".join(issues) if issues else "all nodes and values accepted"))
+        finally:
+            await client.close()
+    print("all good" if not problems else f"{problems} problem(s)")
+    return EXIT_OK if not problems else EXIT_ERROR
+
+
+# --- argument parsing ----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="repairbot", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run tasks through ComfyUI")
+    sub.add_parser("notifier", help="deliver results to the chats")
+    sub.add_parser("up", help="worker + notifier + every bot whose token is set, in one process")
+    sub.add_parser("telegram", help="run the Telegram bot alone")
+    sub.add_parser("discord", help="run the Discord bot alone")
+    submit = sub.add_parser("submit", help="queue a photo from the command line")
+    submit.add_argument("path")
+    submit.add_argument("--mode", default="person")
+    submit.add_argument("--wait", action="store_true", help="wait for the result and save it")
+    submit.add_argument("--out", help="where to write the colorized image (with --wait)")
+    submit.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (with --wait)")
+    status = sub.add_parser("status", help="queue numbers")
+    status.add_argument("--json", action="store_true")
+    stats = sub.add_parser("stats", help="throughput and run-time percentiles")
+    stats.add_argument("--window", type=int, default=3600)
+    stats.add_argument("--json", action="store_true")
+    dlq = sub.add_parser("dlq", help="dead letters: list, retry ID, purge")
+    dlq.add_argument("action", choices=("list", "retry", "purge"))
+    dlq.add_argument("id", nargs="?")
+    dlq.add_argument("--limit", type=int, default=20)
+    sub.add_parser("pause", help="stop starting new tasks")
+    sub.add_parser("resume", help="start new tasks again")
+    sub.add_parser("doctor", help="check Redis, ComfyUI and the workflows")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace, asyncio.Event], Awaitable[int]]] = {
+    "worker": cmd_worker,
+    "notifier": cmd_notifier,
+    "up": cmd_up,
+    "telegram": lambda s, a, stop: cmd_bot(s, "telegram", stop),
+    "discord": lambda s, a, stop: cmd_bot(s, "discord", stop),
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "stats": cmd_stats,
+    "dlq": cmd_dlq,
+    "pause": cmd_pause,
+    "resume": cmd_pause,
+    "doctor": cmd_doctor,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    setup_logging(settings.log_level)
+    command = COMMANDS[args.command]
+    try:
+        return asyncio.run(run_until_signal(lambda stop: command(settings, args, stop)))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (ConnectionError, OSError) as exc:
+        print(f"cannot reach a service: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,484 @@
+"""Runs colorization tasks through ComfyUI: the consumer group `repair_workers`.
+
+Each ComfyUI instance gets `worker_concurrency + prefetch` slots, so while one prompt runs on the GPU
+the next ones are already uploaded and queued inside ComfyUI. The loop reads only as many tasks as
+there are free slots on healthy instances; when every instance is down it reads nothing (the
+circuit breaker), so tasks wait in the stream and none fails for it.
+
+Per task: stored result → re-published; cancelled → `cancelled` result; otherwise upload, prompt,
+progress events, output re-encoded, result written, and only then XACK. Transient ComfyUI errors are
+retried with backoff, permanent ones fail the task at once, and a task delivered more than
+`max_deliveries` times is dead-lettered with a failed result for its user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from backend import images, keys
+from backend.blobs import BlobStore, make_blob_store
+from backend.comfyui import ComfyUIClient
+from backend.errors import PermanentTaskError, Refused, RepairError, TransientTaskError
+from backend.settings import Settings
+from backend.streams import ConsumerGroup, Entry
+from backend.tasks import Event, MalformedRecord, Result, Task, now_ms, validate_reply
+from backend.texts import text
+from backend.workflows import Workflows
+
+log = logging.getLogger(__name__)
+
+PROGRESS_MIN_STEP = 5
+CANCEL_POLL_S = 0.5
+DONE_LOG_KEEP_MS = 24 * 3600 * 1000
+
+
+@dataclass
+class Instance:
+    """One ComfyUI instance as the worker sees it: its client, free slots and health."""
+
+    client: Any
+    slots: int
+    busy: int = 0
+    healthy: bool = False
+    probe_delay_s: float = 0.0
+    probing: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def free(self) -> int:
+        return self.slots - self.busy if self.healthy else 0
+
+
+class Worker:
+    """Consumes tasks and runs them on the ComfyUI instances in `settings.comfyui_urls`.
+
+    :param blobs: where inputs are read and outputs written (default: per settings)
+    :param workflows: the modes (default: loaded from settings.workflows_dir)
+    :param clients: ComfyUI clients to use instead of one per configured URL (tests)
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        blobs: BlobStore | None = None,
+        workflows: Workflows | None = None,
+        clients: list[Any] | None = None,
+    ):
+        self.redis = redis
+        self.settings = settings
+        self.blobs = blobs or make_blob_store(settings, redis)
+        self.workflows = workflows or Workflows.load(settings.workflows_dir)
+        made = clients or [
+            ComfyUIClient(url, quiet_poll_s=settings.comfyui_quiet_poll_s) for url in settings.comfyui_urls
+        ]
+        self.instances = [Instance(client, settings.slots_per_instance) for client in made]
+        self.group = ConsumerGroup(
+            redis,
+            group=settings.workers_group,
+            streams={settings.tasks_stream: "0"},
+            role="worker",
+            dead_stream=settings.dead_stream,
+            block_ms=settings.block_ms,
+            call_timeout_s=settings.redis_socket_timeout_s,
+        )
+        self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.group.consumer
+
+    def stop(self) -> None:
+        """Stop reading; in-flight tasks get `shutdown_grace_s` to finish, the rest is handed back."""
+        self._stopping.set()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        for instance in self.instances:
+            await instance.client.start()
+        await self.group.acquire_name()
+        log.info("worker %s started on %d ComfyUI instance(s)", self.name, len(self.instances))
+        try:
+            await self._probe_all()
+            await self._with_redis_retry(self.group.ensure_groups)
+            for entry in await self._with_redis_retry(self.group.read_own_pending):
+                self._spawn(entry)
+            await self._read_loop()
+        finally:
+            await self._drain()
+            for instance in self.instances:
+                if instance.probing:
+                    instance.probing.cancel()
+                await instance.client.close()
+            await self.group.release_name()
+            log.info("worker %s stopped", self.name)
+
+    async def _with_redis_retry(self, call: Any) -> Any:
+        backoff = self.settings.retry_backoff_s
+        while True:
+            try:
+                return await call()
+            except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+                if self._stopping.is_set():
+                    raise
+                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        tasks = [task for _, task in self._inflight.values()]
+        log.info("waiting up to %.0f s for %d task(s) in flight", self.settings.shutdown_grace_s, len(tasks))
+        _, still_running = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
+        for task in still_running:
+            task.cancel()
+        if still_running:
+            await asyncio.wait(still_running, timeout=5)
+            log.warning("handed back %d unfinished task(s): they stay pending for the next worker", len(still_running))
+
+    # --- the read loop -------------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        maintain_every = max(0.5, min(10.0, self.settings.min_idle_ms / 3000))
+        next_maintenance = 0.0
+        backoff = self.settings.retry_backoff_s
+        while not self._stopping.is_set():
+            try:
+                if loop.time() >= next_maintenance:
+                    await self._maintain()
+                    next_maintenance = loop.time() + maintain_every
+                if await self.redis.exists(keys.PAUSED):
+                    await self._sleep(min(1.0, self.settings.block_ms / 1000))
+                    continue
+                free = self._capacity()
+                if free <= 0:
+                    await self._wait_for_slot(min(1.0, maintain_every))
+                    continue
+                for entry in await self.group.read_new(min(free, self.settings.read_batch)):
+                    self._spawn(entry)
+                backoff = self.settings.retry_backoff_s
+            except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("worker lost Redis (%s); retrying in %.1f s", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+            except Exception as exc:  # noqa: BLE001 - the loop outlives any single bad moment
+                log.exception("worker loop error: %s", exc)
+                await self._sleep(backoff)
+
+    def _capacity(self) -> int:
+        """Slots on healthy instances minus tasks already in hand (running or waiting for a slot)."""
+        slots = sum(i.slots for i in self.instances if i.healthy)
+        return slots - len(self._inflight)
+
+    async def _wait_for_slot(self, timeout: float) -> None:
+        self._slot_freed.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._slot_freed.wait(), timeout=timeout)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def _maintain(self) -> None:
+        """Keep our long tasks ours, take over stale ones, trim what is acknowledged."""
+        if self._inflight:
+            await self.group.keep_ownership([entry for entry, _ in self._inflight.values()])
+        if not self._stopping.is_set() and self._capacity() > 0:
+            for entry in await self.group.reclaim_stale(self.settings.min_idle_ms, count=self._capacity()):
+                if entry.entry_id not in self._inflight:
+                    log.info("reclaimed stale task entry %s (delivery %d)", entry.entry_id, entry.deliveries)
+                    self._spawn(entry)
+        await self.group.trim_acknowledged(self.settings.tasks_stream)
+        await self.redis.zremrangebyscore(keys.DONE_LOG, "-inf", now_ms() - DONE_LOG_KEEP_MS)
+
+    def _spawn(self, entry: Entry) -> None:
+        if entry.entry_id in self._inflight:
+            return
+        task = asyncio.create_task(self._handle(entry), name=f"task-{entry.entry_id}")
+        self._inflight[entry.entry_id] = (entry, task)
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(entry.entry_id, None)
+            self._slot_freed.set()
+
+        task.add_done_callback(done)
+
+    # --- the circuit breaker ---------------------------------------------------------------------------
+    async def _probe_all(self) -> None:
+        results = await asyncio.gather(*(i.client.health() for i in self.instances))
+        for instance, healthy in zip(self.instances, results):
+            if healthy:
+                instance.healthy = True
+            else:
+                self._mark_down(instance, "not reachable at start")
+
+    def _mark_down(self, instance: Instance, why: str) -> None:
+        if instance.probing is not None and not instance.probing.done():
+            return
+        if instance.healthy:
+            log.warning("ComfyUI %s marked down: %s", instance.client.base_url, why)
+        instance.healthy = False
+        instance.probing = asyncio.create_task(self._probe_until_up(instance))
+
+    async def _probe_until_up(self, instance: Instance) -> None:
+        delay = self.settings.retry_backoff_s
+        while not self._stopping.is_set():
+            await self._sleep(delay)
+            if await instance.client.health():
+                instance.healthy = True
+                log.info("ComfyUI %s is back", instance.client.base_url)
+                self._slot_freed.set()
+                return
+            delay = min(delay * 2, self.settings.breaker_probe_max_s)
+
+    async def _acquire_instance(self) -> Instance:
+        """The healthy instance with the most free slots; waits while none has one."""
+        while True:
+            candidates = [i for i in self.instances if i.free > 0]
+            if candidates:
+                best = max(candidates, key=lambda i: i.free)
+                best.busy += 1
+                return best
+            await self._wait_for_slot(1.0)
+
+    def _release_instance(self, instance: Instance) -> None:
+        instance.busy -= 1
+        self._slot_freed.set()
+
+    # --- one task ------------------------------------------------------------------------------------
+    async def _handle(self, entry: Entry) -> None:
+        try:
+            task = Task.decode(entry.fields)
+        except MalformedRecord as exc:
+            await self._reject_malformed(entry, exc)
+            return
+        try:
+            if entry.deliveries > self.settings.max_deliveries:
+                await self._give_up(entry, task, f"delivered {entry.deliveries} times")
+                return
+            if await self._republish_stored(entry, task):
+                return
+            if await self.redis.exists(keys.cancelled(task.task_id)):
+                await self._finish(entry, task, self._result(task, "cancelled", "cancelled"))
+                return
+            result = await self._run(task)
+            await self._finish(entry, task, result)
+        except asyncio.CancelledError:
+            log.info("task %s handed back at shutdown", task.task_id)
+            raise
+        except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("task %s left pending, Redis trouble: %s", task.task_id, exc)
+        except Exception as exc:  # noqa: BLE001 - leave it pending: redelivery counts towards the DLQ
+            log.exception("task %s failed unexpectedly, left for redelivery: %s", task.task_id, exc)
+
+    async def _reject_malformed(self, entry: Entry, exc: MalformedRecord) -> None:
+        """Dead-letter on first sight; still answer the user when the reply channel is readable."""
+        await self.group.dead_letter(entry, reason=f"malformed task: {exc.reason}")
+        try:
+            reply = validate_reply(_loads(entry.fields.get(b"reply") or entry.fields.get("reply")))
+        except (MalformedRecord, ValueError, TypeError):
+            return
+        task_id = _as_text(entry.fields.get(b"task_id") or entry.fields.get("task_id") or "")
+        if not task_id or not task_id.isalnum() or len(task_id) > 64:
+            return
+        failed = Result(task_id, "failed", reply, error="malformed_task", message=text("malformed_task"),
+                        worker=self.name)
+        await self.redis.xadd(self.settings.results_stream, failed.encode())
+
+    async def _give_up(self, entry: Entry, task: Task, reason: str) -> None:
+        await self.group.dead_letter(entry, reason=reason, last_error=reason)
+        failed = self._result(task, "failed", "too_many_attempts")
+        await self._publish(task, failed)
+
+    async def _republish_stored(self, entry: Entry, task: Task) -> bool:
+        stored = await self.redis.hgetall(keys.result(task.task_id))
+        if not stored:
+            return False
+        log.info("task %s already has a result: re-publishing it", task.task_id)
+        await self.redis.xadd(self.settings.results_stream, stored)
+        await self.group.ack(entry)
+        return True
+
+    def _result(self, task: Task, status: str, code: str = "", *, output: str = "", run_ms: int = 0) -> Result:
+        queued_ms = max(0, now_ms() - task.submitted_at - run_ms)
+        return Result(
+            task_id=task.task_id,
+            status=status,  # type: ignore[arg-type]
+            reply=task.reply,
+            mode=task.mode,
+            input=task.input,
+            output=output,
+            error=code if status != "ok" else "",
+            message=text(code) if status != "ok" else "",
+            user=task.user,
+            queued_ms=queued_ms,
+            run_ms=run_ms,
+            worker=self.name,
+        )
+
+    async def _run(self, task: Task) -> Result:
+        """Everything between reading a task and having its result; never raises RepairError."""
+        try:
+            mode = self.workflows.get(task.mode)
+            mode.check_params(task.params)
+            source = await self.blobs.get(task.input)
+            if source is None:
+                return self._result(task, "failed", "input_expired")
+            prepared = await asyncio.to_thread(
+                images.prepare_input, source,
+                max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels,
+            )
+            started = time.monotonic()
+            raw = await self._run_with_retries(task, mode, prepared.data)
+            final = await asyncio.to_thread(images.finalize_output, raw, max_pixels=self.settings.max_image_pixels * 4)
+            output_key = await self.blobs.put("out", final)
+            run_ms = int((time.monotonic() - started) * 1000)
+            return self._result(task, "ok", output=output_key, run_ms=run_ms)
+        except Refused as exc:
+            return self._result(task, "failed", exc.code)
+        except RepairError as exc:
+            status = "cancelled" if exc.code == "cancelled" else "failed"
+            log.info("task %s %s: %s %s", task.task_id, status, exc.code, exc.detail)
+            return self._result(task, status, exc.code)
+
+    async def _run_with_retries(self, task: Task, mode: Any, data: bytes) -> bytes:
+        attempt = 0
+        backoff = self.settings.retry_backoff_s
+        announced = False
+        while True:
+            attempt += 1
+            instance = await self._acquire_instance()
+            try:
+                if not announced:
+                    await self._event(task, "started")
+                    announced = True
+                return await self._run_once(task, mode, data, instance, attempt)
+            except TransientTaskError as exc:
+                healthy = await instance.client.health()
+                if not healthy:
+                    self._mark_down(instance, exc.detail or exc.code)
+                    attempt -= 1  # ComfyUI being down is not the task's fault: wait, don't count
+                if attempt >= self.settings.transient_retries:
+                    raise
+                log.info("task %s: transient ComfyUI error (%s); retrying", task.task_id, exc.detail or exc.code)
+                await self._event(task, "retrying")
+            finally:
+                self._release_instance(instance)
+            await asyncio.sleep(backoff + random.uniform(0, backoff / 2))
+            backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+
+    async def _run_once(self, task: Task, mode: Any, data: bytes, instance: Instance, attempt: int) -> bytes:
+        client = instance.client
+        prompt_id = str(uuid.uuid4())
+        upload_name = f"repairbot-{task.task_id}-{attempt}.png"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.task_timeout_s
+        progress = _ProgressThrottle(lambda pct: self._event(task, "progress", pct))
+
+        async def queued() -> None:
+            await self.redis.hset(
+                keys.task(task.task_id),
+                mapping={"state": "in_comfyui", "instance": client.base_url, "prompt_id": prompt_id},
+            )
+
+        run = asyncio.create_task(
+            client.run(
+                lambda image_name: mode.build(image_name, task_id=task.task_id, params=task.params),
+                data, upload_name, mode.output_node,
+                prompt_id=prompt_id, deadline=deadline, on_progress=progress, on_queued=queued,
+            )
+        )
+        watcher = asyncio.create_task(self._watch_cancel(task.task_id, run, client, prompt_id))
+        try:
+            return await run
+        except asyncio.CancelledError:
+            if watcher.done() and watcher.result():
+                raise PermanentTaskError("cancelled", detail="cancelled by the user") from None
+            await self._abandon_prompt(client, prompt_id)
+            raise
+        except TransientTaskError:
+            await self._abandon_prompt(client, prompt_id)
+            raise
+        finally:
+            watcher.cancel()
+            run.cancel()
+
+    async def _watch_cancel(self, task_id: str, run: asyncio.Task[bytes], client: Any, prompt_id: str) -> bool:
+        """Poll the cancel flag; on cancel take the prompt out of ComfyUI and stop waiting for it."""
+        while not run.done():
+            await asyncio.sleep(CANCEL_POLL_S)
+            if await self.redis.exists(keys.cancelled(task_id)):
+                await self._abandon_prompt(client, prompt_id)
+                run.cancel()
+                return True
+        return False
+
+    @staticmethod
+    async def _abandon_prompt(client: Any, prompt_id: str) -> None:
+        """Best effort: a waiting prompt is deleted from the queue, a running one interrupted."""
+        for action in (client.delete_queued, client.interrupt):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(action(prompt_id), timeout=5)
+
+    # --- writing results --------------------------------------------------------------------------
+    async def _event(self, task: Task, state: str, percent: int = 0) -> None:
+        event = Event(task.task_id, state, task.reply, percent=percent)  # type: ignore[arg-type]
+        with contextlib.suppress(Exception):  # progress is lossy by design
+            await self.redis.xadd(
+                self.settings.events_stream, event.encode(), maxlen=self.settings.events_maxlen, approximate=True
+            )
+
+    async def _publish(self, task: Task, result: Result) -> None:
+        """Write the result (stream entry + stored copy) and the bookkeeping, in one transaction."""
+        fields = result.encode()
+        ttl = self.settings.blob_ttl_s
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.settings.results_stream, fields)
+            pipe.hset(keys.result(task.task_id), mapping=fields)
+            pipe.expire(keys.result(task.task_id), ttl)
+            pipe.hset(keys.task(task.task_id), mapping={"state": "done", "status": result.status})
+            pipe.srem(keys.user_active(task.user), task.task_id)
+            pipe.zadd(keys.DONE_LOG, {f"{task.task_id}:{result.status}:{result.run_ms}": result.finished_at})
+            if result.status == "ok":
+                pipe.lpush(keys.RUN_TIMES, result.run_ms)
+                pipe.ltrim(keys.RUN_TIMES, 0, 99)
+            await pipe.execute()
+
+    async def _finish(self, entry: Entry, task: Task, result: Result) -> None:
+        await self._publish(task, result)
+        await self.group.ack(entry)
+
+
+class _ProgressThrottle:
+    """Turns ComfyUI progress into events, skipping steps smaller than PROGRESS_MIN_STEP percent."""
+
+    def __init__(self, emit: Any):
+        self.emit = emit
+        self.last = -PROGRESS_MIN_STEP
+
+    async def __call__(self, percent: int) -> None:
+        percent = max(0, min(100, int(percent)))
+        if percent - self.last >= PROGRESS_MIN_STEP or (percent == 100 and self.last != 100):
+            self.last = percent
+            await self.emit(percent)
+
+
+def _as_text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(_as_text(value))

@@ -1,0 +1,33 @@
+"""Run the backend in-process for tests: a Worker and a Notifier with the given senders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, AsyncIterator
+
+from backend.notifier import Notifier
+from backend.services import Services
+from backend.settings import Settings
+from backend.worker import Worker
+
+
+@contextlib.asynccontextmanager
+async def running_pipeline(settings: Settings, senders: dict[str, Any] | None = None) -> AsyncIterator[Services]:
+    """Yields Services (redis, blobs, workflows, intake, admin) while a worker and a notifier run."""
+    services = Services.create(settings)
+    worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
+    notifier = Notifier(services.redis, settings, senders or {})
+    tasks = [asyncio.create_task(worker.run()), asyncio.create_task(notifier.run())]
+    try:
+        yield services
+    finally:
+        worker.stop()
+        notifier.stop()
+        done, pending = await asyncio.wait(tasks, timeout=15)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()
+        await services.close()
