@@ -117,6 +117,7 @@ _REPLY_FIELDS: dict[str, dict[str, tuple[bool, Any]]] = {
         "guild_id": (False, lambda v: v is None or _is_id(v)),
         "lang": (False, lambda v: isinstance(v, str) and len(v) <= 16),
         "private": (False, lambda v: isinstance(v, bool)),
+        "upload_limit": (False, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
     },
     "cli": {},
     "test": {"inbox": (False, lambda v: isinstance(v, str) and len(v) <= 64)},
