@@ -72,6 +72,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "admin_retry_missing": "No dead letter for {task_id}.",
         "admin_purged": "Purged {count} dead letter(s).",
         "admin_dlq_empty": "No dead letters.",
+        "comfyui_unavailable": "Sorry, the colorizer is unavailable right now. Please try again in a few minutes.",
     },
     "zh": {
         "not_an_image": "这似乎不是照片。请发送 JPEG、PNG、WEBP、BMP、TIFF 或 GIF 图片。",
@@ -131,6 +132,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "admin_retry_missing": "没有 {task_id} 的死信。",
         "admin_purged": "已清除 {count} 条死信。",
         "admin_dlq_empty": "没有死信。",
+        "comfyui_unavailable": "抱歉，上色服务暂时不可用。请几分钟后再试。",
     },
 }
 
