@@ -73,6 +73,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "admin_purged": "Purged {count} dead letter(s).",
         "admin_dlq_empty": "No dead letters.",
         "comfyui_unavailable": "Sorry, the colorizer is unavailable right now. Please try again in a few minutes.",
+        "received": "Got it — putting your photo in line…",
+        "admin_retry_usage": "Use /retry <task_id>.",
     },
     "zh": {
         "not_an_image": "这似乎不是照片。请发送 JPEG、PNG、WEBP、BMP、TIFF 或 GIF 图片。",
@@ -133,6 +135,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "admin_purged": "已清除 {count} 条死信。",
         "admin_dlq_empty": "没有死信。",
         "comfyui_unavailable": "抱歉，上色服务暂时不可用。请几分钟后再试。",
+        "received": "收到 — 正在为您的照片排队…",
+        "admin_retry_usage": "请使用 /retry <任务ID>。",
     },
 }
 
