@@ -174,8 +174,8 @@ class FakeComfyUI:
         r.add_post(prefix + "/interrupt", self.interrupt)
         r.add_get(prefix + "/object_info", self.get_object_info)
         r.add_get(prefix + "/object_info/{class_type}", self.get_object_info_one)
-        r.add_get(prefix + "/system_stats", lambda request: web.json_response(SYSTEM_STATS))
-        r.add_get(prefix + "/features", lambda request: web.json_response(SERVER_FEATURES))
+        r.add_get(prefix + "/system_stats", self.system_stats)
+        r.add_get(prefix + "/features", self.features)
         r.add_post(prefix + "/free", self.free)
         r.add_get(prefix + "/ws", self.hub.handle)
 
@@ -238,6 +238,12 @@ class FakeComfyUI:
         self.prompts[prompt_id] = body
         self.executor.put(QueueItem(number, prompt_id, prompt, extra_data, result.good_outputs))
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
+
+    async def system_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(SYSTEM_STATS)
+
+    async def features(self, request: web.Request) -> web.Response:
+        return web.json_response(SERVER_FEATURES)
 
     async def get_prompt(self, request: web.Request) -> web.Response:
         return web.json_response(self._queue_info())

@@ -1,0 +1,365 @@
+"""aiohttp client for one ComfyUI instance: HTTP calls plus one WebSocket routed by prompt_id.
+
+Why it looks the way it does (see /work/shared/comfyui/PROTOCOL.md):
+- We choose the prompt_id ourselves and register a waiter before POST /prompt, because the
+  socket can deliver a prompt's first events before the HTTP answer arrives.
+- The end of a prompt is `executing` with `node: null` for our prompt_id; the outcome is then read
+  from GET /history/{id} (error and interrupt are told apart by the last status message).
+- Messages sent while the socket is down are lost, and a stalled socket looks just like a slow
+  prompt, so a waiter that hears nothing for `quiet_poll_s` polls /history itself.
+- Two sockets with the same clientId at once make ComfyUI forget us: the reader reconnects only
+  after the previous socket is fully closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import mimetypes
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from backend.errors import PermanentTaskError, TransientTaskError
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_S = 3.0
+RECONNECT_BACKOFF_S = (0.2, 5.0)
+DETAIL_LIMIT = 500
+
+ProgressCallback = Callable[[int], Any]
+
+
+def default_client_id() -> str:
+    """Unique per process, readable in ComfyUI's logs."""
+    return f"repairbot-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+async def _call(callback: Callable[..., Any], *args: Any) -> None:
+    """Call a callback that may be sync or async."""
+    result = callback(*args)
+    if inspect.isawaitable(result):
+        await result
+
+
+@dataclass
+class _Waiter:
+    """What the socket reader has learned about one prompt, for the task waiting on it."""
+
+    total_nodes: int = 1
+    finished_nodes: set[str] = field(default_factory=set)
+    node_fraction: float = 0.0
+    done: bool = False
+    poll_now: bool = False
+    last_heard: float = 0.0
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def percent(self) -> int:
+        share = (len(self.finished_nodes) + self.node_fraction) / max(self.total_nodes, 1)
+        return max(0, min(100, int(share * 100)))
+
+
+class ComfyUIClient:
+    """One per ComfyUI instance per process."""
+
+    def __init__(self, base_url: str, *, client_id: str | None = None, quiet_poll_s: float = 5.0,
+                 request_timeout_s: float = 30.0):
+        """
+        :param base_url: e.g. ``http://127.0.0.1:8188``
+        :param client_id: WebSocket clientId; unique per process unless given
+        :param quiet_poll_s: poll /history after this long without news about a prompt
+        :param request_timeout_s: total timeout of one HTTP request
+        """
+        self.base_url = base_url.rstrip("/")
+        self.client_id = client_id or default_client_id()
+        self.quiet_poll_s = quiet_poll_s
+        self.request_timeout_s = request_timeout_s
+        self.connected = False
+        self._session: aiohttp.ClientSession | None = None
+        self._reader: asyncio.Task | None = None
+        self._waiters: dict[str, _Waiter] = {}
+        self._cancelled: set[str] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._ensure_session()
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_socket_forever(), name=f"comfyui-ws {self.base_url}")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout_s))
+        return self._session
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    async def _request(self, method: str, path: str, *, timeout: float | None = None,
+                       **kwargs: Any) -> tuple[int, bytes]:
+        """One request; unreachable, reset, timed out or 5xx become TransientTaskError."""
+        session = self._ensure_session()
+        client_timeout = aiohttp.ClientTimeout(total=timeout or self.request_timeout_s)
+        try:
+            async with session.request(method, self.base_url + path, timeout=client_timeout, **kwargs) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+            raise TransientTaskError(code="comfyui_unavailable",
+                                     detail=f"{method} {path}: {type(error).__name__} {error}".strip()) from error
+        if resp.status >= 500:
+            raise TransientTaskError(code="comfyui_unavailable", detail=f"{method} {path}: HTTP {resp.status}")
+        return resp.status, body
+
+    async def _call_ok(self, method: str, path: str, **kwargs: Any) -> bytes:
+        """A request whose 4xx means ComfyUI refused what we asked for."""
+        status, body = await self._request(method, path, **kwargs)
+        if status >= 400:
+            text = body[:200].decode("utf-8", "replace")
+            raise PermanentTaskError(code="comfyui_rejected", detail=f"{method} {path}: HTTP {status} {text}".strip())
+        return body
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        body = await self._call_ok(method, path, **kwargs)
+        try:
+            return json.loads(body)
+        except ValueError as error:
+            raise TransientTaskError(code="comfyui_unavailable", detail=f"{method} {path}: not JSON") from error
+
+    async def health(self) -> bool:
+        """Quick GET /system_stats; never raises."""
+        try:
+            stats = await self._json("GET", "/system_stats", timeout=min(HEALTH_TIMEOUT_S, self.request_timeout_s))
+        except Exception:  # noqa: BLE001 - health is a yes/no question
+            return False
+        return isinstance(stats, dict) and "system" in stats
+
+    async def queue(self) -> tuple[list[str], list[str]]:
+        """(running prompt_ids, pending prompt_ids in the order ComfyUI will run them)."""
+        queue = await self._json("GET", "/queue")
+        running = [item[1] for item in queue.get("queue_running", [])]
+        pending = [item[1] for item in sorted(queue.get("queue_pending", []), key=lambda item: item[0])]
+        return running, pending
+
+    async def object_info(self) -> dict:
+        return await self._json("GET", "/object_info")
+
+    async def upload_image(self, data: bytes, name: str) -> str:
+        """Upload to input/; returns the value for LoadImage.inputs.image."""
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=name,
+                       content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+        stored = await self._json("POST", "/upload/image", data=form)
+        subfolder = stored.get("subfolder") or ""
+        return f"{subfolder}/{stored['name']}" if subfolder else stored["name"]
+
+    async def queue_prompt(self, workflow: dict, prompt_id: str) -> None:
+        """POST /prompt under our own prompt_id; any node error rejects the task."""
+        waiter = self._waiters.setdefault(prompt_id, _Waiter())
+        waiter.total_nodes = max(len(workflow), 1)
+        waiter.last_heard = asyncio.get_running_loop().time()
+        body = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id}
+        try:
+            status, raw = await self._request("POST", "/prompt", json=body)
+            try:
+                answer = json.loads(raw)
+            except ValueError:
+                answer = {}
+            if status >= 400 or answer.get("node_errors"):
+                if status < 400:  # queued with only some outputs valid: take it back
+                    await self._best_effort(self.delete_queued(prompt_id), self.interrupt(prompt_id))
+                raise PermanentTaskError(code="comfyui_rejected",
+                                         detail=summarize_rejection(answer, status, raw))
+        except BaseException:
+            self._waiters.pop(prompt_id, None)
+            raise
+
+    async def fetch_image(self, image: dict) -> bytes:
+        params = {"filename": image["filename"], "subfolder": image.get("subfolder", ""),
+                  "type": image.get("type", "output")}
+        return await self._call_ok("GET", "/view", params=params)
+
+    async def interrupt(self, prompt_id: str) -> None:
+        """Interrupt `prompt_id` if it is the running one (ComfyUI ignores other ids)."""
+        self._cancelled.add(prompt_id)
+        await self._call_ok("POST", "/interrupt", json={"prompt_id": prompt_id})
+
+    async def delete_queued(self, prompt_id: str) -> None:
+        """Remove `prompt_id` if still pending (a running prompt is only stopped by interrupt)."""
+        self._cancelled.add(prompt_id)
+        await self._call_ok("POST", "/queue", json={"delete": [prompt_id]})
+
+    async def free(self) -> None:
+        """Unload models and drop cached node instances (clears DDColor's stale-model trap)."""
+        await self._call_ok("POST", "/free", json={"unload_models": True, "free_memory": True})
+
+    @staticmethod
+    async def _best_effort(*calls: Awaitable[None]) -> None:
+        for call in calls:
+            try:
+                await call
+            except Exception as error:  # noqa: BLE001 - cleanup must not hide the real error
+                log.debug("ComfyUI cleanup call failed: %s", error)
+
+    # -- one whole task --------------------------------------------------------------------------
+    async def run(self, workflow_for: Callable[[str], dict], data: bytes, upload_name: str, output_node: str, *,
+                  prompt_id: str, deadline: float, on_progress: ProgressCallback | None = None,
+                  on_queued: Callable[[], Any] | None = None) -> bytes:
+        """Upload, queue, wait, and download the first image of `output_node`."""
+        load_image_value = await self.upload_image(data, upload_name)
+        await self.queue_prompt(workflow_for(load_image_value), prompt_id)
+        try:
+            if on_queued is not None:
+                await _call(on_queued)
+            entry = await self.wait_for(prompt_id, deadline=deadline, on_progress=on_progress)
+        finally:
+            self._waiters.pop(prompt_id, None)
+        images = (entry.get("outputs", {}).get(output_node) or {}).get("images") or []
+        if not images:
+            raise PermanentTaskError(code="comfyui_failed", detail=f"no image from output node {output_node}")
+        return await self.fetch_image(images[0])
+
+    # -- waiting ---------------------------------------------------------------------------------
+    async def wait_for(self, prompt_id: str, *, deadline: float, on_progress: ProgressCallback | None = None) -> dict:
+        """Wait until `prompt_id` is done and return its history entry, or raise what went wrong."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiters.get(prompt_id)
+        if waiter is None:
+            waiter = self._waiters[prompt_id] = _Waiter(last_heard=loop.time())
+        reported = -1
+        try:
+            while True:
+                waiter.wakeup.clear()
+                if on_progress is not None and waiter.percent > reported:
+                    reported = waiter.percent
+                    await _call(on_progress, reported)
+                if waiter.done or waiter.poll_now or loop.time() - waiter.last_heard >= self.quiet_poll_s:
+                    entry = await self._look_up(prompt_id)
+                    if entry is not None:
+                        return outcome(prompt_id, entry)
+                    waiter.done = waiter.poll_now = False
+                    waiter.last_heard = loop.time()
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TransientTaskError(code="timeout", detail=f"prompt {prompt_id} not done by the deadline")
+                quiet_left = waiter.last_heard + self.quiet_poll_s - loop.time()
+                try:
+                    await asyncio.wait_for(waiter.wakeup.wait(), timeout=max(0.0, min(remaining, quiet_left)))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self._waiters.pop(prompt_id, None)
+
+    async def _look_up(self, prompt_id: str) -> dict | None:
+        """The finished history entry, None while queued or running; raises if the prompt is gone."""
+        history = await self._json("GET", f"/history/{prompt_id}")
+        if prompt_id in history:
+            return history[prompt_id]
+        running, pending = await self.queue()
+        if prompt_id in running or prompt_id in pending:
+            return None
+        history = await self._json("GET", f"/history/{prompt_id}")  # it may have finished meanwhile
+        if prompt_id in history:
+            return history[prompt_id]
+        if prompt_id in self._cancelled:
+            raise PermanentTaskError(code="cancelled", detail=f"prompt {prompt_id} was removed from the queue")
+        raise TransientTaskError(code="comfyui_unavailable",
+                                 detail=f"prompt {prompt_id} is neither queued nor in history (ComfyUI restarted?)")
+
+    # -- the socket ------------------------------------------------------------------------------
+    async def _read_socket_forever(self) -> None:
+        backoff = RECONNECT_BACKOFF_S[0]
+        url = f"{self.base_url}/ws?clientId={self.client_id}"
+        while True:
+            try:
+                # `async with` closes the old socket completely before we ever reconnect
+                async with self._ensure_session().ws_connect(url, heartbeat=30.0, timeout=aiohttp.ClientWSTimeout(
+                        ws_receive=None, ws_close=5.0)) as ws:
+                    self.connected = True
+                    backoff = RECONNECT_BACKOFF_S[0]
+                    self._after_reconnect()
+                    async for message in ws:
+                        if message.type == aiohttp.WSMsgType.TEXT:
+                            self._dispatch(message.data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - any socket trouble means: reconnect later
+                log.debug("ComfyUI %s socket: %s", self.base_url, error)
+            finally:
+                self.connected = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_BACKOFF_S[1])
+
+    def _after_reconnect(self) -> None:
+        """Events sent while we were away are lost: let every waiter check /history now."""
+        for waiter in self._waiters.values():
+            waiter.poll_now = True
+            waiter.wakeup.set()
+
+    def _dispatch(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+            kind, data = message["type"], message.get("data") or {}
+        except (ValueError, KeyError, TypeError):
+            return
+        waiter = self._waiters.get(data.get("prompt_id")) if isinstance(data, dict) else None
+        if waiter is None:
+            return
+        waiter.last_heard = asyncio.get_running_loop().time()
+        if kind == "executing" and data.get("node") is None:
+            waiter.done = True
+        elif kind == "execution_cached":
+            waiter.finished_nodes.update(data.get("nodes") or [])
+        elif kind == "progress_state":
+            nodes = data.get("nodes") or {}
+            waiter.finished_nodes.update(n for n, s in nodes.items() if s.get("state") == "finished")
+            waiter.node_fraction = 0.0
+        elif kind == "progress" and data.get("max"):
+            waiter.node_fraction = max(0.0, min(1.0, data.get("value", 0) / data["max"]))
+        waiter.wakeup.set()
+
+
+def outcome(prompt_id: str, entry: dict) -> dict:
+    """The history entry of a successful prompt; otherwise the error it ended with."""
+    status = entry.get("status") or {}
+    if status.get("status_str") == "success" and status.get("completed"):
+        return entry
+    for event, data in reversed(status.get("messages") or []):
+        if event == "execution_interrupted":
+            raise PermanentTaskError(code="cancelled",
+                                     detail=f"interrupted at node {data.get('node_id')} ({data.get('node_type')})")
+        if event == "execution_error":
+            message = str(data.get("exception_message", "")).strip()
+            detail = f"{data.get('exception_type', 'Error')}: {message} (node {data.get('node_id')} " \
+                     f"{data.get('node_type')})"
+            raise PermanentTaskError(code="comfyui_failed", detail=detail[:DETAIL_LIMIT])
+    raise PermanentTaskError(code="comfyui_failed", detail=f"prompt {prompt_id} ended with status {status}")
+
+
+def summarize_rejection(answer: dict, status: int, raw: bytes) -> str:
+    """A short readable line out of POST /prompt's error and node_errors."""
+    parts = []
+    for node_id, node in (answer.get("node_errors") or {}).items():
+        for error in node.get("errors", []):
+            parts.append(f"node {node_id} ({node.get('class_type')}): {error.get('message')}: {error.get('details')}")
+    error = answer.get("error")
+    if not parts and isinstance(error, dict):
+        parts.append(f"{error.get('type')}: {error.get('message')} {error.get('details') or ''}".strip())
+    if not parts:
+        parts.append(f"HTTP {status} {raw[:200].decode('utf-8', 'replace')}".strip())
+    return "; ".join(parts)[:DETAIL_LIMIT]
