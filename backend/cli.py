@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from backend import keys
-from backend.admin import Admin, format_dead_letters, format_stats, format_status
+from backend.admin import format_dead_letters, format_stats, format_status
 from backend.comfyui import ComfyUIClient
 from backend.errors import Refused
 from backend.services import Services
@@ -264,7 +264,7 @@ async def _wait_for_result(
 async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     services = Services.create(settings)
     try:
-        status = await Admin(services.redis, settings, comfy_clients(settings)).status()
+        status = await services.admin.status()
     finally:
         await services.close()
     print(json.dumps(status, indent=2) if args.json else format_status(status))

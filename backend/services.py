@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from backend.admin import Admin
 from backend.blobs import BlobStore, make_blob_store
+from backend.comfyui import ComfyUIClient
 from backend.intake import Intake
 from backend.redis_conn import connect
 from backend.settings import Settings
@@ -24,7 +25,8 @@ class Services:
     admin: Admin
 
     @classmethod
-    def create(cls, settings: Settings, *, comfy_clients: list | None = None) -> "Services":
+    def create(cls, settings: Settings) -> "Services":
+        """Admin gets HTTP-only ComfyUI clients (no WebSocket) for the instances' health and queues."""
         redis = connect(settings)
         blobs = make_blob_store(settings, redis)
         workflows = Workflows.load(settings.workflows_dir)
@@ -34,8 +36,10 @@ class Services:
             blobs=blobs,
             workflows=workflows,
             intake=Intake(redis, settings, blobs, workflows),
-            admin=Admin(redis, settings, comfy_clients or []),
+            admin=Admin(redis, settings, [ComfyUIClient(url) for url in settings.comfyui_urls]),
         )
 
     async def close(self) -> None:
+        for client in self.admin.comfy_clients:
+            await client.close()
         await self.redis.aclose()
