@@ -1,0 +1,77 @@
+"""What a finished task looks like in Discord: the image, an embed (mode, time taken) and two buttons.
+
+The buttons carry only the task id in their custom_id (`repairbot:other:<id>`, `repairbot:compare:<id>`);
+the bot looks the task up when one is pressed, so they keep working after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass
+
+import discord
+
+from backend import images
+from backend.tasks import Result
+from backend.texts import CATALOG, text
+
+USER_MODES = ("person", "building")
+OTHER_MODE_PREFIX = "repairbot:other:"
+COMPARE_PREFIX = "repairbot:compare:"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def mode_label(mode: str, lang: str) -> str:
+    key = f"mode_{mode}"
+    return text(key, lang) if key in CATALOG["en"] else mode
+
+
+def other_mode(mode: str) -> str:
+    """The mode the "Other mode" button switches to."""
+    return next((m for m in USER_MODES if m != mode), USER_MODES[0])
+
+
+def result_view(task_id: str, lang: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(label=text("button_other_mode", lang), style=discord.ButtonStyle.primary,
+                                    custom_id=OTHER_MODE_PREFIX + task_id))
+    view.add_item(discord.ui.Button(label=text("button_compare", lang), style=discord.ButtonStyle.secondary,
+                                    custom_id=COMPARE_PREFIX + task_id))
+    return view
+
+
+@dataclass(frozen=True)
+class ResultImage:
+    """The bytes to upload, already under the upload limit, and whether they had to be shrunk."""
+
+    data: bytes
+    filename: str
+    downscaled: bool
+
+    @classmethod
+    async def fit(cls, data: bytes, limit: int) -> "ResultImage":
+        fitted = await asyncio.to_thread(images.fit_for_upload, data, max_bytes=limit)
+        extension = "png" if fitted.startswith(PNG_SIGNATURE) else "jpg"
+        return cls(fitted, f"colorized.{extension}", downscaled=fitted is not data)
+
+    def file(self) -> discord.File:
+        """A fresh File each time: discord.py closes it after one send."""
+        return discord.File(io.BytesIO(self.data), filename=self.filename)
+
+
+def result_embed(result: Result, image: ResultImage, lang: str) -> discord.Embed:
+    seconds = round(result.run_ms / 1000, 1)
+    embed = discord.Embed(description=text("result_caption", lang, mode=mode_label(result.mode, lang),
+                                           seconds=seconds), colour=discord.Colour.teal())
+    embed.set_image(url=f"attachment://{image.filename}")
+    if image.downscaled:
+        embed.set_footer(text=text("downscaled_note", lang))
+    return embed
+
+
+def failure_text(result: Result, lang: str) -> str:
+    """The catalog sentence for a failed or cancelled task."""
+    if result.status == "cancelled":
+        return text("cancelled", lang)
+    return text(result.error or "internal", lang)

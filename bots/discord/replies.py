@@ -1,0 +1,52 @@
+"""The reply channel a Discord task carries, and what the sender reads back from it.
+
+An interaction token lets us answer for 15 minutes; we stop trusting it a little earlier so a slow
+upload never races the expiry, and fall back to a plain channel message after that.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import discord
+
+from backend.texts import pick_lang
+
+TOKEN_LIFETIME_S = 15 * 60
+TOKEN_MARGIN_S = 90
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+
+
+def user_key(user_id: int) -> str:
+    """The backend's id for a Discord user."""
+    return f"discord:{user_id}"
+
+
+def lang_of(interaction: discord.Interaction) -> str:
+    return pick_lang(str(interaction.locale.value))
+
+
+def reply_for(interaction: discord.Interaction, *, private: bool) -> dict[str, Any]:
+    """Everything the sender needs to answer this interaction later, from another process."""
+    return {
+        "platform": "discord",
+        "application_id": str(interaction.application_id),
+        "interaction_token": interaction.token,
+        "token_expires_at": time.time() + TOKEN_LIFETIME_S - TOKEN_MARGIN_S,
+        "channel_id": str(interaction.channel_id),
+        "user_id": str(interaction.user.id),
+        "guild_id": str(interaction.guild_id) if interaction.guild_id else None,
+        "lang": lang_of(interaction),
+        "private": private,
+        "upload_limit": interaction.filesize_limit,
+    }
+
+
+def token_alive(reply: dict[str, Any], now: float | None = None) -> bool:
+    token, expires = reply.get("interaction_token"), reply.get("token_expires_at")
+    return bool(token) and expires is not None and (now if now is not None else time.time()) < expires
+
+
+def upload_limit(reply: dict[str, Any]) -> int:
+    return int(reply.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)

@@ -1,0 +1,185 @@
+"""Delivers results and progress to Discord for the notifier, over REST only (no gateway connection).
+
+While the interaction token lives, the result is a follow-up on the interaction (ephemeral when the
+user asked for privacy) and progress edits the deferred "thinking" message. After that, the result is
+a channel message that mentions the user, or a DM when the channel is not writable (always a DM for
+private requests). discord.py sleeps through 429s itself; what is left becomes SendRetry or
+SendPermanent for the notifier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from typing import Any, AsyncIterator, Callable
+
+import aiohttp
+import discord
+
+from backend.blobs import BlobStore
+from backend.notifier import SendPermanent, SendRetry
+from backend.settings import Settings
+from backend.tasks import Event, Result, user_lang
+from backend.texts import text
+from bots.discord.endpoints import bot_token, point_at
+from bots.discord.messages import ResultImage, failure_text, result_embed, result_view
+from bots.discord.replies import DEFAULT_UPLOAD_LIMIT, token_alive, upload_limit
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 3.0
+REMEMBERED_TASKS = 2000
+
+
+@contextlib.asynccontextmanager
+async def notifier_errors() -> AsyncIterator[None]:
+    """Turn discord.py and network errors into what the notifier should do next."""
+    try:
+        yield
+    except (SendRetry, SendPermanent):
+        raise
+    except discord.RateLimited as exc:
+        raise SendRetry("rate limited", after_s=exc.retry_after) from exc
+    except discord.DiscordServerError as exc:
+        raise SendRetry(f"Discord server error {exc.status}") from exc
+    except discord.HTTPException as exc:
+        if exc.status == 429:
+            raise SendRetry("rate limited without retry_after") from exc
+        raise SendPermanent(f"Discord refused: {exc.status} {exc.code} {exc.text}") from exc
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        raise SendRetry(f"network: {type(exc).__name__}: {exc}") from exc
+
+
+class DiscordSender:
+    """The notifier's Discord sender.
+
+    :param progress_every_s: at most one progress edit per task this often (state changes always show)
+    :param clock: monotonic seconds, replaceable in tests
+    """
+
+    def __init__(self, settings: Settings, blobs: BlobStore, *, progress_every_s: float = PROGRESS_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.blobs = blobs
+        self.progress_every_s = progress_every_s
+        self.clock = clock
+        self.client: discord.Client | None = None
+        self._last_progress: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    async def start(self) -> None:
+        point_at(self.settings)
+        self.client = discord.Client(intents=discord.Intents(guilds=True))
+        async with notifier_errors():
+            await self.client.login(bot_token(self.settings))
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+    # --- results -------------------------------------------------------------------------------
+    async def send_result(self, result: Result) -> None:
+        reply, lang = result.reply, user_lang(result.reply)
+        async with notifier_errors():
+            message = await self._compose(result, lang)
+            if token_alive(reply):
+                try:
+                    await self._webhook(reply).send(ephemeral=bool(reply.get("private")), wait=True,
+                                                    **message(mention=False, dm=False))
+                    return
+                except discord.HTTPException as exc:
+                    if exc.status not in (401, 403, 404):
+                        raise
+                    log.info("interaction token of %s no longer works (%s); using the channel", result.task_id, exc)
+            if not reply.get("private"):
+                try:
+                    await self._channel(int(reply["channel_id"])).send(**message(mention=True, dm=False))
+                    return
+                except (discord.Forbidden, discord.NotFound) as exc:
+                    log.info("channel %s not writable for %s (%s); sending a DM", reply["channel_id"],
+                             result.task_id, exc)
+            await self._direct_message(reply, message)
+
+    async def _compose(self, result: Result, lang: str) -> Callable[..., dict[str, Any]]:
+        """A factory of send() keyword arguments; files are rebuilt for each attempt."""
+        user_id = int(result.reply["user_id"])
+        mentions = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
+        if result.status != "ok":
+            sentence = failure_text(result, lang)
+
+            def failure(*, mention: bool, dm: bool) -> dict[str, Any]:
+                return {"content": f"<@{user_id}> {sentence}" if mention else sentence, "allowed_mentions": mentions}
+
+            return failure
+        data = await self.blobs.get(result.output)
+        if data is None:
+            raise SendPermanent(f"output {result.output} of {result.task_id} has expired")
+        limit = upload_limit(result.reply)
+        image = await ResultImage.fit(data, limit)
+        dm_image = image if limit <= DEFAULT_UPLOAD_LIMIT else await ResultImage.fit(data, DEFAULT_UPLOAD_LIMIT)
+
+        def success(*, mention: bool, dm: bool) -> dict[str, Any]:
+            chosen = dm_image if dm else image
+            return {
+                "content": f"<@{user_id}>" if mention else None,
+                "embed": result_embed(result, chosen, lang),
+                "file": chosen.file(),
+                "view": result_view(result.task_id, lang),
+                "allowed_mentions": mentions,
+            }
+
+        return success
+
+    async def _direct_message(self, reply: dict[str, Any], message: Callable[..., dict[str, Any]]) -> None:
+        try:
+            channel = await self._client().http.start_private_message(int(reply["user_id"]))
+            dm = self._client().get_partial_messageable(int(channel["id"]), type=discord.ChannelType.private)
+            await dm.send(**message(mention=False, dm=True))
+        except (discord.Forbidden, discord.NotFound) as exc:
+            raise SendPermanent(f"user {reply['user_id']} can't be reached: {exc}") from exc
+
+    # --- progress ------------------------------------------------------------------------------
+    async def send_event(self, event: Event) -> None:
+        """Edit the "thinking" message; progress edits are throttled, dropped when the token is gone."""
+        reply = event.reply
+        if not token_alive(reply) or not self._worth_showing(event):
+            return
+        lang = user_lang(reply)
+        content = text(event.state, lang, percent=event.percent)
+        async with notifier_errors():
+            # "@original" is the deferred response; discord.py puts the id into the URL as given.
+            await self._webhook(reply).edit_message("@original", content=content)  # type: ignore[arg-type]
+
+    def _worth_showing(self, event: Event) -> bool:
+        now = self.clock()
+        last = self._last_progress.get(event.task_id)
+        if last is not None and event.state == last[1] and now - last[0] < self.progress_every_s:
+            return False
+        self._last_progress[event.task_id] = (now, event.state)
+        self._last_progress.move_to_end(event.task_id)
+        while len(self._last_progress) > REMEMBERED_TASKS:
+            self._last_progress.popitem(last=False)
+        return True
+
+    # --- plumbing ------------------------------------------------------------------------------
+    def _client(self) -> discord.Client:
+        if self.client is None:
+            raise RuntimeError("DiscordSender.start() was not called")
+        return self.client
+
+    def _webhook(self, reply: dict[str, Any]) -> discord.Webhook:
+        """The interaction's follow-up webhook, built from its application id and token alone."""
+        hook = discord.Webhook.partial(int(reply["application_id"]), reply["interaction_token"], client=self._client())
+        # As Interaction.followup does: an application webhook may send ephemeral messages.
+        hook.type = discord.WebhookType.application
+        return hook
+
+    def _channel(self, channel_id: int) -> discord.PartialMessageable:
+        return self._client().get_partial_messageable(channel_id)
+
+
+def build_sender(settings: Settings, blobs: BlobStore) -> DiscordSender:
+    """What `repairbot notifier` and `repairbot up` register for the "discord" platform."""
+    return DiscordSender(settings, blobs)
