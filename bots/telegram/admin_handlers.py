@@ -1,0 +1,111 @@
+"""Admin commands in chat: the same numbers and actions as `repairbot status` and friends.
+
+Only ids in TELEGRAM_ADMIN_IDS may use them; anyone else gets "not allowed" and the attempt is
+logged with the user id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Awaitable, Callable
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from backend.admin import format_dead_letters, format_stats, format_status
+from backend.charts import stats_chart_png
+from backend.texts import text
+from bots.telegram.handlers import asker_of, services_of
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
+
+
+def admin_only(handler: Handler) -> Handler:
+    """Run `handler` for admins; refuse (and log) everyone else."""
+
+    @functools.wraps(handler)
+    async def guarded(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        asker = asker_of(update, context)
+        if not asker.exempt:
+            command = (update.effective_message.text or "").split()[0] if update.effective_message else "?"
+            log.warning("refused admin command %s from %s", command, asker.user)
+            await update.effective_message.reply_text(text("not_allowed", asker.lang))
+            return
+        await handler(update, context)
+
+    return guarded
+
+
+async def _say(update: Update, message: str) -> None:
+    await update.effective_message.reply_text(message)
+
+
+@admin_only
+async def queue_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Queue, running, dead letters, workers: the status numbers."""
+    await _say(update, format_status(await services_of(context).admin.status()))
+
+
+@admin_only
+async def dlq_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The latest dead letters with their reasons."""
+    letters = await services_of(context).admin.dead_letters(limit=10)
+    lang = asker_of(update, context).lang
+    await _say(update, format_dead_letters(letters) if letters else text("admin_dlq_empty", lang))
+
+
+@admin_only
+async def retry_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """`/retry <task_id>` puts a dead task back in line."""
+    lang = asker_of(update, context).lang
+    if not context.args:
+        await _say(update, text("admin_retry_usage", lang))
+        return
+    outcome = await services_of(context).admin.retry_dead(context.args[0])
+    if outcome.ok:
+        await _say(update, text("admin_retried", lang, task_id=outcome.task_id))
+    else:
+        await _say(update, text("admin_retry_missing", lang, task_id=context.args[0]))
+
+
+@admin_only
+async def purge_dlq_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Drops every dead letter."""
+    count = await services_of(context).admin.purge_dead()
+    await _say(update, text("admin_purged", asker_of(update, context).lang, count=count))
+
+
+@admin_only
+async def pause_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stops new photos from being accepted and started."""
+    await services_of(context).admin.pause()
+    await _say(update, text("admin_paused", asker_of(update, context).lang))
+
+
+@admin_only
+async def resume_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await services_of(context).admin.resume()
+    await _say(update, text("admin_resumed", asker_of(update, context).lang))
+
+
+@admin_only
+async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Throughput and run-time percentiles over the last hour, as text and a small chart."""
+    stats = await services_of(context).admin.stats(window_s=3600)
+    chart = await asyncio.to_thread(stats_chart_png, stats)
+    await update.effective_message.reply_photo(chart, caption=format_stats(stats))
+
+
+ADMIN_COMMANDS: dict[str, Handler] = {
+    "queue": queue_command,
+    "dlq": dlq_command,
+    "retry": retry_command,
+    "purge_dlq": purge_dlq_command,
+    "pause": pause_command,
+    "resume": resume_command,
+    "stats": stats_command,
+}

@@ -1,0 +1,120 @@
+"""The Telegram bot in one place: build the Application, wire the handlers, run it.
+
+`serve(settings, stop)` is what `repairbot telegram` (and `repairbot up`) run: long polling, or a
+webhook with the secret-token header checked when TELEGRAM_WEBHOOK_URL is set. It runs inside an
+already-running event loop, so it uses PTB's initialize/start/updater API rather than run_polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import AsyncIterator
+from urllib.parse import urlsplit
+
+from telegram import BotCommand
+from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+from backend.services import Services
+from backend.settings import Settings
+from bots.telegram import handlers
+from bots.telegram.admin_handlers import ADMIN_COMMANDS
+from bots.telegram.albums import AlbumCollector
+from bots.telegram.ratelimit import FloodAwareRateLimiter
+from bots.telegram.sender import upload_request
+
+log = logging.getLogger(__name__)
+
+PUBLIC_COMMANDS = [
+    BotCommand("start", "What this bot does"),
+    BotCommand("help", "Modes and limits"),
+    BotCommand("mode", "Set your default mode: person or building"),
+    BotCommand("cancel", "Cancel your waiting photos"),
+]
+OTHER_MEDIA = (filters.VIDEO | filters.ANIMATION | filters.AUDIO | filters.VOICE | filters.VIDEO_NOTE
+               | filters.Sticker.ALL)
+
+
+def build_application(settings: Settings, services: Services, *, rate_limiter: FloodAwareRateLimiter | None = None,
+                      with_updater: bool = True) -> Application:
+    """The Application with every handler; `services` reach the handlers through bot_data."""
+    if settings.telegram_bot_token is None:
+        raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+    builder = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .base_url(settings.telegram_api_base)
+        .base_file_url(settings.telegram_file_base)
+        .request(upload_request())
+        .rate_limiter(rate_limiter or FloodAwareRateLimiter())
+        .concurrent_updates(True)  # a slow download must not hold up other users (and albums need it)
+    )
+    if not with_updater:
+        builder = builder.updater(None)
+    app = builder.build()
+    app.bot_data["services"] = services
+    app.bot_data["albums"] = AlbumCollector()
+
+    app.add_handler(CommandHandler("start", handlers.start))
+    app.add_handler(CommandHandler("help", handlers.help_command))
+    app.add_handler(CommandHandler("mode", handlers.mode_command))
+    app.add_handler(CommandHandler("cancel", handlers.cancel_command))
+    for name, command in ADMIN_COMMANDS.items():
+        app.add_handler(CommandHandler(name, command))
+    app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, handlers.on_image))
+    app.add_handler(MessageHandler(OTHER_MEDIA, handlers.on_other_media))
+    app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, handlers.on_text))
+    app.add_handler(CallbackQueryHandler(handlers.on_button))
+    app.add_error_handler(handlers.on_error)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running(app: Application, settings: Settings) -> AsyncIterator[Application]:
+    """Start the bot (webhook or long polling) and stop it cleanly on the way out."""
+    await app.initialize()
+    try:
+        await app.bot.set_my_commands(PUBLIC_COMMANDS)
+        if settings.telegram_webhook_url:
+            await start_webhook(app, settings)
+        else:
+            await app.updater.start_polling(poll_interval=0, timeout=10, drop_pending_updates=False)
+        await app.start()
+        try:
+            yield app
+        finally:
+            if app.updater.running:
+                await app.updater.stop()
+            await app.stop()
+    finally:
+        await app.shutdown()
+
+
+async def start_webhook(app: Application, settings: Settings) -> None:
+    """Listen for Telegram's POSTs; requests without the right secret-token header get 403."""
+    secret = settings.telegram_webhook_secret.get_secret_value() if settings.telegram_webhook_secret else None
+    if not secret:
+        secret = secrets.token_urlsafe(32)  # Telegram repeats whatever setWebhook told it
+        log.warning("TELEGRAM_WEBHOOK_SECRET is unset; using a random secret for this run")
+    url = settings.telegram_webhook_url
+    await app.updater.start_webhook(
+        listen=settings.telegram_webhook_listen,
+        port=settings.telegram_webhook_port,
+        url_path=urlsplit(url).path.lstrip("/"),
+        webhook_url=url,
+        secret_token=secret,
+    )
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the bot until `stop` is set (what `repairbot telegram` calls)."""
+    services = Services.create(settings)
+    try:
+        app = build_application(settings, services)
+        async with running(app, settings):
+            log.info("telegram bot running (%s)", "webhook" if settings.telegram_webhook_url else "long polling")
+            await stop.wait()
+    finally:
+        await services.close()

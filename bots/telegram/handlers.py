@@ -1,0 +1,277 @@
+"""What a user gets from the bot: photos in (single or albums), buttons, /start /help /mode /cancel.
+
+Handlers are thin: they read the chat event, ask the backend (intake, admin) and answer in the
+user's language. Limits and image checks are the backend's, so Telegram and Discord agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import Message, PhotoSize, ReplyParameters, Update
+from telegram.constants import ChatAction
+from telegram.error import BadRequest
+from telegram.ext import ContextTypes
+
+from backend import images
+from backend.errors import Refused
+from backend.intake import Submitted
+from backend.services import Services
+from backend.texts import pick_lang, text
+from bots.telegram import albums
+from bots.telegram.captions import mode_from_caption
+from bots.telegram.keyboards import Button, cancel_markup, parse
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+BOT_API_DOWNLOAD_LIMIT = 20 * MB  # getFile refuses bigger files
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who sent an update, as the backend names and treats them."""
+
+    user: str
+    lang: str
+    exempt: bool
+
+
+def services_of(context: ContextTypes.DEFAULT_TYPE) -> Services:
+    return context.application.bot_data["services"]
+
+
+def asker_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Asker:
+    sender = update.effective_user
+    admins = services_of(context).settings.telegram_admin_ids
+    return Asker(f"telegram:{sender.id}", pick_lang(sender.language_code), sender.id in admins)
+
+
+# --- photos ------------------------------------------------------------------------------------
+def image_file(message: Message) -> tuple[str, int | None]:
+    """(file_id, declared size) of the image in a message; Refused("not_an_image") if there is none."""
+    if message.photo:
+        biggest: PhotoSize = message.photo[-1]
+        return biggest.file_id, biggest.file_size
+    document = message.document
+    if document and (document.mime_type or "image/").startswith("image/"):
+        return document.file_id, document.file_size
+    raise Refused("not_an_image")
+
+
+def check_declared_size(services: Services, size: int | None) -> None:
+    """Refuse by the declared size before getFile: our own limit, then the Bot API's 20 MB."""
+    services.intake.check_size(size)
+    images.check_size(size, BOT_API_DOWNLOAD_LIMIT)
+
+
+async def download(message: Message, file_id: str) -> bytes:
+    file = await message.get_bot().get_file(file_id)
+    return bytes(await file.download_as_bytearray())
+
+
+async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A photo or an image file: queued, with a status message that follows it to the result."""
+    message = update.effective_message
+    if message.media_group_id:
+        group = await context.application.bot_data["albums"].collect(message)
+        if group is not None:
+            await queue_album(group, asker_of(update, context), services_of(context))
+        return
+    await queue_single(message, asker_of(update, context), services_of(context))
+
+
+async def queue_single(message: Message, asker: Asker, services: Services) -> None:
+    try:
+        file_id, size = image_file(message)
+        check_declared_size(services, size)
+        await services.intake.check_open(asker.user, exempt=asker.exempt)
+    except Refused as refusal:
+        await message.reply_text(refusal.user_message(asker.lang))
+        return
+    status = await message.reply_text(text("received", asker.lang), do_quote=True)
+    reply = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id,
+             "status_message_id": status.message_id, "lang": asker.lang}
+    try:
+        data = await download(message, file_id)
+        mode = mode_from_caption(message.caption) or await services.intake.default_mode(asker.user)
+        submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user, exempt=asker.exempt)
+    except Refused as refusal:
+        await status.edit_text(refusal.user_message(asker.lang))
+        return
+    await show_queued(status, submitted, reply, asker.lang)
+
+
+async def show_queued(status: Message, submitted: Submitted, reply: dict[str, Any], lang: str) -> None:
+    """Turn the status into "Queued — #N" with a Cancel button (unless the result beat us to it)."""
+    queued = text("queued", lang, position=submitted.position, eta=submitted.eta_s)
+    with contextlib.suppress(BadRequest):
+        await status.edit_text(queued, reply_markup=cancel_markup(reply, submitted.task_id, lang))
+
+
+async def queue_album(group: list[Message], asker: Asker, services: Services) -> None:
+    """One task per photo of an album, all under one status message."""
+    first = group[0]
+    usable: list[tuple[Message, str]] = []
+    for message in group:
+        try:
+            file_id, size = image_file(message)
+            check_declared_size(services, size)
+            usable.append((message, file_id))
+        except Refused as refusal:
+            await message.reply_text(refusal.user_message(asker.lang))
+    if not usable:
+        return
+    try:
+        await services.intake.check_open(asker.user, exempt=asker.exempt, count=len(usable))
+    except Refused as refusal:
+        await first.reply_text(refusal.user_message(asker.lang))
+        return
+    status = await first.reply_text(text("received", asker.lang), do_quote=True)
+    redis, ttl = services.redis, services.settings.blob_ttl_s
+    await albums.open_album(redis, first.chat_id, status.message_id, len(usable), ttl)
+    caption_mode = next((mode_from_caption(m.caption) for m in group if mode_from_caption(m.caption)), None)
+    mode = caption_mode or await services.intake.default_mode(asker.user)
+    queued: list[Submitted] = []
+    for message, file_id in usable:
+        reply = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id,
+                 "status_message_id": status.message_id, "lang": asker.lang, "album": str(first.media_group_id)}
+        try:
+            data = await download(message, file_id)
+            submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
+                                                     exempt=asker.exempt)
+        except Refused as refusal:
+            left = await albums.finish_album_item(redis, first.chat_id, status.message_id, f"refused:{message.message_id}")
+            if left == 0 and not queued:
+                await status.edit_text(refusal.user_message(asker.lang))
+            else:
+                await message.reply_text(refusal.user_message(asker.lang))
+            continue
+        await albums.add_album_task(redis, first.chat_id, status.message_id, submitted.task_id, ttl)
+        queued.append(submitted)
+    if queued:
+        summary = text("queued_album", asker.lang, count=len(queued), position=queued[0].position, eta=queued[-1].eta_s)
+        with contextlib.suppress(BadRequest):
+            await status.edit_text(summary, reply_markup=cancel_markup(reply, queued[0].task_id, asker.lang))
+
+
+async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Videos, stickers, voice notes…: say what we take instead."""
+    await update.effective_message.reply_text(text("not_an_image", asker_of(update, context).lang))
+
+
+async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Plain text: remind the user what to send."""
+    await update.effective_message.reply_text(text("start", asker_of(update, context).lang))
+
+
+# --- buttons -----------------------------------------------------------------------------------
+async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Cancel, Other mode and Compare."""
+    query = update.callback_query
+    button = parse(query.data or "")
+    asker = asker_of(update, context)
+    services = services_of(context)
+    if button is None or query.message is None:
+        await query.answer()
+        return
+    if button.action in ("cancel", "cancel_album"):
+        count = await cancel_from_button(button, query.message.chat_id, asker, services)
+        key = "cancelled_count" if count else "nothing_to_cancel"
+        await query.answer(text(key, asker.lang, count=count))
+    elif button.action == "other_mode":
+        await query.answer()
+        await run_other_mode(query.message, button, asker, services)
+    elif button.action == "compare":
+        await query.answer()
+        await send_comparison(query.message, button, asker, services)
+
+
+async def cancel_from_button(button: Button, chat_id: int, asker: Asker, services: Services) -> int:
+    owner = None if asker.exempt else asker.user
+    if button.action == "cancel":
+        task_ids = [button.task_id]
+    else:
+        task_ids = await albums.album_tasks(services.redis, chat_id, button.status_message_id)
+    flags = [await services.admin.cancel(task_id, user=owner) for task_id in task_ids]
+    return sum(flags)
+
+
+async def run_other_mode(result_message: Message, button: Button, asker: Asker, services: Services) -> None:
+    """Queue the stored input again in the other mode, with its own status message."""
+    status = await result_message.reply_text(text("received", asker.lang), do_quote=True)
+    reply = {"platform": "telegram", "chat_id": result_message.chat_id, "message_id": result_message.message_id,
+             "status_message_id": status.message_id, "lang": asker.lang}
+    try:
+        submitted = await services.intake.resubmit(button.input_key, mode=button.mode, reply=reply,
+                                                   user=asker.user, exempt=asker.exempt)
+    except Refused as refusal:
+        await status.edit_text(refusal.user_message(asker.lang))
+        return
+    await show_queued(status, submitted, reply, asker.lang)
+
+
+async def send_comparison(result_message: Message, button: Button, asker: Asker, services: Services) -> None:
+    """Before and after side by side, made from the stored input and output."""
+    before, after = await asyncio.gather(services.blobs.get(button.input_key), services.blobs.get(button.output_key))
+    if before is None or after is None:
+        await result_message.reply_text(text("compare_unavailable", asker.lang))
+        return
+    await result_message.get_bot().send_chat_action(result_message.chat_id, ChatAction.UPLOAD_PHOTO)
+    picture = await asyncio.to_thread(images.side_by_side, before, after)
+    await result_message.reply_photo(picture, caption=text("compare_caption", asker.lang),
+                                     reply_parameters=ReplyParameters(result_message.message_id,
+                                                                      allow_sending_without_reply=True))
+
+
+# --- commands ----------------------------------------------------------------------------------
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Greets the user and says what to send."""
+    await update.effective_message.reply_text(text("start", asker_of(update, context).lang))
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The modes and the limits, from the settings."""
+    s = services_of(context).settings
+    await update.effective_message.reply_text(text(
+        "help", asker_of(update, context).lang,
+        max_mb=min(s.max_image_bytes, BOT_API_DOWNLOAD_LIMIT) // MB, max_mp=max(1, s.max_image_pixels // 1_000_000),
+        active=s.user_max_active, hourly=s.user_max_per_hour,
+    ))
+
+
+async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Cancels every queued or running photo of this user."""
+    asker = asker_of(update, context)
+    count = await services_of(context).admin.cancel_user(asker.user)
+    key = "cancelled_count" if count else "nothing_to_cancel"
+    await update.effective_message.reply_text(text(key, asker.lang, count=count))
+
+
+async def mode_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """`/mode person|building` sets the user's default mode."""
+    asker = asker_of(update, context)
+    mode = mode_from_caption(" ".join(context.args or ()))
+    if mode is None:
+        await update.effective_message.reply_text(text("mode_usage", asker.lang))
+        return
+    await services_of(context).intake.set_default_mode(asker.user, mode)
+    await update.effective_message.reply_text(text("mode_set", asker.lang, mode=text(f"mode_{mode}", asker.lang)))
+
+
+# --- errors ------------------------------------------------------------------------------------
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Log what failed with the update that caused it, and tell the user to try again."""
+    where = ""
+    if isinstance(update, Update):
+        user = update.effective_user
+        where = f" (update {update.update_id}, user {user.id if user else '?'})"
+    log.error("handler failed%s: %s", where, context.error, exc_info=context.error)
+    if isinstance(update, Update) and update.effective_chat is not None:
+        lang = pick_lang(update.effective_user.language_code if update.effective_user else None)
+        with contextlib.suppress(Exception):
+            await context.bot.send_message(update.effective_chat.id, text("error_generic", lang))

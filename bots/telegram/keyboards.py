@@ -1,0 +1,91 @@
+"""Inline buttons and their callback data.
+
+Telegram caps callback_data at 64 bytes, so ids travel compactly: a 32-hex task or blob id becomes
+22 base64url characters. Everything a button needs is in its data, so any bot process can answer it.
+
+  c:<task>              cancel one task (t:<task id as is> when it isn't 32 hex)
+  C:<status_message_id> cancel the album whose status message this is
+  o:<input>:<mode>      run the stored input again in another mode
+  x:<input><output>     before/after comparison
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from backend.texts import text
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+OTHER_MODE = {"person": "building", "building": "person"}
+
+
+def pack_hex(hex_id: str) -> str:
+    return base64.urlsafe_b64encode(bytes.fromhex(hex_id)).decode().rstrip("=")
+
+
+def unpack_hex(packed: str) -> str:
+    return base64.urlsafe_b64decode(packed + "==").hex()
+
+
+def _blob_id(key: str) -> str:
+    return key.rsplit(":", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Button:
+    """A decoded callback: what to do and with which ids (blob keys restored)."""
+
+    action: str  # cancel | cancel_album | other_mode | compare
+    task_id: str = ""
+    status_message_id: int = 0
+    input_key: str = ""
+    output_key: str = ""
+    mode: str = ""
+
+
+def cancel_markup(reply: dict, task_id: str, lang: str) -> InlineKeyboardMarkup:
+    """The Cancel button under a status message (the whole album's when the task is in one)."""
+    if reply.get("album"):
+        data = f"C:{reply['status_message_id']}"
+    elif _HEX32.fullmatch(task_id):
+        data = f"c:{pack_hex(task_id)}"
+    else:
+        data = f"t:{task_id}"
+    return InlineKeyboardMarkup([[InlineKeyboardButton(text("button_cancel", lang), callback_data=data)]])
+
+
+def result_markup(input_key: str, output_key: str, mode: str, lang: str) -> InlineKeyboardMarkup | None:
+    """"Other mode" and "Compare" under a result (only the buttons whose ids are known)."""
+    row = []
+    if input_key and mode in OTHER_MODE:
+        data = f"o:{pack_hex(_blob_id(input_key))}:{OTHER_MODE[mode]}"
+        row.append(InlineKeyboardButton(text("button_other_mode", lang), callback_data=data))
+    if input_key and output_key:
+        data = f"x:{pack_hex(_blob_id(input_key))}{pack_hex(_blob_id(output_key))}"
+        row.append(InlineKeyboardButton(text("button_compare", lang), callback_data=data))
+    return InlineKeyboardMarkup([row]) if row else None
+
+
+def parse(data: str) -> Button | None:
+    """The button a callback_data string stands for, or None if it isn't one of ours."""
+    try:
+        kind, _, rest = data.partition(":")
+        if kind == "c":
+            return Button("cancel", task_id=unpack_hex(rest))
+        if kind == "t":
+            return Button("cancel", task_id=rest)
+        if kind == "C":
+            return Button("cancel_album", status_message_id=int(rest))
+        if kind == "o":
+            packed, mode = rest.split(":")
+            return Button("other_mode", input_key=f"blob:in:{unpack_hex(packed)}", mode=mode)
+        if kind == "x" and len(rest) == 44:
+            return Button("compare", input_key=f"blob:in:{unpack_hex(rest[:22])}",
+                          output_key=f"blob:out:{unpack_hex(rest[22:])}")
+    except ValueError:
+        return None
+    return None

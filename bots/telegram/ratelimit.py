@@ -1,0 +1,38 @@
+"""PTB's AIORateLimiter, plus a note of when Telegram last asked us to wait.
+
+The limiter retries a 429 itself (sleeping `retry_after`), so the caller never sees it; progress
+edits want to know anyway, to be skipped while the bot is rate-limited rather than pile up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from telegram.error import RetryAfter
+from telegram.ext import AIORateLimiter
+
+MAX_RETRIES = 3
+
+
+class FloodAwareRateLimiter(AIORateLimiter):
+    """AIORateLimiter that remembers until when (loop time) Telegram asked for a pause."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("max_retries", MAX_RETRIES)
+        super().__init__(**kwargs)
+        self.limited_until = 0.0
+
+    def is_limited(self) -> bool:
+        return asyncio.get_running_loop().time() < self.limited_until
+
+    async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):  # type: ignore[override]
+        async def noting_retry_after(*a: Any, **kw: Any) -> Any:
+            try:
+                return await callback(*a, **kw)
+            except RetryAfter as exc:
+                pause = exc.retry_after if isinstance(exc.retry_after, (int, float)) else exc.retry_after.total_seconds()
+                self.limited_until = max(self.limited_until, asyncio.get_running_loop().time() + pause)
+                raise
+
+        return await super().process_request(noting_retry_after, args, kwargs, endpoint, data, rate_limit_args)

@@ -1,0 +1,225 @@
+"""The notifier's Telegram side: results and progress back into the chat each photo came from.
+
+It needs only a Bot (no polling in the notifier process). Flood limits are PTB's AIORateLimiter
+(429s are retried after `retry_after`); what is left says what happens next: a chat that is gone or
+blocked us is SendPermanent, a rate limit or a network hiccup is SendRetry. Progress edits are
+lossy: at most one per chat every few seconds, none while rate-limited; results always go out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Iterator
+
+from redis.asyncio import Redis
+from telegram import InlineKeyboardMarkup, ReplyParameters
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.ext import ExtBot
+from telegram.request import HTTPXRequest
+
+from backend import images
+from backend.blobs import BlobStore
+from backend.notifier import SendPermanent, SendRetry
+from backend.redis_conn import connect
+from backend.settings import Settings
+from backend.tasks import Event, Result, user_lang
+from backend.texts import text
+from bots.telegram.albums import finish_album_item
+from bots.telegram.keyboards import cancel_markup, result_markup
+from bots.telegram.ratelimit import FloodAwareRateLimiter
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 3.0
+DOCUMENT_MAX_BYTES = 50 * 1024 * 1024  # Bot API upload limit for sendDocument
+PNG_MAGIC = b"\x89PNG"
+EVENT_TEXT_KEYS = {"started": "started", "progress": "progress", "retrying": "retrying"}
+
+
+def make_bot(settings: Settings, limiter: FloodAwareRateLimiter | None = None) -> ExtBot:
+    """A Bot pointed at settings' Bot API, with timeouts that allow big uploads."""
+    if settings.telegram_bot_token is None:
+        raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+    return ExtBot(
+        token=settings.telegram_bot_token.get_secret_value(),
+        base_url=settings.telegram_api_base,
+        base_file_url=settings.telegram_file_base,
+        request=upload_request(),
+        rate_limiter=limiter,
+    )
+
+
+def upload_request() -> HTTPXRequest:
+    return HTTPXRequest(connection_pool_size=16, read_timeout=30, write_timeout=120, media_write_timeout=120)
+
+
+@contextlib.contextmanager
+def as_send_errors() -> Iterator[None]:
+    """Turn PTB's errors into what the notifier should do next."""
+    try:
+        yield
+    except RetryAfter as exc:
+        after = exc.retry_after if isinstance(exc.retry_after, (int, float)) else exc.retry_after.total_seconds()
+        raise SendRetry(f"rate limited: {exc}", after_s=float(after)) from exc
+    except Forbidden as exc:  # blocked by the user, kicked from the group
+        raise SendPermanent(f"forbidden: {exc}") from exc
+    except ChatMigrated as exc:
+        raise SendPermanent(f"chat moved to {exc.new_chat_id}") from exc
+    except BadRequest as exc:  # "chat not found" and every other request Telegram will refuse again
+        raise SendPermanent(f"bad request: {exc}") from exc
+    except NetworkError as exc:  # includes TimedOut
+        raise SendRetry(f"network: {exc}") from exc
+
+
+class TelegramSender:
+    """Sends a Result as photo + document (or a sentence), and Events as status-message edits.
+
+    :param bot: an ExtBot with a FloodAwareRateLimiter
+    :param redis: where the bot keeps which tasks share an album's status message
+    :param progress_every_s: the least time between two progress edits in one chat
+    """
+
+    def __init__(self, bot: ExtBot, blobs: BlobStore, redis: Redis, *, progress_every_s: float = PROGRESS_EVERY_S,
+                 owns_redis: bool = False):
+        self.bot = bot
+        self.blobs = blobs
+        self.redis = redis
+        self.progress_every_s = progress_every_s
+        self._owns_redis = owns_redis
+        self._last_edit: dict[Any, float] = {}
+        self._sent_parts: dict[str, set[str]] = {}  # survive a retry without posting a photo twice
+
+    async def start(self) -> None:
+        await self.bot.initialize()
+
+    async def close(self) -> None:
+        await self.bot.shutdown()
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    # --- results -------------------------------------------------------------------------------
+    async def send_result(self, result: Result) -> None:
+        reply = result.reply
+        lang = user_lang(reply)
+        with as_send_errors():
+            note = ""
+            if result.status == "ok":
+                data = await self.blobs.get(result.output)
+                if data is None:
+                    note = text("input_expired", lang)
+                else:
+                    await self._post_image(result, data, lang)
+            elif result.status == "cancelled":
+                note = text("cancelled", lang)
+            else:
+                note = text(result.error or "internal", lang)
+            await self._settle_status(result, note, lang)
+        self._sent_parts.pop(result.task_id, None)
+
+    async def _post_image(self, result: Result, data: bytes, lang: str) -> None:
+        """The colorized photo with caption and buttons, then the full-resolution file."""
+        reply = result.reply
+        done = self._sent_parts.setdefault(result.task_id, set())
+        mode_name = text(f"mode_{result.mode}", lang) if result.mode else ""
+        caption = text("result_caption", lang, mode=mode_name, seconds=round(result.run_ms / 1000, 1))
+        markup = result_markup(result.input, result.output, result.mode, lang)
+        document = await asyncio.to_thread(images.fit_for_upload, data, max_bytes=DOCUMENT_MAX_BYTES)
+        shrunk_note = text("downscaled_note", lang) if document is not data else None
+        extension = "png" if document.startswith(PNG_MAGIC) else "jpg"
+        filename = f"colorized-{result.task_id[:8]}.{extension}"
+        replying = _reply_to(reply)
+        if "photo" not in done and await asyncio.to_thread(images.telegram_photo_ok, data):
+            try:
+                await self.bot.send_photo(reply["chat_id"], data, caption=caption, reply_markup=markup,
+                                          reply_parameters=replying)
+                done.add("photo")
+            except BadRequest as exc:  # Telegram would not take it as a photo after all
+                log.info("photo for %s refused (%s); sending the file only", result.task_id, exc)
+        if "document" in done:
+            return
+        if "photo" in done:
+            await self.bot.send_document(reply["chat_id"], document, filename=filename, caption=shrunk_note)
+        else:
+            full_caption = caption if shrunk_note is None else f"{caption}\n{shrunk_note}"
+            await self.bot.send_document(reply["chat_id"], document, filename=filename, caption=full_caption,
+                                         reply_markup=markup, reply_parameters=replying)
+        done.add("document")
+
+    async def _settle_status(self, result: Result, note: str, lang: str) -> None:
+        """Single photo: delete the status message (or say why there is no image in it).
+        Album: failures get their own message; the status goes when the last photo is in."""
+        reply = result.reply
+        chat_id, status_id = reply["chat_id"], reply.get("status_message_id")
+        if reply.get("album") and status_id:
+            if note and result.status == "failed":
+                await self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply))
+            if await finish_album_item(self.redis, chat_id, status_id, result.task_id) == 0:
+                final = text("cancelled", lang) if result.status == "cancelled" else ""
+                await self._close_status(chat_id, status_id, final or None, lang)
+            return
+        if status_id:
+            await self._close_status(chat_id, status_id, note or None, lang)
+        elif note:
+            await self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply))
+
+    async def _close_status(self, chat_id: Any, status_id: Any, note: str | None, lang: str) -> None:
+        """Replace the status with `note`, or delete it (turning it into "Done." if it can't go)."""
+        if note is None:
+            try:
+                await self.bot.delete_message(chat_id, status_id)
+            except BadRequest:
+                with contextlib.suppress(BadRequest):
+                    await self.bot.edit_message_text(text("done", lang), chat_id=chat_id, message_id=status_id)
+            return
+        try:
+            await self.bot.edit_message_text(note, chat_id=chat_id, message_id=status_id)
+        except BadRequest as exc:  # the status is gone: say it in a new message
+            if "not modified" not in str(exc).lower():
+                await self.bot.send_message(chat_id, note)
+
+    # --- progress ------------------------------------------------------------------------------
+    async def send_event(self, event: Event) -> None:
+        """Edit the status message with progress, unless too soon for this chat or rate-limited."""
+        reply = event.reply
+        status_id = reply.get("status_message_id")
+        if not status_id or self._rate_limited():
+            return
+        now = asyncio.get_running_loop().time()
+        chat_id = reply["chat_id"]
+        if now - self._last_edit.get(chat_id, -1e9) < self.progress_every_s:
+            return
+        self._remember_edit(chat_id, now)
+        lang = user_lang(reply)
+        message = text(EVENT_TEXT_KEYS[event.state], lang, percent=event.percent)
+        markup: InlineKeyboardMarkup = cancel_markup(reply, event.task_id, lang)
+        try:
+            await self.bot.edit_message_text(message, chat_id=chat_id, message_id=status_id, reply_markup=markup)
+        except BadRequest as exc:  # the status is gone (result delivered) or already says this
+            log.debug("progress edit for %s skipped: %s", event.task_id, exc)
+        except TelegramError as exc:
+            log.info("progress edit for %s not shown: %s", event.task_id, exc)
+
+    def _rate_limited(self) -> bool:
+        limiter = self.bot.rate_limiter
+        return isinstance(limiter, FloodAwareRateLimiter) and limiter.is_limited()
+
+    def _remember_edit(self, chat_id: Any, now: float) -> None:
+        if len(self._last_edit) > 10_000:  # forget chats that went quiet
+            self._last_edit = {c: t for c, t in self._last_edit.items() if now - t < self.progress_every_s}
+        self._last_edit[chat_id] = now
+
+
+def _reply_to(reply: dict[str, Any]) -> ReplyParameters | None:
+    message_id = reply.get("message_id")
+    return ReplyParameters(int(message_id), allow_sending_without_reply=True) if message_id else None
+
+
+def build_sender(settings: Settings, blobs: BlobStore, *, overall_max_rate: float = 30, group_max_rate: float = 20,
+                 max_retries: int = 3, progress_every_s: float = PROGRESS_EVERY_S) -> TelegramSender:
+    """The sender `repairbot notifier` registers for platform "telegram"."""
+    limiter = FloodAwareRateLimiter(overall_max_rate=overall_max_rate, group_max_rate=group_max_rate,
+                                    max_retries=max_retries)
+    return TelegramSender(make_bot(settings, limiter), blobs, connect(settings), progress_every_s=progress_every_s,
+                          owns_redis=True)
