@@ -1,0 +1,227 @@
+"""End to end with real processes: `repairbot worker` and `repairbot notifier` as subprocesses, a
+real redis-server, the ComfyUI fake, and `repairbot submit` exactly as an operator would run it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from backend.settings import REPO_ROOT
+from tests.conftest import PHOTOS
+from tests.support.redis_server import RedisServer
+
+ASTRONAUT = PHOTOS / "astronaut_gray.jpg"
+
+
+def repairbot_command() -> list[str]:
+    found = shutil.which("repairbot")
+    return [found] if found else [sys.executable, "-m", "backend.cli"]
+
+
+class Stack:
+    """Worker and notifier subprocesses sharing one environment with the test's `repairbot submit`."""
+
+    def __init__(self, env: dict[str, str], workdir: Path):
+        self.env = env
+        self.workdir = workdir
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+
+    async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
+        log = open(self.workdir / f"{name}.log", "ab")
+        proc = await asyncio.create_subprocess_exec(
+            *repairbot_command(), *args, env=self.env, cwd=self.workdir, stdout=log, stderr=log
+        )
+        self.procs[name] = proc
+        await self.wait_for_log(name, " started")
+        return proc
+
+    async def wait_for_log(self, name: str, text: str, timeout: float = 30) -> None:
+        """Wait until the process says `text` (its signal handlers are in place by then)."""
+        for _ in range(int(timeout / 0.05)):
+            if text in self.log(name):
+                return
+            if self.procs[name].returncode is not None:
+                raise AssertionError(f"{name} exited early:\n{self.log(name)}")
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{name} never said {text!r}:\n{self.log(name)}")
+
+    async def run(self, *args: str, timeout: float = 90) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *repairbot_command(), *args, env=self.env, cwd=self.workdir,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        return proc.returncode, out.decode(), err.decode()
+
+    async def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
+        proc = self.procs.pop(name)
+        if proc.returncode is None:
+            proc.send_signal(sig)
+        return await asyncio.wait_for(proc.wait(), 30)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def close(self) -> None:
+        for name in list(self.procs):
+            await self.stop(name)
+
+
+def stack_env(redis_url: str, comfy_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DISCORD_", "REDIS_", "COMFYUI_"))}
+    env.update(
+        REDIS_URL=redis_url, COMFYUI_URL=comfy_url, BLOCK_MS="200", MIN_IDLE_MS="2000", RETRY_BACKOFF_S="0.1",
+        RETRY_BACKOFF_MAX_S="0.5", BREAKER_PROBE_MAX_S="0.5", COMFYUI_QUIET_POLL_S="0.5", SHUTDOWN_GRACE_S="10",
+        TASK_TIMEOUT_S="30", PYTHONPATH=str(REPO_ROOT), LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+async def stack(redis_url, comfy_fake, tmp_path):
+    stack = Stack(stack_env(redis_url, comfy_fake.url, tmp_path), tmp_path)
+    await stack.start("worker", "worker")
+    await stack.start("notifier", "notifier")
+    yield stack
+    codes = {name: await stack.stop(name) for name in list(stack.procs)}
+    assert all(code == 0 for code in codes.values()), (codes, stack.log("worker"), stack.log("notifier"))
+
+
+def tinted(path: Path) -> bool:
+    image = Image.open(io.BytesIO(path.read_bytes()))
+    r, _, b = image.convert("RGB").resize((8, 8)).getpixel((3, 3))
+    return image.format == "PNG" and "prompt" not in image.info and r > b
+
+
+async def test_submit_wait_writes_the_colorized_image(stack, tmp_path):
+    out = tmp_path / "out.png"
+    code, stdout, stderr = await stack.run("submit", str(ASTRONAUT), "--mode", "person", "--wait", "--out", str(out))
+    assert code == 0, stderr
+    assert len(stdout.strip()) == 32
+    assert tinted(out)
+    assert Image.open(out).size == Image.open(ASTRONAUT).size
+
+    code, stdout, _ = await stack.run("status", "--json")
+    status = json.loads(stdout)
+    assert code == 0 and status["queued"] == 0 and status["running"] == 0 and status["dead"] == 0
+    assert status["paused"] is False and status["comfyui"][0]["healthy"] is True
+    assert [w["name"] for w in status["workers"]] and isinstance(status["workers"][0]["idle_s"], int)
+
+
+async def test_submit_without_wait_prints_the_id_and_returns(stack):
+    code, stdout, _ = await stack.run("submit", str(ASTRONAUT), "--mode", "preview")
+    assert code == 0 and len(stdout.strip()) == 32
+
+
+async def test_intake_refusal_exits_2_with_message_and_code(stack, tmp_path):
+    not_a_photo = tmp_path / "notes.txt"
+    not_a_photo.write_text("hello, this is not a photo")
+    code, _, stderr = await stack.run("submit", str(not_a_photo), "--wait")
+    assert code == 2
+    assert stderr.strip().endswith("[not_an_image]") and "JPEG" in stderr
+    code, _, stderr = await stack.run("submit", str(ASTRONAUT), "--mode", "sepia")
+    assert code == 2 and "[unknown_mode]" in stderr
+
+
+async def test_comfyui_validation_error_fails_clearly_without_retry_loop(redis_url, comfy_fake, tmp_path):
+    folder = tmp_path / "workflows"
+    shutil.copytree(REPO_ROOT / "workflows", folder)
+    template = json.loads((folder / "preview.json").read_text())
+    template["2"]["inputs"]["upscale_method"] = "sharpest"
+    (folder / "broken.json").write_text(json.dumps(template))
+    with (folder / "modes.toml").open("a") as manifest:
+        manifest.write('\n[modes.broken]\ntemplate = "broken.json"\ninput_node = "1"\noutput_node = "3"\n')
+    stack = Stack(stack_env(redis_url, comfy_fake.url, tmp_path, WORKFLOWS_DIR=str(folder)), tmp_path)
+    await stack.start("worker", "worker")
+    await stack.start("notifier", "notifier")
+    try:
+        code, _, stderr = await stack.run("submit", str(ASTRONAUT), "--mode", "broken", "--wait", "--timeout", "60")
+        assert code == 3
+        assert stderr.strip().endswith("[comfyui_rejected]") and "Sorry" in stderr
+        await asyncio.sleep(1)
+        prompts = [r for r in comfy_fake.requests if r == ("POST", "/prompt")]
+        assert len(prompts) == 1
+        code, stdout, _ = await stack.run("status", "--json")
+        assert json.loads(stdout)["running"] == 0
+    finally:
+        await stack.close()
+
+
+async def test_task_waits_while_comfyui_is_down_and_completes_when_it_is_back(stack, comfy_fake, tmp_path):
+    await comfy_fake.stop()
+    out = tmp_path / "later.png"
+    submit = asyncio.create_task(
+        stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(out), "--timeout", "60")
+    )
+    await asyncio.sleep(3)
+    assert not submit.done(), "the task must wait, not fail, while ComfyUI is down"
+    await comfy_fake.start()
+    code, _, stderr = await submit
+    assert code == 0, stderr + stack.log("worker")
+    assert out.exists()
+    assert "marked down" in stack.log("worker") or "not reachable" in stack.log("worker")
+
+
+async def test_sigterm_lets_in_flight_work_finish(stack, comfy_fake, tmp_path):
+    comfy_fake.delay_s = 2.0
+    out = tmp_path / "graceful.png"
+    submit = asyncio.create_task(
+        stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(out), "--timeout", "60")
+    )
+    for _ in range(100):
+        if comfy_fake.prompts:
+            break
+        await asyncio.sleep(0.05)
+    assert await stack.stop("worker") == 0
+    code, _, stderr = await submit
+    assert code == 0, stderr
+    assert "stopped" in stack.log("worker")
+
+
+async def test_killed_worker_task_is_reclaimed_by_another(stack, comfy_fake, tmp_path):
+    comfy_fake.delay_s = 3.0
+    out = tmp_path / "reclaimed.png"
+    submit = asyncio.create_task(
+        stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(out), "--timeout", "60")
+    )
+    for _ in range(100):
+        if comfy_fake.prompts:
+            break
+        await asyncio.sleep(0.05)
+    assert await stack.stop("worker", signal.SIGKILL) == -signal.SIGKILL
+    comfy_fake.delay_s = 0.0
+    await stack.start("worker", "worker")
+    code, _, stderr = await submit
+    assert code == 0, stderr + stack.log("worker")
+    assert out.exists()
+
+
+async def test_redis_restarted_empty_groups_are_recreated(comfy_fake, tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    stack = Stack(stack_env(server.url, comfy_fake.url, tmp_path), tmp_path)
+    await stack.start("worker", "worker")
+    await stack.start("notifier", "notifier")
+    try:
+        code, _, stderr = await stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait")
+        assert code == 0, stderr
+        server.restart()  # no AOF: Redis comes back empty, groups gone
+        out = tmp_path / "after-restart.png"
+        code, _, stderr = await stack.run(
+            "submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(out), "--timeout", "60"
+        )
+        assert code == 0, stderr + stack.log("worker")
+        assert out.exists()
+    finally:
+        await stack.close()
+        server.stop()
