@@ -50,10 +50,10 @@ class ResultImage:
     downscaled: bool
 
     @classmethod
-    async def fit(cls, data: bytes, limit: int) -> "ResultImage":
+    async def fit(cls, data: bytes, limit: int, *, stem: str = "colorized") -> "ResultImage":
         fitted = await asyncio.to_thread(images.fit_for_upload, data, max_bytes=limit)
         extension = "png" if fitted.startswith(PNG_SIGNATURE) else "jpg"
-        return cls(fitted, f"colorized.{extension}", downscaled=fitted is not data)
+        return cls(fitted, f"{stem}.{extension}", downscaled=fitted is not data)
 
     def file(self) -> discord.File:
         """A fresh File each time: discord.py closes it after one send."""

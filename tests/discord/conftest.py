@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import AsyncIterator
+
 import pytest
 import yarl
 from pydantic import SecretStr
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from backend.services import Services
 from backend.settings import Settings
+from bots.discord.app import RepairBot
 from tests.fakes.discord_api import FakeDiscord
 
 ADMIN_ID = 4242
@@ -33,3 +39,37 @@ def discord_settings(settings: Settings, discord_fake: FakeDiscord) -> Settings:
         "discord_gateway_url": discord_fake.gateway_url,
         "discord_admin_ids": [ADMIN_ID],
     })
+
+
+@contextlib.asynccontextmanager
+async def running_bot(settings: Settings, services: Services | None = None) -> AsyncIterator[RepairBot]:
+    """The real bot connected to the fake's gateway, ready for interactions."""
+    own_services = services is None
+    services = services or Services.create(settings)
+    bot = RepairBot(services, guild_ready_timeout=0.05)
+    runner = asyncio.create_task(bot.start(settings.discord_bot_token.get_secret_value()))
+    ready = asyncio.create_task(bot.wait_until_ready())
+    await asyncio.wait({runner, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():
+        runner.result()  # raises why the bot could not start
+    assert ready.done(), "the bot did not become ready"
+    try:
+        yield bot
+    finally:
+        await bot.close()
+        await runner
+        if own_services:
+            await services.close()
+        assert not bot.command_errors, bot.command_errors
+
+
+@pytest.fixture
+async def bot(discord_settings: Settings) -> AsyncIterator[RepairBot]:
+    async with running_bot(discord_settings) as running:
+        yield running
+
+
+@pytest.fixture
+def start_bot():
+    """`async with start_bot(settings, services=None) as bot:` for tests that need their own bot."""
+    return running_bot

@@ -70,6 +70,7 @@ class FakeDiscord:
         self.dm_blocked: set[str] = set()  # user ids whose DMs are closed
         self._rate_limits: list[_RateLimit] = []
         self._cdn: dict[str, tuple[bytes, str]] = {}
+        self.downloads: list[str] = []  # CDN paths fetched, in order
         self._ids = itertools.count(900_000_000_000_000_001)
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = itertools.count(1)
@@ -211,6 +212,7 @@ class FakeDiscord:
     # --- CDN -------------------------------------------------------------------------------------
     async def _cdn_get(self, request: web.Request) -> web.Response:
         found = self._cdn.get(request.match_info["path"])
+        self.downloads.append(request.match_info["path"])
         if found is None:
             return web.Response(status=404, text="not found")
         return web.Response(body=found[0], content_type=found[1])
@@ -262,7 +264,8 @@ class FakeDiscord:
             scope = match.group(2) or "global"
             if m == "PUT":
                 self.commands[scope] = [
-                    {**cmd, "id": str(next(self._ids)), "application_id": APP_ID, "version": "1"} for cmd in body
+                    {"description": "", **cmd, "id": str(next(self._ids)), "application_id": APP_ID, "version": "1"}
+                    for cmd in body
                 ]
             return _json(self.commands.get(scope, []))
         if match := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p):

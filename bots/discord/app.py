@@ -1,0 +1,97 @@
+"""The Discord bot in one place: the client, its command tree, and `serve` for `repairbot discord|up`.
+
+Reading this file tells you the whole bot: /colorize and the "Colorize photo" menu (commands.py),
+/repairbot for admins (admin_commands.py), the result buttons (buttons.py, dispatched here by
+custom_id so they work after a restart), commands synced at start-up only when they changed (sync.py).
+Results are delivered by the notifier through sender.py, not by this process's gateway connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import discord
+from discord import app_commands
+
+from backend.services import Services
+from backend.settings import Settings
+from backend.texts import text
+from bots.discord.admin_commands import add_admin_commands
+from bots.discord.buttons import handle_component
+from bots.discord.commands import add_photo_commands
+from bots.discord.endpoints import bot_token, point_at
+from bots.discord.replies import lang_of
+from bots.discord.sync import sync_if_changed
+
+log = logging.getLogger(__name__)
+
+# We keep no guild cache, so there is nothing to wait for before READY counts.
+GUILD_READY_TIMEOUT_S = 0.5
+
+
+class RepairBot(discord.Client):
+    """A discord.Client with the app-command tree; everything it does goes through `services`."""
+
+    def __init__(self, services: Services, *, guild_ready_timeout: float = GUILD_READY_TIMEOUT_S):
+        super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
+        self.services = services
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self.on_command_error
+        self.command_errors: list[BaseException] = []
+        add_photo_commands(self.tree, services)
+        add_admin_commands(self.tree, services)
+
+    async def setup_hook(self) -> None:
+        settings = self.services.settings
+        await sync_if_changed(self.tree, self.services.redis, application_id=self.application_id or 0,
+                              guild_ids=settings.discord_guild_ids)
+
+    async def on_ready(self) -> None:
+        log.info("Discord bot ready as %s", self.user)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Button presses on results; app commands go through the tree by themselves."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        try:
+            await handle_component(self.services, interaction)
+        except Exception as exc:  # noqa: BLE001 - one bad press must not look like silence
+            await self.on_command_error(interaction, exc)
+
+    async def on_command_error(self, interaction: discord.Interaction, error: BaseException) -> None:
+        """Log it and tell the user something went wrong; a refused admin check has already answered."""
+        if isinstance(error, app_commands.CheckFailure):
+            return
+        self.command_errors.append(error)
+        log.error("Discord interaction %s failed", interaction.data, exc_info=error)
+        sentence = text("error_generic", lang_of(interaction))
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(sentence, ephemeral=True)
+            else:
+                await interaction.response.send_message(sentence, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.info("could not tell the user about the failure: %s", exc)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the bot until `stop` is set (the CLI sets it on SIGINT/SIGTERM), then close cleanly."""
+    token = bot_token(settings)
+    point_at(settings)
+    services = Services.create(settings)
+    try:
+        await run_until_stopped(RepairBot(services), token, stop)
+    finally:
+        await services.close()
+
+
+async def run_until_stopped(client: discord.Client, token: str, stop: asyncio.Event) -> None:
+    runner = asyncio.create_task(client.start(token))
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        await client.close()
+        await runner  # start() failing (bad token, no network) surfaces here

@@ -1,0 +1,113 @@
+"""/colorize and the "Colorize photo" message menu: thin handlers that turn attachments into tasks.
+
+Both defer at once (Discord wants an answer within 3 s), refuse what they can from what Discord
+declares about a file before downloading it, download right away (attachment URLs expire), submit
+through the shared intake and edit the "thinking" message to the place in line.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+
+from backend.errors import Refused
+from backend.intake import Intake, Submitted
+from backend.services import Services
+from backend.texts import text
+from bots.discord.messages import USER_MODES
+from bots.discord.replies import lang_of, reply_for, user_key
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGES_PER_MESSAGE = 4
+MIB = 1024 * 1024
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> None:
+    modes = [app_commands.Choice(name=mode, value=mode) for mode in USER_MODES if mode in services.workflows]
+
+    @tree.command(name="colorize", description="Colorize an old black-and-white photo")
+    @app_commands.describe(image="The photo to colorize", mode="person (portraits) or building (streets, landscapes)",
+                           private="Only you see the answer")
+    @app_commands.choices(mode=modes)
+    async def colorize(interaction: discord.Interaction, image: discord.Attachment, mode: str | None = None,
+                       private: bool = False) -> None:
+        """One photo in; the place in line now, the colorized photo as a follow-up later."""
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        chosen = mode or await services.intake.default_mode(user_key(interaction.user.id))
+        await queue_photos(services.intake, interaction, [image], mode=chosen, private=private)
+
+    @tree.context_menu(name="Colorize photo")
+    async def colorize_message(interaction: discord.Interaction, message: discord.Message) -> None:
+        """Every image attached to a message (up to four), one task each."""
+        await interaction.response.defer(thinking=True)
+        photos = [a for a in message.attachments if looks_like_image(a)][:MAX_IMAGES_PER_MESSAGE]
+        mode = await services.intake.default_mode(user_key(interaction.user.id))
+        await queue_photos(services.intake, interaction, photos, mode=mode, private=False)
+
+
+async def queue_photos(intake: Intake, interaction: discord.Interaction, photos: list[discord.Attachment], *,
+                       mode: str, private: bool) -> None:
+    """Check, download and submit; answer with the place in line, or refuse (only the user sees it)."""
+    lang, user = lang_of(interaction), user_key(interaction.user.id)
+    try:
+        if not photos:
+            raise Refused("not_an_image")
+        for photo in photos:
+            check_declared(photo, interaction.filesize_limit, intake)
+        await intake.check_open(user, count=len(photos))
+        downloads = [await photo.read() for photo in photos]
+    except Refused as refusal:
+        await refuse(interaction, refusal, lang, deferred_ephemeral=private)
+        return
+    queued: list[Submitted] = []
+    refusals: list[Refused] = []
+    for data in downloads:
+        try:
+            queued.append(await intake.submit(data, mode=mode, reply=reply_for(interaction, private=private), user=user))
+        except Refused as refusal:
+            refusals.append(refusal)
+    if not queued:
+        await refuse(interaction, refusals[0], lang, deferred_ephemeral=private)
+        return
+    first = queued[0]
+    key = "queued" if len(queued) == 1 else "queued_album"
+    await interaction.edit_original_response(
+        content=text(key, lang, position=first.position, eta=first.eta_s, count=len(queued)))
+    for sentence in dict.fromkeys(r.user_message(lang) for r in refusals):
+        await interaction.followup.send(sentence, ephemeral=True)
+
+
+def check_declared(photo: discord.Attachment, upload_limit: int, intake: Intake) -> None:
+    """Refuse by what Discord says about the file (size, content type) before downloading it."""
+    if photo.size > upload_limit:
+        raise Refused("too_large", max_mb=upload_limit // MIB)
+    intake.check_size(photo.size)
+    if photo.content_type and not photo.content_type.startswith("image/"):
+        raise Refused("not_an_image", detail=f"content type {photo.content_type}")
+
+
+def looks_like_image(attachment: discord.Attachment) -> bool:
+    if attachment.content_type:
+        return attachment.content_type.startswith("image/")
+    return attachment.filename.lower().endswith(IMAGE_EXTENSIONS)
+
+
+async def refuse(interaction: discord.Interaction, refusal: Refused | str, lang: str, *,
+                 deferred_ephemeral: bool) -> None:
+    """One polite sentence only the user sees: edit an ephemeral deferral, or swap a public one for an
+    ephemeral follow-up (the "thinking" message is deleted so the channel shows nothing)."""
+    sentence = refusal.user_message(lang) if isinstance(refusal, Refused) else refusal
+    if isinstance(refusal, Refused):
+        log.info("refused %s for discord:%s: %s %s", interaction.command.name if interaction.command else "component",
+                 interaction.user.id, refusal.code, refusal.detail)
+    if not interaction.response.is_done():
+        await interaction.response.send_message(sentence, ephemeral=True)
+    elif deferred_ephemeral:
+        await interaction.edit_original_response(content=sentence)
+    else:
+        await interaction.delete_original_response()
+        await interaction.followup.send(sentence, ephemeral=True)

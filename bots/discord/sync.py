@@ -1,0 +1,50 @@
+"""Register the commands with Discord only when they changed: Discord caps command creations per day.
+
+The hash of the exact payload discord.py would send is kept in Redis per application and scope
+(a guild id from DISCORD_GUILD_IDS, where changes show at once, or "global").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import discord
+from discord import app_commands
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+
+def commands_digest(tree: app_commands.CommandTree) -> str:
+    payload = [command.to_dict(tree) for command in tree.get_commands()]
+    encoded = json.dumps(sorted(payload, key=lambda c: (c.get("type", 1), c["name"])), sort_keys=True)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def digest_key(application_id: int, scope: str) -> str:
+    return f"repairbot:discord:commands:{application_id}:{scope}"
+
+
+async def sync_if_changed(tree: app_commands.CommandTree, redis: Redis, *, application_id: int,
+                          guild_ids: list[int]) -> list[str]:
+    """Sync each scope whose stored hash differs; returns the scopes that were synced."""
+    digest = commands_digest(tree)
+    synced = []
+    for guild_id in guild_ids or [None]:
+        scope = str(guild_id) if guild_id else "global"
+        key = digest_key(application_id, scope)
+        stored = await redis.get(key)
+        if stored is not None and (stored.decode() if isinstance(stored, bytes) else stored) == digest:
+            continue
+        if guild_id:
+            guild = discord.Object(guild_id)
+            tree.copy_global_to(guild=guild)
+            await tree.sync(guild=guild)
+        else:
+            await tree.sync()
+        await redis.set(key, digest)
+        synced.append(scope)
+        log.info("synced Discord commands (%s)", scope)
+    return synced
