@@ -55,6 +55,14 @@ def upload_request() -> HTTPXRequest:
     return HTTPXRequest(connection_pool_size=16, read_timeout=30, write_timeout=120, media_write_timeout=120)
 
 
+UNREACHABLE = ("chat not found", "user not found", "bot was blocked", "not enough rights", "have no rights")
+
+
+def chat_unreachable(exc: BadRequest) -> bool:
+    """A BadRequest about the chat itself, not about what we sent."""
+    return any(phrase in str(exc).lower() for phrase in UNREACHABLE)
+
+
 @contextlib.contextmanager
 def as_send_errors() -> Iterator[None]:
     """Turn PTB's errors into what the notifier should do next."""
@@ -136,6 +144,8 @@ class TelegramSender:
                                           reply_parameters=replying)
                 done.add("photo")
             except BadRequest as exc:  # Telegram would not take it as a photo after all
+                if chat_unreachable(exc):
+                    raise
                 log.info("photo for %s refused (%s); sending the file only", result.task_id, exc)
         if "document" in done:
             return

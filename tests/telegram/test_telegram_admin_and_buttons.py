@@ -1,0 +1,134 @@
+"""Admin commands (allowed and refused), the Other mode and Compare buttons, and webhook mode."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from PIL import Image
+from pydantic import SecretStr
+
+from backend.images import prepare_input
+from backend.tasks import Task
+from backend.texts import text
+from bots.telegram.app import build_application, running
+from bots.telegram.keyboards import result_markup
+from tests.support.redis_server import free_port
+from tests.telegram.conftest import ChatUser, telegram_settings
+
+PNG_MAGIC = b"\x89PNG"
+
+
+async def test_admin_commands(bot, admin, tg_fake):
+    await admin.command("/queue")
+    await admin.wait_text("Queued: 0")
+    await admin.command("/pause")
+    await admin.wait_text(text("admin_paused", "en"))
+    assert await bot.admin.is_paused()
+    await admin.command("/resume")
+    await admin.wait_text(text("admin_resumed", "en"))
+    assert not await bot.admin.is_paused()
+    await admin.command("/dlq")
+    await admin.wait_text(text("admin_dlq_empty", "en"))
+    await admin.command("/retry")
+    await admin.wait_text(text("admin_retry_usage", "en"))
+    await admin.command("/retry abcdef0123456789")
+    await admin.wait_text(text("admin_retry_missing", "en", task_id="abcdef0123456789"))
+    await admin.command("/purge_dlq")
+    await admin.wait_text(text("admin_purged", "en", count=0))
+    await admin.command("/stats")
+    [chart] = await tg_fake.wait_call("sendPhoto")
+    assert chart.files["photo"].startswith(PNG_MAGIC)
+    assert "p50" in chart["caption"]
+
+
+async def test_dead_letters_listed_and_retried(bot, admin):
+    task = Task(task_id="d" * 32, mode="person", input="blob:in:" + "0" * 32,
+                reply={"platform": "telegram", "chat_id": admin.id}, user=f"telegram:{admin.id}")
+    fields = {**task.encode(), "reason": "too many deliveries", "dead_at": "1700000000000",
+              "source": bot.settings.tasks_stream, "source_id": "1-0"}
+    await bot.redis.xadd(bot.settings.dead_stream, fields)
+    await admin.command("/dlq")
+    await admin.wait_text(f"{task.task_id} (")
+    await admin.command(f"/retry {task.task_id}")
+    await admin.wait_text(text("admin_retried", "en", task_id=task.task_id))
+    assert await bot.redis.xlen(bot.settings.tasks_stream) == 1
+
+
+async def test_admin_commands_refused_for_others(bot, user, caplog):
+    caplog.set_level(logging.WARNING, logger="bots.telegram.admin_handlers")
+    for command in ("/queue", "/dlq", "/retry x", "/purge_dlq", "/pause", "/resume", "/stats"):
+        await user.command(command)
+    await user.fake.wait_for(lambda: user.texts().count(text("not_allowed", "en")) == 7)
+    assert not await bot.admin.is_paused()
+    refused = [r.getMessage() for r in caplog.records if "refused admin command" in r.getMessage()]
+    assert len(refused) == 7 and all(f"telegram:{user.id}" in line for line in refused)
+
+
+async def stored_result(services, photo_bytes: bytes) -> tuple[str, str]:
+    """An input and a (pretend) output blob, as a finished task leaves them."""
+    prepared = prepare_input(photo_bytes, max_bytes=10**8, max_pixels=10**8)
+    tinted = Image.open(io.BytesIO(prepared.data)).convert("RGB")
+    tinted.putpixel((0, 0), (255, 0, 0))
+    out = io.BytesIO()
+    tinted.save(out, "PNG")
+    return await services.blobs.put("in", prepared.data), await services.blobs.put("out", out.getvalue())
+
+
+async def test_other_mode_resubmits_the_stored_input(bot, user, tg_fake, photo_bytes):
+    input_key, output_key = await stored_result(bot, photo_bytes)
+    other, _ = [b.callback_data for b in result_markup(input_key, output_key, "person", "en").inline_keyboard[0]]
+    await user.press(other, message_id=555)
+    await user.wait_text("Queued — #1")
+    [(_, fields)] = await bot.redis.xrange(bot.settings.tasks_stream)
+    task = Task.decode(fields)
+    assert task.mode == "building" and task.input == input_key
+    assert task.reply["message_id"] == 555
+
+
+async def test_compare_sends_a_side_by_side(bot, user, tg_fake, photo_bytes):
+    input_key, output_key = await stored_result(bot, photo_bytes)
+    _, compare = [b.callback_data for b in result_markup(input_key, output_key, "person", "en").inline_keyboard[0]]
+    await user.press(compare, message_id=556)
+    [photo] = await tg_fake.wait_call("sendPhoto")
+    assert photo["caption"] == text("compare_caption", "en")
+    picture = Image.open(io.BytesIO(photo.files["photo"]))
+    assert picture.width > 2 * 512 - 50 and picture.height > 400
+    assert tg_fake.calls_to("sendChatAction")
+
+    await bot.blobs.delete(output_key)
+    await user.press(compare, message_id=556)
+    await user.wait_text(text("compare_unavailable", "en"))
+
+
+async def test_other_mode_on_an_expired_input(bot, user):
+    gone = "blob:in:" + "e" * 32
+    data = result_markup(gone, "", "building", "en").inline_keyboard[0][0].callback_data
+    await user.press(data, message_id=557)
+    await user.wait_text(text("input_expired", "en"))
+
+
+async def test_webhook_checks_the_secret(settings, tg_fake, photo_bytes):
+    port = free_port()
+    hook_settings = telegram_settings(settings, tg_fake, telegram_webhook_url=f"http://127.0.0.1:{port}/tg-hook",
+                                      telegram_webhook_listen="127.0.0.1", telegram_webhook_port=port,
+                                      telegram_webhook_secret=SecretStr("s3cret"))
+    from backend.services import Services
+
+    services = Services.create(hook_settings)
+    app = build_application(hook_settings, services)
+    user = ChatUser(tg_fake)
+    try:
+        async with running(app, hook_settings):
+            [hook] = tg_fake.calls_to("setWebhook")
+            assert hook["url"] == f"http://127.0.0.1:{port}/tg-hook" and hook["secret_token"] == "s3cret"
+            start = {"message": user._message(text="/start", entities=[{"type": "bot_command", "offset": 0,
+                                                                        "length": 6}])}
+            assert await tg_fake.post_webhook(start, secret="wrong") == 403
+            assert await tg_fake.post_webhook(start, secret=None) == 403
+            assert await tg_fake.post_webhook(start, secret="s3cret") == 200
+            await user.wait_text(text("start", "en"))
+            assert user.texts() == [text("start", "en")]
+    finally:
+        await services.close()
+    assert not tg_fake.calls_to("getUpdates")

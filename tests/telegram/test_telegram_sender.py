@@ -1,0 +1,149 @@
+"""The notifier's Telegram sender, fed Result and Event records, against the Bot API fake."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from backend.notifier import SendPermanent, SendRetry
+from backend.tasks import Event, Result
+from backend.texts import text
+from bots.telegram import albums
+from bots.telegram.keyboards import parse
+from bots.telegram.sender import build_sender
+
+CHAT = 4242
+
+
+def png(size: tuple[int, int], colour=(200, 120, 60)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "PNG")
+    return out.getvalue()
+
+
+async def stored_result(sender, output: bytes, **reply_extra) -> Result:
+    input_key = await sender.blobs.put("in", png((64, 64), (128, 128, 128)))
+    output_key = await sender.blobs.put("out", output)
+    reply = {"platform": "telegram", "chat_id": CHAT, "message_id": 10, "status_message_id": 900, "lang": "en",
+             **reply_extra}
+    return Result(task_id="a" * 32, status="ok", reply=reply, mode="person", input=input_key, output=output_key,
+                  run_ms=4200)
+
+
+async def test_result_is_a_photo_with_buttons_then_the_file(tg_sender, tg_fake):
+    output = png((300, 200))
+    result = await stored_result(tg_sender, output)
+    await tg_sender.send_result(result)
+    assert [c.method for c in tg_fake.calls] == ["getMe", "sendPhoto", "sendDocument", "deleteMessage"]
+    photo, document, delete = tg_fake.calls[1:]
+    assert photo.files["photo"] == output and document.files["document"] == output
+    assert photo["caption"] == text("result_caption", "en", mode="person", seconds=4.2)
+    assert photo["reply_parameters"]["message_id"] == 10
+    buttons = [parse(b["callback_data"]) for b in photo["reply_markup"]["inline_keyboard"][0]]
+    assert [b.action for b in buttons] == ["other_mode", "compare"]
+    assert buttons[0].mode == "building" and buttons[0].input_key == result.input
+    assert buttons[1].output_key == result.output
+    assert delete["message_id"] == 900
+
+
+async def test_result_telegram_would_not_take_as_a_photo_goes_as_a_file(tg_sender, tg_fake):
+    output = png((2100, 100))  # aspect ratio over 20
+    await tg_sender.send_result(await stored_result(tg_sender, output))
+    assert [c.method for c in tg_fake.calls] == ["getMe", "sendDocument", "deleteMessage"]
+    document = tg_fake.calls[1]
+    assert document.files["document"] == output and "reply_markup" in document.params
+    assert document["caption"].startswith("Colorized")
+
+
+async def test_status_that_cannot_be_deleted_becomes_done(tg_sender, tg_fake):
+    tg_fake.fail_next("deleteMessage", 400, "Bad Request: message can't be deleted")
+    await tg_sender.send_result(await stored_result(tg_sender, png((64, 64))))
+    assert tg_fake.calls_to("editMessageText")[0]["text"] == text("done", "en")
+
+
+@pytest.mark.parametrize("status,error,expected", [
+    ("failed", "timeout", text("timeout", "en")),
+    ("cancelled", "cancelled", text("cancelled", "en")),
+])
+async def test_failure_and_cancel_turn_the_status_into_a_sentence(tg_sender, tg_fake, status, error, expected):
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": 900, "lang": "en"}
+    await tg_sender.send_result(Result(task_id="b" * 32, status=status, reply=reply, error=error))
+    [edit] = tg_fake.calls_to("editMessageText")
+    assert edit["text"] == expected and edit["message_id"] == 900
+
+
+async def test_rate_limit_is_waited_out(tg_sender, tg_fake):
+    tg_fake.fail_next("sendPhoto", 429, retry_after=0.3)
+    await tg_sender.send_result(await stored_result(tg_sender, png((64, 64))))
+    assert len(tg_fake.calls_to("sendPhoto")) == 2
+    assert len(tg_fake.calls_to("sendDocument")) == 1
+
+
+async def test_rate_limit_past_the_retries_is_send_retry(tg_settings, tg_fake):
+    from backend.blobs import make_blob_store
+    from backend.redis_conn import connect
+
+    redis = connect(tg_settings)
+    sender = build_sender(tg_settings, make_blob_store(tg_settings, redis), overall_max_rate=0, group_max_rate=0,
+                          max_retries=1)
+    await sender.start()
+    try:
+        tg_fake.fail_next("sendPhoto", 429, retry_after=0.2, times=2)
+        with pytest.raises(SendRetry) as caught:
+            await sender.send_result(await stored_result(sender, png((64, 64))))
+        assert caught.value.after_s == pytest.approx(0.2)
+        # The notifier retries: the photo is not posted again once it went through.
+        await sender.send_result(await stored_result(sender, png((64, 64))))
+        assert len(tg_fake.calls_to("sendDocument")) == 1
+    finally:
+        await sender.close()
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("status,description,expected", [
+    (403, "Forbidden: bot was blocked by the user", SendPermanent),
+    (400, "Bad Request: chat not found", SendPermanent),
+    (500, "Internal Server Error", SendRetry),
+])
+async def test_errors_say_what_happens_next(tg_sender, tg_fake, status, description, expected):
+    tg_fake.fail_next("sendPhoto", status, description)
+    with pytest.raises(expected):
+        await tg_sender.send_result(await stored_result(tg_sender, png((64, 64))))
+
+
+async def test_album_status_goes_when_the_last_photo_is_in(tg_sender, tg_fake):
+    await albums.open_album(tg_sender.redis, CHAT, 900, 2, ttl_s=60)
+    first = await stored_result(tg_sender, png((64, 64)), album="g1")
+    await tg_sender.send_result(first)
+    await tg_sender.send_result(first)  # a redelivery does not count twice
+    assert not tg_fake.calls_to("deleteMessage")
+    second = Result(task_id="c" * 32, status="failed", reply=first.reply, error="timeout")
+    await tg_sender.send_result(second)
+    assert text("timeout", "en") in [c["text"] for c in tg_fake.calls_to("sendMessage")]
+    [delete] = tg_fake.calls_to("deleteMessage")
+    assert delete["message_id"] == 900
+
+
+async def test_progress_edits_are_throttled_per_chat(tg_sender, tg_fake):
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": 900, "lang": "zh"}
+    await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
+    await tg_sender.send_event(Event(task_id="d" * 32, state="progress", reply=reply, percent=50))
+    [edit] = tg_fake.calls_to("editMessageText")
+    assert edit["text"] == text("started", "zh")
+    [[cancel]] = edit["reply_markup"]["inline_keyboard"]
+    assert parse(cancel["callback_data"]).task_id == "d" * 32
+
+    other_chat = {**reply, "chat_id": CHAT + 1}
+    await tg_sender.send_event(Event(task_id="e" * 32, state="progress", reply=other_chat, percent=40))
+    assert tg_fake.calls_to("editMessageText")[-1]["text"] == text("progress", "zh", percent=40)
+
+
+async def test_progress_is_skipped_while_rate_limited(tg_sender, tg_fake):
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": 900}
+    tg_fake.fail_next("sendMessage", 429, retry_after=0.3)
+    await tg_sender.bot.send_message(CHAT, "hello")  # the limiter waits this out and notes it
+    tg_sender.bot.rate_limiter.limited_until += 60
+    await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
+    assert not tg_fake.calls_to("editMessageText")
