@@ -218,8 +218,12 @@ class ComfyUIClient:
     # -- one whole task --------------------------------------------------------------------------
     async def run(self, workflow_for: Callable[[str], dict], data: bytes, upload_name: str, output_node: str, *,
                   prompt_id: str, deadline: float, on_progress: ProgressCallback | None = None,
-                  on_queued: Callable[[], Any] | None = None) -> bytes:
-        """Upload, queue, wait, and download the first image of `output_node`."""
+                  on_queued: Callable[[], Any] | None = None) -> tuple[bytes, int]:
+        """Upload, queue, wait, and download the first image of `output_node`.
+
+        Returns the image and how long ComfyUI itself spent on the prompt (ms, from its own
+        execution_start / execution_success timestamps), which excludes time spent waiting in its queue.
+        """
         load_image_value = await self.upload_image(data, upload_name)
         await self.queue_prompt(workflow_for(load_image_value), prompt_id)
         try:
@@ -231,7 +235,7 @@ class ComfyUIClient:
         images = (entry.get("outputs", {}).get(output_node) or {}).get("images") or []
         if not images:
             raise PermanentTaskError(code="comfyui_failed", detail=f"no image from output node {output_node}")
-        return await self.fetch_image(images[0])
+        return await self.fetch_image(images[0]), execution_ms(entry)
 
     # -- waiting ---------------------------------------------------------------------------------
     async def wait_for(self, prompt_id: str, *, deadline: float, on_progress: ProgressCallback | None = None) -> dict:
@@ -332,6 +336,16 @@ class ComfyUIClient:
         elif kind == "progress" and data.get("max"):
             waiter.node_fraction = max(0.0, min(1.0, data.get("value", 0) / data["max"]))
         waiter.wakeup.set()
+
+
+def execution_ms(entry: dict) -> int:
+    """Milliseconds between execution_start and execution_success in a history entry (0 if unknown)."""
+    stamps = {event: data.get("timestamp") for event, data in (entry.get("status") or {}).get("messages") or []
+              if isinstance(data, dict)}
+    start, end = stamps.get("execution_start"), stamps.get("execution_success")
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)) and end >= start:
+        return int(end - start)
+    return 0
 
 
 def outcome(prompt_id: str, entry: dict) -> dict:

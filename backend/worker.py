@@ -341,11 +341,9 @@ class Worker:
                 images.prepare_input, source,
                 max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels,
             )
-            started = time.monotonic()
-            raw = await self._run_with_retries(task, mode, prepared.data)
+            raw, run_ms = await self._run_with_retries(task, mode, prepared.data)
             final = await asyncio.to_thread(images.finalize_output, raw, max_pixels=self.settings.max_image_pixels * 4)
             output_key = await self.blobs.put("out", final)
-            run_ms = int((time.monotonic() - started) * 1000)
             return self._result(task, "ok", output=output_key, run_ms=run_ms)
         except Refused as exc:
             return self._result(task, "failed", exc.code)
@@ -354,7 +352,8 @@ class Worker:
             log.info("task %s %s: %s %s", task.task_id, status, exc.code, exc.detail)
             return self._result(task, status, exc.code)
 
-    async def _run_with_retries(self, task: Task, mode: Any, data: bytes) -> bytes:
+    async def _run_with_retries(self, task: Task, mode: Any, data: bytes) -> tuple[bytes, int]:
+        """The output image and its run time in ms (ComfyUI's own, else our wall clock for the attempt)."""
         attempt = 0
         backoff = self.settings.retry_backoff_s
         announced = False
@@ -380,7 +379,9 @@ class Worker:
             await asyncio.sleep(backoff + random.uniform(0, backoff / 2))
             backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
 
-    async def _run_once(self, task: Task, mode: Any, data: bytes, instance: Instance, attempt: int) -> bytes:
+    async def _run_once(
+        self, task: Task, mode: Any, data: bytes, instance: Instance, attempt: int
+    ) -> tuple[bytes, int]:
         client = instance.client
         prompt_id = str(uuid.uuid4())
         upload_name = f"repairbot-{task.task_id}-{attempt}.png"
@@ -402,8 +403,10 @@ class Worker:
             )
         )
         watcher = asyncio.create_task(self._watch_cancel(task.task_id, run, client, prompt_id))
+        started = time.monotonic()
         try:
-            return await run
+            image, comfy_ms = await run
+            return image, comfy_ms or int((time.monotonic() - started) * 1000)
         except asyncio.CancelledError:
             if watcher.done() and watcher.result():
                 raise PermanentTaskError("cancelled", detail="cancelled by the user") from None
@@ -416,7 +419,7 @@ class Worker:
             watcher.cancel()
             run.cancel()
 
-    async def _watch_cancel(self, task_id: str, run: asyncio.Task[bytes], client: Any, prompt_id: str) -> bool:
+    async def _watch_cancel(self, task_id: str, run: asyncio.Task[Any], client: Any, prompt_id: str) -> bool:
         """Poll the cancel flag; on cancel take the prompt out of ComfyUI and stop waiting for it."""
         while not run.done():
             await asyncio.sleep(CANCEL_POLL_S)

@@ -56,8 +56,9 @@ async def test_run_returns_tinted_png_and_reports_progress(comfy_fake, client):
     async def on_queued():
         queued.append(True)
 
-    result = await client.run(colorize, gray_png(), "repairbot-t1-1.png", "3", prompt_id=new_id(),
-                              deadline=deadline(), on_progress=progress.append, on_queued=on_queued)
+    result, gpu_ms = await client.run(colorize, gray_png(), "repairbot-t1-1.png", "3", prompt_id=new_id(),
+                                      deadline=deadline(), on_progress=progress.append, on_queued=on_queued)
+    assert gpu_ms >= 0
     image = Image.open(io.BytesIO(result))
     red, green, blue = image.convert("RGB").getpixel((5, 5))
     assert image.size == (80, 60) and red > green > blue
@@ -164,7 +165,7 @@ async def test_http_500_is_transient(comfy_fake, client):
 async def test_stalled_socket_still_completes_through_history(comfy_fake, client):
     await wait_until(lambda: client.connected)
     comfy_fake.stall_ws = True
-    result = await client.run(colorize, gray_png(), "stall.png", "3", prompt_id=new_id(), deadline=deadline())
+    result, _ = await client.run(colorize, gray_png(), "stall.png", "3", prompt_id=new_id(), deadline=deadline())
     assert Image.open(io.BytesIO(result)).size == (80, 60)  # no socket event ever said "done"
 
 
@@ -194,7 +195,7 @@ async def test_socket_reconnects_after_a_drop_and_keeps_one_registration(comfy_f
     old = comfy_fake.hub.sockets[client.client_id]
     await old.close()
     await wait_until(lambda: comfy_fake.hub.sockets.get(client.client_id) not in (None, old))
-    result = await client.run(colorize, gray_png(), "again.png", "3", prompt_id=new_id(), deadline=deadline())
+    result, _ = await client.run(colorize, gray_png(), "again.png", "3", prompt_id=new_id(), deadline=deadline())
     assert result.startswith(b"\x89PNG")
     await client.free()
     assert ("POST", "/free") in comfy_fake.requests
