@@ -15,6 +15,15 @@ from telegram.ext import AIORateLimiter
 MAX_RETRIES = 3
 
 
+def retry_after_seconds(exc: RetryAfter) -> float:
+    """The wait Telegram asked for, fractions kept and without PTB 22's int-vs-timedelta warning."""
+    exact = getattr(exc, "_retry_after", None)  # what PTB's own limiter reads, for the same reasons
+    if exact is not None:
+        return exact.total_seconds()
+    value = exc.retry_after
+    return value if isinstance(value, (int, float)) else value.total_seconds()
+
+
 class FloodAwareRateLimiter(AIORateLimiter):
     """AIORateLimiter that remembers until when (loop time) Telegram asked for a pause."""
 
@@ -31,8 +40,8 @@ class FloodAwareRateLimiter(AIORateLimiter):
             try:
                 return await callback(*a, **kw)
             except RetryAfter as exc:
-                pause = exc.retry_after if isinstance(exc.retry_after, (int, float)) else exc.retry_after.total_seconds()
-                self.limited_until = max(self.limited_until, asyncio.get_running_loop().time() + pause)
+                until = asyncio.get_running_loop().time() + retry_after_seconds(exc)
+                self.limited_until = max(self.limited_until, until)
                 raise
 
         return await super().process_request(noting_retry_after, args, kwargs, endpoint, data, rate_limit_args)

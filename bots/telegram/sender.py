@@ -28,7 +28,7 @@ from backend.tasks import Event, Result, user_lang
 from backend.texts import text
 from bots.telegram.albums import finish_album_item
 from bots.telegram.keyboards import cancel_markup, result_markup
-from bots.telegram.ratelimit import FloodAwareRateLimiter
+from bots.telegram.ratelimit import FloodAwareRateLimiter, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,7 @@ def as_send_errors() -> Iterator[None]:
     try:
         yield
     except RetryAfter as exc:
-        after = exc.retry_after if isinstance(exc.retry_after, (int, float)) else exc.retry_after.total_seconds()
-        raise SendRetry(f"rate limited: {exc}", after_s=float(after)) from exc
+        raise SendRetry(f"rate limited: {exc}", after_s=retry_after_seconds(exc)) from exc
     except Forbidden as exc:  # blocked by the user, kicked from the group
         raise SendPermanent(f"forbidden: {exc}") from exc
     except ChatMigrated as exc:

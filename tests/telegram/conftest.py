@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 from typing import Any, AsyncIterator
 
 import pytest
@@ -16,8 +15,6 @@ from bots.telegram.app import build_application, running
 from bots.telegram.ratelimit import FloodAwareRateLimiter
 from bots.telegram.sender import build_sender
 from tests.fakes.telegram_api import FakeTelegram
-
-os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 ADMIN_ID = 9001
 USER_ID = 4242

@@ -132,3 +132,16 @@ async def test_webhook_checks_the_secret(settings, tg_fake, photo_bytes):
     finally:
         await services.close()
     assert not tg_fake.calls_to("getUpdates")
+
+
+async def test_a_failing_handler_is_logged_and_the_user_told(start_bot, user, photo_bytes, caplog):
+    async with start_bot() as (services, errors):
+        async def broken(user_key: str) -> str:
+            raise RuntimeError("redis went away")
+
+        services.intake.default_mode = broken
+        await user.send_photo(photo_bytes)
+        await user.wait_text(text("error_generic", "en"))
+    assert [str(e) for e in errors] == ["redis went away"]
+    logged = [r for r in caplog.records if r.name == "bots.telegram.handlers" and "handler failed" in r.getMessage()]
+    assert logged and f"user {user.id}" in logged[0].getMessage()
