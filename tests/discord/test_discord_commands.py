@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 
-from backend import keys
 from tests.fakes.discord_api import APP_ID, FakeDiscord
 
 EPHEMERAL = 64

@@ -157,7 +157,7 @@ class FakeDiscord:
         return [c for c in self.calls if c.method == method and pattern.fullmatch(c.path)]
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-        """Wait until `predicate()` is truthy (re-checked after every request) and return its value."""
+        """Wait until `predicate()` is truthy (re-checked after every request and gateway frame); return it."""
         async def check() -> Any:
             async with self._changed:
                 while not (value := predicate()):
@@ -180,6 +180,12 @@ class FakeDiscord:
 
     async def push_interaction(self, payload: dict[str, Any]) -> None:
         await self.push("INTERACTION_CREATE", payload)
+
+    async def request_reconnect(self) -> None:
+        """Op 7 RECONNECT: the client drops the socket and resumes its session on a new one."""
+        self.identified.clear()
+        for ws in list(self._sockets):
+            await ws.send_json({"op": 7, "d": None})
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -205,6 +211,8 @@ class FakeDiscord:
                     self.resumes += 1
                     await ws.send_json({"op": 0, "t": "RESUMED", "s": next(self._seq), "d": {}})
                     self.identified.set()
+                async with self._changed:
+                    self._changed.notify_all()
         finally:
             self._sockets.remove(ws)
         return ws
