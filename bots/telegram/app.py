@@ -33,6 +33,7 @@ PUBLIC_COMMANDS = [
     BotCommand("mode", "Set your default mode: person or building"),
     BotCommand("cancel", "Cancel your waiting photos"),
 ]
+NEW = filters.UpdateType.MESSAGE  # not edits (a fixed caption must not queue the photo again), not channel posts
 OTHER_MEDIA = (filters.VIDEO | filters.ANIMATION | filters.AUDIO | filters.VOICE | filters.VIDEO_NOTE
                | filters.Sticker.ALL)
 
@@ -57,15 +58,15 @@ def build_application(settings: Settings, services: Services, *, rate_limiter: F
     app.bot_data["services"] = services
     app.bot_data["albums"] = AlbumCollector()
 
-    app.add_handler(CommandHandler("start", handlers.start))
-    app.add_handler(CommandHandler("help", handlers.help_command))
-    app.add_handler(CommandHandler("mode", handlers.mode_command))
-    app.add_handler(CommandHandler("cancel", handlers.cancel_command))
+    app.add_handler(CommandHandler("start", handlers.start, filters=NEW))
+    app.add_handler(CommandHandler("help", handlers.help_command, filters=NEW))
+    app.add_handler(CommandHandler("mode", handlers.mode_command, filters=NEW))
+    app.add_handler(CommandHandler("cancel", handlers.cancel_command, filters=NEW))
     for name, command in ADMIN_COMMANDS.items():
-        app.add_handler(CommandHandler(name, command))
-    app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, handlers.on_image))
-    app.add_handler(MessageHandler(OTHER_MEDIA, handlers.on_other_media))
-    app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, handlers.on_text))
+        app.add_handler(CommandHandler(name, command, filters=NEW))
+    app.add_handler(MessageHandler(NEW & (filters.PHOTO | filters.Document.ALL), handlers.on_image))
+    app.add_handler(MessageHandler(NEW & OTHER_MEDIA, handlers.on_other_media))
+    app.add_handler(MessageHandler(NEW & filters.TEXT & ~filters.COMMAND, handlers.on_text))
     app.add_handler(CallbackQueryHandler(handlers.on_button))
     app.add_error_handler(handlers.on_error)
     return app

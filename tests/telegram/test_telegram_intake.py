@@ -198,3 +198,12 @@ async def test_plain_text_and_other_media_get_a_hint(bot, user, tg_fake):
                "is_animated": False, "is_video": False}
     await tg_fake.push_update({"message": user._message(sticker=sticker)})
     await user.wait_text(text("not_an_image", "en"))
+
+
+async def test_an_edited_caption_does_not_queue_the_photo_again(bot, user, tg_fake, photo_bytes):
+    message = await user.send_photo(photo_bytes)
+    await user.wait_text("Queued — #1")
+    await tg_fake.push_update({"edited_message": {**message, "caption": "building", "edit_date": 1700000001}})
+    await user.command("/help")
+    await user.wait_text("Modes:")
+    assert len(await queued_tasks(bot)) == 1
