@@ -86,8 +86,8 @@ class DiscordSender:
             message = await self._compose(result, lang)
             if token_alive(reply):
                 try:
-                    await self._webhook(reply).send(ephemeral=bool(reply.get("private")), wait=True,
-                                                    **message(mention=False, dm=False))
+                    await _send(self._webhook(reply).send, message(mention=False, dm=False),
+                                ephemeral=bool(reply.get("private")), wait=True)
                     return
                 except discord.HTTPException as exc:
                     if exc.status not in (401, 403, 404):
@@ -95,7 +95,7 @@ class DiscordSender:
                     log.info("interaction token of %s no longer works (%s); using the channel", result.task_id, exc)
             if not reply.get("private"):
                 try:
-                    await self._channel(int(reply["channel_id"])).send(**message(mention=True, dm=False))
+                    await _send(self._channel(int(reply["channel_id"])).send, message(mention=True, dm=False))
                     return
                 except (discord.Forbidden, discord.NotFound) as exc:
                     log.info("channel %s not writable for %s (%s); sending a DM", reply["channel_id"],
@@ -136,7 +136,7 @@ class DiscordSender:
         try:
             channel = await self._client().http.start_private_message(int(reply["user_id"]))
             dm = self._client().get_partial_messageable(int(channel["id"]), type=discord.ChannelType.private)
-            await dm.send(**message(mention=False, dm=True))
+            await _send(dm.send, message(mention=False, dm=True))
         except (discord.Forbidden, discord.NotFound) as exc:
             raise SendPermanent(f"user {reply['user_id']} can't be reached: {exc}") from exc
 
@@ -178,6 +178,16 @@ class DiscordSender:
 
     def _channel(self, channel_id: int) -> discord.PartialMessageable:
         return self._client().get_partial_messageable(channel_id)
+
+
+async def _send(send: Callable[..., Any], message: dict[str, Any], **extra: Any) -> None:
+    """Send, then drop the buttons' View from discord.py's view store: presses are handled by the bot
+    process by custom_id, and a long-running notifier must not keep one View per result forever."""
+    try:
+        await send(**message, **extra)
+    finally:
+        if (view := message.get("view")) is not None:
+            view.stop()
 
 
 def build_sender(settings: Settings, blobs: BlobStore) -> DiscordSender:

@@ -62,6 +62,7 @@ async def test_result_is_a_followup_with_the_image_embed_and_buttons(sender, blo
     assert [b["custom_id"] for b in buttons] == [f"repairbot:other:{TASK_ID}", f"repairbot:compare:{TASK_ID}"]
     assert [b["label"] for b in buttons] == ["Other mode", "Compare"]
     assert not int(call.json.get("flags") or 0) & 64
+    assert not sender.client._connection._view_store._views  # no View kept per result in a long-lived notifier
 
 
 async def test_private_result_is_an_ephemeral_followup(sender, blobs, discord_fake: FakeDiscord):
