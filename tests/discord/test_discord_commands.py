@@ -161,3 +161,13 @@ async def test_context_menu_on_a_message_without_images_is_refused(bot, discord_
     await discord_fake.push_interaction(interaction)
     assert (await ephemeral_refusal(discord_fake, interaction)).startswith("That doesn't look like a photo")
 
+
+
+async def test_buttons_of_a_forgotten_task_answer_politely(bot, discord_fake):
+    result_message = discord_fake.user_message([], author_id=int(APP_ID))
+    for custom_id, sentence in [("repairbot:compare:0123456789abcdef", "Sorry, the original photo is no longer"),
+                                ("repairbot:other:0123456789abcdef", "Sorry, your photo expired")]:
+        press = discord_fake.button_click(custom_id, result_message)
+        await discord_fake.push_interaction(press)
+        [call] = await discord_fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
+        assert call.json["data"]["content"].startswith(sentence) and int(call.json["data"]["flags"]) & EPHEMERAL
