@@ -225,3 +225,44 @@ async def test_redis_restarted_empty_groups_are_recreated(comfy_fake, tmp_path):
     finally:
         await stack.close()
         server.stop()
+
+
+async def test_up_runs_worker_and_notifier_in_one_process(redis_url, comfy_fake, tmp_path):
+    stack = Stack(stack_env(redis_url, comfy_fake.url, tmp_path), tmp_path)
+    proc = await stack.start("up", "up")
+    try:
+        await stack.wait_for_log("up", "notifier")
+        assert "bots enabled: none" in stack.log("up") and "repairbot submit" in stack.log("up")
+        out = tmp_path / "up.png"
+        code, _, stderr = await stack.run("submit", str(ASTRONAUT), "--mode", "person", "--wait", "--out", str(out))
+        assert code == 0, stderr + stack.log("up")
+        assert tinted(out)
+    finally:
+        assert await stack.stop("up") == 0, stack.log("up")
+    assert proc.returncode == 0
+
+
+async def test_doctor_checks_redis_comfyui_and_every_mode(redis_url, comfy_fake, tmp_path):
+    stack = Stack(stack_env(redis_url, comfy_fake.url, tmp_path), tmp_path)
+    code, stdout, _ = await stack.run("doctor")
+    assert code == 0, stdout
+    assert "version 7." in stdout and "mode person: all nodes and values accepted" in stdout
+    await comfy_fake.stop()
+    code, stdout, _ = await stack.run("doctor")
+    assert code == 1 and "not reachable" in stdout
+
+
+async def test_pause_resume_and_dlq_commands(redis_url, comfy_fake, tmp_path):
+    stack = Stack(stack_env(redis_url, comfy_fake.url, tmp_path), tmp_path)
+    assert (await stack.run("pause"))[0] == 0
+    code, _, stderr = await stack.run("submit", str(ASTRONAUT))
+    assert code == 2 and "[paused]" in stderr
+    code, stdout, _ = await stack.run("status", "--json")
+    assert json.loads(stdout)["paused"] is True
+    assert (await stack.run("resume"))[0] == 0
+    code, stdout, _ = await stack.run("dlq", "list")
+    assert code == 0 and "No dead letters" in stdout
+    code, _, stderr = await stack.run("dlq", "retry", "f" * 32)
+    assert code == 1 and "no such dead letter" in stderr
+    code, stdout, _ = await stack.run("dlq", "purge")
+    assert code == 0 and "purged 0" in stdout
