@@ -212,31 +212,29 @@ class Admin:
         s = self.settings
         try:
             if letter.source == s.results_stream:
-                record = Result.decode(letter.fields)
-                target, fields = s.results_stream, record.encode()
-            else:
-                task = Task.decode(letter.fields)
-                record, target, fields = task, s.tasks_stream, task.encode()
+                result = Result.decode(letter.fields)
+                await self._requeue(letter, s.results_stream, result.encode(), result.task_id)
+                return RetryOutcome(True, task_id=result.task_id)
+            task = Task.decode(letter.fields)
         except MalformedRecord as exc:
             return RetryOutcome(False, task_id=letter.task_id, detail=f"cannot retry a malformed entry: {exc.reason}")
-        task_id = record.task_id
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if target == s.tasks_stream:
-                pipe.delete(keys.result(task_id), keys.cancelled(task_id))
-                pipe.hset(keys.task(task_id), mapping={"state": "queued", "user": task.user})
-                pipe.sadd(keys.user_active(task.user), task_id)
-            pipe.delete(keys.delivered(task_id))
-            pipe.xadd(target, fields)
-            pipe.xdel(s.dead_stream, letter.entry_id)
-            results = await pipe.execute()
-        if target == s.tasks_stream:
-            await self._remember_ordinal(task_id)
-        del results
-        return RetryOutcome(True, task_id=task_id)
+        await self.redis.delete(keys.result(task.task_id), keys.cancelled(task.task_id))
+        await self.redis.sadd(keys.user_active(task.user), task.task_id)
+        await self._requeue(letter, s.tasks_stream, task.encode(), task.task_id)
+        info = await self.redis.xinfo_stream(s.tasks_stream)
+        await self.redis.hset(
+            keys.task(task.task_id),
+            mapping={"state": "queued", "user": task.user, "ordinal": int(info.get("entries-added") or 0)},
+        )
+        return RetryOutcome(True, task_id=task.task_id)
 
-    async def _remember_ordinal(self, task_id: str) -> None:
-        info = await self.redis.xinfo_stream(self.settings.tasks_stream)
-        await self.redis.hset(keys.task(task_id), "ordinal", int(info.get("entries-added") or 0))
+    async def _requeue(self, letter: DeadLetter, stream: str, fields: dict[str, str], task_id: str) -> None:
+        """Append the record again and drop the dead letter, in one transaction."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.delivered(task_id))
+            pipe.xadd(stream, fields)
+            pipe.xdel(self.settings.dead_stream, letter.entry_id)
+            await pipe.execute()
 
     async def purge_dead(self) -> int:
         count = int(await self.redis.xlen(self.settings.dead_stream))

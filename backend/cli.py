@@ -90,22 +90,16 @@ async def _serve_component(component: Any, stop: asyncio.Event) -> None:
 async def cmd_worker(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     from backend.worker import Worker
 
-    services = Services.create(settings)
-    try:
+    async with Services.open(settings) as services:
         await _serve_component(Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows), stop)
-    finally:
-        await services.close()
     return EXIT_OK
 
 
 async def cmd_notifier(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     from backend.notifier import Notifier
 
-    services = Services.create(settings)
-    try:
+    async with Services.open(settings) as services:
         await _serve_component(Notifier(services.redis, settings, build_senders(settings, services)), stop)
-    finally:
-        await services.close()
     return EXIT_OK
 
 
@@ -127,26 +121,30 @@ async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
         if redis_child is None:
             return EXIT_ERROR
         settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_child[1]}/0"})
-    services = Services.create(settings)
     bots = [p for p in BOTS if bot_token_set(settings, p)]
     print(f"repairbot up: Redis {settings.redis_url}, ComfyUI {', '.join(settings.comfyui_urls)}")
     print(f"bots enabled: {', '.join(bots) or 'none (set TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN)'}")
-    print("try it without chat:  repairbot submit photo.jpg --wait --out colorized.png")
-    worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
-    notifier = Notifier(services.redis, settings, build_senders(settings, services))
-    parts = [_serve_component(worker, stop), _serve_component(notifier, stop)]
-    parts += [bot_module(p, "app").serve(settings, stop) for p in bots]
+    print("try it without chat:  repairbot submit photo.jpg --wait --out colorized.png", flush=True)
     try:
-        results = await asyncio.gather(*parts, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                log.error("a part of repairbot up failed: %r", result)
+        async with Services.open(settings) as services:
+            worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
+            notifier = Notifier(services.redis, settings, build_senders(settings, services))
+            parts = {"worker": _serve_component(worker, stop), "notifier": _serve_component(notifier, stop)}
+            parts.update({p: bot_module(p, "app").serve(settings, stop) for p in bots})
+            await asyncio.gather(*(_logged(name, part) for name, part in parts.items()))
     finally:
-        await services.close()
         if redis_child is not None:
             redis_child[0].terminate()
             redis_child[0].wait(timeout=10)
     return EXIT_OK
+
+
+async def _logged(name: str, part: Awaitable[Any]) -> None:
+    """One part of `up` failing is reported at once; the other parts keep running."""
+    try:
+        await part
+    except Exception:  # noqa: BLE001 - report and let the rest of the system carry on
+        log.exception("%s stopped with an error", name)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -191,8 +189,7 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
     except OSError as exc:
         print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
-    services = Services.create(settings)
-    try:
+    async with Services.open(settings) as services:
         start_id = await _last_result_id(services, settings)
         try:
             submitted = await services.intake.submit(
@@ -225,8 +222,6 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
         out.write_bytes(output)
         print(f"saved {out} ({result.run_ms / 1000:.1f} s on {result.worker})", file=sys.stderr)
         return EXIT_OK
-    finally:
-        await services.close()
 
 
 def _local_user() -> str:
@@ -262,18 +257,14 @@ async def _wait_for_result(
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    services = Services.create(settings)
-    try:
+    async with Services.open(settings) as services:
         status = await services.admin.status()
-    finally:
-        await services.close()
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return EXIT_OK
 
 
 async def cmd_dlq(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    services = Services.create(settings)
-    try:
+    async with Services.open(settings) as services:
         admin = services.admin
         if args.action == "list":
             print(format_dead_letters(await admin.dead_letters(limit=args.limit)))
@@ -288,31 +279,23 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace, stop: asyncio.Ev
             print(f"task {outcome.task_id} is queued again")
         else:
             print(f"purged {await admin.purge_dead()} dead letter(s)")
-    finally:
-        await services.close()
     return EXIT_OK
 
 
 async def cmd_pause(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    services = Services.create(settings)
-    try:
+    async with Services.open(settings) as services:
         if args.command == "pause":
             await services.admin.pause()
             print("paused: workers finish what they hold and start nothing new; bots refuse new photos")
         else:
             await services.admin.resume()
             print("resumed")
-    finally:
-        await services.close()
     return EXIT_OK
 
 
 async def cmd_stats(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    services = Services.create(settings)
-    try:
+    async with Services.open(settings) as services:
         stats = await services.admin.stats(window_s=args.window)
-    finally:
-        await services.close()
     print(json.dumps(stats) if args.json else format_stats(stats))
     return EXIT_OK
 

@@ -129,6 +129,26 @@ def prepare_input(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
 # --- worker ---------------------------------------------------------------------------------------
 
 
+def recheck_input(data: bytes, *, max_bytes: int, max_pixels: int) -> bytes:
+    """The worker's second look at a stored input, before it goes to ComfyUI.
+
+    What intake stored is already a clean 8-bit RGB PNG: it is decoded in full to prove it sound and
+    passed on as it is, saving a re-encode per task. Anything else (an entry written by hand, another
+    producer) is normalised exactly as intake would.
+    """
+    with _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels) as image:
+        if _format_of(image) == "PNG" and image.mode == "RGB" and not image.info:
+            try:
+                image.load()
+            except _BOMB_ERRORS as bomb:
+                raise _too_many_pixels(max_pixels, detail=str(bomb)) from None
+            except Exception as error:
+                raise Refused("image_broken", detail=f"{type(error).__name__}: {error}") from None
+            if not image.text:
+                return data
+    return prepare_input(data, max_bytes=max_bytes, max_pixels=max_pixels).data
+
+
 def finalize_output(data: bytes, *, max_pixels: int) -> bytes:
     """Re-encode ComfyUI's result without the workflow it carries in PNG text chunks (nor EXIF)."""
     try:

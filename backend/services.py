@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import AsyncIterator
 
 from redis.asyncio import Redis
 
@@ -38,6 +40,16 @@ class Services:
             intake=Intake(redis, settings, blobs, workflows),
             admin=Admin(redis, settings, [ComfyUIClient(url) for url in settings.comfyui_urls]),
         )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator["Services"]:
+        """`async with Services.open(settings) as services:` closes the connections on the way out."""
+        services = cls.create(settings)
+        try:
+            yield services
+        finally:
+            await services.close()
 
     async def close(self) -> None:
         for client in self.admin.comfy_clients:

@@ -337,11 +337,11 @@ class Worker:
             source = await self.blobs.get(task.input)
             if source is None:
                 return self._result(task, "failed", "input_expired")
-            prepared = await asyncio.to_thread(
-                images.prepare_input, source,
+            checked = await asyncio.to_thread(
+                images.recheck_input, source,
                 max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels,
             )
-            raw, run_ms = await self._run_with_retries(task, mode, prepared.data)
+            raw, run_ms = await self._run_with_retries(task, mode, checked)
             final = await asyncio.to_thread(images.finalize_output, raw, max_pixels=self.settings.max_image_pixels * 4)
             output_key = await self.blobs.put("out", final)
             return self._result(task, "ok", output=output_key, run_ms=run_ms)

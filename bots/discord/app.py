@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 import discord
 from discord import app_commands
@@ -38,7 +39,7 @@ class RepairBot(discord.Client):
         self.services = services
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self.on_command_error
-        self.command_errors: list[BaseException] = []
+        self.command_errors: deque[BaseException] = deque(maxlen=50)  # the latest, for tests and debugging
         add_photo_commands(self.tree, services)
         add_admin_commands(self.tree, services)
 

@@ -18,6 +18,7 @@ from PIL import Image
 from backend.settings import REPO_ROOT
 from tests.conftest import PHOTOS
 from tests.support.redis_server import RedisServer
+from tests.support.workflows import workflows_with_broken_mode
 
 ASTRONAUT = PHOTOS / "astronaut_gray.jpg"
 
@@ -135,13 +136,7 @@ async def test_intake_refusal_exits_2_with_message_and_code(stack, tmp_path):
 
 
 async def test_comfyui_validation_error_fails_clearly_without_retry_loop(redis_url, comfy_fake, tmp_path):
-    folder = tmp_path / "workflows"
-    shutil.copytree(REPO_ROOT / "workflows", folder)
-    template = json.loads((folder / "preview.json").read_text())
-    template["2"]["inputs"]["upscale_method"] = "sharpest"
-    (folder / "broken.json").write_text(json.dumps(template))
-    with (folder / "modes.toml").open("a") as manifest:
-        manifest.write('\n[modes.broken]\ntemplate = "broken.json"\ninput_node = "1"\noutput_node = "3"\n')
+    folder = workflows_with_broken_mode(tmp_path)
     stack = Stack(stack_env(redis_url, comfy_fake.url, tmp_path, WORKFLOWS_DIR=str(folder)), tmp_path)
     await stack.start("worker", "worker")
     await stack.start("notifier", "notifier")

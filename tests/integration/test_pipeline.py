@@ -2,9 +2,6 @@
 
 import asyncio
 import io
-import json
-import shutil
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -12,9 +9,9 @@ from PIL import Image
 from backend import keys
 from backend.errors import Refused
 from backend.services import Services
-from backend.settings import REPO_ROOT
 from backend.tasks import Task
 from tests.support.pipeline import running_pipeline
+from tests.support.workflows import workflows_with_broken_mode
 from tests.support.senders import RecordingSender, SendPermanent, SendRetry
 
 REPLY = {"platform": "test"}
@@ -46,20 +43,8 @@ async def test_photo_is_colorized_and_delivered_once(settings, photo_bytes):
         assert status["workers"] and status["comfyui"][0]["healthy"] is True
 
 
-def broken_workflows(tmp_path: Path) -> Path:
-    """The shipped modes plus one whose ComfyUI validation fails (a combo value not in the list)."""
-    folder = tmp_path / "workflows"
-    shutil.copytree(REPO_ROOT / "workflows", folder)
-    template = json.loads((folder / "preview.json").read_text())
-    template["2"]["inputs"]["upscale_method"] = "sharpest"
-    (folder / "broken.json").write_text(json.dumps(template))
-    with (folder / "modes.toml").open("a") as manifest:
-        manifest.write('\n[modes.broken]\ntemplate = "broken.json"\ninput_node = "1"\noutput_node = "3"\n')
-    return folder
-
-
 async def test_validation_error_fails_once_without_retry_loop(settings, photo_bytes, comfy_fake, tmp_path):
-    settings = settings.model_copy(update={"workflows_dir": broken_workflows(tmp_path)})
+    settings = settings.model_copy(update={"workflows_dir": workflows_with_broken_mode(tmp_path)})
     sender = RecordingSender()
     async with running_pipeline(settings, {"test": sender}) as services:
         await services.intake.submit(photo_bytes, mode="broken", reply=REPLY, user="test:1")

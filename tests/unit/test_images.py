@@ -571,3 +571,21 @@ def test_telegram_photo_dimension_boundaries(width: int, height: int, ok: bool, 
 @pytest.mark.parametrize("data", [b"", b"not an image", png_header_only(30000, 30000)])
 def test_telegram_photo_rejects_unreadable_data(data: bytes):
     assert images.telegram_photo_ok(data) is False
+
+
+# --- the worker's recheck ----------------------------------------------------------------------------
+def test_recheck_passes_intake_output_through_unchanged(photo_bytes):
+    prepared = images.prepare_input(photo_bytes, **LIMITS).data
+    assert images.recheck_input(prepared, **LIMITS) is prepared
+
+
+def test_recheck_normalises_anything_else(photo_bytes):
+    checked = images.recheck_input(photo_bytes, **LIMITS)
+    assert checked.startswith(b"\x89PNG") and Image.open(io.BytesIO(checked)).mode == "RGB"
+
+
+def test_recheck_refuses_a_truncated_clean_png(photo_bytes):
+    prepared = images.prepare_input(photo_bytes, **LIMITS).data
+    with pytest.raises(Refused) as caught:
+        images.recheck_input(prepared[: len(prepared) // 2], **LIMITS)
+    assert caught.value.code == "image_broken"
