@@ -126,7 +126,7 @@ class Admin:
             "dead": int(dead),
             "paused": bool(paused),
             "oldest_pending_s": int(oldest_age),
-            "avg_run_s": round(await average_run_s(self.redis), 1),
+            "avg_run_ms": int(await average_run_s(self.redis) * 1000),
             "to_notify": int(notifier_info.get("lag") or 0) + int(notifier_info.get("pending") or 0)
             if notifier_info
             else 0,
@@ -282,7 +282,7 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [
         f"Queued: {status['queued']}   Running: {status['running']}   Dead letters: {status['dead']}",
         f"Paused: {'yes' if status['paused'] else 'no'}   Oldest in flight: {status['oldest_pending_s']} s"
-        f"   Avg run: {status['avg_run_s']} s   Results to send: {status['to_notify']}",
+        f"   Avg run: {status['avg_run_ms'] / 1000:.1f} s   Results to send: {status['to_notify']}",
     ]
     if status["workers"]:
         lines.append("Workers:")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     _split = field_validator(
         "comfyui_url", "telegram_admin_ids", "discord_admin_ids", "discord_guild_ids", mode="before"
     )(_split_commas)
+
+    @model_validator(mode="after")
+    def _block_shorter_than_socket_timeout(self) -> "Settings":
+        """A blocking read that outlives the socket timeout would look like a dead Redis."""
+        if self.block_ms / 1000 >= self.redis_socket_timeout_s:
+            raise ValueError("BLOCK_MS must be shorter than REDIS_SOCKET_TIMEOUT_S (in ms)")
+        return self
 
     @property
     def comfyui_urls(self) -> list[str]:

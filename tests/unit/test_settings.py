@@ -24,3 +24,22 @@ def test_env_example_documents_every_setting():
     documented = (REPO_ROOT / "config" / ".env.example").read_text()
     missing = [name.upper() for name in Settings.model_fields if name.upper() not in documented]
     assert missing == []
+
+
+def test_block_must_be_shorter_than_the_socket_timeout():
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match="BLOCK_MS"):
+        Settings(_env_file=None, block_ms=10_000, redis_socket_timeout_s=5)
+
+
+def test_sentinel_url_gives_a_client_that_follows_the_master():
+    from backend.redis_conn import connect
+
+    client = connect(Settings(_env_file=None, redis_url="redis+sentinel://s1:26379,s2:26380/photos/2"))
+    pool = client.connection_pool
+    assert pool.service_name == "photos"
+    assert [(c.connection_pool.connection_kwargs["host"], c.connection_pool.connection_kwargs["port"])
+            for c in pool.sentinel_manager.sentinels] == [("s1", 26379), ("s2", 26380)]
+    assert pool.connection_kwargs["db"] == 2
