@@ -6,6 +6,12 @@ on the results stream: the backlog drain rate of one worker process.
 Reports tasks/s per run and the median over runs. Not a test: numbers here are noisy by nature.
 
     python bench/throughput.py --tasks 1000 --runs 3
+    python bench/throughput.py --tasks 100 --delay 0.2 --prefetch 0   # GPU duty cycle without prefetch
+    python bench/throughput.py --tasks 100 --delay 0.2 --prefetch 2   # ... and with it
+
+With --delay the fake spends that long per prompt, like a GPU would; the duty cycle is the share of
+the drain time ComfyUI was executing a prompt (the sum of its own execution_start → execution_success
+times, as the results carry them, over the drain time).
 """
 
 from __future__ import annotations
@@ -43,12 +49,14 @@ def wait_for_port(port: int, timeout: float = 20) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-async def one_run(tasks: int, prefetch: int, workdir: Path) -> float:
+async def one_run(tasks: int, prefetch: int, delay: float, workdir: Path) -> tuple[float, float]:
+    """(tasks/s, GPU duty cycle) of one drain."""
     redis = RedisServer(workdir / "redis").start()
     comfy_port = free_port()
     env = {**os.environ, "REDIS_URL": redis.url, "COMFYUI_URL": f"http://127.0.0.1:{comfy_port}",
            "PREFETCH": str(prefetch), "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "QUEUE_CAP": str(tasks * 2)}
-    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.comfyui", "--port", str(comfy_port)], cwd=ROOT,
+    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.comfyui", "--port", str(comfy_port), "--delay",
+                             str(delay)], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     repairbot = shutil.which("repairbot") or sys.executable
     worker_cmd = [repairbot, "worker"] if repairbot.endswith("repairbot") else [repairbot, "-m", "backend.cli", "worker"]
@@ -70,11 +78,14 @@ async def one_run(tasks: int, prefetch: int, workdir: Path) -> float:
         while await services.redis.xlen(settings.results_stream) < tasks:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
-        ok = sum(1 for _, f in await services.redis.xrange(settings.results_stream) if f[b"status"] == b"ok")
+        results = [fields for _, fields in await services.redis.xrange(settings.results_stream)]
+        ok = sum(1 for fields in results if fields[b"status"] == b"ok")
+        busy_s = sum(int(fields[b"run_ms"]) for fields in results) / 1000  # ComfyUI's own execution times
         print(f"  {tasks} tasks ({ok} ok) drained in {elapsed:.1f} s: {tasks / elapsed:.1f} tasks/s "
-              f"(worker start included); intake {tasks / enqueue_s:.1f} photos/s")
+              f"(worker start included); intake {tasks / enqueue_s:.1f} photos/s"
+              + (f"; GPU duty cycle {busy_s / elapsed:.0%}" if delay else ""))
         await services.close()
-        return tasks / elapsed
+        return tasks / elapsed, busy_s / elapsed
     finally:
         for proc in (worker, fake):
             if proc is not None:
@@ -88,14 +99,18 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds the fake spends per prompt")
     args = parser.parse_args()
-    rates = []
+    rates, duties = [], []
     for run in range(args.runs):
         print(f"run {run + 1}/{args.runs}")
         with tempfile.TemporaryDirectory() as tmp:
-            rates.append(asyncio.run(one_run(args.tasks, args.prefetch, Path(tmp))))
+            rate, duty = asyncio.run(one_run(args.tasks, args.prefetch, args.delay, Path(tmp)))
+        rates.append(rate)
+        duties.append(duty)
     print(f"median {statistics.median(rates):.1f} tasks/s over {args.runs} runs "
-          f"(min {min(rates):.1f}, max {max(rates):.1f}); {os.cpu_count()} cores")
+          f"(min {min(rates):.1f}, max {max(rates):.1f}); {os.cpu_count()} cores; prefetch {args.prefetch}"
+          + (f"; median GPU duty cycle {statistics.median(duties):.0%}" if args.delay else ""))
 
 
 if __name__ == "__main__":
