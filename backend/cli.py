@@ -29,6 +29,7 @@ from backend.comfyui import ComfyUIClient
 from backend.errors import Refused
 from backend.services import Services
 from backend.settings import Settings
+from backend.streams import REDIS_DOWN
 from backend.tasks import MalformedRecord, Result
 from backend.workflows import WorkflowError, check_against_object_info
 
@@ -122,7 +123,7 @@ async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
             return EXIT_ERROR
         settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_child[1]}/0"})
     bots = [p for p in BOTS if bot_token_set(settings, p)]
-    print(f"repairbot up: Redis {settings.redis_url}, ComfyUI {', '.join(settings.comfyui_urls)}")
+    print(f"repairbot up: Redis {_redacted(settings.redis_url)}, ComfyUI {', '.join(settings.comfyui_urls)}")
     print(f"bots enabled: {', '.join(bots) or 'none (set TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN)'}")
     print("try it without chat:  repairbot submit photo.jpg --wait --out colorized.png", flush=True)
     try:
@@ -224,6 +225,12 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
         return EXIT_OK
 
 
+def _redacted(url: str) -> str:
+    """A Redis URL without its password, fit for a message."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if sep else url
+
+
 def _local_user() -> str:
     with contextlib.suppress(Exception):
         name = "".join(ch for ch in getpass.getuser() if ch.isalnum() or ch in "._-")
@@ -318,9 +325,9 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace, stop: asyncio
         info = await asyncio.wait_for(services.redis.info("server"), timeout=5)
         version = str(info.get("redis_version", "0"))
         major_minor = tuple(int(x) for x in version.split(".")[:2])
-        report(major_minor >= (7, 0), f"Redis {settings.redis_url.split('@')[-1]} version {version} (needs >= 7.0)")
+        report(major_minor >= (7, 0), f"Redis {_redacted(settings.redis_url)} version {version} (needs >= 7.0)")
     except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
-        report(False, f"Redis {settings.redis_url.split('@')[-1]} not reachable: {exc}")
+        report(False, f"Redis {_redacted(settings.redis_url)} not reachable: {exc}")
     finally:
         await services.close()
     for client in comfy_clients(settings):
@@ -394,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_until_signal(lambda stop: command(settings, args, stop)))
     except KeyboardInterrupt:
         return EXIT_OK
-    except (ConnectionError, OSError) as exc:
-        print(f"cannot reach a service: {exc}", file=sys.stderr)
+    except REDIS_DOWN as exc:
+        print(f"cannot reach Redis at {_redacted(settings.redis_url)}: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
 

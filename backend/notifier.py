@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from backend import keys
 from backend.settings import Settings
-from backend.streams import ConsumerGroup, Entry
+from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, retry_while_redis_down
 from backend.tasks import Event, MalformedRecord, Result
 
 log = logging.getLogger(__name__)
@@ -72,25 +72,30 @@ class Notifier:
             call_timeout_s=settings.redis_socket_timeout_s,
         )
         self._slots = asyncio.Semaphore(concurrency)
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> None:
-        for sender in self.senders.values():
-            await sender.start()
-        await self.group.acquire_name()
-        log.info("notifier %s started (platforms: %s)", self.group.consumer, ", ".join(self.senders) or "none")
         try:
-            await self.group.ensure_groups()
-            for entry in await self.group.read_own_pending():
+            for sender in self.senders.values():
+                await sender.start()
+            await retry_while_redis_down(self.group.acquire_name, self.settings, self._stopping)
+            log.info("notifier %s started (platforms: %s)", self.group.consumer, ", ".join(self.senders) or "none")
+            await retry_while_redis_down(self.group.ensure_groups, self.settings, self._stopping)
+            for entry in await retry_while_redis_down(self.group.read_own_pending, self.settings, self._stopping):
                 await self._spawn(entry)
             await self._loop()
+        except REDIS_DOWN:
+            if not self._stopping.is_set():
+                raise
+            log.warning("notifier stopped while Redis was unreachable")
         finally:
             if self._inflight:
-                await asyncio.wait(self._inflight, timeout=self.settings.shutdown_grace_s)
+                await asyncio.wait([task for _, task in self._inflight.values()],
+                                   timeout=self.settings.shutdown_grace_s)
             await self.group.release_name()
             for sender in self.senders.values():
                 await sender.close()
@@ -109,7 +114,7 @@ class Notifier:
                 for entry in await self.group.read_new(self.settings.read_batch):
                     await self._spawn(entry)
                 backoff = self.settings.retry_backoff_s
-            except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            except REDIS_DOWN as exc:
                 log.warning("notifier lost Redis (%s); retrying in %.1f s", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
@@ -126,17 +131,25 @@ class Notifier:
             pass
 
     async def _maintain(self) -> None:
-        """Pick up results a dead notifier left behind; trim what every group has acknowledged."""
+        """Keep slow sends ours, pick up what a dead notifier left behind, trim what all acknowledged."""
+        if self._inflight:
+            await self.group.keep_ownership([entry for entry, _ in self._inflight.values()])
         for entry in await self.group.reclaim_stale(self.settings.min_idle_ms):
             await self._spawn(entry)
         await self.group.trim_acknowledged(self.settings.results_stream)
 
     async def _spawn(self, entry: Entry) -> None:
+        if entry.entry_id in self._inflight:
+            return
         await self._slots.acquire()
         task = asyncio.create_task(self._handle(entry))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-        task.add_done_callback(lambda _: self._slots.release())
+        self._inflight[entry.entry_id] = (entry, task)
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(entry.entry_id, None)
+            self._slots.release()
+
+        task.add_done_callback(done)
 
     async def _handle(self, entry: Entry) -> None:
         try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from redis.asyncio import Redis
+from redis import exceptions as redis_errors
 from redis.exceptions import ResponseError
 
 from backend import keys
@@ -37,6 +38,27 @@ class Entry:
     entry_id: str
     fields: dict[Any, Any]
     deliveries: int = 1
+
+
+# redis-py's ConnectionError and TimeoutError are not the builtin ones: name both families.
+REDIS_DOWN = (ConnectionError, OSError, asyncio.TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError)
+
+
+async def retry_while_redis_down(call: Any, settings: Any, stopping: asyncio.Event) -> Any:
+    """Await `call()` until Redis answers, backing off; a process may start before its Redis does."""
+    backoff = settings.retry_backoff_s
+    while True:
+        try:
+            return await call()
+        except REDIS_DOWN as exc:
+            if stopping.is_set():
+                raise
+            log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=backoff)
+            except asyncio.TimeoutError:
+                pass
+            backoff = min(backoff * 2, settings.retry_backoff_max_s)
 
 
 def is_nogroup(exc: BaseException) -> bool:

@@ -30,7 +30,7 @@ from backend.blobs import BlobStore, make_blob_store
 from backend.comfyui import ComfyUIClient
 from backend.errors import PermanentTaskError, Refused, RepairError, TransientTaskError
 from backend.settings import Settings
-from backend.streams import ConsumerGroup, Entry
+from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, retry_while_redis_down
 from backend.tasks import Event, MalformedRecord, Result, Task, now_ms, validate_reply
 from backend.texts import text
 from backend.workflows import Workflows
@@ -106,16 +106,20 @@ class Worker:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        for instance in self.instances:
-            await instance.client.start()
-        await self.group.acquire_name()
-        log.info("worker %s started on %d ComfyUI instance(s)", self.name, len(self.instances))
         try:
+            for instance in self.instances:
+                await instance.client.start()
+            await retry_while_redis_down(self.group.acquire_name, self.settings, self._stopping)
+            log.info("worker %s started on %d ComfyUI instance(s)", self.name, len(self.instances))
             await self._probe_all()
-            await self._with_redis_retry(self.group.ensure_groups)
-            for entry in await self._with_redis_retry(self.group.read_own_pending):
+            await retry_while_redis_down(self.group.ensure_groups, self.settings, self._stopping)
+            for entry in await retry_while_redis_down(self.group.read_own_pending, self.settings, self._stopping):
                 self._spawn(entry)
             await self._read_loop()
+        except REDIS_DOWN:
+            if not self._stopping.is_set():
+                raise
+            log.warning("worker stopped while Redis was unreachable")
         finally:
             await self._drain()
             for instance in self.instances:
@@ -123,19 +127,7 @@ class Worker:
                     instance.probing.cancel()
                 await instance.client.close()
             await self.group.release_name()
-            log.info("worker %s stopped", self.name)
-
-    async def _with_redis_retry(self, call: Any) -> Any:
-        backoff = self.settings.retry_backoff_s
-        while True:
-            try:
-                return await call()
-            except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
-                if self._stopping.is_set():
-                    raise
-                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+            log.info("worker %s stopped", self.name or "(no name yet)")
 
     async def _drain(self) -> None:
         if not self._inflight:
@@ -170,7 +162,7 @@ class Worker:
                 for entry in await self.group.read_new(min(free, self.settings.read_batch)):
                     self._spawn(entry)
                 backoff = self.settings.retry_backoff_s
-            except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            except REDIS_DOWN as exc:
                 log.warning("worker lost Redis (%s); retrying in %.1f s", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
@@ -279,7 +271,7 @@ class Worker:
         except asyncio.CancelledError:
             log.info("task %s handed back at shutdown", task.task_id)
             raise
-        except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+        except REDIS_DOWN as exc:
             log.warning("task %s left pending, Redis trouble: %s", task.task_id, exc)
         except Exception as exc:  # noqa: BLE001 - leave it pending: redelivery counts towards the DLQ
             log.exception("task %s failed unexpectedly, left for redelivery: %s", task.task_id, exc)

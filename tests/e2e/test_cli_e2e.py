@@ -261,3 +261,22 @@ async def test_pause_resume_and_dlq_commands(redis_url, comfy_fake, tmp_path):
     assert code == 1 and "no such dead letter" in stderr
     code, stdout, _ = await stack.run("dlq", "purge")
     assert code == 0 and "purged 0" in stdout
+
+
+async def test_worker_started_before_redis_waits_for_it(comfy_fake, tmp_path):
+    server = RedisServer(tmp_path / "late-redis")
+    stack = Stack(stack_env(server.url, comfy_fake.url, tmp_path), tmp_path)
+    log = open(tmp_path / "worker.log", "ab")
+    stack.procs["worker"] = await asyncio.create_subprocess_exec(
+        *repairbot_command(), "worker", env=stack.env, cwd=tmp_path, stdout=log, stderr=log
+    )
+    try:
+        await stack.wait_for_log("worker", "Redis unavailable")
+        server.start()
+        await stack.wait_for_log("worker", " started")
+        await stack.start("notifier", "notifier")
+        code, _, stderr = await stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait")
+        assert code == 0, stderr + stack.log("worker")
+    finally:
+        await stack.close()
+        server.stop()
