@@ -202,7 +202,7 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
         print(submitted.task_id, flush=True)
         if not args.wait:
             return EXIT_OK
-        print(f"queued: #{submitted.position} in line, about {submitted.eta_s} s", file=sys.stderr)
+        say_progress(f"queued: #{submitted.position} in line, about {submitted.eta_s} s")
         try:
             result = await asyncio.wait_for(
                 _wait_for_result(services, settings, submitted.task_id, start_id, stop), timeout=args.timeout
@@ -221,8 +221,14 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
             return EXIT_FAILED
         out = Path(args.out) if args.out else path.with_name(f"{path.stem}.color.png")
         out.write_bytes(output)
-        print(f"saved {out} ({result.run_ms / 1000:.1f} s on {result.worker})", file=sys.stderr)
+        say_progress(f"saved {out} ({result.run_ms / 1000:.1f} s on {result.worker})")
         return EXIT_OK
+
+
+def say_progress(line: str) -> None:
+    """Progress for a person at a terminal; scripts get only the contract (one line per failure)."""
+    if sys.stderr.isatty():
+        print(line, file=sys.stderr)
 
 
 def _redacted(url: str) -> str:

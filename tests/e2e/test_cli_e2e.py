@@ -131,6 +131,7 @@ async def test_intake_refusal_exits_2_with_message_and_code(stack, tmp_path):
     code, _, stderr = await stack.run("submit", str(not_a_photo), "--wait")
     assert code == 2
     assert stderr.strip().endswith("[not_an_image]") and "JPEG" in stderr
+    assert len(stderr.strip().splitlines()) == 1
     code, _, stderr = await stack.run("submit", str(ASTRONAUT), "--mode", "sepia")
     assert code == 2 and "[unknown_mode]" in stderr
 
@@ -144,6 +145,7 @@ async def test_comfyui_validation_error_fails_clearly_without_retry_loop(redis_u
         code, _, stderr = await stack.run("submit", str(ASTRONAUT), "--mode", "broken", "--wait", "--timeout", "60")
         assert code == 3
         assert stderr.strip().endswith("[comfyui_rejected]") and "Sorry" in stderr
+        assert len(stderr.strip().splitlines()) == 1
         await asyncio.sleep(1)
         prompts = [r for r in comfy_fake.requests if r == ("POST", "/prompt")]
         assert len(prompts) == 1
