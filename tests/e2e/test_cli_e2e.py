@@ -282,3 +282,12 @@ async def test_worker_started_before_redis_waits_for_it(comfy_fake, tmp_path):
     finally:
         await stack.close()
         server.stop()
+
+
+async def test_wait_timeout_exits_4_and_the_task_stays_queued(stack, comfy_fake):
+    await comfy_fake.stop()
+    code, stdout, stderr = await stack.run("submit", str(ASTRONAUT), "--wait", "--timeout", "1")
+    assert code == 4 and stderr.strip().endswith("[timeout]")
+    code, status, _ = await stack.run("status", "--json")
+    assert json.loads(status)["queued"] + json.loads(status)["running"] == 1
+    await comfy_fake.start()
