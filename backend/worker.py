@@ -155,6 +155,7 @@ class Worker:
                 if await self.redis.exists(keys.PAUSED):
                     await self._sleep(min(1.0, self.settings.block_ms / 1000))
                     continue
+                self._slot_freed.clear()  # before looking, so a slot freed meanwhile still wakes us
                 free = self._capacity()
                 if free <= 0:
                     await self._wait_for_slot(min(1.0, maintain_every))
@@ -176,7 +177,7 @@ class Worker:
         return slots - len(self._inflight)
 
     async def _wait_for_slot(self, timeout: float) -> None:
-        self._slot_freed.clear()
+        """Wait until a slot is freed (or an instance comes back); callers clear the event first."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._slot_freed.wait(), timeout=timeout)
 
@@ -220,8 +221,8 @@ class Worker:
     def _mark_down(self, instance: Instance, why: str) -> None:
         if instance.probing is not None and not instance.probing.done():
             return
-        if instance.healthy:
-            log.warning("ComfyUI %s marked down: %s", instance.client.base_url, why)
+        log.warning("ComfyUI %s marked down (%s): no new tasks go there until it answers",
+                    instance.client.base_url, why)
         instance.healthy = False
         instance.probing = asyncio.create_task(self._probe_until_up(instance))
 
@@ -239,6 +240,7 @@ class Worker:
     async def _acquire_instance(self) -> Instance:
         """The healthy instance with the most free slots; waits while none has one."""
         while True:
+            self._slot_freed.clear()
             candidates = [i for i in self.instances if i.free > 0]
             if candidates:
                 best = max(candidates, key=lambda i: i.free)
