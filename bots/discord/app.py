@@ -9,6 +9,7 @@ Results are delivered by the notifier through sender.py, not by this process's g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 
@@ -94,5 +95,9 @@ async def run_until_stopped(client: discord.Client, token: str, stop: asyncio.Ev
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopper.cancel()
+        if not runner.done() and client.ws is not None:
+            # discord.py fails with a traceback when closed while it is still delaying READY
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(client.wait_until_ready(), timeout=GUILD_READY_TIMEOUT_S + 2)
         await client.close()
         await runner  # start() failing (bad token, no network) surfaces here
