@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 # We keep no guild cache, so there is nothing to wait for before READY counts.
 GUILD_READY_TIMEOUT_S = 0.5
 
+# The bot never joins voice: don't warn operators at every start that voice libraries are missing.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
 
 class RepairBot(discord.Client):
     """A discord.Client with the app-command tree; everything it does goes through `services`."""
