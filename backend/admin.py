@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from backend import keys
+from backend.redact import redact_url
 from backend.settings import Settings
 from backend.tasks import DeadLetter, MalformedRecord, Result, Task, now_ms
 
@@ -145,7 +146,7 @@ class Admin:
                 except Exception:  # noqa: BLE001 - a flaky instance is reported, not fatal
                     healthy = False
             return {
-                "url": client.base_url,
+                "url": redact_url(client.base_url),
                 "healthy": healthy,
                 "queue_running": len(running),
                 "queue_pending": len(pending),

@@ -27,15 +27,18 @@ from backend import keys
 from backend.admin import format_dead_letters, format_stats, format_status
 from backend.comfyui import ComfyUIClient
 from backend.errors import Refused
+from backend.redact import redact_url
 from backend.services import Services
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN
 from backend.tasks import MalformedRecord, Result
+from backend.texts import text
 from backend.workflows import WorkflowError, check_against_object_info
 
 log = logging.getLogger("repairbot")
 
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 BOTS = ("telegram", "discord")
 
 
@@ -123,7 +126,8 @@ async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
             return EXIT_ERROR
         settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_child[1]}/0"})
     bots = [p for p in BOTS if bot_token_set(settings, p)]
-    print(f"repairbot up: Redis {_redacted(settings.redis_url)}, ComfyUI {', '.join(settings.comfyui_urls)}")
+    print(f"repairbot up: Redis {redact_url(settings.redis_url)}, "
+          f"ComfyUI {', '.join(redact_url(url) for url in settings.comfyui_urls)}")
     print(f"bots enabled: {', '.join(bots) or 'none (set TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN)'}")
     print("try it without chat:  repairbot submit photo.jpg --wait --out colorized.png", flush=True)
     try:
@@ -188,8 +192,8 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
     try:
         data = path.read_bytes()
     except OSError as exc:
-        print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
-        return EXIT_ERROR
+        print(f"Cannot read {path}: {exc.strerror}. [unreadable_file]", file=sys.stderr)
+        return EXIT_REFUSED
     async with Services.open(settings) as services:
         start_id = await _last_result_id(services, settings)
         try:
@@ -210,14 +214,19 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
         except asyncio.TimeoutError:
             print(f"No result within {args.timeout:g} s; the task is still queued. [timeout]", file=sys.stderr)
             return EXIT_TIMEOUT
+        except MalformedRecord as exc:
+            print(f"{text('internal')} [internal]", file=sys.stderr)
+            log.debug("unreadable result for %s: %s", submitted.task_id, exc.reason)
+            return EXIT_FAILED
         if result is None:
-            return EXIT_TIMEOUT
+            print("Stopped waiting; the task is still queued. [interrupted]", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if result.status != "ok":
             print(f"{result.message or result.status} [{result.error or result.status}]", file=sys.stderr)
             return EXIT_FAILED
         output = await services.blobs.get(result.output)
         if output is None:
-            print("The result expired before it could be saved. [input_expired]", file=sys.stderr)
+            print(f"{text('output_expired')} [output_expired]", file=sys.stderr)
             return EXIT_FAILED
         out = Path(args.out) if args.out else path.with_name(f"{path.stem}.color.png")
         out.write_bytes(output)
@@ -229,12 +238,6 @@ def say_progress(line: str) -> None:
     """Progress for a person at a terminal; scripts get only the contract (one line per failure)."""
     if sys.stderr.isatty():
         print(line, file=sys.stderr)
-
-
-def _redacted(url: str) -> str:
-    """A Redis URL without its password, fit for a message."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if sep else url
 
 
 def _local_user() -> str:
@@ -331,17 +334,17 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace, stop: asyncio
         info = await asyncio.wait_for(services.redis.info("server"), timeout=5)
         version = str(info.get("redis_version", "0"))
         major_minor = tuple(int(x) for x in version.split(".")[:2])
-        report(major_minor >= (7, 0), f"Redis {_redacted(settings.redis_url)} version {version} (needs >= 7.0)")
+        report(major_minor >= (7, 0), f"Redis {redact_url(settings.redis_url)} version {version} (needs >= 7.0)")
     except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
-        report(False, f"Redis {_redacted(settings.redis_url)} not reachable: {exc}")
+        report(False, f"Redis {redact_url(settings.redis_url)} not reachable: {exc}")
     finally:
         await services.close()
     for client in comfy_clients(settings):
         try:
             if not await client.health():
-                report(False, f"ComfyUI {client.base_url} not reachable")
+                report(False, f"ComfyUI {redact_url(client.base_url)} not reachable")
                 continue
-            report(True, f"ComfyUI {client.base_url} reachable")
+            report(True, f"ComfyUI {redact_url(client.base_url)} reachable")
             object_info = await client.object_info()
             for name, mode in services.workflows.modes.items():
                 issues = check_against_object_info(mode, object_info)
@@ -408,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except REDIS_DOWN as exc:
-        print(f"cannot reach Redis at {_redacted(settings.redis_url)}: {exc}", file=sys.stderr)
+        print(f"cannot reach Redis at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from backend.errors import PermanentTaskError, TransientTaskError
+from backend.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +303,10 @@ class ComfyUIClient:
                             self._dispatch(message.data)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - any socket trouble means: reconnect later
-                log.debug("ComfyUI %s socket: %s", self.base_url, error)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+                log.debug("ComfyUI %s socket: %s", redact_url(self.base_url), error)  # down: the worker says so
+            except Exception as error:  # noqa: BLE001 - anything else is a bug worth seeing, then reconnect
+                log.warning("ComfyUI %s socket failed: %r", redact_url(self.base_url), error)
             finally:
                 self.connected = False
             await asyncio.sleep(backoff)

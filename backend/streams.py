@@ -61,6 +61,17 @@ async def retry_while_redis_down(call: Any, settings: Any, stopping: asyncio.Eve
             backoff = min(backoff * 2, settings.retry_backoff_max_s)
 
 
+MIN_REDIS = (7, 0)
+
+
+async def require_redis_7(redis: Redis) -> None:
+    """Refuse to run on a Redis older than 7.0: XINFO's lag and entries-read are 7.0 features."""
+    info = await redis.info("server")
+    version = str(info.get("redis_version", "0"))
+    if tuple(int(part) for part in version.split(".")[:2]) < MIN_REDIS:
+        raise RuntimeError(f"Redis {version} is too old: repairbot needs Redis 7.0 or newer")
+
+
 def is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
 
@@ -92,6 +103,7 @@ class ConsumerGroup:
         self.call_timeout_s = call_timeout_s
         self.consumer = ""
         self._lease_task: asyncio.Task[None] | None = None
+        self._reclaim_cursor: dict[str, str] = {}
 
     # --- identity ------------------------------------------------------------------------------
     async def acquire_name(self) -> str:
@@ -187,32 +199,70 @@ class ConsumerGroup:
         return Entry(entry.stream, entry.entry_id, entry.fields, deliveries)
 
     async def reclaim_stale(self, min_idle_ms: int, count: int = 16) -> list[Entry]:
-        """Take over entries another consumer has held for `min_idle_ms` (it died or hung)."""
+        """Take over up to `count` entries another consumer has held for `min_idle_ms` (it died or hung).
+
+        XAUTOCLAIM scans a bounded slice of the pending list per call; the cursor it returns is kept,
+        so successive calls walk the whole list even when the first entries are busy, not stale.
+        """
         claimed: list[Entry] = []
         for stream in self.streams:
+            cursor = self._reclaim_cursor.get(stream, "0-0")
             reply = await self._with_groups(
-                lambda stream=stream: self.redis.xautoclaim(
-                    stream, self.group, self.consumer, min_idle_ms, start_id="0-0", count=count
+                lambda stream=stream, cursor=cursor: self.redis.xautoclaim(
+                    stream, self.group, self.consumer, min_idle_ms, start_id=cursor, count=count
                 )
             )
+            self._reclaim_cursor[stream] = _text(reply[0]) if reply else "0-0"
             for entry_id, fields in reply[1] if len(reply) > 1 else []:
                 if fields:
                     claimed.append(await self._with_deliveries(Entry(stream, _text(entry_id), fields)))
         return claimed
 
-    async def keep_ownership(self, entries: list[Entry]) -> None:
-        """Reset the idle time of entries still being worked on, so nobody reclaims them."""
-        by_stream: dict[str, list[str]] = {}
+    async def keep_ownership(self, entries: list[Entry]) -> list[Entry]:
+        """Reset the idle time of entries still being worked on, so nobody reclaims them.
+
+        Only entries still ours are touched (XCLAIM with min-idle 0 would otherwise take back one
+        that another consumer already reclaimed); those no longer ours are returned.
+        """
+        lost: list[Entry] = []
+        by_stream: dict[str, list[Entry]] = {}
         for entry in entries:
-            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
-        for stream, ids in by_stream.items():
-            await self._bounded(
-                self.redis.xclaim(stream, self.group, self.consumer, min_idle_time=0, message_ids=ids, justid=True)
+            by_stream.setdefault(entry.stream, []).append(entry)
+        for stream, held in by_stream.items():
+            pending = await self._with_groups(
+                lambda stream=stream, held=held: self.redis.xpending_range(
+                    stream, self.group, min=min(e.entry_id for e in held), max="+", count=10_000,
+                    consumername=self.consumer,
+                )
             )
+            ours = {_text(item["message_id"]) for item in pending}
+            still_ours = [e.entry_id for e in held if e.entry_id in ours]
+            lost += [e for e in held if e.entry_id not in ours]
+            if still_ours:
+                await self._with_groups(
+                    lambda stream=stream, ids=still_ours: self.redis.xclaim(
+                        stream, self.group, self.consumer, min_idle_time=0, message_ids=ids, justid=True
+                    )
+                )
+        return lost
+
+    async def prune_idle_consumers(self, idle_ms: int) -> None:
+        """Forget consumer names that hold nothing and have been silent for `idle_ms` (gone for good)."""
+        for stream in self.streams:
+            try:
+                consumers = await self._bounded(self.redis.xinfo_consumers(stream, self.group))
+            except ResponseError:
+                continue
+            for consumer in consumers:
+                name = _text(consumer.get("name", ""))
+                if name != self.consumer and not int(consumer.get("pending") or 0) \
+                        and int(consumer.get("idle") or 0) > idle_ms:
+                    await self._bounded(self.redis.xgroup_delconsumer(stream, self.group, name))
+                    log.info("forgot idle consumer %s of %s", name, self.group)
 
     # --- finishing -----------------------------------------------------------------------------
     async def ack(self, entry: Entry) -> None:
-        await self._bounded(self.redis.xack(entry.stream, self.group, entry.entry_id))
+        await self._with_groups(lambda: self.redis.xack(entry.stream, self.group, entry.entry_id))
 
     async def dead_letter(self, entry: Entry, *, reason: str, last_error: str = "") -> None:
         """Move an entry to the dead-letter stream and acknowledge it, atomically."""

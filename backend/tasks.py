@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
+from backend.redact import scrub
+
 SCHEMA_VERSION = "1"
 PLATFORMS = ("telegram", "discord", "cli", "test")
 RESULT_STATUSES = ("ok", "failed", "cancelled")
@@ -311,6 +313,19 @@ class Event:
         )
 
 
+def _without_tokens(reply_json: str) -> str:
+    """Dead letters live long and admins read them: a reply channel's interaction token stays out."""
+    try:
+        reply = json.loads(reply_json)
+    except ValueError:
+        return reply_json
+    if isinstance(reply, dict) and "interaction_token" in reply:
+        reply.pop("interaction_token")
+        reply.pop("token_expires_at", None)
+        return _dumps(reply)
+    return reply_json
+
+
 def dead_letter_fields(
     original: Mapping[Any, Any], *, source: str, entry_id: str, reason: str, deliveries: int, last_error: str
 ) -> dict[str, str]:
@@ -321,12 +336,14 @@ def dead_letter_fields(
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         if name in ("reason", "deliveries", "last_error", "dead_at", "source", "source_id"):
             name = f"orig_{name}"
+        if name == "reply":
+            text = _without_tokens(text)
         fields[name[:64]] = text[:_MAX_TEXT]
     fields.update(
         {
-            "reason": reason[:_MAX_TEXT],
+            "reason": scrub(reason)[:_MAX_TEXT],
             "deliveries": str(deliveries),
-            "last_error": last_error[:_MAX_TEXT],
+            "last_error": scrub(last_error)[:_MAX_TEXT],
             "dead_at": str(now_ms()),
             "source": source,
             "source_id": entry_id,

@@ -26,20 +26,23 @@ from typing import Any
 from redis.asyncio import Redis
 
 from backend import images, keys
-from backend.blobs import BlobStore, make_blob_store
+from backend.blobs import BlobStore, BlobTooLarge, make_blob_store
 from backend.comfyui import ComfyUIClient
 from backend.errors import PermanentTaskError, Refused, RepairError, TransientTaskError
+from backend.redact import redact_url, scrub
 from backend.settings import Settings
-from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, retry_while_redis_down
-from backend.tasks import Event, MalformedRecord, Result, Task, now_ms, validate_reply
+from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, require_redis_7, retry_while_redis_down
+from backend.tasks import Event, MalformedRecord, Result, Task, now_ms, user_lang, validate_reply
 from backend.texts import text
 from backend.workflows import Workflows
 
 log = logging.getLogger(__name__)
 
 PROGRESS_MIN_STEP = 5
+BREAKER_THRESHOLD = 3  # transient errors in a row that take an instance out of rotation
 CANCEL_POLL_S = 0.5
 DONE_LOG_KEEP_MS = 24 * 3600 * 1000
+FORGET_CONSUMER_MS = 3600 * 1000  # a consumer name silent this long, holding nothing, is forgotten
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Instance:
     slots: int
     busy: int = 0
     healthy: bool = False
-    probe_delay_s: float = 0.0
+    failures: int = 0  # transient errors in a row, whatever the task
     probing: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -109,6 +112,7 @@ class Worker:
         try:
             for instance in self.instances:
                 await instance.client.start()
+            await retry_while_redis_down(lambda: require_redis_7(self.redis), self.settings, self._stopping)
             await retry_while_redis_down(self.group.acquire_name, self.settings, self._stopping)
             log.info("worker %s started on %d ComfyUI instance(s)", self.name, len(self.instances))
             await self._probe_all()
@@ -150,8 +154,8 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 if loop.time() >= next_maintenance:
+                    next_maintenance = loop.time() + maintain_every  # first: a failing pass must not repeat at once
                     await self._maintain()
-                    next_maintenance = loop.time() + maintain_every
                 if await self.redis.exists(keys.PAUSED):
                     await self._sleep(min(1.0, self.settings.block_ms / 1000))
                     continue
@@ -186,15 +190,17 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _maintain(self) -> None:
-        """Keep our long tasks ours, take over stale ones, trim what is acknowledged."""
+        """Keep our long tasks ours, take over stale ones (unless paused), trim what is acknowledged."""
         if self._inflight:
-            await self.group.keep_ownership([entry for entry, _ in self._inflight.values()])
-        if not self._stopping.is_set() and self._capacity() > 0:
+            for entry in await self.group.keep_ownership([entry for entry, _ in self._inflight.values()]):
+                log.warning("task entry %s was taken over by another worker while running here", entry.entry_id)
+        if not self._stopping.is_set() and self._capacity() > 0 and not await self.redis.exists(keys.PAUSED):
             for entry in await self.group.reclaim_stale(self.settings.min_idle_ms, count=self._capacity()):
                 if entry.entry_id not in self._inflight:
                     log.info("reclaimed stale task entry %s (delivery %d)", entry.entry_id, entry.deliveries)
                     self._spawn(entry)
         await self.group.trim_acknowledged(self.settings.tasks_stream)
+        await self.group.prune_idle_consumers(max(10 * self.settings.min_idle_ms, FORGET_CONSUMER_MS))
         await self.redis.zremrangebyscore(keys.DONE_LOG, "-inf", now_ms() - DONE_LOG_KEEP_MS)
 
     def _spawn(self, entry: Entry) -> None:
@@ -222,7 +228,7 @@ class Worker:
         if instance.probing is not None and not instance.probing.done():
             return
         log.warning("ComfyUI %s marked down (%s): no new tasks go there until it answers",
-                    instance.client.base_url, why)
+                    redact_url(instance.client.base_url), why)
         instance.healthy = False
         instance.probing = asyncio.create_task(self._probe_until_up(instance))
 
@@ -232,7 +238,8 @@ class Worker:
             await self._sleep(delay)
             if await instance.client.health():
                 instance.healthy = True
-                log.info("ComfyUI %s is back", instance.client.base_url)
+                instance.failures = min(instance.failures, BREAKER_THRESHOLD - 1)  # half open: one more strike
+                log.info("ComfyUI %s is back", redact_url(instance.client.base_url))
                 self._slot_freed.set()
                 return
             delay = min(delay * 2, self.settings.breaker_probe_max_s)
@@ -260,10 +267,11 @@ class Worker:
             await self._reject_malformed(entry, exc)
             return
         try:
-            if entry.deliveries > self.settings.max_deliveries:
-                await self._give_up(entry, task, f"delivered {entry.deliveries} times")
-                return
             if await self._republish_stored(entry, task):
+                return
+            deliveries = entry.deliveries - await self._handed_back(task)
+            if deliveries > self.settings.max_deliveries:
+                await self._give_up(entry, task, f"delivered {deliveries} times without finishing")
                 return
             if await self.redis.exists(keys.cancelled(task.task_id)):
                 await self._finish(entry, task, self._result(task, "cancelled", "cancelled"))
@@ -271,31 +279,39 @@ class Worker:
             result = await self._run(task)
             await self._finish(entry, task, result)
         except asyncio.CancelledError:
-            log.info("task %s handed back at shutdown", task.task_id)
+            await self._note_hand_back(task)
             raise
         except REDIS_DOWN as exc:
             log.warning("task %s left pending, Redis trouble: %s", task.task_id, exc)
         except Exception as exc:  # noqa: BLE001 - leave it pending: redelivery counts towards the DLQ
             log.exception("task %s failed unexpectedly, left for redelivery: %s", task.task_id, exc)
 
+    async def _handed_back(self, task: Task) -> int:
+        """Deliveries that ended in a graceful hand-back at shutdown: they are not the task's fault."""
+        return int(await self.redis.hget(keys.task(task.task_id), "handed_back") or 0)
+
+    async def _note_hand_back(self, task: Task) -> None:
+        log.info("task %s handed back at shutdown", task.task_id)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.redis.hincrby(keys.task(task.task_id), "handed_back", 1), timeout=2)
+
     async def _reject_malformed(self, entry: Entry, exc: MalformedRecord) -> None:
-        """Dead-letter on first sight; still answer the user when the reply channel is readable."""
-        await self.group.dead_letter(entry, reason=f"malformed task: {exc.reason}")
+        """Dead-letter on first sight; answer the user first when the reply channel is readable."""
         try:
             reply = validate_reply(_loads(entry.fields.get(b"reply") or entry.fields.get("reply")))
+            task_id = _as_text(entry.fields.get(b"task_id") or entry.fields.get("task_id") or "")
         except (MalformedRecord, ValueError, TypeError):
-            return
-        task_id = _as_text(entry.fields.get(b"task_id") or entry.fields.get("task_id") or "")
-        if not task_id or not task_id.isalnum() or len(task_id) > 64:
-            return
-        failed = Result(task_id, "failed", reply, error="malformed_task", message=text("malformed_task"),
-                        worker=self.name)
-        await self.redis.xadd(self.settings.results_stream, failed.encode())
+            reply, task_id = None, ""
+        if reply is not None and task_id.isalnum() and 8 <= len(task_id) <= 64:
+            failed = Result(task_id, "failed", reply, error="malformed_task",
+                            message=text("malformed_task", user_lang(reply)), worker=self.name)
+            await self.redis.xadd(self.settings.results_stream, failed.encode())
+        await self.group.dead_letter(entry, reason=f"malformed task: {exc.reason}")
 
     async def _give_up(self, entry: Entry, task: Task, reason: str) -> None:
+        """The user is told (result written) before the entry leaves the stream for the DLQ."""
+        await self._publish(task, self._result(task, "failed", "too_many_attempts"))
         await self.group.dead_letter(entry, reason=reason, last_error=reason)
-        failed = self._result(task, "failed", "too_many_attempts")
-        await self._publish(task, failed)
 
     async def _republish_stored(self, entry: Entry, task: Task) -> bool:
         stored = await self.redis.hgetall(keys.result(task.task_id))
@@ -306,7 +322,11 @@ class Worker:
         await self.group.ack(entry)
         return True
 
-    def _result(self, task: Task, status: str, code: str = "", *, output: str = "", run_ms: int = 0) -> Result:
+    def _result(
+        self, task: Task, status: str, code: str = "", *, values: dict[str, Any] | None = None,
+        output: str = "", run_ms: int = 0,
+    ) -> Result:
+        """A result; a failure's message is the catalog sentence in the user's language, values filled."""
         queued_ms = max(0, now_ms() - task.submitted_at - run_ms)
         return Result(
             task_id=task.task_id,
@@ -316,7 +336,7 @@ class Worker:
             input=task.input,
             output=output,
             error=code if status != "ok" else "",
-            message=text(code) if status != "ok" else "",
+            message=text(code, user_lang(task.reply), **(values or {})) if status != "ok" else "",
             user=task.user,
             queued_ms=queued_ms,
             run_ms=run_ms,
@@ -337,37 +357,53 @@ class Worker:
             )
             raw, run_ms = await self._run_with_retries(task, mode, checked)
             final = await asyncio.to_thread(images.finalize_output, raw, max_pixels=self.settings.max_image_pixels * 4)
-            output_key = await self.blobs.put("out", final)
+            try:
+                output_key = await self.blobs.put("out", final)
+            except BlobTooLarge as exc:
+                raise PermanentTaskError("output_invalid", detail=str(exc)) from None
             return self._result(task, "ok", output=output_key, run_ms=run_ms)
         except Refused as exc:
-            return self._result(task, "failed", exc.code)
+            return self._result(task, "failed", exc.code, values=exc.values)
         except RepairError as exc:
             status = "cancelled" if exc.code == "cancelled" else "failed"
             log.info("task %s %s: %s %s", task.task_id, status, exc.code, exc.detail)
-            return self._result(task, status, exc.code)
+            return self._result(task, status, exc.code, values=exc.values)
 
     async def _run_with_retries(self, task: Task, mode: Any, data: bytes) -> tuple[bytes, int]:
-        """The output image and its run time in ms (ComfyUI's own, else our wall clock for the attempt)."""
-        attempt = 0
+        """The output image and its run time in ms (ComfyUI's own, else our wall clock for the attempt).
+
+        Transient errors are retried with backoff. They count against the task's budget only while
+        the instance itself looks fine; an instance that is down (or keeps failing for every task) is
+        taken out of rotation instead, and the task waits for one that works.
+        """
+        counted = tries = 0
         backoff = self.settings.retry_backoff_s
-        announced = False
+        await self._event(task, "started")
         while True:
-            attempt += 1
+            tries += 1
             instance = await self._acquire_instance()
             try:
-                if not announced:
-                    await self._event(task, "started")
-                    announced = True
-                return await self._run_once(task, mode, data, instance, attempt)
+                result = await self._run_once(task, mode, data, instance, tries)
+                instance.failures = 0
+                return result
             except TransientTaskError as exc:
-                healthy = await instance.client.health()
-                if not healthy:
-                    self._mark_down(instance, exc.detail or exc.code)
-                    attempt -= 1  # ComfyUI being down is not the task's fault: wait, don't count
-                if attempt >= self.settings.transient_retries:
+                instance.failures += 1
+                why = scrub(exc.detail or exc.code)
+                if instance.failures >= BREAKER_THRESHOLD or not await instance.client.health():
+                    self._mark_down(instance, why)
+                else:
+                    counted += 1
+                if counted >= self.settings.transient_retries:
                     raise
-                log.info("task %s: transient ComfyUI error (%s); retrying", task.task_id, exc.detail or exc.code)
+                log.info("task %s: transient ComfyUI error (%s); retrying", task.task_id, why)
                 await self._event(task, "retrying")
+            except PermanentTaskError as exc:
+                if exc.code == "comfyui_failed":
+                    # A node that failed (DDColor with missing weights) can stay broken in ComfyUI's cache
+                    # and then "succeed" with garbage: make ComfyUI drop its cached nodes and models.
+                    with contextlib.suppress(Exception):
+                        await instance.client.free()
+                raise
             finally:
                 self._release_instance(instance)
             await asyncio.sleep(backoff + random.uniform(0, backoff / 2))
@@ -384,10 +420,11 @@ class Worker:
         progress = _ProgressThrottle(lambda pct: self._event(task, "progress", pct))
 
         async def queued() -> None:
-            await self.redis.hset(
-                keys.task(task.task_id),
-                mapping={"state": "in_comfyui", "instance": client.base_url, "prompt_id": prompt_id},
-            )
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.task(task.task_id),
+                          mapping={"state": "in_comfyui", "instance": client.base_url, "prompt_id": prompt_id})
+                pipe.expire(keys.task(task.task_id), self.settings.blob_ttl_s)
+                await pipe.execute()
 
         run = asyncio.create_task(
             client.run(
@@ -447,6 +484,7 @@ class Worker:
             pipe.hset(keys.result(task.task_id), mapping=fields)
             pipe.expire(keys.result(task.task_id), ttl)
             pipe.hset(keys.task(task.task_id), mapping={"state": "done", "status": result.status})
+            pipe.expire(keys.task(task.task_id), ttl)
             pipe.srem(keys.user_active(task.user), task.task_id)
             pipe.zadd(keys.DONE_LOG, {f"{task.task_id}:{result.status}:{result.run_ms}": result.finished_at})
             if result.status == "ok":

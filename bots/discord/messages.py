@@ -74,4 +74,4 @@ def failure_text(result: Result, lang: str) -> str:
     """The catalog sentence for a failed or cancelled task."""
     if result.status == "cancelled":
         return text("cancelled", lang)
-    return text(result.error or "internal", lang)
+    return result.message or text(result.error or "internal", lang)  # the worker's, in the user's language

@@ -20,6 +20,7 @@ import aiohttp
 import discord
 
 from backend.blobs import BlobStore
+from backend.errors import RepairError
 from backend.notifier import SendPermanent, SendRetry
 from backend.settings import Settings
 from backend.tasks import Event, Result, user_lang
@@ -106,19 +107,23 @@ class DiscordSender:
         """A factory of send() keyword arguments; files are rebuilt for each attempt."""
         user_id = int(result.reply["user_id"])
         mentions = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
-        if result.status != "ok":
-            sentence = failure_text(result, lang)
+        data = await self.blobs.get(result.output) if result.status == "ok" else None
+        sentence = failure_text(result, lang) if result.status != "ok" else None
+        if result.status == "ok" and data is None:
+            sentence = text("output_expired", lang)  # the user still hears what happened
+        if data is not None:
+            limit = upload_limit(result.reply)
+            try:
+                image = await ResultImage.fit(data, limit)
+                dm_image = image if limit <= DEFAULT_UPLOAD_LIMIT else await ResultImage.fit(data, DEFAULT_UPLOAD_LIMIT)
+            except RepairError:
+                sentence = text("output_invalid", lang)
+        if sentence is not None:
 
             def failure(*, mention: bool, dm: bool) -> dict[str, Any]:
                 return {"content": f"<@{user_id}> {sentence}" if mention else sentence, "allowed_mentions": mentions}
 
             return failure
-        data = await self.blobs.get(result.output)
-        if data is None:
-            raise SendPermanent(f"output {result.output} of {result.task_id} has expired")
-        limit = upload_limit(result.reply)
-        image = await ResultImage.fit(data, limit)
-        dm_image = image if limit <= DEFAULT_UPLOAD_LIMIT else await ResultImage.fit(data, DEFAULT_UPLOAD_LIMIT)
 
         def success(*, mention: bool, dm: bool) -> dict[str, Any]:
             chosen = dm_image if dm else image

@@ -21,6 +21,7 @@ from telegram.request import HTTPXRequest
 
 from backend import images
 from backend.blobs import BlobStore
+from backend.errors import RepairError
 from backend.notifier import SendPermanent, SendRetry
 from backend.redis_conn import connect
 from backend.settings import Settings
@@ -115,13 +116,16 @@ class TelegramSender:
             if result.status == "ok":
                 data = await self.blobs.get(result.output)
                 if data is None:
-                    note = text("input_expired", lang)
+                    note = text("output_expired", lang)
                 else:
-                    await self._post_image(result, data, lang)
+                    try:
+                        await self._post_image(result, data, lang)
+                    except RepairError:  # the image could not be made to fit an upload
+                        note = text("output_invalid", lang)
             elif result.status == "cancelled":
                 note = text("cancelled", lang)
             else:
-                note = text(result.error or "internal", lang)
+                note = result.message or text(result.error or "internal", lang)  # the worker's, in this language
             await self._settle_status(result, note, lang)
         self._sent_parts.pop(result.task_id, None)
 

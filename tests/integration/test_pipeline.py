@@ -197,3 +197,25 @@ async def test_per_user_limits_and_queue_cap(settings, photo_bytes):
         assert "busy" in refused.value.user_message()
     finally:
         await services.close()
+
+
+async def test_a_burst_of_photos_cannot_slip_past_the_active_limit(settings, photo_bytes):
+    settings = settings.model_copy(update={"user_max_active": 3})
+    async with Services.open(settings) as services:
+        outcomes = await asyncio.gather(
+            *(services.intake.submit(photo_bytes, mode="preview", reply=REPLY, user="test:burst") for _ in range(8)),
+            return_exceptions=True,
+        )
+        accepted = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, Refused)]
+        assert len(accepted) == 3 and len(refused) == 5
+        assert {r.code for r in refused} == {"too_many_active"}
+        assert await services.redis.scard(keys.user_active("test:burst")) == 3
+
+
+async def test_a_refused_photo_does_not_use_up_the_hourly_allowance(settings, photo_bytes):
+    settings = settings.model_copy(update={"user_max_per_hour": 1})
+    async with Services.open(settings) as services:
+        with pytest.raises(Refused):
+            await services.intake.submit(b"not an image", mode="preview", reply=REPLY, user="test:7")
+        await services.intake.submit(photo_bytes, mode="preview", reply=REPLY, user="test:7")
