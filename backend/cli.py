@@ -44,9 +44,12 @@ BOTS = ("telegram", "discord")
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request URL at INFO, and Telegram URLs carry the bot token.
+    # httpx logs every request URL at INFO, and Telegram URLs carry the bot token; discord.py logs
+    # webhook and callback URLs (with interaction tokens) at DEBUG.
     for noisy in ("httpx", "httpcore", "telegram.ext.Updater", "discord.gateway", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    for leaky in ("discord.http", "discord.webhook"):
+        logging.getLogger(leaky).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def comfy_clients(settings: Settings) -> list[ComfyUIClient]:

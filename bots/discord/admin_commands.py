@@ -47,10 +47,16 @@ class AdminGroup(app_commands.Group):
         return False
 
     async def answer(self, interaction: discord.Interaction, content: str, **kw: object) -> None:
-        await interaction.response.send_message(content, ephemeral=True, **kw)
+        """Answer at once, or as a follow-up when the command deferred because it may take a while."""
+        if interaction.response.is_done():
+            await interaction.followup.send(content, ephemeral=True, **kw)
+        else:
+            await interaction.response.send_message(content, ephemeral=True, **kw)
 
     @app_commands.command(description="Queue, workers and ComfyUI at a glance")
     async def queue(self, interaction: discord.Interaction) -> None:
+        # Probing a slow or unreachable ComfyUI may outlast Discord's 3 s window to acknowledge.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         await self.answer(interaction, block(format_status(await self.services.admin.status())))
 
     @app_commands.command(description="The latest dead letters")
@@ -90,6 +96,7 @@ class AdminGroup(app_commands.Group):
 
     @app_commands.command(description="Throughput and run times of the last hour, with a chart")
     async def stats(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # the chart takes a moment
         numbers = await self.services.admin.stats()
         chart = await asyncio.to_thread(stats_chart_png, numbers)
         await self.answer(interaction, block(format_stats(numbers)),

@@ -19,7 +19,7 @@ from backend.tasks import MalformedRecord, Result
 from backend.texts import text
 from bots.discord.commands import refuse
 from bots.discord.messages import COMPARE_PREFIX, OTHER_MODE_PREFIX, ResultImage, other_mode
-from bots.discord.replies import lang_of, reply_for, user_key
+from bots.discord.replies import is_admin, lang_of, reply_for, user_key
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ async def other_mode_pressed(services: Services, interaction: discord.Interactio
     await interaction.response.defer(thinking=True, ephemeral=private)
     try:
         submitted = await services.intake.resubmit(result.input, mode=other_mode(result.mode),
-                                                   reply=reply_for(interaction, private=private), user=user)
+                                                   reply=reply_for(interaction, private=private), user=user,
+                                                   exempt=is_admin(interaction, services.settings))
     except Refused as refusal:
         await refuse(interaction, refusal, lang, deferred_ephemeral=private)
         return

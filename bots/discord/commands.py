@@ -17,7 +17,7 @@ from backend.intake import Intake, Submitted
 from backend.services import Services
 from backend.texts import text
 from bots.discord.messages import USER_MODES
-from bots.discord.replies import lang_of, reply_for, user_key
+from bots.discord.replies import is_admin, lang_of, reply_for, user_key
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,13 @@ async def queue_photos(intake: Intake, interaction: discord.Interaction, photos:
                        mode: str, private: bool) -> None:
     """Check, download and submit; answer with the place in line, or refuse (only the user sees it)."""
     lang, user = lang_of(interaction), user_key(interaction.user.id)
+    exempt = is_admin(interaction, intake.settings)
     try:
         if not photos:
             raise Refused("not_an_image")
         for photo in photos:
             check_declared(photo, interaction.filesize_limit, intake)
-        await intake.check_open(user, count=len(photos))
+        await intake.check_open(user, exempt=exempt)  # room for at least one; each photo is then checked on its own
         downloads = [await photo.read() for photo in photos]
     except Refused as refusal:
         await refuse(interaction, refusal, lang, deferred_ephemeral=private)
@@ -67,7 +68,8 @@ async def queue_photos(intake: Intake, interaction: discord.Interaction, photos:
     refusals: list[Refused] = []
     for data in downloads:
         try:
-            queued.append(await intake.submit(data, mode=mode, reply=reply_for(interaction, private=private), user=user))
+            queued.append(await intake.submit(data, mode=mode, reply=reply_for(interaction, private=private), user=user,
+                                              exempt=exempt))
         except Refused as refusal:
             refusals.append(refusal)
     if not queued:

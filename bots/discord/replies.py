@@ -23,6 +23,11 @@ def user_key(user_id: int) -> str:
     return f"discord:{user_id}"
 
 
+def is_admin(interaction: discord.Interaction, settings: Any) -> bool:
+    """Admins (DISCORD_ADMIN_IDS) are exempt from the per-user limits."""
+    return interaction.user.id in settings.discord_admin_ids
+
+
 def lang_of(interaction: discord.Interaction) -> str:
     return pick_lang(str(interaction.locale.value))
 

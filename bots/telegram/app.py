@@ -23,15 +23,22 @@ from bots.telegram import handlers
 from bots.telegram.admin_handlers import ADMIN_COMMANDS
 from bots.telegram.albums import AlbumCollector
 from bots.telegram.ratelimit import FloodAwareRateLimiter
-from bots.telegram.sender import upload_request
+from bots.telegram.sender import initialize_bot, upload_request
 
 log = logging.getLogger(__name__)
 
+MAX_PARALLEL_DOWNLOADS = 8  # photos of up to 20 MB each: bounded, so a burst can't exhaust memory
 PUBLIC_COMMANDS = [
     BotCommand("start", "What this bot does"),
     BotCommand("help", "Modes and limits"),
     BotCommand("mode", "Set your default mode: person or building"),
     BotCommand("cancel", "Cancel your waiting photos"),
+]
+PUBLIC_COMMANDS_ZH = [
+    BotCommand("start", "这个机器人能做什么"),
+    BotCommand("help", "模式和限制"),
+    BotCommand("mode", "设置默认模式：person 或 building"),
+    BotCommand("cancel", "取消等待中的照片"),
 ]
 NEW = filters.UpdateType.MESSAGE  # not edits (a fixed caption must not queue the photo again), not channel posts
 OTHER_MEDIA = (filters.VIDEO | filters.ANIMATION | filters.AUDIO | filters.VOICE | filters.VIDEO_NOTE
@@ -57,6 +64,7 @@ def build_application(settings: Settings, services: Services, *, rate_limiter: F
     app = builder.build()
     app.bot_data["services"] = services
     app.bot_data["albums"] = AlbumCollector()
+    app.bot_data["downloads"] = asyncio.Semaphore(MAX_PARALLEL_DOWNLOADS)
 
     app.add_handler(CommandHandler("start", handlers.start, filters=NEW))
     app.add_handler(CommandHandler("help", handlers.help_command, filters=NEW))
@@ -75,9 +83,10 @@ def build_application(settings: Settings, services: Services, *, rate_limiter: F
 @contextlib.asynccontextmanager
 async def running(app: Application, settings: Settings) -> AsyncIterator[Application]:
     """Start the bot (webhook or long polling) and stop it cleanly on the way out."""
-    await app.initialize()
+    await initialize_bot(app.initialize)
     try:
         await app.bot.set_my_commands(PUBLIC_COMMANDS)
+        await app.bot.set_my_commands(PUBLIC_COMMANDS_ZH, language_code="zh")
         if settings.telegram_webhook_url:
             await start_webhook(app, settings)
         else:

@@ -17,7 +17,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
-from backend import images
+from backend import images, keys
 from backend.errors import Refused
 from backend.intake import Submitted
 from backend.services import Services
@@ -45,6 +45,10 @@ def services_of(context: ContextTypes.DEFAULT_TYPE) -> Services:
     return context.application.bot_data["services"]
 
 
+def downloads_of(context: ContextTypes.DEFAULT_TYPE) -> asyncio.Semaphore:
+    return context.application.bot_data["downloads"]
+
+
 def asker_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Asker:
     sender = update.effective_user
     admins = services_of(context).settings.telegram_admin_ids
@@ -69,9 +73,11 @@ def check_declared_size(services: Services, size: int | None) -> None:
     images.check_size(size, BOT_API_DOWNLOAD_LIMIT)
 
 
-async def download(message: Message, file_id: str) -> bytes:
-    file = await message.get_bot().get_file(file_id)
-    return bytes(await file.download_as_bytearray())
+async def download(message: Message, file_id: str, downloads: asyncio.Semaphore) -> bytes:
+    """getFile and the download, a bounded number at a time (each may be 20 MB)."""
+    async with downloads:
+        file = await message.get_bot().get_file(file_id)
+        return bytes(await file.download_as_bytearray())
 
 
 async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -80,12 +86,12 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if message.media_group_id:
         group = await context.application.bot_data["albums"].collect(message)
         if group is not None:
-            await queue_album(group, asker_of(update, context), services_of(context))
+            await queue_album(group, asker_of(update, context), services_of(context), downloads_of(context))
         return
-    await queue_single(message, asker_of(update, context), services_of(context))
+    await queue_single(message, asker_of(update, context), services_of(context), downloads_of(context))
 
 
-async def queue_single(message: Message, asker: Asker, services: Services) -> None:
+async def queue_single(message: Message, asker: Asker, services: Services, downloads: asyncio.Semaphore) -> None:
     try:
         file_id, size = image_file(message)
         check_declared_size(services, size)
@@ -97,23 +103,36 @@ async def queue_single(message: Message, asker: Asker, services: Services) -> No
     reply = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id,
              "status_message_id": status.message_id, "lang": asker.lang}
     try:
-        data = await download(message, file_id)
+        data = await download(message, file_id, downloads)
         mode = mode_from_caption(message.caption) or await services.intake.default_mode(asker.user)
         submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user, exempt=asker.exempt)
     except Refused as refusal:
         await status.edit_text(refusal.user_message(asker.lang))
         return
-    await show_queued(status, submitted, reply, asker.lang)
+    except Exception:  # noqa: BLE001 - Telegram or Redis failed mid-way: the status must not say "putting in line"
+        log.exception("photo from %s could not be queued", asker.user)
+        with contextlib.suppress(Exception):
+            await status.edit_text(text("error_generic", asker.lang))
+        return
+    await show_queued(status, submitted, reply, asker.lang, services)
 
 
-async def show_queued(status: Message, submitted: Submitted, reply: dict[str, Any], lang: str) -> None:
+async def finished_already(services: Services, task_id: str) -> bool:
+    """A fast result may have settled the status message before we got to say "Queued"."""
+    return await services.redis.hget(keys.task(task_id), "state") == b"done"
+
+
+async def show_queued(status: Message, submitted: Submitted, reply: dict[str, Any], lang: str,
+                      services: Services) -> None:
     """Turn the status into "Queued — #N" with a Cancel button (unless the result beat us to it)."""
+    if await finished_already(services, submitted.task_id):
+        return
     queued = text("queued", lang, position=submitted.position, eta=submitted.eta_s)
     with contextlib.suppress(BadRequest):
         await status.edit_text(queued, reply_markup=cancel_markup(reply, submitted.task_id, lang))
 
 
-async def queue_album(group: list[Message], asker: Asker, services: Services) -> None:
+async def queue_album(group: list[Message], asker: Asker, services: Services, downloads: asyncio.Semaphore) -> None:
     """One task per photo of an album, all under one status message."""
     first = group[0]
     usable: list[tuple[Message, str]] = []
@@ -127,7 +146,7 @@ async def queue_album(group: list[Message], asker: Asker, services: Services) ->
     if not usable:
         return
     try:
-        await services.intake.check_open(asker.user, exempt=asker.exempt, count=len(usable))
+        await services.intake.check_open(asker.user, exempt=asker.exempt)  # room for one; each is checked below
     except Refused as refusal:
         await first.reply_text(refusal.user_message(asker.lang))
         return
@@ -137,11 +156,12 @@ async def queue_album(group: list[Message], asker: Asker, services: Services) ->
     caption_mode = next((mode_from_caption(m.caption) for m in group if mode_from_caption(m.caption)), None)
     mode = caption_mode or await services.intake.default_mode(asker.user)
     queued: list[Submitted] = []
+    refused: dict[str, Message] = {}  # each distinct refusal is said once, under the first photo it hit
     for message, file_id in usable:
         reply = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id,
                  "status_message_id": status.message_id, "lang": asker.lang, "album": str(first.media_group_id)}
         try:
-            data = await download(message, file_id)
+            data = await download(message, file_id, downloads)
             submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
                                                      exempt=asker.exempt)
         except Refused as refusal:
@@ -149,11 +169,13 @@ async def queue_album(group: list[Message], asker: Asker, services: Services) ->
             if left == 0 and not queued:
                 await status.edit_text(refusal.user_message(asker.lang))
             else:
-                await message.reply_text(refusal.user_message(asker.lang))
+                refused.setdefault(refusal.user_message(asker.lang), message)
             continue
         await albums.add_album_task(redis, first.chat_id, status.message_id, submitted.task_id, ttl)
         queued.append(submitted)
-    if queued:
+    for sentence, message in refused.items():
+        await message.reply_text(sentence)
+    if queued and not await finished_already(services, queued[0].task_id):
         summary = text("queued_album", asker.lang, count=len(queued), position=queued[0].position, eta=queued[-1].eta_s)
         with contextlib.suppress(BadRequest):
             await status.edit_text(summary, reply_markup=cancel_markup(reply, queued[0].task_id, asker.lang))
@@ -212,7 +234,7 @@ async def run_other_mode(result_message: Message, button: Button, asker: Asker, 
     except Refused as refusal:
         await status.edit_text(refusal.user_message(asker.lang))
         return
-    await show_queued(status, submitted, reply, asker.lang)
+    await show_queued(status, submitted, reply, asker.lang, services)
 
 
 async def send_comparison(result_message: Message, button: Button, asker: Asker, services: Services) -> None:
@@ -271,6 +293,9 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         user = update.effective_user
         where = f" (update {update.update_id}, user {user.id if user else '?'})"
     log.error("handler failed%s: %s", where, context.error, exc_info=context.error)
+    if isinstance(update, Update) and update.callback_query is not None:
+        with contextlib.suppress(Exception):  # stop the button's spinner
+            await update.callback_query.answer()
     if isinstance(update, Update) and update.effective_chat is not None:
         lang = pick_lang(update.effective_user.language_code if update.effective_user else None)
         with contextlib.suppress(Exception):

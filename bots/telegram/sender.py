@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from redis.asyncio import Redis
 from telegram import InlineKeyboardMarkup, ReplyParameters
-from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError,
+)
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
@@ -53,7 +55,17 @@ def make_bot(settings: Settings, limiter: FloodAwareRateLimiter | None = None) -
 
 
 def upload_request() -> HTTPXRequest:
-    return HTTPXRequest(connection_pool_size=16, read_timeout=30, write_timeout=120, media_write_timeout=120)
+    """Room for many concurrent downloads and uploads; waiting for a free connection is not a failure."""
+    return HTTPXRequest(connection_pool_size=32, pool_timeout=30, read_timeout=30, write_timeout=120,
+                        media_write_timeout=120)
+
+
+async def initialize_bot(initialize: Callable[[], Awaitable[None]]) -> None:
+    """`initialize()` (getMe) with the token kept out of the error: PTB's InvalidToken message quotes it."""
+    try:
+        await initialize()
+    except InvalidToken:
+        raise InvalidToken("Telegram rejected the bot token: check TELEGRAM_BOT_TOKEN and TELEGRAM_API_BASE") from None
 
 
 UNREACHABLE = ("chat not found", "user not found", "bot was blocked", "not enough rights", "have no rights")
@@ -100,7 +112,7 @@ class TelegramSender:
         self._sent_parts: dict[str, set[str]] = {}  # survive a retry without posting a photo twice
 
     async def start(self) -> None:
-        await self.bot.initialize()
+        await initialize_bot(self.bot.initialize)
 
     async def close(self) -> None:
         await self.bot.shutdown()

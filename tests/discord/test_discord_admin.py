@@ -24,10 +24,19 @@ async def answer(fake: FakeDiscord, interaction: dict) -> dict:
     return call
 
 
+async def deferred_answer(fake: FakeDiscord, interaction: dict):
+    """Slow commands defer (ephemeral, thinking) at once and answer with a follow-up."""
+    [callback] = await fake.wait_for_call("POST", rf"/interactions/{interaction['id']}/.*/callback")
+    assert callback.json["type"] == 5 and int(callback.json["data"]["flags"]) & EPHEMERAL
+    [call] = await fake.wait_for_call("POST", rf"/webhooks/{APP_ID}/{interaction['token']}")
+    assert int(call.json["flags"]) & EPHEMERAL
+    return call
+
+
 async def test_admin_sees_the_queue(bot, discord_fake):
     interaction = admin_command(discord_fake, "queue")
     await discord_fake.push_interaction(interaction)
-    content = (await answer(discord_fake, interaction)).json["data"]["content"]
+    content = (await deferred_answer(discord_fake, interaction)).json["content"]
     assert content.startswith("```") and "Queued: 0" in content
 
 
@@ -58,8 +67,8 @@ async def test_admin_dead_letters_retry_and_purge(bot, discord_fake, redis, disc
 async def test_admin_stats_come_with_a_chart(bot, discord_fake):
     interaction = admin_command(discord_fake, "stats")
     await discord_fake.push_interaction(interaction)
-    call = await answer(discord_fake, interaction)
-    assert "p50" in call.json["data"]["content"]
+    call = await deferred_answer(discord_fake, interaction)
+    assert "p50" in call.json["content"]
     assert call.files[0].filename == "stats.png" and call.files[0].data.startswith(b"\x89PNG")
 
 

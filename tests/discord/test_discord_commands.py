@@ -171,3 +171,18 @@ async def test_buttons_of_a_forgotten_task_answer_politely(bot, discord_fake):
         await discord_fake.push_interaction(press)
         [call] = await discord_fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
         assert call.json["data"]["content"].startswith(sentence) and int(call.json["data"]["flags"]) & EPHEMERAL
+
+
+async def test_too_many_photos_in_progress_refuses_but_admins_are_exempt(bot, discord_fake, photo_bytes):
+    bot.services.settings.user_max_active = 1
+    first = colorize(discord_fake, discord_fake.add_file(photo_bytes))
+    await discord_fake.push_interaction(first)
+    await original_edit(discord_fake, first)
+    second = colorize(discord_fake, discord_fake.add_file(photo_bytes))
+    await discord_fake.push_interaction(second)
+    assert (await ephemeral_refusal(discord_fake, second)) == (
+        "You already have 1 photos in progress. Please wait for them to finish.")
+    for _ in range(2):  # an admin (DISCORD_ADMIN_IDS) is not held to the per-user limits
+        by_admin = colorize(discord_fake, discord_fake.add_file(photo_bytes), user_id=4242)
+        await discord_fake.push_interaction(by_admin)
+        assert (await original_edit(discord_fake, by_admin))["content"].startswith("Queued — #")

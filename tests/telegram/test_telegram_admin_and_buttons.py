@@ -136,12 +136,26 @@ async def test_webhook_checks_the_secret(settings, tg_fake, photo_bytes):
 
 async def test_a_failing_handler_is_logged_and_the_user_told(start_bot, user, photo_bytes, caplog):
     async with start_bot() as (services, errors):
+        async def broken(*args: object) -> None:
+            raise RuntimeError("redis went away")
+
+        services.intake.set_default_mode = broken
+        await user.command("/mode person")
+        await user.wait_text(text("error_generic", "en"))
+    assert [str(e) for e in errors] == ["redis went away"]
+    logged = [r for r in caplog.records if r.name == "bots.telegram.handlers" and "handler failed" in r.getMessage()]
+    assert logged and f"user {user.id}" in logged[0].getMessage()
+
+
+async def test_a_photo_that_fails_mid_way_turns_its_status_into_an_apology(start_bot, user, tg_fake, photo_bytes,
+                                                                           caplog):
+    async with start_bot() as (services, errors):
         async def broken(user_key: str) -> str:
             raise RuntimeError("redis went away")
 
         services.intake.default_mode = broken
         await user.send_photo(photo_bytes)
         await user.wait_text(text("error_generic", "en"))
-    assert [str(e) for e in errors] == ["redis went away"]
-    logged = [r for r in caplog.records if r.name == "bots.telegram.handlers" and "handler failed" in r.getMessage()]
-    assert logged and f"user {user.id}" in logged[0].getMessage()
+    assert tg_fake.calls_to("editMessageText")[-1].params["text"] == text("error_generic", "en")
+    assert any("could not be queued" in r.getMessage() and f"telegram:{user.id}" in r.getMessage()
+               for r in caplog.records)

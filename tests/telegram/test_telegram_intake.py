@@ -147,12 +147,14 @@ async def test_album_is_one_status_and_one_task_per_photo(bot, user, tg_fake, ph
         assert await bot.redis.exists(keys.cancelled(task["task_id"]))
 
 
-async def test_album_over_the_active_limit_is_refused_whole(start_bot, user, photo_bytes):
+async def test_album_over_the_active_limit_queues_what_fits_and_says_why_not_the_rest(start_bot, user, photo_bytes):
     async with start_bot(user_max_active=2) as (services, _):
         for _ in range(3):
             await user.send_photo(photo_bytes, media_group_id="album-2")
         await user.wait_text(text("too_many_active", "en", limit=2))
-        assert await queued_tasks(services) == []
+        await user.wait_text("Queued 2 photos")
+        assert len(await queued_tasks(services)) == 2
+        assert user.texts().count(text("too_many_active", "en", limit=2)) == 1
 
 
 async def test_cancel_button_and_cancel_command(bot, user, tg_fake, photo_bytes):
