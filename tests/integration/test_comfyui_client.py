@@ -69,14 +69,20 @@ async def test_run_returns_tinted_png_and_reports_progress(comfy_fake, client):
     assert client.client_id.startswith("repairbot-")
 
 
-async def test_events_before_the_http_answer_are_not_lost(comfy_fake, client):
-    await wait_until(lambda: client.connected)
-    value = await client.upload_image(gray_png(), "early.png")
-    prompt_id = new_id()
-    await client.queue_prompt(colorize(value), prompt_id)
-    await wait_until(lambda: prompt_id in comfy_fake.history)  # done before we even start waiting
-    entry = await client.wait_for(prompt_id, deadline=deadline())
-    assert entry["outputs"]["3"]["images"][0]["subfolder"] == "repairbot"
+async def test_events_before_the_http_answer_are_not_lost(comfy_fake):
+    # /history polling is pushed past the deadline: only the socket's own events can finish this wait
+    client = ComfyUIClient(comfy_fake.url, quiet_poll_s=120, request_timeout_s=5.0)
+    await client.start()
+    try:
+        await wait_until(lambda: client.connected)
+        value = await client.upload_image(gray_png(), "early.png")
+        prompt_id = new_id()
+        await client.queue_prompt(colorize(value), prompt_id)
+        await wait_until(lambda: prompt_id in comfy_fake.history)  # done before we even start waiting
+        entry = await client.wait_for(prompt_id, deadline=deadline(10))
+        assert entry["outputs"]["3"]["images"][0]["subfolder"] == "repairbot"
+    finally:
+        await client.close()
 
 
 async def test_queue_lists_ids_and_both_cancellations_end_as_cancelled(comfy_fake, client):

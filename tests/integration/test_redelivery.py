@@ -78,3 +78,25 @@ async def test_dead_result_can_be_retried_and_purged(settings, photo_bytes):
         await services.redis.xadd(settings.dead_stream, {"reason": "x"})
         assert await services.admin.purge_dead() == 1
         assert (await services.admin.status())["dead"] == 0
+
+
+async def test_trimming_keeps_everything_some_group_still_needs(redis, settings):
+    stream = settings.tasks_stream
+    group = ConsumerGroup(redis, group="g1", streams={stream: "0"}, role="trim", dead_stream=settings.dead_stream)
+    group.consumer = "trim-0"
+    ids = [await redis.xadd(stream, {"n": str(n)}) for n in range(600)]
+    await group.ensure_groups()
+    await redis.xgroup_create(stream, "g2", id=ids[399])  # a second group that has only read up to #399
+    entries = await group.read_new(600, block=False)
+    held = entries[250]  # g1 still holds #250 (pending); everything else it acknowledged
+    for entry in entries:
+        if entry is not held:
+            await group.ack(entry)
+    await group.trim_acknowledged(stream)
+    remaining = [entry_id for entry_id, _ in await redis.xrange(stream)]
+    assert held.entry_id.encode() in remaining and remaining[-1] == ids[-1]
+    assert len(remaining) < 600  # whole macro-nodes before #250 went (MINID ~ trims approximately)
+    await group.ack(held)
+    await group.trim_acknowledged(stream)
+    remaining = [entry_id for entry_id, _ in await redis.xrange(stream)]
+    assert ids[399] in remaining, "g2 has not read past #399: it must stay"
