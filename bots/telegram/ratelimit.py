@@ -9,10 +9,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from telegram.error import RetryAfter
+from telegram.error import RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter
 
 MAX_RETRIES = 3
+NO_RETRY = "no-retry"  # pass as rate_limit_args: a 429 on this request is given up, not waited out
+
+
+class SkippedWhileLimited(TelegramError):
+    """A best-effort request (a progress edit) that met a 429: dropped, so results are not held up."""
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
@@ -36,12 +41,18 @@ class FloodAwareRateLimiter(AIORateLimiter):
         return asyncio.get_running_loop().time() < self.limited_until
 
     async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):  # type: ignore[override]
+        best_effort = rate_limit_args == NO_RETRY
+
         async def noting_retry_after(*a: Any, **kw: Any) -> Any:
             try:
                 return await callback(*a, **kw)
             except RetryAfter as exc:
                 until = asyncio.get_running_loop().time() + retry_after_seconds(exc)
                 self.limited_until = max(self.limited_until, until)
+                if best_effort:  # not a RetryAfter any more: the base limiter will not sleep and retry it
+                    raise SkippedWhileLimited(f"skipped, rate limited for {retry_after_seconds(exc):g} s") from exc
                 raise
 
-        return await super().process_request(noting_retry_after, args, kwargs, endpoint, data, rate_limit_args)
+        return await super().process_request(
+            noting_retry_after, args, kwargs, endpoint, data, None if best_effort else rate_limit_args
+        )

@@ -31,7 +31,7 @@ from backend.tasks import Event, Result, user_lang
 from backend.texts import text
 from bots.telegram.albums import finish_album_item
 from bots.telegram.keyboards import cancel_markup, result_markup
-from bots.telegram.ratelimit import FloodAwareRateLimiter, retry_after_seconds
+from bots.telegram.ratelimit import NO_RETRY, FloodAwareRateLimiter, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,8 @@ class TelegramSender:
         message = text(EVENT_TEXT_KEYS[event.state], lang, percent=event.percent)
         markup: InlineKeyboardMarkup = cancel_markup(reply, event.task_id, lang)
         try:
-            await self.bot.edit_message_text(message, chat_id=chat_id, message_id=status_id, reply_markup=markup)
+            await self.bot.edit_message_text(message, chat_id=chat_id, message_id=status_id, reply_markup=markup,
+                                             rate_limit_args=NO_RETRY)
         except BadRequest as exc:  # the status is gone (result delivered) or already says this
             log.debug("progress edit for %s skipped: %s", event.task_id, exc)
         except TelegramError as exc:

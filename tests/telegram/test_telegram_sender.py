@@ -147,3 +147,15 @@ async def test_progress_is_skipped_while_rate_limited(tg_sender, tg_fake):
     tg_sender.bot.rate_limiter.limited_until += 60
     await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
     assert not tg_fake.calls_to("editMessageText")
+
+
+async def test_a_progress_edit_that_meets_a_429_is_dropped_not_retried(tg_sender, tg_fake):
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": 900}
+    tg_fake.fail_next("editMessageText", 429, retry_after=0.3)
+    await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
+    [refused] = tg_fake.calls_to("editMessageText")  # tried once, not waited out and retried
+    assert refused.result is None
+    assert tg_sender.bot.rate_limiter.is_limited()  # the 429 is noted: later progress is skipped meanwhile
+    await tg_sender.send_event(Event(task_id="d" * 32, state="progress", reply={**reply, "chat_id": CHAT + 1},
+                                     percent=50))
+    assert len(tg_fake.calls_to("editMessageText")) == 1
