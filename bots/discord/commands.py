@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -63,6 +64,10 @@ async def queue_photos(intake: Intake, interaction: discord.Interaction, photos:
         downloads = [await photo.read() for photo in photos]
     except Refused as refusal:
         await refuse(interaction, refusal, lang, deferred_ephemeral=private)
+        return
+    except (discord.HTTPException, aiohttp.ClientError) as exc:  # the attachment could not be fetched
+        log.warning("attachment download failed for %s: %s", user, exc)
+        await refuse(interaction, text("error_generic", lang), lang, deferred_ephemeral=private)
         return
     queued: list[Submitted] = []
     refusals: list[Refused] = []

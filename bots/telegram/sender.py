@@ -121,6 +121,14 @@ class TelegramSender:
 
     # --- results -------------------------------------------------------------------------------
     async def send_result(self, result: Result) -> None:
+        try:
+            await self._send_result(result)
+        except SendPermanent:
+            self._sent_parts.pop(result.task_id, None)  # never retried: nothing to remember
+            raise
+        self._sent_parts.pop(result.task_id, None)
+
+    async def _send_result(self, result: Result) -> None:
         reply = result.reply
         lang = user_lang(reply)
         with as_send_errors():
@@ -139,7 +147,6 @@ class TelegramSender:
             else:
                 note = result.message or text(result.error or "internal", lang)  # the worker's, in this language
             await self._settle_status(result, note, lang)
-        self._sent_parts.pop(result.task_id, None)
 
     async def _post_image(self, result: Result, data: bytes, lang: str) -> None:
         """The colorized photo with caption and buttons, then the full-resolution file."""

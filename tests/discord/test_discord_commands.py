@@ -186,3 +186,12 @@ async def test_too_many_photos_in_progress_refuses_but_admins_are_exempt(bot, di
         by_admin = colorize(discord_fake, discord_fake.add_file(photo_bytes), user_id=4242)
         await discord_fake.push_interaction(by_admin)
         assert (await original_edit(discord_fake, by_admin))["content"].startswith("Queued — #")
+
+
+async def test_an_attachment_that_cannot_be_fetched_gets_an_apology_not_a_stuck_thinking(bot, discord_fake,
+                                                                                         photo_bytes):
+    attachment = discord_fake.add_file(photo_bytes)
+    attachment["url"] = attachment["url"].replace("/cdn/", "/cdn/expired/")  # the CDN answers 404
+    interaction = colorize(discord_fake, attachment)
+    await discord_fake.push_interaction(interaction)
+    assert (await ephemeral_refusal(discord_fake, interaction)) == "Sorry, something went wrong. Please try again."
