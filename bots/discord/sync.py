@@ -1,7 +1,9 @@
 """Register the commands with Discord only when they changed: Discord caps command creations per day.
 
 The hash of the exact payload discord.py would send is kept in Redis per application and scope
-(a guild id from DISCORD_GUILD_IDS, where changes show at once, or "global").
+(a guild id from DISCORD_GUILD_IDS, where changes show at once, or "global"). Moving from global to
+guild commands clears the global ones once. If someone deletes the commands on Discord's side,
+delete the `repairbot:discord:commands:*` keys and restart to register them again.
 """
 
 from __future__ import annotations
@@ -47,4 +49,10 @@ async def sync_if_changed(tree: app_commands.CommandTree, redis: Redis, *, appli
         await redis.set(key, digest)
         synced.append(scope)
         log.info("synced Discord commands (%s)", scope)
+    if guild_ids and await redis.exists(digest_key(application_id, "global")):
+        # Moved from global to guild commands: drop the global ones, or the guilds would list each twice.
+        await tree.client.http.bulk_upsert_global_commands(application_id, [])
+        await redis.delete(digest_key(application_id, "global"))
+        synced.append("global (cleared)")
+        log.info("cleared the global Discord commands now that DISCORD_GUILD_IDS is set")
     return synced

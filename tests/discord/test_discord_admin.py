@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from discord.http import Route
-
 from backend import keys
 from tests.fakes.discord_api import APP_ID, FakeDiscord
 
@@ -105,4 +103,15 @@ async def test_commands_sync_to_configured_guilds(discord_settings, discord_fake
     for guild in ("700", "701"):
         [call] = discord_fake.calls_to("PUT", rf"/applications/{APP_ID}/guilds/{guild}/commands")
         assert {c["name"] for c in call.json} == {"colorize", "Colorize photo", "repairbot"}
-    assert Route.BASE == discord_fake.api_base
+
+
+async def test_moving_to_guild_commands_clears_the_global_ones_once(discord_settings, discord_fake, start_bot):
+    async with start_bot(discord_settings):  # first global...
+        pass
+    guilds = discord_settings.model_copy(update={"discord_guild_ids": [700]})
+    for _ in range(2):  # ...then per guild, twice
+        async with start_bot(guilds):
+            pass
+    [first, cleared] = discord_fake.calls_to("PUT", rf"/applications/{APP_ID}/commands")
+    assert first.json and cleared.json == []
+    assert len(discord_fake.calls_to("PUT", rf"/applications/{APP_ID}/guilds/700/commands")) == 1
