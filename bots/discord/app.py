@@ -25,6 +25,7 @@ from bots.discord.commands import add_photo_commands
 from bots.discord.endpoints import bot_token, point_at
 from bots.discord.replies import lang_of
 from bots.discord.sync import sync_if_changed
+from bots.discord.translations import CatalogTranslator
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class RepairBot(discord.Client):
 
     async def setup_hook(self) -> None:
         settings = self.services.settings
+        await self.tree.set_translator(CatalogTranslator())
         await sync_if_changed(self.tree, self.services.redis, application_id=self.application_id or 0,
                               guild_ids=settings.discord_guild_ids)
 

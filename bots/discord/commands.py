@@ -18,6 +18,7 @@ from backend.intake import Intake, Submitted
 from backend.services import Services
 from backend.texts import text
 from bots.discord.messages import USER_MODES
+from bots.discord.translations import localized
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", "
 def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> None:
     modes = [app_commands.Choice(name=mode, value=mode) for mode in USER_MODES if mode in services.workflows]
 
-    @tree.command(name="colorize", description="Colorize an old black-and-white photo")
-    @app_commands.describe(image="The photo to colorize", mode="person (portraits) or building (streets, landscapes)",
-                           private="Only you see the answer")
+    @tree.command(name="colorize", description=localized("Colorize an old black-and-white photo", "cmd_colorize"))
+    @app_commands.describe(image=localized("The photo to colorize", "cmd_colorize_image"),
+                           mode=localized("person (portraits) or building (streets, landscapes)", "cmd_colorize_mode"),
+                           private=localized("Only you see the answer", "cmd_colorize_private"))
     @app_commands.choices(mode=modes)
     async def colorize(interaction: discord.Interaction, image: discord.Attachment, mode: str | None = None,
                        private: bool = False) -> None:
@@ -41,7 +43,7 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
         chosen = mode or await services.intake.default_mode(user_key(interaction.user.id))
         await queue_photos(services.intake, interaction, [image], mode=chosen, private=private)
 
-    @tree.context_menu(name="Colorize photo")
+    @tree.context_menu(name=localized("Colorize photo", "cmd_colorize_menu"))
     async def colorize_message(interaction: discord.Interaction, message: discord.Message) -> None:
         """Every image attached to a message (up to four), one task each."""
         await interaction.response.defer(thinking=True)

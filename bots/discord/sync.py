@@ -19,8 +19,14 @@ from redis.asyncio import Redis
 log = logging.getLogger(__name__)
 
 
-def commands_digest(tree: app_commands.CommandTree) -> str:
-    payload = [command.to_dict(tree) for command in tree.get_commands()]
+async def commands_digest(tree: app_commands.CommandTree) -> str:
+    """A hash of what sync would send, translations included (a changed translation syncs too)."""
+    commands = tree.get_commands()
+    translator = tree.translator
+    if translator is not None:
+        payload = [await command.get_translated_payload(tree, translator) for command in commands]
+    else:
+        payload = [command.to_dict(tree) for command in commands]
     encoded = json.dumps(sorted(payload, key=lambda c: (c.get("type", 1), c["name"])), sort_keys=True)
     return hashlib.sha256(encoded.encode()).hexdigest()
 
@@ -32,7 +38,7 @@ def digest_key(application_id: int, scope: str) -> str:
 async def sync_if_changed(tree: app_commands.CommandTree, redis: Redis, *, application_id: int,
                           guild_ids: list[int]) -> list[str]:
     """Sync each scope whose stored hash differs; returns the scopes that were synced."""
-    digest = commands_digest(tree)
+    digest = await commands_digest(tree)
     synced = []
     for guild_id in guild_ids or [None]:
         scope = str(guild_id) if guild_id else "global"

@@ -103,6 +103,8 @@ async def test_commands_sync_to_configured_guilds(discord_settings, discord_fake
     for guild in ("700", "701"):
         [call] = discord_fake.calls_to("PUT", rf"/applications/{APP_ID}/guilds/{guild}/commands")
         assert {c["name"] for c in call.json} == {"colorize", "Colorize photo", "repairbot"}
+        colorize = next(c for c in call.json if c["name"] == "colorize")
+        assert colorize["description_localizations"]["zh-CN"] == "为黑白老照片上色"  # Chinese clients see Chinese
 
 
 async def test_moving_to_guild_commands_clears_the_global_ones_once(discord_settings, discord_fake, start_bot):
