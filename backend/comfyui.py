@@ -58,6 +58,7 @@ class _Waiter:
     total_nodes: int = 1
     finished_nodes: set[str] = field(default_factory=set)
     node_fraction: float = 0.0
+    started: bool = False  # ComfyUI began executing it (it may first wait behind prefetched prompts)
     done: bool = False
     poll_now: bool = False
     last_heard: float = 0.0
@@ -219,7 +220,8 @@ class ComfyUIClient:
     # -- one whole task --------------------------------------------------------------------------
     async def run(self, workflow_for: Callable[[str], dict], data: bytes, upload_name: str, output_node: str, *,
                   prompt_id: str, deadline: float, on_progress: ProgressCallback | None = None,
-                  on_queued: Callable[[], Any] | None = None) -> tuple[bytes, int]:
+                  on_queued: Callable[[], Any] | None = None,
+                  on_started: Callable[[], Any] | None = None) -> tuple[bytes, int]:
         """Upload, queue, wait, and download the first image of `output_node`.
 
         Returns the image and how long ComfyUI itself spent on the prompt (ms, from its own
@@ -230,7 +232,7 @@ class ComfyUIClient:
         try:
             if on_queued is not None:
                 await _call(on_queued)
-            entry = await self.wait_for(prompt_id, deadline=deadline, on_progress=on_progress)
+            entry = await self.wait_for(prompt_id, deadline=deadline, on_progress=on_progress, on_started=on_started)
         finally:
             self._waiters.pop(prompt_id, None)
         images = (entry.get("outputs", {}).get(output_node) or {}).get("images") or []
@@ -239,7 +241,8 @@ class ComfyUIClient:
         return await self.fetch_image(images[0]), execution_ms(entry)
 
     # -- waiting ---------------------------------------------------------------------------------
-    async def wait_for(self, prompt_id: str, *, deadline: float, on_progress: ProgressCallback | None = None) -> dict:
+    async def wait_for(self, prompt_id: str, *, deadline: float, on_progress: ProgressCallback | None = None,
+                       on_started: Callable[[], Any] | None = None) -> dict:
         """Wait until `prompt_id` is done and return its history entry, or raise what went wrong."""
         loop = asyncio.get_running_loop()
         waiter = self._waiters.get(prompt_id)
@@ -249,6 +252,9 @@ class ComfyUIClient:
         try:
             while True:
                 waiter.wakeup.clear()
+                if waiter.started and on_started is not None:
+                    await _call(on_started)
+                    on_started = None
                 if on_progress is not None and waiter.percent > reported:
                     reported = waiter.percent
                     await _call(on_progress, reported)
@@ -328,6 +334,8 @@ class ComfyUIClient:
         if waiter is None:
             return
         waiter.last_heard = asyncio.get_running_loop().time()
+        if kind in STARTED_EVENTS:
+            waiter.started = True
         if kind == "executing" and data.get("node") is None:
             waiter.done = True
         elif kind == "execution_cached":
@@ -339,6 +347,9 @@ class ComfyUIClient:
         elif kind == "progress" and data.get("max"):
             waiter.node_fraction = max(0.0, min(1.0, data.get("value", 0) / data["max"]))
         waiter.wakeup.set()
+
+
+STARTED_EVENTS = ("execution_start", "execution_cached", "executing", "progress", "progress_state")
 
 
 def execution_ms(entry: dict) -> int:

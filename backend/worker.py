@@ -378,7 +378,6 @@ class Worker:
         """
         counted = tries = 0
         backoff = self.settings.retry_backoff_s
-        await self._event(task, "started")
         while True:
             tries += 1
             instance = await self._acquire_instance()
@@ -431,6 +430,7 @@ class Worker:
                 lambda image_name: mode.build(image_name, task_id=task.task_id, params=task.params),
                 data, upload_name, mode.output_node,
                 prompt_id=prompt_id, deadline=deadline, on_progress=progress, on_queued=queued,
+                on_started=lambda: self._event(task, "started"),
             )
         )
         watcher = asyncio.create_task(self._watch_cancel(task.task_id, run, client, prompt_id))
@@ -502,10 +502,12 @@ class _ProgressThrottle:
 
     def __init__(self, emit: Any):
         self.emit = emit
-        self.last = -PROGRESS_MIN_STEP
+        self.last = 0
 
     async def __call__(self, percent: int) -> None:
         percent = max(0, min(100, int(percent)))
+        if percent == 0:
+            return  # nothing to show yet ("started" says it began)
         if percent - self.last >= PROGRESS_MIN_STEP or (percent == 100 and self.last != 100):
             self.last = percent
             await self.emit(percent)

@@ -205,3 +205,21 @@ async def test_socket_reconnects_after_a_drop_and_keeps_one_registration(comfy_f
     assert result.startswith(b"\x89PNG")
     await client.free()
     assert ("POST", "/free") in comfy_fake.requests
+
+
+async def test_started_is_reported_when_comfyui_begins_not_while_the_prompt_waits(comfy_fake, client):
+    comfy_fake.delay_s = 0.5
+    await wait_until(lambda: client.connected)
+    first_id, second_id = new_id(), new_id()
+    seen_when_second_started: list[bool] = []
+
+    async def second_started() -> None:
+        seen_when_second_started.append(first_id in comfy_fake.executor.history)
+
+    first = asyncio.create_task(client.run(colorize, gray_png(), "first.png", "3", prompt_id=first_id,
+                                           deadline=deadline()))
+    await wait_until(lambda: comfy_fake.executor.running is not None)
+    await client.run(colorize, gray_png(level=90), "second.png", "3", prompt_id=second_id, deadline=deadline(),
+                     on_started=second_started)
+    await first
+    assert seen_when_second_started == [True]  # it waited behind the first before it "started"
