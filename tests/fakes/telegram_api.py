@@ -4,6 +4,11 @@ It records every call with its decoded parameters and uploaded bytes, serves `ge
 poll fed by `push_update`, stores files for `getFile` and their download, answers 429 (or any error)
 on demand, and can POST an update to a bot's webhook with a chosen secret token.
 
+Like Telegram, it keeps every chat's messages (the bot's and the users') and refuses what the real
+Bot API refuses, with its exact descriptions: editing or deleting a message that isn't there, an edit
+that changes nothing, callback_data over 64 bytes, text over 4096 or a caption over 1024 characters,
+getFile for a file over 20 MB.
+
 Run by hand: `python -m tests.fakes.telegram_api [port]` prints the base URLs to put in
 TELEGRAM_API_BASE / TELEGRAM_FILE_BASE.
 """
@@ -30,6 +35,22 @@ BOT_USER = {
     "supports_inline_queries": False,
 }
 MAX_UPLOAD = 64 * 1024 * 1024
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+MAX_CALLBACK_DATA_BYTES = 64
+MAX_GETFILE_BYTES = 20 * 1024 * 1024
+
+EDIT_NOT_FOUND = "Bad Request: message to edit not found"
+DELETE_NOT_FOUND = "Bad Request: message to delete not found"
+NOT_MODIFIED = ("Bad Request: message is not modified: specified new message content and reply markup are "
+                "exactly the same as a current content and reply markup of the message")
+CANT_EDIT = "Bad Request: message can't be edited"
+NO_TEXT_TO_EDIT = "Bad Request: there is no text in the message to edit"
+BUTTON_DATA_INVALID = "Bad Request: BUTTON_DATA_INVALID"
+TEXT_TOO_LONG = "Bad Request: message is too long"
+TEXT_EMPTY = "Bad Request: message text is empty"
+CAPTION_TOO_LONG = "Bad Request: message caption is too long"
+FILE_TOO_BIG = "Bad Request: file is too big"
 
 
 @dataclass
@@ -62,6 +83,9 @@ class FakeTelegram:
         self.port = port
         self.calls: list[Call] = []
         self.files: dict[str, bytes] = {}
+        self.file_sizes: dict[str, int] = {}  # the size Telegram knows, which may differ from the stored bytes
+        self.chats: dict[int, dict[int, dict[str, Any]]] = {}  # chat id -> message id -> live message
+        self.deleted: dict[int, set[int]] = {}  # chat id -> ids of messages that were deleted
         self.failures: dict[str, list[Failure]] = {}
         self.webhook: dict[str, Any] | None = None
         self._updates: list[dict[str, Any]] = []
@@ -99,15 +123,34 @@ class FakeTelegram:
         return f"http://127.0.0.1:{self.port}/file/bot"
 
     # --- what tests use ----------------------------------------------------------------------------
-    def add_file(self, data: bytes, name: str = "photo.jpg") -> str:
-        """Store bytes for getFile/download; returns the file_id."""
+    def add_file(self, data: bytes, name: str = "photo.jpg", *, size: int | None = None) -> str:
+        """Store bytes for getFile/download; `size` is the size Telegram reports (default: len(data))."""
         file_id = f"F{len(self.files) + 1}"
         self.files[file_id] = data
+        self.file_sizes[file_id] = len(data) if size is None else size
         return file_id
 
+    def next_message_id(self) -> int:
+        """A message id no other message in the fake has (users' and the bot's share one sequence)."""
+        return next(self._message_ids)
+
+    def message(self, chat_id: int, message_id: int) -> dict[str, Any] | None:
+        """The message as it is now, or None if it never existed or was deleted."""
+        return self.chats.get(int(chat_id), {}).get(int(message_id))
+
+    def bot_message(self, chat_id: int, text: str = "status", reply_markup: dict[str, Any] | None = None) -> int:
+        """A message the bot sent earlier (e.g. a status to edit); returns its message_id."""
+        params = {"chat_id": chat_id, "reply_markup": reply_markup}
+        return self._sent(params, text=text)["message_id"]
+
+    def was_deleted(self, chat_id: int, message_id: int) -> bool:
+        return int(message_id) in self.deleted.get(int(chat_id), set())
+
     async def push_update(self, update: dict[str, Any]) -> dict[str, Any]:
-        """Queue an update for getUpdates (an update_id is added)."""
+        """Queue an update for getUpdates (an update_id is added); a user's message joins its chat."""
         update = {"update_id": next(self._update_ids), **update}
+        if "message" in update:
+            self._store(update["message"])
         async with self._arrived:
             self._updates.append(update)
             self._arrived.notify_all()
@@ -205,48 +248,115 @@ class FakeTelegram:
         file_id = str(params["file_id"])
         if file_id not in self.files:
             return _error(400, "Bad Request: invalid file_id")
+        if self.file_sizes[file_id] > MAX_GETFILE_BYTES:
+            return _error(400, FILE_TOO_BIG)
         # A path that can't exist locally: PTB reads existing local paths as files.
-        return {"file_id": file_id, "file_unique_id": f"U{file_id}", "file_size": len(self.files[file_id]),
+        return {"file_id": file_id, "file_unique_id": f"U{file_id}", "file_size": self.file_sizes[file_id],
                 "file_path": f"fake-telegram-files/{file_id}"}
 
     async def _m_sendMessage(self, params: dict, files: dict) -> Any:
-        return self._message(params, text=params.get("text", ""))
+        text = str(params.get("text", ""))
+        refusal = _text_refusal(text) or _markup_refusal(params)
+        if refusal:
+            return _error(400, refusal)
+        return self._sent(params, text=text)
 
     async def _m_sendPhoto(self, params: dict, files: dict) -> Any:
+        refusal = _caption_refusal(params) or _markup_refusal(params)
+        if refusal:
+            return _error(400, refusal)
         size = len(files.get("photo", b""))
         photo = [{"file_id": f"P{len(self.calls)}", "file_unique_id": f"UP{len(self.calls)}",
                   "width": 1, "height": 1, "file_size": size}]
-        return self._message(params, photo=photo, caption=params.get("caption"))
+        return self._sent(params, photo=photo, caption=params.get("caption"))
 
     async def _m_sendDocument(self, params: dict, files: dict) -> Any:
+        refusal = _caption_refusal(params) or _markup_refusal(params)
+        if refusal:
+            return _error(400, refusal)
         document = {"file_id": f"D{len(self.calls)}", "file_unique_id": f"UD{len(self.calls)}",
                     "file_size": len(files.get("document", b""))}
-        return self._message(params, document=document, caption=params.get("caption"))
+        return self._sent(params, document=document, caption=params.get("caption"))
 
     async def _m_editMessageText(self, params: dict, files: dict) -> Any:
         if "inline_message_id" in params:
             return True
-        return self._message(params, text=params.get("text", ""), message_id=int(params["message_id"]))
+        text = str(params.get("text", ""))
+        refusal = _text_refusal(text) or _markup_refusal(params)
+        if refusal:
+            return _error(400, refusal)
+        message = self.message(params["chat_id"], params["message_id"])
+        if message is None:
+            return _error(400, EDIT_NOT_FOUND)
+        if message["from"]["id"] != BOT_USER["id"]:
+            return _error(400, CANT_EDIT)
+        if "text" not in message:
+            return _error(400, NO_TEXT_TO_EDIT)
+        markup = _markup(params)  # an edit without reply_markup removes the buttons
+        if message["text"] == text and message.get("reply_markup") == markup:
+            return _error(400, NOT_MODIFIED)
+        message["text"] = text
+        message["edit_date"] = 1700000001
+        if markup is None:
+            message.pop("reply_markup", None)
+        else:
+            message["reply_markup"] = markup
+        return message
 
     async def _m_deleteMessage(self, params: dict, files: dict) -> Any:
+        chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
+        if self.chats.get(chat_id, {}).pop(message_id, None) is None:
+            return _error(400, DELETE_NOT_FOUND)
+        self.deleted.setdefault(chat_id, set()).add(message_id)
         return True
 
-    _m_answerCallbackQuery = _m_deleteMessage
-    _m_sendChatAction = _m_deleteMessage
-    _m_setMyCommands = _m_deleteMessage
+    async def _m_answerCallbackQuery(self, params: dict, files: dict) -> Any:
+        return True
 
-    def _message(self, params: dict, *, message_id: int | None = None, **content: Any) -> dict[str, Any]:
+    _m_sendChatAction = _m_answerCallbackQuery
+    _m_setMyCommands = _m_answerCallbackQuery
+
+    def _sent(self, params: dict, **content: Any) -> dict[str, Any]:
+        """A new message from the bot, kept in its chat."""
         chat_id = int(params["chat_id"])
         message = {
-            "message_id": message_id or next(self._message_ids),
+            "message_id": self.next_message_id(),
             "date": 1700000000,
             "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
             "from": BOT_USER,
         }
         message.update({k: v for k, v in content.items() if v is not None})
-        if isinstance(params.get("reply_markup"), dict):
-            message["reply_markup"] = params["reply_markup"]
+        if (markup := _markup(params)) is not None:
+            message["reply_markup"] = markup
+        return self._store(message)
+
+    def _store(self, message: dict[str, Any]) -> dict[str, Any]:
+        self.chats.setdefault(int(message["chat"]["id"]), {})[int(message["message_id"])] = message
         return message
+
+
+def _markup(params: dict) -> dict[str, Any] | None:
+    markup = params.get("reply_markup")
+    return markup if isinstance(markup, dict) and markup.get("inline_keyboard") else None
+
+
+def _markup_refusal(params: dict) -> str | None:
+    for row in (_markup(params) or {}).get("inline_keyboard", []):
+        for button in row:
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA_BYTES:
+                return BUTTON_DATA_INVALID
+    return None
+
+
+def _text_refusal(text: str) -> str | None:
+    if not text.strip():
+        return TEXT_EMPTY
+    return TEXT_TOO_LONG if len(text) > MAX_TEXT else None
+
+
+def _caption_refusal(params: dict) -> str | None:
+    return CAPTION_TOO_LONG if len(str(params.get("caption") or "")) > MAX_CAPTION else None
 
 
 async def _decode(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 from typing import Any, AsyncIterator
 
 import pytest
@@ -45,8 +44,6 @@ def tg_settings(settings: Settings, tg_fake: FakeTelegram) -> Settings:
 class ChatUser:
     """A Telegram user in a private chat with the bot, pushing updates into the fake."""
 
-    _message_ids = itertools.count(10)
-
     def __init__(self, fake: FakeTelegram, user_id: int = USER_ID, lang: str = "en"):
         self.fake = fake
         self.id = user_id
@@ -54,7 +51,7 @@ class ChatUser:
 
     def _message(self, **content: Any) -> dict[str, Any]:
         return {
-            "message_id": next(self._message_ids),
+            "message_id": self.fake.next_message_id(),
             "date": 1700000000,
             "chat": {"id": self.id, "type": "private"},
             "from": {"id": self.id, "is_bot": False, "first_name": "Ann", "language_code": self.lang},
@@ -63,7 +60,7 @@ class ChatUser:
 
     async def send_photo(self, data: bytes, *, caption: str | None = None, file_size: int | None = None,
                          media_group_id: str | None = None) -> dict[str, Any]:
-        file_id = self.fake.add_file(data)
+        file_id = self.fake.add_file(data, size=file_size)
         size = {"file_id": file_id, "file_unique_id": f"u{file_id}", "width": 512, "height": 512,
                 "file_size": len(data) if file_size is None else file_size}
         extra: dict[str, Any] = {"photo": [size]}
@@ -75,7 +72,7 @@ class ChatUser:
 
     async def send_document(self, data: bytes, *, mime: str = "image/jpeg", name: str = "scan.jpg",
                             file_size: int | None = None) -> dict[str, Any]:
-        file_id = self.fake.add_file(data)
+        file_id = self.fake.add_file(data, size=file_size)
         document = {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": name, "mime_type": mime,
                     "file_size": len(data) if file_size is None else file_size}
         return (await self.fake.push_update({"message": self._message(document=document)}))["message"]
@@ -87,9 +84,9 @@ class ChatUser:
 
     async def press(self, data: str, message_id: int) -> str:
         """Press an inline button under the bot's message `message_id`; returns the query id."""
-        query_id = f"q{next(self._message_ids)}"
-        message = {"message_id": message_id, "date": 1700000000, "chat": {"id": self.id, "type": "private"},
-                   "text": "status"}
+        query_id = f"q{self.fake.next_message_id()}"
+        message = self.fake.message(self.id, message_id) or {
+            "message_id": message_id, "date": 1700000000, "chat": {"id": self.id, "type": "private"}, "text": "status"}
         await self.fake.push_update({"callback_query": {
             "id": query_id, "chat_instance": "ci", "data": data, "message": message,
             "from": {"id": self.id, "is_bot": False, "first_name": "Ann", "language_code": self.lang},

@@ -23,18 +23,23 @@ def png(size: tuple[int, int], colour=(200, 120, 60)) -> bytes:
     return out.getvalue()
 
 
-async def stored_result(sender, output: bytes, **reply_extra) -> Result:
+def status_message(fake) -> int:
+    """The "Queued" status the bot posted when the photo came in."""
+    return fake.bot_message(CHAT, "Queued")
+
+
+async def stored_result(sender, fake, output: bytes, **reply_extra) -> Result:
     input_key = await sender.blobs.put("in", png((64, 64), (128, 128, 128)))
     output_key = await sender.blobs.put("out", output)
-    reply = {"platform": "telegram", "chat_id": CHAT, "message_id": 10, "status_message_id": 900, "lang": "en",
-             **reply_extra}
+    reply = {"platform": "telegram", "chat_id": CHAT, "message_id": 10, "lang": "en",
+             "status_message_id": status_message(fake), **reply_extra}
     return Result(task_id="a" * 32, status="ok", reply=reply, mode="person", input=input_key, output=output_key,
                   run_ms=4200)
 
 
 async def test_result_is_a_photo_with_buttons_then_the_file(tg_sender, tg_fake):
     output = png((300, 200))
-    result = await stored_result(tg_sender, output)
+    result = await stored_result(tg_sender, tg_fake, output)
     await tg_sender.send_result(result)
     assert [c.method for c in tg_fake.calls] == ["getMe", "sendPhoto", "sendDocument", "deleteMessage"]
     photo, document, delete = tg_fake.calls[1:]
@@ -45,12 +50,13 @@ async def test_result_is_a_photo_with_buttons_then_the_file(tg_sender, tg_fake):
     assert [b.action for b in buttons] == ["other_mode", "compare"]
     assert buttons[0].mode == "building" and buttons[0].input_key == result.input
     assert buttons[1].output_key == result.output
-    assert delete["message_id"] == 900
+    assert delete["message_id"] == result.reply["status_message_id"]
+    assert tg_fake.was_deleted(CHAT, delete["message_id"])
 
 
 async def test_result_telegram_would_not_take_as_a_photo_goes_as_a_file(tg_sender, tg_fake):
     output = png((2100, 100))  # aspect ratio over 20
-    await tg_sender.send_result(await stored_result(tg_sender, output))
+    await tg_sender.send_result(await stored_result(tg_sender, tg_fake, output))
     assert [c.method for c in tg_fake.calls] == ["getMe", "sendDocument", "deleteMessage"]
     document = tg_fake.calls[1]
     assert document.files["document"] == output and "reply_markup" in document.params
@@ -59,7 +65,7 @@ async def test_result_telegram_would_not_take_as_a_photo_goes_as_a_file(tg_sende
 
 async def test_status_that_cannot_be_deleted_becomes_done(tg_sender, tg_fake):
     tg_fake.fail_next("deleteMessage", 400, "Bad Request: message can't be deleted")
-    await tg_sender.send_result(await stored_result(tg_sender, png((64, 64))))
+    await tg_sender.send_result(await stored_result(tg_sender, tg_fake, png((64, 64))))
     assert tg_fake.calls_to("editMessageText")[0]["text"] == text("done", "en")
 
 
@@ -68,15 +74,15 @@ async def test_status_that_cannot_be_deleted_becomes_done(tg_sender, tg_fake):
     ("cancelled", "cancelled", text("cancelled", "en")),
 ])
 async def test_failure_and_cancel_turn_the_status_into_a_sentence(tg_sender, tg_fake, status, error, expected):
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": 900, "lang": "en"}
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
     await tg_sender.send_result(Result(task_id="b" * 32, status=status, reply=reply, error=error))
     [edit] = tg_fake.calls_to("editMessageText")
-    assert edit["text"] == expected and edit["message_id"] == 900
+    assert edit["text"] == expected and edit["message_id"] == reply["status_message_id"]
 
 
 async def test_rate_limit_is_waited_out(tg_sender, tg_fake):
     tg_fake.fail_next("sendPhoto", 429, retry_after=0.3)
-    await tg_sender.send_result(await stored_result(tg_sender, png((64, 64))))
+    await tg_sender.send_result(await stored_result(tg_sender, tg_fake, png((64, 64))))
     assert len(tg_fake.calls_to("sendPhoto")) == 2
     assert len(tg_fake.calls_to("sendDocument")) == 1
 
@@ -92,10 +98,10 @@ async def test_rate_limit_past_the_retries_is_send_retry(tg_settings, tg_fake):
     try:
         tg_fake.fail_next("sendPhoto", 429, retry_after=0.2, times=2)
         with pytest.raises(SendRetry) as caught:
-            await sender.send_result(await stored_result(sender, png((64, 64))))
+            await sender.send_result(await stored_result(sender, tg_fake, png((64, 64))))
         assert caught.value.after_s == pytest.approx(0.2)
         # The notifier retries: the photo is not posted again once it went through.
-        await sender.send_result(await stored_result(sender, png((64, 64))))
+        await sender.send_result(await stored_result(sender, tg_fake, png((64, 64))))
         assert len(tg_fake.calls_to("sendDocument")) == 1
     finally:
         await sender.close()
@@ -110,12 +116,13 @@ async def test_rate_limit_past_the_retries_is_send_retry(tg_settings, tg_fake):
 async def test_errors_say_what_happens_next(tg_sender, tg_fake, status, description, expected):
     tg_fake.fail_next("sendPhoto", status, description)
     with pytest.raises(expected):
-        await tg_sender.send_result(await stored_result(tg_sender, png((64, 64))))
+        await tg_sender.send_result(await stored_result(tg_sender, tg_fake, png((64, 64))))
 
 
 async def test_album_status_goes_when_the_last_photo_is_in(tg_sender, tg_fake):
-    await albums.open_album(tg_sender.redis, CHAT, 900, 2, ttl_s=60)
-    first = await stored_result(tg_sender, png((64, 64)), album="g1")
+    first = await stored_result(tg_sender, tg_fake, png((64, 64)), album="g1")
+    status_id = first.reply["status_message_id"]
+    await albums.open_album(tg_sender.redis, CHAT, status_id, 2, ttl_s=60)
     await tg_sender.send_result(first)
     await tg_sender.send_result(first)  # a redelivery does not count twice
     assert not tg_fake.calls_to("deleteMessage")
@@ -123,11 +130,11 @@ async def test_album_status_goes_when_the_last_photo_is_in(tg_sender, tg_fake):
     await tg_sender.send_result(second)
     assert text("timeout", "en") in [c["text"] for c in tg_fake.calls_to("sendMessage")]
     [delete] = tg_fake.calls_to("deleteMessage")
-    assert delete["message_id"] == 900
+    assert delete["message_id"] == status_id
 
 
 async def test_progress_edits_are_throttled_per_chat(tg_sender, tg_fake):
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": 900, "lang": "zh"}
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "zh"}
     await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
     await tg_sender.send_event(Event(task_id="d" * 32, state="progress", reply=reply, percent=50))
     [edit] = tg_fake.calls_to("editMessageText")
@@ -135,13 +142,13 @@ async def test_progress_edits_are_throttled_per_chat(tg_sender, tg_fake):
     [[cancel]] = edit["reply_markup"]["inline_keyboard"]
     assert parse(cancel["callback_data"]).task_id == "d" * 32
 
-    other_chat = {**reply, "chat_id": CHAT + 1}
+    other_chat = {**reply, "chat_id": CHAT + 1, "status_message_id": tg_fake.bot_message(CHAT + 1, "Queued")}
     await tg_sender.send_event(Event(task_id="e" * 32, state="progress", reply=other_chat, percent=40))
     assert tg_fake.calls_to("editMessageText")[-1]["text"] == text("progress", "zh", percent=40)
 
 
 async def test_progress_is_skipped_while_rate_limited(tg_sender, tg_fake):
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": 900}
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake)}
     tg_fake.fail_next("sendMessage", 429, retry_after=0.3)
     await tg_sender.bot.send_message(CHAT, "hello")  # the limiter waits this out and notes it
     tg_sender.bot.rate_limiter.limited_until += 60
@@ -150,7 +157,7 @@ async def test_progress_is_skipped_while_rate_limited(tg_sender, tg_fake):
 
 
 async def test_a_progress_edit_that_meets_a_429_is_dropped_not_retried(tg_sender, tg_fake):
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": 900}
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake)}
     tg_fake.fail_next("editMessageText", 429, retry_after=0.3)
     await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
     [refused] = tg_fake.calls_to("editMessageText")  # tried once, not waited out and retried
