@@ -87,7 +87,7 @@ class DiscordSender:
             message = await self._compose(result, lang)
             if token_alive(reply):
                 try:
-                    await _send(self._webhook(reply).send, message(mention=False, dm=False),
+                    await _send(self._webhook(reply).send, message(mention=False, outside_interaction=False),
                                 ephemeral=bool(reply.get("private")), wait=True)
                     return
                 except discord.HTTPException as exc:
@@ -96,7 +96,8 @@ class DiscordSender:
                     log.info("interaction token of %s no longer works (%s); using the channel", result.task_id, exc)
             if not reply.get("private"):
                 try:
-                    await _send(self._channel(int(reply["channel_id"])).send, message(mention=True, dm=False))
+                    await _send(self._channel(int(reply["channel_id"])).send,
+                                message(mention=True, outside_interaction=True))
                     return
                 except (discord.Forbidden, discord.NotFound) as exc:
                     log.info("channel %s not writable for %s (%s); sending a DM", reply["channel_id"],
@@ -104,7 +105,10 @@ class DiscordSender:
             await self._direct_message(reply, message)
 
     async def _compose(self, result: Result, lang: str) -> Callable[..., dict[str, Any]]:
-        """A factory of send() keyword arguments; files are rebuilt for each attempt."""
+        """A factory of send() keyword arguments; files are rebuilt for each attempt.
+
+        Only the interaction may upload up to its attachment_size_limit (boosted guilds allow more);
+        a channel message or a DM from the bot gets the standard 10 MiB, so those get a smaller image."""
         user_id = int(result.reply["user_id"])
         mentions = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
         data = await self.blobs.get(result.output) if result.status == "ok" else None
@@ -115,18 +119,19 @@ class DiscordSender:
             limit = upload_limit(result.reply)
             try:
                 image = await ResultImage.fit(data, limit)
-                dm_image = image if limit <= DEFAULT_UPLOAD_LIMIT else await ResultImage.fit(data, DEFAULT_UPLOAD_LIMIT)
+                standard_image = image if limit <= DEFAULT_UPLOAD_LIMIT else await ResultImage.fit(data,
+                                                                                                 DEFAULT_UPLOAD_LIMIT)
             except RepairError:
                 sentence = text("output_invalid", lang)
         if sentence is not None:
 
-            def failure(*, mention: bool, dm: bool) -> dict[str, Any]:
+            def failure(*, mention: bool, outside_interaction: bool) -> dict[str, Any]:
                 return {"content": f"<@{user_id}> {sentence}" if mention else sentence, "allowed_mentions": mentions}
 
             return failure
 
-        def success(*, mention: bool, dm: bool) -> dict[str, Any]:
-            chosen = dm_image if dm else image
+        def success(*, mention: bool, outside_interaction: bool) -> dict[str, Any]:
+            chosen = standard_image if outside_interaction else image
             return {
                 "content": f"<@{user_id}>" if mention else None,
                 "embed": result_embed(result, chosen, lang),
@@ -141,7 +146,7 @@ class DiscordSender:
         try:
             channel = await self._client().http.start_private_message(int(reply["user_id"]))
             dm = self._client().get_partial_messageable(int(channel["id"]), type=discord.ChannelType.private)
-            await _send(dm.send, message(mention=False, dm=True))
+            await _send(dm.send, message(mention=False, outside_interaction=True))
         except (discord.Forbidden, discord.NotFound) as exc:
             raise SendPermanent(f"user {reply['user_id']} can't be reached: {exc}") from exc
 

@@ -29,6 +29,9 @@ async def discord_fake(monkeypatch: pytest.MonkeyPatch) -> FakeDiscord:
     monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake.gateway_url))
     yield fake
     await fake.stop()
+    # Discord answers an interaction once; a flow that tries twice fails for real users.
+    assert not fake.refusals(40060), "an interaction was acknowledged twice"
+    assert not fake.refusals(10062), "a callback for an interaction Discord never sent"
 
 
 @pytest.fixture

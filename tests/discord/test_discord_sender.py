@@ -85,7 +85,7 @@ async def test_token_that_died_early_still_falls_back_to_the_channel(sender, blo
     discord_fake.expire_token("itok-1")
     await sender.send_result(await ok_result(blobs, png()))
     [webhook] = discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/itok-1")
-    assert webhook.status == 404
+    assert (webhook.status, webhook.code) == (401, 50027)  # what Discord answers for an expired token
     [call] = discord_fake.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages")
     assert call.status == 200 and call.files
 
@@ -180,3 +180,27 @@ async def test_network_failure_is_worth_retrying(discord_settings, blobs, discor
             await sender.send_result(await ok_result(blobs, png(), alive=False))
     finally:
         await sender.close()
+
+
+async def test_channel_fallback_uploads_within_the_standard_limit(sender, blobs, discord_fake, monkeypatch):
+    """A boosted guild lets the interaction upload more than a bot's channel message may carry (413)."""
+    noisy = Image.effect_noise((300, 300), 90).convert("RGB")
+    out = io.BytesIO()
+    noisy.save(out, "PNG")
+    big = out.getvalue()
+    standard = len(big) // 2  # stands in for the 10 MiB outside interactions, kept small for speed
+    monkeypatch.setattr("bots.discord.sender.DEFAULT_UPLOAD_LIMIT", standard)
+    discord_fake.channel_upload_limit = standard
+    discord_fake.expire_token("itok-1")
+    await sender.send_result(await ok_result(blobs, big, upload_limit=len(big) * 2))
+    [followup] = discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/itok-1")
+    assert followup.files[0].data == big and followup.code == 50027
+    [call] = discord_fake.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages")
+    assert call.status == 200 and len(call.files[0].data) <= standard
+    assert not discord_fake.refusals(40005)
+
+
+async def test_every_sender_request_on_a_bot_route_carries_the_bot_token(sender, blobs, discord_fake):
+    await sender.send_result(await ok_result(blobs, png(), alive=False))
+    assert discord_fake.calls_to("GET", "/users/@me") and discord_fake.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages")
+    assert all(call.status < 400 for call in discord_fake.calls)

@@ -6,6 +6,11 @@ Every REST request is recorded as a `Call` with its decoded JSON (or `payload_js
 file bytes; tests push interactions through the gateway and assert on the calls. Failure modes are
 switched on per test: 429 with `retry_after`, expired interaction tokens, channels and DMs the bot
 may not write to.
+
+As Discord does, it answers each interaction once (an id it never issued is 10062 Unknown interaction,
+a second callback 40060 already acknowledged), refuses webhook calls with an expired token (401, 50027),
+uploads over the interaction's attachment_size_limit or 10 MiB in channels (413, 40005), and bot routes
+without `Authorization: Bot <token>` (401).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ BOT_USER = {"id": APP_ID, "username": "repairbot", "discriminator": "0", "global
             "avatar": None, "bot": True}
 JSON = "application/json"  # exactly: discord.py decodes nothing else
 TIMESTAMP = "2024-01-01T00:00:00+00:00"
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+BOT_ROUTES = ("/users/", "/applications/", "/channels/", "/guilds/", "/oauth2/")
 
 
 @dataclass
@@ -42,6 +49,7 @@ class Call:
     json: Any = None
     files: list[Upload] = field(default_factory=list)
     status: int = 200
+    code: int | None = None  # Discord's error code when the fake refused the request
 
 
 @dataclass
@@ -66,6 +74,10 @@ class FakeDiscord:
         self.originals: dict[str, dict[str, Any]] = {}  # interaction token -> its @original message
         self.dm_channels: dict[str, str] = {}  # DM channel id -> user id
         self.expired_tokens: set[str] = set()
+        self.interactions: dict[str, str] = {}  # interaction id -> token, for every interaction issued
+        self.acknowledged: set[str] = set()  # interaction ids that got their one callback
+        self.upload_limits: dict[str, int] = {}  # interaction token -> its attachment_size_limit
+        self.channel_upload_limit = DEFAULT_UPLOAD_LIMIT  # what a bot may upload outside an interaction
         self.forbidden_channels: dict[str, int] = {}  # channel id -> Discord error code
         self.dm_blocked: set[str] = set()  # user ids whose DMs are closed
         self._rate_limits: list[_RateLimit] = []
@@ -116,7 +128,7 @@ class FakeDiscord:
         self._rate_limits.append(_RateLimit(method, re.compile(path_regex), times, retry_after))
 
     def expire_token(self, token: str) -> None:
-        """Webhook calls with this interaction token answer 404 Unknown Webhook, as after 15 minutes."""
+        """Webhook calls with this interaction token answer 401 Invalid Webhook Token, as after 15 minutes."""
         self.expired_tokens.add(token)
 
     def forbid_channel(self, channel_id: int | str, code: int = 50013) -> None:
@@ -152,6 +164,10 @@ class FakeDiscord:
         return payload
 
     # --- what tests read -------------------------------------------------------------------------
+    def refusals(self, code: int) -> list[Call]:
+        """Requests the fake refused with this Discord error code (e.g. 40060 already acknowledged)."""
+        return [c for c in self.calls if c.code == code]
+
     def calls_to(self, method: str, path_regex: str) -> list[Call]:
         pattern = re.compile(path_regex)
         return [c for c in self.calls if c.method == method and pattern.fullmatch(c.path)]
@@ -230,8 +246,10 @@ class FakeDiscord:
         path = "/" + request.match_info["path"]
         call = Call(request.method, path, dict(request.query))
         await self._read_body(request, call)
-        response = self._rate_limited(call) or self._route(call)
+        response = self._unauthorized(request, path) or self._rate_limited(call) or self._route(call)
         call.status = response.status
+        if response.status >= 400 and response.status != 429:
+            call.code = json.loads(response.body)["code"]  # type: ignore[arg-type]
         async with self._changed:
             self.calls.append(call)
             self._changed.notify_all()
@@ -250,6 +268,13 @@ class FakeDiscord:
         elif request.can_read_body:
             raw = await request.read()
             call.json = json.loads(raw) if raw else None
+
+    @staticmethod
+    def _unauthorized(request: web.Request, path: str) -> web.Response | None:
+        """Bot routes need the bot's token; webhook and interaction routes carry their own."""
+        if path.startswith(BOT_ROUTES) and not request.headers.get("Authorization", "").startswith("Bot "):
+            return _error(401, 0, "401: Unauthorized")
+        return None
 
     def _rate_limited(self, call: Call) -> web.Response | None:
         for limit in self._rate_limits:
@@ -287,6 +312,13 @@ class FakeDiscord:
         return _error(404, 0, f"404: Not Found ({m} {p})")
 
     def _callback(self, interaction_id: str, token: str, body: dict[str, Any], files: list[Upload]) -> web.Response:
+        if self.interactions.get(interaction_id) != token:
+            return _error(404, 10062, "Unknown interaction")
+        if interaction_id in self.acknowledged:
+            return _error(400, 40060, "Interaction has already been acknowledged.")
+        if too_large := _too_large(files, self.upload_limits[token]):
+            return too_large
+        self.acknowledged.add(interaction_id)
         kind = body.get("type")
         data = body.get("data") or {}
         ephemeral = bool(int(data.get("flags") or 0) & 64)
@@ -302,7 +334,9 @@ class FakeDiscord:
     def _webhook(self, method: str, token: str, message_id: str | None, body: dict[str, Any],
                  files: list[Upload]) -> web.Response:
         if token in self.expired_tokens:
-            return _error(404, 10015, "Unknown Webhook")
+            return _error(401, 50027, "Invalid Webhook Token")
+        if too_large := _too_large(files, self.upload_limits.get(token, self.channel_upload_limit)):
+            return too_large
         if message_id is None and method == "POST":
             return _json(self._new_message("0", body, files))
         message = self.originals.get(token) if message_id == "@original" else self.messages.get(message_id or "")
@@ -310,6 +344,8 @@ class FakeDiscord:
             return _error(404, 10008, "Unknown Message")
         if method == "DELETE":
             self.messages.pop(message["id"], None)
+            if message_id == "@original":
+                del self.originals[token]
             return web.Response(status=204)
         if method == "PATCH":
             message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
@@ -323,6 +359,8 @@ class FakeDiscord:
             return _error(403, code, "Missing Permissions" if code == 50013 else "Missing Access")
         if self.dm_channels.get(channel_id) in self.dm_blocked:
             return _error(403, 50007, "Cannot send messages to this user")
+        if too_large := _too_large(files, self.channel_upload_limit):
+            return too_large
         return _json(self._new_message(channel_id, body, files))
 
     def _open_dm(self, user_id: str) -> web.Response:
@@ -346,13 +384,16 @@ class FakeDiscord:
 
     # --- interaction payloads --------------------------------------------------------------------
     def interaction(self, data: dict[str, Any], *, kind: int = 2, user_id: int = 42, channel_id: int = 500,
-                    guild_id: int | None = 700, locale: str = "en-US", attachment_size_limit: int = 10 * 1024 * 1024,
+                    guild_id: int | None = 700, locale: str = "en-US", attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
                     message: dict[str, Any] | None = None, is_admin: bool = False) -> dict[str, Any]:
         """An INTERACTION_CREATE payload; a guild text channel unless `guild_id` is None (then a DM)."""
         token = f"itok-{next(self._ids)}"
+        interaction_id = str(next(self._ids))
+        self.interactions[interaction_id] = token
+        self.upload_limits[token] = attachment_size_limit
         user = user_payload(user_id)
         payload: dict[str, Any] = {
-            "id": str(next(self._ids)), "application_id": APP_ID, "type": kind, "token": token, "version": 1,
+            "id": interaction_id, "application_id": APP_ID, "type": kind, "token": token, "version": 1,
             "channel_id": str(channel_id), "locale": locale, "app_permissions": "0", "entitlements": [],
             "authorizing_integration_owners": {}, "context": 0 if guild_id else 1,
             "attachment_size_limit": attachment_size_limit, "data": data,
@@ -410,6 +451,12 @@ def _attachments(body: dict[str, Any], files: list[Upload]) -> list[dict[str, An
                        "url": f"https://cdn.invalid/{upload.filename}", "proxy_url": f"https://cdn.invalid/{upload.filename}",
                        "content_type": upload.content_type})
     return result
+
+
+def _too_large(files: list[Upload], limit: int) -> web.Response | None:
+    if sum(len(upload.data) for upload in files) > limit:
+        return _error(413, 40005, "Request entity too large")
+    return None
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
