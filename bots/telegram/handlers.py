@@ -74,9 +74,16 @@ def check_declared_size(services: Services, size: int | None) -> None:
 
 
 async def download(message: Message, file_id: str, downloads: asyncio.Semaphore) -> bytes:
-    """getFile and the download, a bounded number at a time (each may be 20 MB)."""
+    """getFile and the download, a bounded number at a time (each may be 20 MB).
+
+    A message need not declare its file's size; then only getFile tells us the file is over 20 MB."""
     async with downloads:
-        file = await message.get_bot().get_file(file_id)
+        try:
+            file = await message.get_bot().get_file(file_id)
+        except BadRequest as exc:
+            if "file is too big" in str(exc).lower():
+                raise Refused("too_large", max_mb=BOT_API_DOWNLOAD_LIMIT // MB) from exc
+            raise
         return bytes(await file.download_as_bytearray())
 
 

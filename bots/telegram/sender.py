@@ -201,7 +201,9 @@ class TelegramSender:
         if note is None:
             try:
                 await self.bot.delete_message(chat_id, status_id)
-            except BadRequest:
+            except BadRequest as exc:
+                if "not found" in str(exc).lower():  # the user deleted it already: nothing left to tidy
+                    return
                 with contextlib.suppress(BadRequest):
                     await self.bot.edit_message_text(text("done", lang), chat_id=chat_id, message_id=status_id)
             return

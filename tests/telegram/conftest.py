@@ -62,7 +62,7 @@ class ChatUser:
                          media_group_id: str | None = None) -> dict[str, Any]:
         file_id = self.fake.add_file(data, size=file_size)
         size = {"file_id": file_id, "file_unique_id": f"u{file_id}", "width": 512, "height": 512,
-                "file_size": len(data) if file_size is None else file_size}
+                "file_size": self.fake.file_sizes[file_id]}
         extra: dict[str, Any] = {"photo": [size]}
         if caption:
             extra["caption"] = caption
@@ -71,10 +71,13 @@ class ChatUser:
         return (await self.fake.push_update({"message": self._message(**extra)}))["message"]
 
     async def send_document(self, data: bytes, *, mime: str = "image/jpeg", name: str = "scan.jpg",
-                            file_size: int | None = None) -> dict[str, Any]:
+                            file_size: int | None = None, size_declared: bool = True) -> dict[str, Any]:
+        """An image sent as a file; `file_size` is its size on Telegram's servers, left out of the
+        message when not `size_declared` (Telegram may omit it)."""
         file_id = self.fake.add_file(data, size=file_size)
-        document = {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": name, "mime_type": mime,
-                    "file_size": len(data) if file_size is None else file_size}
+        document = {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": name, "mime_type": mime}
+        if size_declared:
+            document["file_size"] = self.fake.file_sizes[file_id]
         return (await self.fake.push_update({"message": self._message(document=document)}))["message"]
 
     async def command(self, line: str) -> dict[str, Any]:

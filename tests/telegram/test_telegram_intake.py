@@ -76,6 +76,15 @@ async def test_too_large_is_refused_before_get_file(bot, user, tg_fake, photo_by
     assert not tg_fake.calls_to("getFile")
 
 
+async def test_undeclared_size_over_the_bot_api_limit_is_refused_when_get_file_says_so(bot, user, tg_fake,
+                                                                                       photo_bytes):
+    await user.send_document(photo_bytes, file_size=25 * MB, size_declared=False)
+    await user.wait_text(text("too_large", "en", max_mb=20))
+    [get_file] = tg_fake.calls_to("getFile")
+    assert get_file.result is None  # refused: "file is too big"
+    assert text("error_generic", "en") not in user.texts()
+
+
 async def test_over_our_own_size_limit_is_refused_before_get_file(start_bot, user, tg_fake, photo_bytes):
     async with start_bot(max_image_bytes=5 * MB):
         await user.send_photo(photo_bytes, file_size=6 * MB)

@@ -166,3 +166,32 @@ async def test_a_progress_edit_that_meets_a_429_is_dropped_not_retried(tg_sender
     await tg_sender.send_event(Event(task_id="d" * 32, state="progress", reply={**reply, "chat_id": CHAT + 1},
                                      percent=50))
     assert len(tg_fake.calls_to("editMessageText")) == 1
+
+
+async def test_result_after_the_user_deleted_the_status_leaves_it_at_that(tg_sender, tg_fake):
+    result = await stored_result(tg_sender, tg_fake, png((64, 64)))
+    tg_fake.chats[CHAT].pop(result.reply["status_message_id"])  # the user deleted "Queued"
+    await tg_sender.send_result(result)
+    assert [c.method for c in tg_fake.calls] == ["getMe", "sendPhoto", "sendDocument", "deleteMessage"]
+    assert tg_fake.calls[-1].result is None  # "message to delete not found": no edit is tried on a gone message
+
+
+async def test_failure_whose_status_was_deleted_comes_as_a_new_message(tg_sender, tg_fake):
+    status_id = status_message(tg_fake)
+    tg_fake.chats[CHAT].pop(status_id)
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_id, "lang": "en"}
+    await tg_sender.send_result(Result(task_id="b" * 32, status="failed", reply=reply, error="timeout"))
+    [edit] = tg_fake.calls_to("editMessageText")
+    assert edit.result is None  # "message to edit not found"
+    [sent] = tg_fake.calls_to("sendMessage")
+    assert sent["text"] == text("timeout", "en") and sent.result is not None
+
+
+async def test_a_progress_edit_that_changes_nothing_is_let_go(tg_sender, tg_fake):
+    tg_sender.progress_every_s = 0
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
+    for _ in range(2):
+        await tg_sender.send_event(Event(task_id="d" * 32, state="progress", reply=reply, percent=50))
+    first, second = tg_fake.calls_to("editMessageText")
+    assert first.result is not None and second.result is None  # "message is not modified", swallowed
+    assert tg_fake.message(CHAT, reply["status_message_id"])["text"] == text("progress", "en", percent=50)
