@@ -99,6 +99,15 @@ async def stack(redis_url, comfy_fake, tmp_path):
     assert all(code == 0 for code in codes.values()), (codes, stack.log("worker"), stack.log("notifier"))
 
 
+async def prompt_reached(comfy_fake, timeout: float = 10) -> None:
+    """Wait until the worker has queued a prompt in the ComfyUI fake."""
+    for _ in range(int(timeout / 0.05)):
+        if comfy_fake.prompts:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no prompt reached ComfyUI")
+
+
 def tinted(path: Path) -> bool:
     image = Image.open(io.BytesIO(path.read_bytes()))
     r, _, b = image.convert("RGB").resize((8, 8)).getpixel((3, 3))
@@ -180,10 +189,7 @@ async def test_sigterm_lets_in_flight_work_finish(stack, comfy_fake, tmp_path):
     submit = asyncio.create_task(
         stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(out), "--timeout", "60")
     )
-    for _ in range(100):
-        if comfy_fake.prompts:
-            break
-        await asyncio.sleep(0.05)
+    await prompt_reached(comfy_fake)
     assert await stack.stop("worker") == 0
     code, _, stderr = await submit
     assert code == 0, stderr
@@ -196,10 +202,7 @@ async def test_killed_worker_task_is_reclaimed_by_another(stack, comfy_fake, tmp
     submit = asyncio.create_task(
         stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(out), "--timeout", "60")
     )
-    for _ in range(100):
-        if comfy_fake.prompts:
-            break
-        await asyncio.sleep(0.05)
+    await prompt_reached(comfy_fake)
     assert await stack.stop("worker", signal.SIGKILL) == -signal.SIGKILL
     comfy_fake.delay_s = 0.0
     await stack.start("worker", "worker")
@@ -308,10 +311,7 @@ async def test_sigterm_hands_back_what_outlives_the_grace_period(redis_url, comf
         submit = asyncio.create_task(
             stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(out), "--timeout", "60")
         )
-        for _ in range(200):
-            if comfy_fake.prompts:
-                break
-            await asyncio.sleep(0.05)
+        await prompt_reached(comfy_fake)
         assert await stack.stop("worker") == 0
         assert "handed back 1 unfinished task" in stack.log("worker")
         assert ("POST", "/interrupt") in comfy_fake.requests  # the abandoned prompt does not keep the GPU busy
