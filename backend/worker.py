@@ -8,7 +8,8 @@ circuit breaker), so tasks wait in the stream and none fails for it.
 Per task: stored result → re-published; cancelled → `cancelled` result; otherwise upload, prompt,
 progress events, output re-encoded, result written, and only then XACK. Transient ComfyUI errors are
 retried with backoff, permanent ones fail the task at once, and a task delivered more than
-`max_deliveries` times is dead-lettered with a failed result for its user.
+`max_deliveries` times (graceful hand-backs at shutdown not counted) is dead-lettered, after a failed
+result has told its user.
 """
 
 from __future__ import annotations
