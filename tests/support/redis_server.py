@@ -46,7 +46,11 @@ class RedisServer:
         while time.monotonic() < deadline:
             try:
                 if client.ping():
+                    version = str(client.info("server")["redis_version"])
                     client.close()
+                    if tuple(int(part) for part in version.split(".")[:2]) < (7, 0):
+                        self.stop()
+                        raise RuntimeError(f"redis-server {version} is too old: repairbot needs Redis 7.0 or newer")
                     return self
             except redis.ConnectionError:
                 time.sleep(0.05)
