@@ -290,6 +290,7 @@ class Notifier:
             else:
                 await self.redis.set(keys.delivered(result.task_id), "1", ex=self.settings.delivered_ttl_s)
                 await self.group.ack(entry)
+                log.info("delivered %s result of %s to %s", result.status, result.task_id, platform.name)
                 return
             log.info("send of %s failed (attempt %d): %s", result.task_id, attempt, last_error)
             await asyncio.sleep(min(wait, self.settings.retry_backoff_max_s) + random.uniform(0, 0.1))

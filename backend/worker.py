@@ -496,6 +496,8 @@ class Worker:
     async def _finish(self, entry: Entry, task: Task, result: Result) -> None:
         await self._publish(task, result)
         await self.group.ack(entry)
+        log.info("task %s %s: mode %s, %s, ran %.1f s after %.1f s in line", task.task_id, result.status,
+                 task.mode, result.error or "no error", result.run_ms / 1000, result.queued_ms / 1000)
 
 
 class _ProgressThrottle:
