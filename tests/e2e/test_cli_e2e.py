@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis as sync_redis
 from PIL import Image
 
+from backend import keys
 from backend.settings import REPO_ROOT
 from tests.conftest import PHOTOS
 from tests.support.redis_server import RedisServer
@@ -322,3 +324,25 @@ async def test_sigterm_hands_back_what_outlives_the_grace_period(redis_url, comf
         assert out.exists()
     finally:
         await stack.close()
+
+
+async def test_photos_queued_before_a_redis_restart_are_not_lost_with_aof(comfy_fake, tmp_path):
+    server = RedisServer(tmp_path / "aof-redis", appendonly=True).start()
+    stack = Stack(stack_env(server.url, comfy_fake.url, tmp_path), tmp_path)
+    try:
+        code, stdout, stderr = await stack.run("submit", str(ASTRONAUT), "--mode", "preview")  # no worker yet
+        assert code == 0, stderr
+        task_id = stdout.strip()
+        server.restart()  # appendfsync always: the acknowledged submission survives
+        await stack.start("worker", "worker")
+        client = sync_redis.Redis.from_url(server.url)
+        for _ in range(200):
+            stored = client.hgetall(keys.result(task_id))
+            if stored:
+                break
+            await asyncio.sleep(0.05)
+        client.close()
+        assert stored.get(b"status") == b"ok", stack.log("worker")
+    finally:
+        await stack.close()
+        server.stop()
