@@ -36,6 +36,7 @@ from bots.telegram.ratelimit import NO_RETRY, FloodAwareRateLimiter, retry_after
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 3.0
+GROUP_SLOWDOWN = 3  # group chats: one progress edit per 9 s leaves room for the results
 DOCUMENT_MAX_BYTES = 50 * 1024 * 1024  # Bot API upload limit for sendDocument
 PNG_MAGIC = b"\x89PNG"
 EVENT_TEXT_KEYS = {"started": "started", "progress": "progress", "retrying": "retrying"}
@@ -108,7 +109,6 @@ class TelegramSender:
         self.redis = redis
         self.progress_every_s = progress_every_s
         self._owns_redis = owns_redis
-        self._last_edit: dict[Any, float] = {}
         self._sent_parts: dict[str, set[str]] = {}  # survive a retry without posting a photo twice
 
     async def start(self) -> None:
@@ -220,11 +220,9 @@ class TelegramSender:
         status_id = reply.get("status_message_id")
         if not status_id or self._rate_limited():
             return
-        now = asyncio.get_running_loop().time()
         chat_id = reply["chat_id"]
-        if now - self._last_edit.get(chat_id, -1e9) < self.progress_every_s:
+        if not await self._edit_allowed(chat_id):
             return
-        self._remember_edit(chat_id, now)
         lang = user_lang(reply)
         message = text(EVENT_TEXT_KEYS[event.state], lang, percent=event.percent)
         markup: InlineKeyboardMarkup = cancel_markup(reply, event.task_id, lang)
@@ -240,10 +238,14 @@ class TelegramSender:
         limiter = self.bot.rate_limiter
         return isinstance(limiter, FloodAwareRateLimiter) and limiter.is_limited()
 
-    def _remember_edit(self, chat_id: Any, now: float) -> None:
-        if len(self._last_edit) > 10_000:  # forget chats that went quiet
-            self._last_edit = {c: t for c, t in self._last_edit.items() if now - t < self.progress_every_s}
-        self._last_edit[chat_id] = now
+    async def _edit_allowed(self, chat_id: Any) -> bool:
+        """At most one progress edit per chat per interval, shared by every notifier process (a Redis key
+        that expires). Groups get a longer interval: Telegram allows a bot about 20 messages a minute there."""
+        interval = self.progress_every_s * (GROUP_SLOWDOWN if int(chat_id) < 0 else 1)
+        if interval <= 0:
+            return True
+        return bool(await self.redis.set(f"repairbot:telegram:progress:{chat_id}", "1", nx=True,
+                                         px=max(1, int(interval * 1000))))
 
 
 def _reply_to(reply: dict[str, Any]) -> ReplyParameters | None:

@@ -195,3 +195,19 @@ async def test_a_progress_edit_that_changes_nothing_is_let_go(tg_sender, tg_fake
     first, second = tg_fake.calls_to("editMessageText")
     assert first.result is not None and second.result is None  # "message is not modified", swallowed
     assert tg_fake.message(CHAT, reply["status_message_id"])["text"] == text("progress", "en", percent=50)
+
+
+async def test_the_progress_throttle_is_shared_by_every_notifier(tg_sender, tg_settings, tg_fake):
+    other_notifier = build_sender(tg_settings, tg_sender.blobs, overall_max_rate=0, group_max_rate=0)
+    await other_notifier.start()
+    try:
+        reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
+        await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
+        await other_notifier.send_event(Event(task_id="d" * 32, state="progress", reply=reply, percent=50))
+        assert len(tg_fake.calls_to("editMessageText")) == 1  # the second process saw the first one's edit
+        group = {**reply, "chat_id": -100123}
+        await other_notifier.send_event(Event(task_id="e" * 32, state="started", reply=group))
+        ttl_ms = await tg_sender.redis.pttl("repairbot:telegram:progress:-100123")
+        assert ttl_ms > tg_sender.progress_every_s * 1000  # groups wait longer between edits
+    finally:
+        await other_notifier.close()
