@@ -120,6 +120,7 @@ _REPLY_FIELDS: dict[str, dict[str, tuple[bool, Any]]] = {
         "lang": (False, lambda v: isinstance(v, str) and len(v) <= 16),
         "private": (False, lambda v: isinstance(v, bool)),
         "upload_limit": (False, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+        "part": (False, lambda v: isinstance(v, str) and re.fullmatch(r"\d{1,2}/\d{1,2}", v) is not None),
     },
     "cli": {},
     "test": {"inbox": (False, lambda v: isinstance(v, str) and len(v) <= 64)},

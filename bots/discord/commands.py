@@ -73,10 +73,12 @@ async def queue_photos(intake: Intake, interaction: discord.Interaction, photos:
         return
     queued: list[Submitted] = []
     refusals: list[Refused] = []
-    for data in downloads:
+    for index, data in enumerate(downloads, start=1):
+        # Photos of one message share one "thinking" message: each progress line says which photo it is.
+        part = f"{index}/{len(downloads)}" if len(downloads) > 1 else None
         try:
-            queued.append(await intake.submit(data, mode=mode, reply=reply_for(interaction, private=private), user=user,
-                                              exempt=exempt))
+            queued.append(await intake.submit(data, mode=mode, reply=reply_for(interaction, private=private, part=part),
+                                              user=user, exempt=exempt))
         except Refused as refusal:
             refusals.append(refusal)
     if not queued:

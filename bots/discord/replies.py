@@ -32,9 +32,11 @@ def lang_of(interaction: discord.Interaction) -> str:
     return pick_lang(str(interaction.locale.value))
 
 
-def reply_for(interaction: discord.Interaction, *, private: bool) -> dict[str, Any]:
-    """Everything the sender needs to answer this interaction later, from another process."""
-    return {
+def reply_for(interaction: discord.Interaction, *, private: bool, part: str | None = None) -> dict[str, Any]:
+    """Everything the sender needs to answer this interaction later, from another process.
+
+    `part` ("2/4") marks one of several photos answered through the same interaction."""
+    reply = {
         "platform": "discord",
         "application_id": str(interaction.application_id),
         "interaction_token": interaction.token,
@@ -46,6 +48,9 @@ def reply_for(interaction: discord.Interaction, *, private: bool) -> dict[str, A
         "private": private,
         "upload_limit": interaction.filesize_limit,
     }
+    if part:
+        reply["part"] = part
+    return reply
 
 
 def token_alive(reply: dict[str, Any], now: float | None = None) -> bool:

@@ -158,6 +158,9 @@ class DiscordSender:
             return
         lang = user_lang(reply)
         content = text(event.state, lang, percent=event.percent)
+        if reply.get("part"):
+            index, count = reply["part"].split("/")
+            content = text("photo_part", lang, index=index, count=count) + content
         async with notifier_errors():
             # "@original" is the deferred response; discord.py puts the id into the URL as given.
             await self._webhook(reply).edit_message("@original", content=content)  # type: ignore[arg-type]

@@ -152,6 +152,7 @@ async def test_context_menu_queues_each_image_up_to_four(bot, discord_fake, phot
     assert edit["content"].startswith("Queued 4 photos — first is #1 in line")
     tasks = await tasks_in_stream(redis, discord_settings)
     assert len(tasks) == 4 and {t["user"] for t in tasks} == {"discord:42"}
+    assert [json.loads(t["reply"])["part"] for t in tasks] == ["1/4", "2/4", "3/4", "4/4"]
     assert len(discord_fake.downloads) == 4 and not any("notes.pdf" in d for d in discord_fake.downloads)
 
 

@@ -204,3 +204,15 @@ async def test_every_sender_request_on_a_bot_route_carries_the_bot_token(sender,
     await sender.send_result(await ok_result(blobs, png(), alive=False))
     assert discord_fake.calls_to("GET", "/users/@me") and discord_fake.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages")
     assert all(call.status < 400 for call in discord_fake.calls)
+
+
+async def test_progress_of_one_photo_among_several_says_which_one(discord_settings, blobs, discord_fake):
+    sender = build_sender(discord_settings, blobs)
+    discord_fake.deferred("itok-1")
+    await sender.start()
+    try:
+        await sender.send_event(Event(TASK_ID, "progress", reply(part="2/3", lang="zh"), percent=40))
+    finally:
+        await sender.close()
+    [edit] = discord_fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/itok-1/messages/@original")
+    assert edit.json["content"] == "第 2/3 张：正在上色… 40%"
