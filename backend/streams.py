@@ -178,8 +178,10 @@ class ConsumerGroup:
         reply = await self._with_groups(
             lambda: self.redis.xreadgroup(self.group, self.consumer, {s: "0" for s in self.streams}, count=count)
         )
-        entries = [e for e in self._entries(reply) if e.fields]
-        return [await self._with_deliveries(e) for e in entries]
+        entries = self._entries(reply)
+        for gone in (e for e in entries if not e.fields):  # trimmed away while pending: nothing left to do
+            await self.ack(gone)
+        return [await self._with_deliveries(e) for e in entries if e.fields]
 
     @staticmethod
     def _entries(reply: Any) -> list[Entry]:
