@@ -137,14 +137,30 @@ async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
         async with Services.open(settings) as services:
             worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
             notifier = Notifier(services.redis, settings, build_senders(settings, services))
-            parts = {"worker": _serve_component(worker, stop), "notifier": _serve_component(notifier, stop)}
-            parts.update({p: bot_module(p, "app").serve(settings, stop) for p in bots})
-            await asyncio.gather(*(_logged(name, part) for name, part in parts.items()))
+            parts = [_logged("worker", _serve_component(worker, stop)),
+                     _logged("notifier", _serve_component(notifier, stop))]
+            parts += [_restarting(p, lambda p=p: bot_module(p, "app").serve(settings, stop), stop) for p in bots]
+            await asyncio.gather(*parts)
     finally:
         if redis_child is not None:
             redis_child[0].terminate()
             redis_child[0].wait(timeout=10)
     return EXIT_OK
+
+
+async def _restarting(name: str, start: Callable[[], Awaitable[Any]], stop: asyncio.Event) -> None:
+    """A bot that fails (Telegram or Discord unreachable at start, say) is started again with backoff,
+    so one platform's outage neither stops the others nor leaves that bot dead until a restart."""
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            await start()
+            return
+        except Exception:  # noqa: BLE001 - report, wait, try again
+            log.exception("%s bot stopped with an error; starting it again in %.0f s", name, backoff)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=backoff)
+        backoff = min(backoff * 2, 60.0)
 
 
 async def _logged(name: str, part: Awaitable[Any]) -> None:

@@ -60,3 +60,34 @@ async def test_up_serves_telegram_and_discord_in_one_process(redis_url, comfy_fa
     assert "bots enabled: telegram, discord" in log
     assert "Traceback" not in log, log[-3000:]
     assert telegram.token not in log  # the bot token never reaches the logs
+
+
+async def test_up_starts_a_bot_again_when_its_platform_was_unreachable(redis_url, comfy_fake, photo_bytes, tmp_path):
+    from tests.support.redis_server import free_port
+
+    telegram = FakeTelegram(port=free_port())  # not listening yet: Telegram is "down" when up starts
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DISCORD_", "REDIS_", "COMFYUI_"))}
+    env.update(PYTHONPATH=str(REPO_ROOT), REDIS_URL=redis_url, COMFYUI_URL=comfy_fake.url, BLOCK_MS="200",
+               TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_BASE=telegram.api_base,
+               TELEGRAM_FILE_BASE=telegram.file_base)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "backend.cli", "up", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await asyncio.sleep(2)  # the first start fails; up keeps running and tries again
+        assert process.returncode is None
+        await telegram.start()
+        await telegram.wait_call("getUpdates", timeout=30)
+        await ChatUser(telegram).send_photo(photo_bytes)
+        [document] = await telegram.wait_call("sendDocument", timeout=30)
+        assert tinted(document.files["document"])
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+        await telegram.stop()
+    log = output.decode(errors="replace")
+    assert process.returncode == 0, log[-3000:]
+    assert "telegram bot stopped with an error; starting it again" in log
+    assert telegram.token not in log
