@@ -19,6 +19,11 @@ def delivered(task_id: str) -> str:
     return f"delivered:{task_id}"
 
 
+def send_rounds(task_id: str) -> str:
+    """How many times a notifier has tried to deliver this result (the notifier's poison counter)."""
+    return f"repairbot:send_rounds:{task_id}"
+
+
 def cancelled(task_id: str) -> str:
     return f"repairbot:cancel:{task_id}"
 

@@ -28,7 +28,6 @@ from backend.tasks import Event, MalformedRecord, Result
 log = logging.getLogger(__name__)
 
 SILENT_PLATFORMS = ("cli",)
-MAINTENANCE_EVERY_S = 10.0
 
 
 class SendRetry(Exception):
@@ -153,12 +152,13 @@ class Notifier:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        maintain_every = max(0.5, min(10.0, self.settings.min_idle_ms / 3000))  # well within min_idle
         next_maintenance = 0.0
         backoff = self.settings.retry_backoff_s
         while not self._stopping.is_set():
             try:
                 if loop.time() >= next_maintenance:
-                    next_maintenance = loop.time() + MAINTENANCE_EVERY_S
+                    next_maintenance = loop.time() + maintain_every
                     await self._maintain()
                 self._slot_freed.clear()
                 free = self.concurrency - len(self._inflight)
@@ -263,7 +263,11 @@ class Notifier:
                 self._warned_missing.add(name)
                 log.warning("no %s sender here (token unset?): its results wait for a notifier that has one", name)
             return
-        if entry.deliveries > self.settings.max_deliveries:
+        # Counted per real delivery round, not per XPENDING delivery: a notifier without this platform's
+        # sender also takes the entry now and then (XAUTOCLAIM), and that must not use up its chances.
+        rounds = await self.redis.incr(keys.send_rounds(result.task_id))
+        await self.redis.expire(keys.send_rounds(result.task_id), self.settings.delivered_ttl_s)
+        if rounds > self.settings.max_deliveries:
             await self.group.dead_letter(entry, reason="delivery failed too many times")
             return
         async with self._one_at_a_time(result.task_id):

@@ -292,11 +292,11 @@ class ConsumerGroup:
             return
         floor: tuple[int, int] | None = None
         for info in groups:
+            needed = _text(info.get("last-delivered-id") or "0-0")
             if int(info.get("pending") or 0):
                 summary = await self._bounded(self.redis.xpending(stream, _text(info["name"])))
-                needed = _text(summary["min"])
-            else:
-                needed = _text(info.get("last-delivered-id") or "0-0")
+                if summary.get("min"):  # it may have emptied since XINFO
+                    needed = _text(summary["min"])
             ms, _, seq = needed.partition("-")
             point = (int(ms), int(seq or 0))
             floor = point if floor is None or point < floor else floor
