@@ -121,7 +121,3 @@ class Settings(BaseSettings):
     def slots_per_instance(self) -> int:
         """Prompts one ComfyUI instance holds at once: the running ones plus `prefetch` waiting."""
         return max(1, self.worker_concurrency) + max(0, self.prefetch)
-
-
-def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)
