@@ -1,6 +1,6 @@
 """aiohttp client for one ComfyUI instance: HTTP calls plus one WebSocket routed by prompt_id.
 
-Why it looks the way it does (see /work/shared/comfyui/PROTOCOL.md):
+Why it looks the way it does (see docs/comfyui-protocol.md):
 - We choose the prompt_id ourselves and register a waiter before POST /prompt, because the
   socket can deliver a prompt's first events before the HTTP answer arrives.
 - The end of a prompt is `executing` with `node: null` for our prompt_id; the outcome is then read

@@ -34,7 +34,7 @@ from backend.services import Services  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from tests.support.redis_server import RedisServer, free_port  # noqa: E402
 
-PHOTO = ROOT.parent / "shared" / "photos" / "astronaut_gray.jpg"
+PHOTO = ROOT / "tests" / "data" / "photos" / "astronaut_gray.jpg"
 
 
 def wait_for_port(port: int, timeout: float = 20) -> None:

@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 from backend.settings import Settings
 from tests.support.redis_server import RedisServer
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-PHOTOS = SHARED / "photos"
+DATA = Path(__file__).resolve().parent / "data"
+PHOTOS = DATA / "photos"
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """A local stand-in for Discord: the REST API, the CDN and the gateway, enough for repairbot's bot.
 
 The real discord.py talks to it once `discord.http.Route.BASE` is `fake.api_base` and
-`DiscordWebSocket.DEFAULT_GATEWAY` is `fake.gateway_url` (see /work/shared/TESTING-BOTS.md).
+`DiscordWebSocket.DEFAULT_GATEWAY` is `fake.gateway_url` (no Client option sets the host; those two
+process-global class attributes are read whenever a route or the gateway connection is made).
 Every REST request is recorded as a `Call` with its decoded JSON (or `payload_json`) and uploaded
 file bytes; tests push interactions through the gateway and assert on the calls. Failure modes are
 switched on per test: 429 with `retry_after`, expired interaction tokens, channels and DMs the bot

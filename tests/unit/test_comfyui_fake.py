@@ -1,4 +1,4 @@
-"""The ComfyUI fake against the recordings of the real server (shared/comfyui/recordings)."""
+"""The ComfyUI fake against the recordings of the real server (tests/data/comfyui/recordings)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "comfyui" / "recordings"
+RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "comfyui" / "recordings"
 BASIC_WORKFLOW = json.loads((RECORDINGS / "01_basic_success.json").read_text())["workflow"]
 
 

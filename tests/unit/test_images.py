@@ -20,7 +20,7 @@ Hostile inputs covered, each with the exact error code expected:
 Awkward but valid inputs normalised to 8-bit RGB PNG without metadata: CMYK JPEG, 16-bit grey PNG
 (scaled, not clipped), 16-bit TIFF, palette PNG with transparency, RGBA, LA, 1-bit, animated GIF and
 APNG (first frame), multi-picture JPEG (MPO), EXIF orientation 6 (dimensions swapped), PNG carrying
-text, EXIF and an ICC profile; TIFF, WEBP and BMP accepted; the real photos in /work/shared/photos.
+text, EXIF and an ICC profile; TIFF, WEBP and BMP accepted; the real photos in tests/data/photos.
 Also: finalize_output strips a "prompt" text chunk and EXIF, side_by_side dimensions, fit_for_upload
 gets under the limit, telegram_photo_ok boundaries, Pillow's own bomb limit never overriding ours.
 """

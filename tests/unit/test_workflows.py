@@ -9,7 +9,7 @@ from backend.errors import Refused
 from backend.settings import REPO_ROOT
 from backend.workflows import WorkflowError, Workflows, check_against_object_info
 
-SHARED_OBJECT_INFO = REPO_ROOT.parent / "shared" / "comfyui" / "object_info.json"
+RECORDED_OBJECT_INFO = REPO_ROOT / "tests" / "data" / "comfyui" / "object_info.json"
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +56,13 @@ def test_unknown_mode_is_refused(shipped):
 
 
 def test_shipped_modes_pass_against_recorded_object_info(shipped):
-    object_info = json.loads(SHARED_OBJECT_INFO.read_text())
+    object_info = json.loads(RECORDED_OBJECT_INFO.read_text())
     for mode in shipped.modes.values():
         assert check_against_object_info(mode, object_info) == []
 
 
 def test_object_info_check_reads_both_combo_encodings(shipped):
-    object_info = json.loads(SHARED_OBJECT_INFO.read_text())
+    object_info = json.loads(RECORDED_OBJECT_INFO.read_text())
     checkpoint = object_info["DDColor_Colorize"]["input"]["required"]["checkpoint"]
     object_info["DDColor_Colorize"]["input"]["required"]["checkpoint"] = ["COMBO", {"options": checkpoint[0]}]
     assert check_against_object_info(shipped.get("person"), object_info) == []

@@ -1,7 +1,7 @@
 """FakeComfyUI: the HTTP routes, the in-memory file store, and the test-facing knobs.
 
-Routes, status codes, content types and bodies follow the recordings in
-/work/shared/comfyui/recordings. Every route is also served under /api.
+Routes, status codes, content types and bodies follow the recordings of a real server in
+tests/data/comfyui/recordings (what they show: docs/comfyui-protocol.md). Every route is also served under /api.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.fakes.comfyui.executor import Executor, QueueItem
 from tests.fakes.comfyui.hub import SERVER_FEATURES, WebSocketHub
 from tests.fakes.comfyui.validation import PromptValidator
 
-DEFAULT_OBJECT_INFO = Path(__file__).resolve().parents[4] / "shared" / "comfyui" / "object_info.json"
+DEFAULT_OBJECT_INFO = Path(__file__).resolve().parents[2] / "data" / "comfyui" / "object_info.json"
 FILE_KINDS = ("input", "temp", "output")
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 SYSTEM_STATS = {
