@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     notifiers_group: str = "notifiers"
     events_maxlen: int = 5000
     redis_socket_timeout_s: float = 10.0
+    redis_max_connections: int = 64
+    redis_pool_timeout_s: float = 20.0
 
     # ComfyUI instances and workflows.
     comfyui_url: CommaStrs = Field(default_factory=lambda: ["http://127.0.0.1:8188"])
