@@ -217,7 +217,7 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
         start_id = await _last_result_id(services, settings)
         try:
             submitted = await services.intake.submit(
-                data, mode=args.mode, reply={"platform": "cli"}, user=f"cli:{_local_user()}", exempt=True
+                data, mode=args.mode or settings.default_mode, reply={"platform": "cli"}, user=f"cli:{_local_user()}", exempt=True
             )
         except Refused as exc:
             print(f"{exc.user_message()} [{exc.code}]", file=sys.stderr)
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("discord", help="run the Discord bot alone")
     submit = sub.add_parser("submit", help="queue a photo from the command line")
     submit.add_argument("path")
-    submit.add_argument("--mode", default="person")
+    submit.add_argument("--mode", default=None, help="a mode of workflows/modes.toml (default: DEFAULT_MODE)")
     submit.add_argument("--wait", action="store_true", help="wait for the result and save it")
     submit.add_argument("--out", help="where to write the colorized image (with --wait)")
     submit.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (with --wait)")

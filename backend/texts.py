@@ -7,6 +7,7 @@ stable error codes of `backend.errors`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 CATALOG: dict[str, dict[str, str]] = {
@@ -22,11 +23,11 @@ CATALOG: dict[str, dict[str, str]] = {
         "rate_limited": "You've reached {limit} photos this hour. Please try again a bit later.",
         "queue_full": "We're very busy right now. Please try again in a few minutes.",
         "paused": "Colorizing is paused for maintenance. Please try again a little later.",
-        "unknown_mode": "I don't know that mode. Please choose person or building.",
+        "unknown_mode": "I don't know that mode. Please choose one of: {modes}.",
         "bad_params": "Those settings aren't allowed. Please send the photo without them.",
         # Failures after intake.
         "comfyui_rejected": "Sorry, this photo couldn't be processed. Please try another photo or mode.",
-        "comfyui_failed": "Sorry, colorizing this photo failed. Please try again or pick the other mode.",
+        "comfyui_failed": "Sorry, colorizing this photo failed. Please try again or pick another mode.",
         "output_invalid": "Sorry, the colorized image came out broken. Please try again.",
         "timeout": "Sorry, this photo took too long to colorize. Please try again later.",
         "too_many_attempts": "Sorry, this photo failed several times. Our admins have been told; please try another one.",
@@ -44,24 +45,21 @@ CATALOG: dict[str, dict[str, str]] = {
         "done": "Done.",
         "result_caption": "Colorized ({mode}) in {seconds} s.",
         "downscaled_note": "The full image was too large to upload, so this is a smaller copy.",
-        "mode_person": "person",
-        "mode_building": "building",
-        "mode_preview": "preview",
         "button_cancel": "Cancel",
-        "button_other_mode": "Other mode",
+        "button_other_mode": "Try {mode}",
         "button_compare": "Compare",
         "compare_caption": "Before / after",
         "compare_unavailable": "Sorry, the original photo is no longer available for a comparison.",
         "nothing_to_cancel": "You have nothing waiting to cancel.",
-        "cancelled_count": "Cancelled {count} photo(s).",
+        "cancelled_count_one": "Cancelled 1 photo.",
+        "cancelled_count_other": "Cancelled {count} photos.",
         "mode_set": "Your default mode is now {mode}.",
-        "mode_usage": "Use /mode person or /mode building.",
+        "mode_usage": "Your default mode is {mode}. Pick another below, or use /mode <name> ({modes}).",
         "not_allowed": "Sorry, you're not allowed to do that.",
         "start": "Hi! Send me an old black-and-white photo and I'll send it back in color.",
         "help": (
             "Send a black-and-white photo (as a photo, or as a file for full resolution) and I'll colorize it.\n"
-            "Modes: person (portraits, the default) and building (streets, landscapes). Put the mode in the "
-            "caption or set your default with /mode person|building.\n"
+            "Modes:\n{modes}\nPut a mode's name in the caption, or set your default with /mode.\n"
             "Limits: up to {max_mb} MB and {max_mp} megapixels per image, {active} photos at a time, "
             "{hourly} per hour.\n"
             "/cancel stops your waiting photos."
@@ -76,7 +74,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "comfyui_unavailable": "Sorry, the colorizer is unavailable right now. Please try again in a few minutes.",
         "cmd_colorize": "Colorize an old black-and-white photo",
         "cmd_colorize_image": "The photo to colorize",
-        "cmd_colorize_mode": "person (portraits) or building (streets, landscapes)",
+        "cmd_colorize_mode": "How to colorize it (default: your /mode)",
         "cmd_colorize_private": "Only you see the answer",
         "cmd_colorize_menu": "Colorize photo",
         "photo_part": "Photo {index} of {count}: ",
@@ -94,7 +92,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "rate_limited": "您本小时已发送 {limit} 张照片。请稍后再试。",
         "queue_full": "现在非常繁忙。请几分钟后再试。",
         "paused": "上色服务正在维护中暂停。请稍后再试。",
-        "unknown_mode": "不认识这个模式。请选择 person（人物）或 building（建筑）。",
+        "unknown_mode": "不认识这个模式。请选择：{modes}。",
         "bad_params": "不允许这些设置。请不带设置重新发送照片。",
         "comfyui_rejected": "抱歉，这张照片无法处理。请换一张照片或换一种模式。",
         "comfyui_failed": "抱歉，这张照片上色失败。请重试或选择另一种模式。",
@@ -114,24 +112,20 @@ CATALOG: dict[str, dict[str, str]] = {
         "done": "完成。",
         "result_caption": "已上色（{mode}），用时 {seconds} 秒。",
         "downscaled_note": "原图太大无法上传，这是缩小后的版本。",
-        "mode_person": "人物",
-        "mode_building": "建筑",
-        "mode_preview": "预览",
         "button_cancel": "取消",
-        "button_other_mode": "换个模式",
+        "button_other_mode": "试试{mode}",
         "button_compare": "对比",
         "compare_caption": "上色前 / 上色后",
         "compare_unavailable": "抱歉，原始照片已不可用，无法对比。",
         "nothing_to_cancel": "您没有等待中的照片。",
-        "cancelled_count": "已取消 {count} 张照片。",
+        "cancelled_count_other": "已取消 {count} 张照片。",
         "mode_set": "您的默认模式已设为 {mode}。",
-        "mode_usage": "请使用 /mode person 或 /mode building。",
+        "mode_usage": "您的默认模式是{mode}。可在下方选择其他模式，或使用 /mode <名称>（{modes}）。",
         "not_allowed": "抱歉，您无权执行此操作。",
         "start": "您好！发送一张黑白老照片，我会把它变成彩色的发回给您。",
         "help": (
             "发送一张黑白照片（以照片或文件形式发送可保留原始分辨率），我会为它上色。\n"
-            "模式：person（人物，默认）和 building（建筑、风景）。可在说明文字中写模式，"
-            "或用 /mode person|building 设置默认模式。\n"
+            "模式：\n{modes}\n可在说明文字中写模式名称，或用 /mode 设置默认模式。\n"
             "限制：每张图片最大 {max_mb} MB、{max_mp} 百万像素，同时最多 {active} 张，每小时 {hourly} 张。\n"
             "/cancel 取消您等待中的照片。"
         ),
@@ -145,7 +139,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "comfyui_unavailable": "抱歉，上色服务暂时不可用。请几分钟后再试。",
         "cmd_colorize": "为黑白老照片上色",
         "cmd_colorize_image": "要上色的照片",
-        "cmd_colorize_mode": "person（人像）或 building（街景、风景）",
+        "cmd_colorize_mode": "上色方式（默认：您的 /mode 设置）",
         "cmd_colorize_private": "只有您能看到回复",
         "cmd_colorize_menu": "为照片上色",
         "photo_part": "第 {index}/{count} 张：",
@@ -155,6 +149,12 @@ CATALOG: dict[str, dict[str, str]] = {
 }
 
 LANGUAGES = tuple(CATALOG)
+log = logging.getLogger(__name__)
+
+
+def has(key: str) -> bool:
+    """Whether `key` (or its plural forms) is in the English catalog."""
+    return key in CATALOG["en"] or f"{key}_other" in CATALOG["en"]
 
 
 def pick_lang(code: str | None) -> str:
@@ -164,10 +164,27 @@ def pick_lang(code: str | None) -> str:
     return "en"
 
 
+def _plural(key: str, table: dict[str, str], count: Any) -> str:
+    """`key_one` for one where the language has it, else `key_other` (Chinese has no plural forms)."""
+    if count == 1 and f"{key}_one" in table:
+        return f"{key}_one"
+    return f"{key}_other"
+
+
 def text(key: str, lang: str | None = "en", **values: Any) -> str:
-    """The sentence for `key` in `lang`, English when the language or the key is missing."""
+    """The sentence for `key` in `lang`, English when the language lacks it.
+
+    A key with plural forms (`key_one`, `key_other`) picks one by `count`. A key missing from the
+    catalog logs an error and shows the generic apology; tests/unit/test_catalog.py keeps that from
+    reaching a user by checking every key the code uses.
+    """
     table = CATALOG.get(pick_lang(lang), CATALOG["en"])
-    template = table.get(key) or CATALOG["en"].get(key) or CATALOG["en"]["error_generic"]
+    if key not in CATALOG["en"] and f"{key}_other" in CATALOG["en"]:
+        key = _plural(key, table if f"{key}_other" in table else CATALOG["en"], values.get("count"))
+    template = table.get(key) or CATALOG["en"].get(key)
+    if template is None:
+        log.error("catalog has no text for %r", key)
+        template = CATALOG["en"]["error_generic"]
     try:
         return template.format(**values)
     except (KeyError, IndexError):

@@ -58,12 +58,25 @@ class Param:
 
 @dataclass(frozen=True)
 class Mode:
+    """One manifest entry: the template and its parameters, and what chat users see of it."""
+
     name: str
     template: dict[str, Any]
     input_node: str
     output_node: str
     description: str = ""
     params: dict[str, Param] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # language -> short name shown in chat
+    descriptions: dict[str, str] = field(default_factory=dict)  # language -> what the mode is for
+    caption_words: tuple[str, ...] = ()
+    choosable: bool = False
+
+    def label(self, lang: str = "en") -> str:
+        """The mode's name in `lang`, English when untranslated, its key when unlabelled."""
+        return self.labels.get(lang) or self.labels.get("en") or self.name
+
+    def describe(self, lang: str = "en") -> str:
+        return self.descriptions.get(lang) or self.descriptions.get("en") or self.description
 
     def check_params(self, requested: dict[str, Any] | None) -> dict[str, Any]:
         """Only whitelisted parameters, each within its limits."""
@@ -154,7 +167,27 @@ def _load_mode(name: str, entry: dict[str, Any], folder: Path) -> Mode:
         except Refused as exc:
             raise WorkflowError(f"mode {name}: default of {param_name} breaks its limits: {exc.detail}") from exc
         params[param_name] = param
-    return Mode(name, template, input_node, output_node, str(entry.get("description", "")), params)
+    labels = _per_language(name, "label", entry.get("label"))
+    descriptions = _per_language(name, "description", entry.get("description"))
+    words = entry.get("caption_words", [])
+    if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
+        raise WorkflowError(f"mode {name}: caption_words must be a list of words")
+    choosable = entry.get("choosable", False)
+    if not isinstance(choosable, bool):
+        raise WorkflowError(f"mode {name}: choosable must be true or false")
+    return Mode(name, template, input_node, output_node, descriptions.get("en", ""), params, labels=labels,
+                descriptions=descriptions, caption_words=tuple(w.strip().lower() for w in words), choosable=choosable)
+
+
+def _per_language(name: str, what: str, value: Any) -> dict[str, str]:
+    """`label = "x"` (English) or `label = { en = "x", zh = "y" }`."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"en": value}
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return dict(value)
+    raise WorkflowError(f"mode {name}: {what} must be text or a table of languages")
 
 
 class Workflows:
@@ -182,12 +215,47 @@ class Workflows:
     def get(self, name: str) -> Mode:
         mode = self.modes.get(name)
         if mode is None:
-            raise Refused("unknown_mode", detail=f"no mode {name!r}")
+            raise Refused("unknown_mode", detail=f"no mode {name!r}", modes=self._names_to_choose())
         return mode
 
     @property
     def names(self) -> list[str]:
         return list(self.modes)
+
+    @property
+    def choosable(self) -> list[Mode]:
+        """The modes users may pick in chat, in manifest order."""
+        return [mode for mode in self.modes.values() if mode.choosable]
+
+    def choosable_mode(self, name: str) -> Mode:
+        """A mode a chat user may pick; Refused("unknown_mode") for any other name."""
+        mode = self.modes.get(name)
+        if mode is None or not mode.choosable:
+            raise Refused("unknown_mode", detail=f"no choosable mode {name!r}", modes=self._names_to_choose())
+        return mode
+
+    def _names_to_choose(self) -> str:
+        return ", ".join(mode.name for mode in self.choosable) or ", ".join(self.modes)
+
+    def others(self, name: str) -> list[Mode]:
+        """What "Other mode" offers after `name`: every other mode users may choose."""
+        return [mode for mode in self.choosable if mode.name != name]
+
+    def from_words(self, words: str | None) -> str | None:
+        """The choosable mode a caption or command argument names (its key, label or a caption word)."""
+        if not words:
+            return None
+        lowered = words.lower()
+        tokens = set(lowered.split())
+        for mode in self.choosable:
+            names = {mode.name.lower(), *(label.lower() for label in mode.labels.values())}
+            if tokens & names or any(word in lowered for word in mode.caption_words):
+                return mode.name
+        return None
+
+    def labels(self, lang: str) -> str:
+        """The choosable modes as one readable list, for help and refusals ("person, building")."""
+        return ("、" if lang == "zh" else ", ").join(mode.label(lang) for mode in self.choosable)
 
 
 def _allowed_values(spec: Any) -> list[Any] | None:

@@ -18,7 +18,7 @@ from backend.services import Services
 from backend.tasks import MalformedRecord, Result
 from backend.texts import text
 from bots.discord.commands import refuse
-from bots.discord.messages import COMPARE_PREFIX, OTHER_MODE_PREFIX, ResultImage, other_mode
+from bots.discord.messages import COMPARE_PREFIX, OTHER_MODE_PREFIX, ResultImage
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,11 @@ async def stored_result(services: Services, task_id: str) -> Result | None:
         return None
 
 
-async def other_mode_pressed(services: Services, interaction: discord.Interaction, task_id: str) -> None:
-    """The same photo again in the other mode; only its owner may ask."""
+async def other_mode_pressed(services: Services, interaction: discord.Interaction, pressed: str) -> None:
+    """The same photo again in the mode the button names (`<task>:<mode>`; the first other mode users may
+    choose for older buttons without one); only its owner may ask."""
     lang, user = lang_of(interaction), user_key(interaction.user.id)
+    task_id, _, mode = pressed.partition(":")
     result = await stored_result(services, task_id)
     if result is None or not result.input:
         await refuse(interaction, Refused("input_expired"), lang, deferred_ephemeral=True)
@@ -62,7 +64,11 @@ async def other_mode_pressed(services: Services, interaction: discord.Interactio
     private = bool(result.reply.get("private"))
     await interaction.response.defer(thinking=True, ephemeral=private)
     try:
-        submitted = await services.intake.resubmit(result.input, mode=other_mode(result.mode),
+        others = services.workflows.others(result.mode)
+        chosen = services.workflows.choosable_mode(mode) if mode else others[0] if others else None
+        if chosen is None:
+            raise Refused("unknown_mode", modes=services.workflows.labels(lang))
+        submitted = await services.intake.resubmit(result.input, mode=chosen.name,
                                                    reply=reply_for(interaction, private=private), user=user,
                                                    exempt=is_admin(interaction, services.settings))
     except Refused as refusal:

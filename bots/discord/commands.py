@@ -17,7 +17,7 @@ from backend.errors import Refused
 from backend.intake import Intake, Submitted
 from backend.services import Services
 from backend.texts import text
-from bots.discord.messages import USER_MODES
+from backend.workflows import Mode
 from bots.discord.translations import localized
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
 
@@ -29,11 +29,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", "
 
 
 def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> None:
-    modes = [app_commands.Choice(name=mode, value=mode) for mode in USER_MODES if mode in services.workflows]
+    modes = [app_commands.Choice(name=mode_choice(mode), value=mode.name) for mode in services.workflows.choosable]
 
     @tree.command(name="colorize", description=localized("Colorize an old black-and-white photo", "cmd_colorize"))
     @app_commands.describe(image=localized("The photo to colorize", "cmd_colorize_image"),
-                           mode=localized("person (portraits) or building (streets, landscapes)", "cmd_colorize_mode"),
+                           mode=localized("How to colorize it (default: your /mode)", "cmd_colorize_mode"),
                            private=localized("Only you see the answer", "cmd_colorize_private"))
     @app_commands.choices(mode=modes)
     async def colorize(interaction: discord.Interaction, image: discord.Attachment, mode: str | None = None,
@@ -50,6 +50,12 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
         photos = [a for a in message.attachments if looks_like_image(a)][:MAX_IMAGES_PER_MESSAGE]
         mode = await services.intake.default_mode(user_key(interaction.user.id))
         await queue_photos(services.intake, interaction, photos, mode=mode, private=False)
+
+
+def mode_choice(mode: Mode) -> app_commands.locale_str:
+    """A /colorize mode choice named by the manifest in English, and in Chinese for Chinese clients."""
+    return app_commands.locale_str(f"{mode.label('en')} ({mode.describe('en')})"[:100],
+                                   translated={"zh": f"{mode.label('zh')}（{mode.describe('zh')}）"[:100]})
 
 
 async def queue_photos(intake: Intake, interaction: discord.Interaction, photos: list[discord.Attachment], *,

@@ -1,7 +1,8 @@
 """What a finished task looks like in Discord: the image, an embed (mode, time taken) and two buttons.
 
-The buttons carry only the task id in their custom_id (`repairbot:other:<id>`, `repairbot:compare:<id>`);
-the bot looks the task up when one is pressed, so they keep working after a restart.
+The buttons carry the task id in their custom_id (`repairbot:other:<id>:<mode>`, one per other mode users
+may choose in the manifest, and `repairbot:compare:<id>`); the bot looks the task up when one is
+pressed, so they keep working after a restart.
 """
 
 from __future__ import annotations
@@ -14,28 +15,25 @@ import discord
 
 from backend import images
 from backend.tasks import Result
-from backend.texts import CATALOG, text
+from backend.texts import text
+from backend.workflows import Workflows
 
-USER_MODES = ("person", "building")
 OTHER_MODE_PREFIX = "repairbot:other:"
 COMPARE_PREFIX = "repairbot:compare:"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def mode_label(mode: str, lang: str) -> str:
-    key = f"mode_{mode}"
-    return text(key, lang) if key in CATALOG["en"] else mode
+def mode_label(workflows: Workflows | None, mode: str, lang: str) -> str:
+    """The manifest's label for `mode` in `lang` (the bare name without a manifest)."""
+    return workflows.get(mode).label(lang) if workflows is not None and mode in workflows else mode
 
 
-def other_mode(mode: str) -> str:
-    """The mode the "Other mode" button switches to."""
-    return next((m for m in USER_MODES if m != mode), USER_MODES[0])
-
-
-def result_view(task_id: str, lang: str) -> discord.ui.View:
+def result_view(task_id: str, lang: str, workflows: Workflows | None = None, mode: str = "") -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(discord.ui.Button(label=text("button_other_mode", lang), style=discord.ButtonStyle.primary,
-                                    custom_id=OTHER_MODE_PREFIX + task_id))
+    for other in workflows.others(mode) if workflows is not None else []:
+        view.add_item(discord.ui.Button(label=text("button_other_mode", lang, mode=other.label(lang)),
+                                        style=discord.ButtonStyle.primary,
+                                        custom_id=f"{OTHER_MODE_PREFIX}{task_id}:{other.name}"[:100]))
     view.add_item(discord.ui.Button(label=text("button_compare", lang), style=discord.ButtonStyle.secondary,
                                     custom_id=COMPARE_PREFIX + task_id))
     return view
@@ -60,9 +58,9 @@ class ResultImage:
         return discord.File(io.BytesIO(self.data), filename=self.filename)
 
 
-def result_embed(result: Result, image: ResultImage, lang: str) -> discord.Embed:
+def result_embed(result: Result, image: ResultImage, lang: str, workflows: Workflows | None = None) -> discord.Embed:
     seconds = round(result.run_ms / 1000, 1)
-    embed = discord.Embed(description=text("result_caption", lang, mode=mode_label(result.mode, lang),
+    embed = discord.Embed(description=text("result_caption", lang, mode=mode_label(workflows, result.mode, lang),
                                            seconds=seconds), colour=discord.Colour.teal())
     embed.set_image(url=f"attachment://{image.filename}")
     if image.downscaled:

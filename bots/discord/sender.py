@@ -25,6 +25,7 @@ from backend.notifier import SendPermanent, SendRetry
 from backend.settings import Settings
 from backend.tasks import Event, Result, user_lang
 from backend.texts import text
+from backend.workflows import Workflows
 from bots.discord.endpoints import bot_token, point_at
 from bots.discord.messages import ResultImage, failure_text, result_embed, result_view
 from bots.discord.replies import DEFAULT_UPLOAD_LIMIT, token_alive, upload_limit
@@ -64,6 +65,7 @@ class DiscordSender:
     def __init__(self, settings: Settings, blobs: BlobStore, *, progress_every_s: float = PROGRESS_EVERY_S,
                  clock: Callable[[], float] = time.monotonic):
         self.settings = settings
+        self.workflows = Workflows.load(settings.workflows_dir)  # mode labels and the other modes to offer
         self.blobs = blobs
         self.progress_every_s = progress_every_s
         self.clock = clock
@@ -134,9 +136,9 @@ class DiscordSender:
             chosen = standard_image if outside_interaction else image
             return {
                 "content": f"<@{user_id}>" if mention else None,
-                "embed": result_embed(result, chosen, lang),
+                "embed": result_embed(result, chosen, lang, self.workflows),
                 "file": chosen.file(),
-                "view": result_view(result.task_id, lang),
+                "view": result_view(result.task_id, lang, self.workflows, result.mode),
                 "allowed_mentions": mentions,
             }
 

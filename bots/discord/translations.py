@@ -17,10 +17,13 @@ CHINESE = (Locale.chinese, Locale.taiwan_chinese)
 class CatalogTranslator(app_commands.Translator):
     async def translate(self, string: app_commands.locale_str, locale: Locale,
                         context: app_commands.TranslationContextTypes) -> str | None:
-        key = string.extras.get("key")
-        if locale not in CHINESE or key not in CATALOG["zh"]:
+        if locale not in CHINESE:
             return None
-        return text(key, "zh")
+        translated = string.extras.get("translated") or {}
+        if "zh" in translated:  # manifest texts (mode choices) carry their own translation
+            return translated["zh"]
+        key = string.extras.get("key")
+        return text(key, "zh") if key in CATALOG["zh"] else None
 
 
 def localized(default: str, key: str) -> app_commands.locale_str:

@@ -31,13 +31,13 @@ MAX_PARALLEL_DOWNLOADS = 8  # photos of up to 20 MB each: bounded, so a burst ca
 PUBLIC_COMMANDS = [
     BotCommand("start", "What this bot does"),
     BotCommand("help", "Modes and limits"),
-    BotCommand("mode", "Set your default mode: person or building"),
+    BotCommand("mode", "Show or choose your default mode"),
     BotCommand("cancel", "Cancel your waiting photos"),
 ]
 PUBLIC_COMMANDS_ZH = [
     BotCommand("start", "这个机器人能做什么"),
     BotCommand("help", "模式和限制"),
-    BotCommand("mode", "设置默认模式：person 或 building"),
+    BotCommand("mode", "查看或选择默认模式"),
     BotCommand("cancel", "取消等待中的照片"),
 ]
 NEW = filters.UpdateType.MESSAGE  # not edits (a fixed caption must not queue the photo again), not channel posts

@@ -23,8 +23,7 @@ from backend.intake import Submitted
 from backend.services import Services
 from backend.texts import pick_lang, text
 from bots.telegram import albums
-from bots.telegram.captions import mode_from_caption
-from bots.telegram.keyboards import Button, cancel_markup, parse
+from bots.telegram.keyboards import Button, cancel_markup, mode_markup, parse
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
              "status_message_id": status.message_id, "lang": asker.lang}
     try:
         data = await download(message, file_id, downloads)
-        mode = mode_from_caption(message.caption) or await services.intake.default_mode(asker.user)
+        mode = services.workflows.from_words(message.caption) or await services.intake.default_mode(asker.user)
         submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user, exempt=asker.exempt)
     except Refused as refusal:
         await status.edit_text(refusal.user_message(asker.lang))
@@ -160,7 +159,7 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
     status = await first.reply_text(text("received", asker.lang), do_quote=True)
     redis, ttl = services.redis, services.settings.blob_ttl_s
     await albums.open_album(redis, first.chat_id, status.message_id, len(usable), ttl)
-    caption_mode = next((mode_from_caption(m.caption) for m in group if mode_from_caption(m.caption)), None)
+    caption_mode = next(filter(None, (services.workflows.from_words(m.caption) for m in group)), None)
     mode = caption_mode or await services.intake.default_mode(asker.user)
     queued: list[Submitted] = []
     refused: dict[str, Message] = {}  # each distinct refusal is said once, under the first photo it hit
@@ -218,6 +217,8 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     elif button.action == "compare":
         await query.answer()
         await send_comparison(query.message, button, asker, services)
+    elif button.action == "set_mode":
+        await choose_mode(query.message, button.mode, asker, services, query=query)
 
 
 async def cancel_from_button(button: Button, chat_id: int, asker: Asker, services: Services) -> int:
@@ -265,9 +266,11 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The modes and the limits, from the settings."""
-    s = services_of(context).settings
+    services, asker = services_of(context), asker_of(update, context)
+    s = services.settings
+    modes = "\n".join(f"• {mode.label(asker.lang)}: {mode.describe(asker.lang)}" for mode in services.workflows.choosable)
     await update.effective_message.reply_text(text(
-        "help", asker_of(update, context).lang,
+        "help", asker.lang, modes=modes,
         max_mb=min(s.max_image_bytes, BOT_API_DOWNLOAD_LIMIT) // MB, max_mp=max(1, s.max_image_pixels // 1_000_000),
         active=s.user_max_active, hourly=s.user_max_per_hour,
     ))
@@ -282,14 +285,42 @@ async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 
 
 async def mode_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """`/mode person|building` sets the user's default mode."""
-    asker = asker_of(update, context)
-    mode = mode_from_caption(" ".join(context.args or ()))
-    if mode is None:
-        await update.effective_message.reply_text(text("mode_usage", asker.lang))
+    """`/mode <name>` sets the user's default mode; `/mode` alone (or an unknown name) shows the current
+    one with a button per mode users may choose, all from the manifest."""
+    asker, services = asker_of(update, context), services_of(context)
+    words = " ".join(context.args or ())
+    mode = services.workflows.from_words(words)
+    if mode is not None:
+        await choose_mode(update.effective_message, mode, asker, services)
         return
-    await services_of(context).intake.set_default_mode(asker.user, mode)
-    await update.effective_message.reply_text(text("mode_set", asker.lang, mode=text(f"mode_{mode}", asker.lang)))
+    current = services.workflows.get(await services.intake.default_mode(asker.user))
+    lines = [] if not words else [text("unknown_mode", asker.lang, modes=services.workflows.labels(asker.lang))]
+    lines.append(text("mode_usage", asker.lang, mode=current.label(asker.lang),
+                      modes=services.workflows.labels(asker.lang)))
+    await update.effective_message.reply_text(
+        "\n".join(lines), reply_markup=mode_markup(services.workflows.choosable, current.name, asker.lang))
+
+
+async def choose_mode(message: Message, mode: str, asker: Asker, services: Services, *, query: Any = None) -> None:
+    """Set the default mode (typed or pressed); a pressed keyboard is updated to show the new choice."""
+    try:
+        chosen = services.workflows.choosable_mode(mode)
+    except Refused as refusal:
+        sentence = text(refusal.code, asker.lang, modes=services.workflows.labels(asker.lang))
+        if query is not None:
+            await query.answer(sentence)
+        else:
+            await message.reply_text(sentence)
+        return
+    await services.intake.set_default_mode(asker.user, chosen.name)
+    sentence = text("mode_set", asker.lang, mode=chosen.label(asker.lang))
+    if query is None:
+        await message.reply_text(sentence)
+        return
+    await query.answer(sentence)
+    with contextlib.suppress(BadRequest):  # unchanged when the same mode was pressed again
+        await message.edit_text(sentence, reply_markup=mode_markup(services.workflows.choosable, chosen.name,
+                                                                   asker.lang))
 
 
 # --- errors ------------------------------------------------------------------------------------

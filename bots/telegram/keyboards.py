@@ -7,6 +7,7 @@ Telegram caps callback_data at 64 bytes, so ids travel compactly: a 32-hex task 
   C:<status_message_id> cancel the album whose status message this is
   o:<input>:<mode>      run the stored input again in another mode
   x:<input><output>     before/after comparison
+  m:<mode>              make this mode the user's default
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from backend.texts import text
+from backend.workflows import Mode
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-OTHER_MODE = {"person": "building", "building": "person"}
+CALLBACK_DATA_MAX = 64
 
 
 def pack_hex(hex_id: str) -> str:
@@ -39,7 +42,7 @@ def _blob_id(key: str) -> str:
 class Button:
     """A decoded callback: what to do and with which ids (blob keys restored)."""
 
-    action: str  # cancel | cancel_album | other_mode | compare
+    action: str  # cancel | cancel_album | other_mode | compare | set_mode
     task_id: str = ""
     status_message_id: int = 0
     input_key: str = ""
@@ -58,16 +61,34 @@ def cancel_markup(reply: dict, task_id: str, lang: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[InlineKeyboardButton(text("button_cancel", lang), callback_data=data)]])
 
 
-def result_markup(input_key: str, output_key: str, mode: str, lang: str) -> InlineKeyboardMarkup | None:
-    """"Other mode" and "Compare" under a result (only the buttons whose ids are known)."""
+def other_mode_buttons(input_key: str, others: Sequence[Mode], lang: str) -> list[InlineKeyboardButton]:
+    """One "Try <mode>" button per other mode users may choose (from the manifest)."""
+    buttons = []
+    for other in others:
+        data = f"o:{pack_hex(_blob_id(input_key))}:{other.name}"
+        if len(data.encode()) <= CALLBACK_DATA_MAX:
+            buttons.append(InlineKeyboardButton(text("button_other_mode", lang, mode=other.label(lang)),
+                                                callback_data=data))
+    return buttons
+
+
+def result_markup(input_key: str, output_key: str, lang: str, others: Sequence[Mode] = ()) -> InlineKeyboardMarkup | None:
+    """"Other mode" (one per other choosable mode) and "Compare" under a result (only the buttons
+    whose ids are known)."""
     row = []
-    if input_key and mode in OTHER_MODE:
-        data = f"o:{pack_hex(_blob_id(input_key))}:{OTHER_MODE[mode]}"
-        row.append(InlineKeyboardButton(text("button_other_mode", lang), callback_data=data))
+    if input_key and _HEX32.fullmatch(_blob_id(input_key)):
+        row += other_mode_buttons(input_key, others, lang)
     if input_key and output_key:
         data = f"x:{pack_hex(_blob_id(input_key))}{pack_hex(_blob_id(output_key))}"
         row.append(InlineKeyboardButton(text("button_compare", lang), callback_data=data))
     return InlineKeyboardMarkup([row]) if row else None
+
+
+def mode_markup(modes: Sequence[Mode], current: str, lang: str) -> InlineKeyboardMarkup:
+    """A button per mode users may choose; the current default is ticked."""
+    row = [InlineKeyboardButton(("✓ " if mode.name == current else "") + mode.label(lang), callback_data=f"m:{mode.name}")
+           for mode in modes if len(f"m:{mode.name}".encode()) <= CALLBACK_DATA_MAX]
+    return InlineKeyboardMarkup([row[i:i + 3] for i in range(0, len(row), 3)])
 
 
 def parse(data: str) -> Button | None:
@@ -83,6 +104,8 @@ def parse(data: str) -> Button | None:
         if kind == "o":
             packed, mode = rest.split(":")
             return Button("other_mode", input_key=f"blob:in:{unpack_hex(packed)}", mode=mode)
+        if kind == "m" and rest:
+            return Button("set_mode", mode=rest)
         if kind == "x" and len(rest) == 44:
             return Button("compare", input_key=f"blob:in:{unpack_hex(rest[:22])}",
                           output_key=f"blob:out:{unpack_hex(rest[22:])}")

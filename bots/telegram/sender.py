@@ -29,6 +29,7 @@ from backend.redis_conn import connect
 from backend.settings import Settings
 from backend.tasks import Event, Result, user_lang
 from backend.texts import text
+from backend.workflows import Workflows
 from bots.telegram.albums import finish_album_item
 from bots.telegram.keyboards import cancel_markup, result_markup
 from bots.telegram.ratelimit import NO_RETRY, FloodAwareRateLimiter, retry_after_seconds
@@ -103,8 +104,9 @@ class TelegramSender:
     """
 
     def __init__(self, bot: ExtBot, blobs: BlobStore, redis: Redis, *, progress_every_s: float = PROGRESS_EVERY_S,
-                 owns_redis: bool = False):
+                 owns_redis: bool = False, workflows: Workflows | None = None):
         self.bot = bot
+        self.workflows = workflows  # mode labels and the other modes to offer; names only when absent
         self.blobs = blobs
         self.redis = redis
         self.progress_every_s = progress_every_s
@@ -152,9 +154,11 @@ class TelegramSender:
         """The colorized photo with caption and buttons, then the full-resolution file."""
         reply = result.reply
         done = self._sent_parts.setdefault(result.task_id, set())
-        mode_name = text(f"mode_{result.mode}", lang) if result.mode else ""
+        known = self.workflows is not None and result.mode in self.workflows
+        mode_name = self.workflows.get(result.mode).label(lang) if known else result.mode
         caption = text("result_caption", lang, mode=mode_name, seconds=round(result.run_ms / 1000, 1))
-        markup = result_markup(result.input, result.output, result.mode, lang)
+        others = self.workflows.others(result.mode) if self.workflows is not None else []
+        markup = result_markup(result.input, result.output, lang, others)
         document = await asyncio.to_thread(images.fit_for_upload, data, max_bytes=DOCUMENT_MAX_BYTES)
         shrunk_note = text("downscaled_note", lang) if document is not data else None
         extension = "png" if document.startswith(PNG_MAGIC) else "jpg"
@@ -259,4 +263,4 @@ def build_sender(settings: Settings, blobs: BlobStore, *, overall_max_rate: floa
     limiter = FloodAwareRateLimiter(overall_max_rate=overall_max_rate, group_max_rate=group_max_rate,
                                     max_retries=max_retries)
     return TelegramSender(make_bot(settings, limiter), blobs, connect(settings), progress_every_s=progress_every_s,
-                          owns_redis=True)
+                          owns_redis=True, workflows=Workflows.load(settings.workflows_dir))

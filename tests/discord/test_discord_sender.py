@@ -59,8 +59,8 @@ async def test_result_is_a_followup_with_the_image_embed_and_buttons(sender, blo
     assert "person" in embed["description"] and "2.5" in embed["description"]
     assert embed["image"]["url"] == "attachment://colorized.png"
     buttons = call.json["components"][0]["components"]
-    assert [b["custom_id"] for b in buttons] == [f"repairbot:other:{TASK_ID}", f"repairbot:compare:{TASK_ID}"]
-    assert [b["label"] for b in buttons] == ["Other mode", "Compare"]
+    assert [b["custom_id"] for b in buttons] == [f"repairbot:other:{TASK_ID}:building", f"repairbot:compare:{TASK_ID}"]
+    assert [b["label"] for b in buttons] == ["Try building", "Compare"]
     assert not int(call.json.get("flags") or 0) & 64
     assert not sender.client._connection._view_store._views  # no View kept per result in a long-lived notifier
 

@@ -77,7 +77,7 @@ async def stored_result(services, photo_bytes: bytes) -> tuple[str, str]:
 
 async def test_other_mode_resubmits_the_stored_input(bot, user, tg_fake, photo_bytes):
     input_key, output_key = await stored_result(bot, photo_bytes)
-    other, _ = [b.callback_data for b in result_markup(input_key, output_key, "person", "en").inline_keyboard[0]]
+    other, _ = [b.callback_data for b in result_markup(input_key, output_key, "en", bot.workflows.others("person")).inline_keyboard[0]]
     await user.press(other, message_id=555)
     await user.wait_text("Queued — #1")
     [(_, fields)] = await bot.redis.xrange(bot.settings.tasks_stream)
@@ -88,7 +88,7 @@ async def test_other_mode_resubmits_the_stored_input(bot, user, tg_fake, photo_b
 
 async def test_compare_sends_a_side_by_side(bot, user, tg_fake, photo_bytes):
     input_key, output_key = await stored_result(bot, photo_bytes)
-    _, compare = [b.callback_data for b in result_markup(input_key, output_key, "person", "en").inline_keyboard[0]]
+    _, compare = [b.callback_data for b in result_markup(input_key, output_key, "en", bot.workflows.others("person")).inline_keyboard[0]]
     await user.press(compare, message_id=556)
     [photo] = await tg_fake.wait_call("sendPhoto")
     assert photo["caption"] == text("compare_caption", "en")
@@ -103,7 +103,7 @@ async def test_compare_sends_a_side_by_side(bot, user, tg_fake, photo_bytes):
 
 async def test_other_mode_on_an_expired_input(bot, user):
     gone = "blob:in:" + "e" * 32
-    data = result_markup(gone, "", "building", "en").inline_keyboard[0][0].callback_data
+    data = result_markup(gone, "", "en", bot.workflows.others("person")).inline_keyboard[0][0].callback_data
     await user.press(data, message_id=557)
     await user.wait_text(text("input_expired", "en"))
 

@@ -58,7 +58,11 @@ async def test_caption_and_mode_command_choose_the_mode(bot, user, photo_bytes):
     await user.wait_text("Queued — #3")
     assert [t["mode"] for t in await queued_tasks(bot)] == ["building", "building", "person"]
     await user.command("/mode sideways")
-    await user.wait_text(text("mode_usage", "en"))
+    await user.wait_text(text("unknown_mode", "en", modes="person, building"))
+    answer = user.fake.calls_to("sendMessage")[-1]
+    assert text("mode_usage", "en", mode="building", modes="person, building") in answer["text"]
+    buttons = [b["callback_data"] for row in answer["reply_markup"]["inline_keyboard"] for b in row]
+    assert buttons == ["m:person", "m:building"]  # the manifest's choosable modes; preview is not offered
 
 
 async def test_not_an_image_is_refused(bot, user, tg_fake):
@@ -196,7 +200,9 @@ async def test_start_and_help_in_the_users_language(bot, tg_fake):
     await chinese.wait_text(text("start", "zh"))
     await chinese.command("/help")
     s = bot.settings
-    await chinese.wait_text(text("help", "zh", max_mb=20, max_mp=s.max_image_pixels // 1_000_000,
+    modes = "\n".join(f"• {m.label('zh')}: {m.describe('zh')}" for m in bot.workflows.choosable)
+    assert "人物" in modes and "建筑" in modes  # the modes in Chinese too, from the manifest
+    await chinese.wait_text(text("help", "zh", modes=modes, max_mb=20, max_mp=s.max_image_pixels // 1_000_000,
                                  active=s.user_max_active, hourly=s.user_max_per_hour))
     commands = tg_fake.calls_to("setMyCommands")[0]["commands"]
     assert {c["command"] for c in commands} >= {"start", "help", "mode", "cancel"}
