@@ -1,22 +1,32 @@
 """Decode, validate and normalise images with Pillow, so nothing hostile reaches ComfyUI or a chat.
 
-Every function is pure, synchronous and CPU-bound: callers run them in `asyncio.to_thread`.
+Every function is pure, synchronous and CPU-bound: callers run big inputs in `asyncio.to_thread`.
 
 - Intake (`check_size`, `probe`, `prepare_input`) refuses with `backend.errors.Refused` and a stable
   code. Limits are checked from the header before any pixel is decoded, so a decompression bomb is
-  never expanded; only a format on the whitelist is ever decoded.
+  never expanded; only a format on the whitelist is ever decoded. An ordinary photo (8-bit grey or
+  RGB JPEG or PNG, upright, no colour profile) is kept as sent, minus its metadata segments: it is
+  verified without a full decode (a JPEG at 1/8 scale, a PNG by its CRCs and inflated size). Only
+  what ComfyUI could misread is converted to a clean RGB PNG (CMYK, 16-bit, alpha, palettes, EXIF
+  rotation, ICC profiles, animations, the other whitelisted formats).
+- Intake records the stored bytes' digest (`content_digest`) on the task, so the worker trusts the
+  blob it reads back without decoding it again.
 - The worker cleans ComfyUI's result (`finalize_output`): its PNG carries the whole workflow in text
-  chunks, which must not reach users.
+  chunks, which must not reach users; an 8-bit RGB PNG loses them by a chunk rewrite, no decoding.
 - Senders build a before/after image (`side_by_side`) and fit results under platform limits
   (`fit_for_upload`, `telegram_photo_ok`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import math
+import struct
+import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, ImageCms, ImageOps
 
@@ -95,12 +105,23 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """An input ready for ComfyUI: 8-bit RGB PNG, upright, without metadata."""
+    """An input ready for ComfyUI, upright and without metadata: the sender's own JPEG or PNG bytes
+    (`converted` False), else an 8-bit RGB PNG made from it."""
 
     data: bytes
     width: int
     height: int
     source_format: str
+    converted: bool = True
+
+    @property
+    def extension(self) -> str:
+        return file_extension(self.data)
+
+
+def file_extension(data: bytes) -> str:
+    """The file name extension of a stored input (a kept JPEG, else a PNG), for ComfyUI's upload."""
+    return "jpg" if data.startswith(_JPEG_SIGNATURE) else "png"
 
 
 # --- intake ---------------------------------------------------------------------------------------
@@ -119,39 +140,53 @@ def probe(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
 
 
 def prepare_input(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedImage:
-    """Probe, then decode the first frame and re-encode it as a clean 8-bit RGB PNG."""
+    """Probe, then keep the photo as sent when ComfyUI reads it right, else convert its first frame
+    to a clean 8-bit RGB PNG."""
     with _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels) as image:
+        width, height, source_format = image.width, image.height, _format_of(image)
+        kept = _kept_as_sent(data, image, max_pixels=max_pixels)
+        if kept is not None:
+            return PreparedImage(kept, width, height, source_format, converted=False)
         rgb = _decode_to_rgb(image, max_pixels=max_pixels)
         # Encode before the file closes: `rgb` may be the opened image itself.
-        return PreparedImage(_encode_png(rgb), rgb.width, rgb.height, _format_of(image))
+        return PreparedImage(_encode_png(rgb), rgb.width, rgb.height, source_format)
+
+
+def content_digest(data: bytes) -> str:
+    """What intake records on the task for the bytes it stored; the worker compares before trusting."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 # --- worker ---------------------------------------------------------------------------------------
 
 
-def recheck_input(data: bytes, *, max_bytes: int, max_pixels: int) -> bytes:
-    """The worker's second look at a stored input, before it goes to ComfyUI.
+def recheck_input(data: bytes, *, max_bytes: int, max_pixels: int, digest: str = "") -> bytes:
+    """The worker's look at a stored input, before it goes to ComfyUI.
 
-    What intake stored is already a clean 8-bit RGB PNG: it is decoded in full to prove it sound and
-    passed on as it is, saving a re-encode per task. Anything else (an entry written by hand, another
-    producer) is normalised exactly as intake would.
+    Bytes whose digest matches the one intake recorded are what intake validated: passed on as they
+    are, nothing decoded. Anything else (a task without a digest, from an older producer or written
+    by hand; a blob that changed) is checked and normalised exactly as intake would.
     """
-    with _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels) as image:
-        if _format_of(image) == "PNG" and image.mode == "RGB" and not image.info:
-            try:
-                image.load()
-            except _BOMB_ERRORS as bomb:
-                raise _too_many_pixels(max_pixels, detail=str(bomb)) from None
-            except Exception as error:
-                raise Refused("image_broken", detail=f"{type(error).__name__}: {error}") from None
-            if not image.text:
-                return data
+    if digest and content_digest(data) == digest:
+        return data
     return prepare_input(data, max_bytes=max_bytes, max_pixels=max_pixels).data
 
 
 def finalize_output(data: bytes, *, max_pixels: int) -> bytes:
-    """Re-encode ComfyUI's result without the workflow it carries in PNG text chunks (nor EXIF)."""
+    """ComfyUI's result without the workflow it carries in PNG text chunks (nor EXIF).
+
+    An 8-bit RGB PNG (what ComfyUI's SaveImage writes) keeps only its pixel chunks, rewritten without
+    decoding; anything else is decoded and re-encoded.
+    """
     try:
+        header = _png_header(data)
+        if header is not None and header[2:5] == (8, 2, 0):
+            width, height = header[:2]
+            if width < 1 or height < 1:
+                raise Refused("image_broken", detail=f"header says {width}x{height}")
+            if width * height > max_pixels:
+                raise _too_many_pixels(max_pixels, detail=f"header says {width}x{height}")
+            return _png_pixel_chunks(data, check_crc=True)
         with _open_checked(data, max_bytes=max(1, len(data)), max_pixels=max_pixels) as image:
             return _encode_png(_decode_to_rgb(image, max_pixels=max_pixels))
     except Refused as refused:
@@ -288,6 +323,153 @@ def _looks_like_svg(data: bytes) -> bool:
     """An XML document whose root is <svg> (an HTML page that embeds one is not an image)."""
     head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     return (head.startswith(b"<?xml") or head.startswith(b"<svg")) and b"<svg" in head
+
+
+# --- keeping a photo as sent ----------------------------------------------------------------------
+
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG segments a decoder needs: APP0 (JFIF) and APP14 (Adobe: its transform flag says whether the
+# three channels are YCbCr or RGB). Every other APPn (EXIF, XMP, IPTC, maker notes) and COM is
+# metadata and goes; ICC profiles (APP2) never get here, they are converted.
+_JPEG_KEEP_APPS = (0xE0, 0xEE)
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+_PNG_PIXEL_CHUNKS = (b"IHDR", b"IDAT", b"IEND")
+_INFLATE_STEP = 1 << 20
+
+
+def _kept_as_sent(data: bytes, image: Image.Image, *, max_pixels: int) -> bytes | None:
+    """The photo's own bytes without metadata when ComfyUI reads them as we would, after a check
+    that proves them sound without a full decode; None when it must be converted."""
+    if image.mode not in ("L", "RGB") or image.info.get("icc_profile") or "transparency" in image.info:
+        return None
+    if image.format == "JPEG":
+        if _orientation(image) not in (None, 1):
+            return None
+        _verify_jpeg(image, max_pixels=max_pixels)
+        return _strip_jpeg(data)
+    if image.format == "PNG":
+        header = _png_header(data)
+        if header is None or header[2:5] not in ((8, 0, 0), (8, 2, 0)) or getattr(image, "n_frames", 1) != 1:
+            return None  # 16-bit, palette, alpha, interlaced, animated: converted
+        width, height, _, colour, _ = header
+        channels = 3 if colour == 2 else 1
+        cleaned = _png_pixel_chunks(data, check_crc=True, inflated_size=height * (1 + width * channels),
+                                    refuse_if=(b"eXIf", b"acTL"))
+        return cleaned
+    return None
+
+
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(0x0112)
+    except Exception:  # unreadable EXIF: the converting path ignores it the same way
+        return None
+
+
+def _verify_jpeg(image: Image.Image, *, max_pixels: int) -> None:
+    """Decode at 1/8 scale: every byte of entropy-coded data is read (truncation and corruption show)
+    for a fraction of a full decode's work."""
+    try:
+        image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
+    except _BOMB_ERRORS as bomb:
+        raise _too_many_pixels(max_pixels, detail=str(bomb)) from None
+    except Exception as error:
+        raise Refused("image_broken", detail=f"{type(error).__name__}: {error}") from None
+
+
+def _strip_jpeg(data: bytes) -> bytes:
+    """The JPEG without metadata segments or anything after its end marker (thumbnails, trailers)."""
+    kept = [data[:2]]
+    position, changed = 2, False
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return data  # not a marker where one belongs: leave the verified file alone
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            kept.append(data[position:position + 2])
+            position += 2
+            continue
+        if marker == 0xDA:  # start of scan: from here on, pixels up to the first end marker
+            end = data.find(b"\xff\xd9", position)
+            if end < 0:
+                kept.append(data[position:])
+            else:
+                kept.append(data[position:end + 2])
+                changed = changed or end + 2 < len(data)
+            return b"".join(kept) if changed else data
+        (length,) = struct.unpack(">H", data[position + 2:position + 4])
+        segment_end = position + 2 + length
+        if (0xE0 <= marker <= 0xEF and marker not in _JPEG_KEEP_APPS) or marker == 0xFE:
+            changed = True
+        else:
+            kept.append(data[position:segment_end])
+        position = segment_end
+    return data
+
+
+def _png_header(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """(width, height, bit depth, colour type, interlace) from a PNG's IHDR, None if not a PNG."""
+    if not data.startswith(_PNG_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    return width, height, depth, colour, interlace
+
+
+def _png_pixel_chunks(
+    data: bytes, *, check_crc: bool, inflated_size: int | None = None, refuse_if: tuple[bytes, ...] = ()
+) -> bytes | None:
+    """The PNG rebuilt from IHDR, IDAT and IEND alone: text, EXIF, time and every other ancillary
+    chunk dropped. Truncation and (with check_crc) corruption are image_broken; with inflated_size,
+    the pixel data must inflate to exactly that many bytes, read in bounded steps (no bomb).
+    A chunk in refuse_if returns None (the caller converts instead)."""
+    view = memoryview(data)
+    kept = [_PNG_SIGNATURE]
+    inflater = zlib.decompressobj() if inflated_size is not None else None
+    inflated = 0
+    position = len(_PNG_SIGNATURE)
+    while True:
+        if position + 12 > len(data):
+            raise Refused("image_broken", detail="PNG ends before IEND")
+        length, kind = struct.unpack(">I4s", view[position:position + 8])
+        end = position + 12 + length
+        if end > len(data):
+            raise Refused("image_broken", detail=f"PNG chunk {kind!r} runs past the end")
+        if kind in refuse_if:
+            return None
+        if check_crc:
+            stored = int.from_bytes(view[end - 4:end], "big")
+            if zlib.crc32(view[position + 8:end - 4], zlib.crc32(kind)) != stored:
+                raise Refused("image_broken", detail=f"PNG chunk {kind!r} fails its CRC")
+        if kind in _PNG_PIXEL_CHUNKS:
+            kept.append(view[position:end])
+        if kind == b"IDAT" and inflater is not None:
+            inflated += _inflate_counting(inflater, view[position + 8:end - 4], inflated, inflated_size)
+        if kind == b"IEND":
+            break
+        position = end
+    if inflater is not None and (inflated != inflated_size or not inflater.eof):
+        raise Refused("image_broken", detail=f"PNG pixel data inflates to {inflated} bytes, not {inflated_size}")
+    return b"".join(kept)
+
+
+def _inflate_counting(inflater: Any, payload: memoryview, so_far: int, limit: int | None) -> int:
+    """Bytes one IDAT inflates to, never holding more than _INFLATE_STEP of them at once."""
+    counted = 0
+    pending: bytes | memoryview = payload
+    try:
+        while pending:
+            counted += len(inflater.decompress(pending, _INFLATE_STEP))
+            if limit is not None and so_far + counted > limit:
+                raise Refused("image_broken", detail="PNG pixel data inflates past its size")
+            pending = inflater.unconsumed_tail
+    except zlib.error as error:
+        raise Refused("image_broken", detail=f"PNG pixel data: {error}") from None
+    return counted
 
 
 # --- decoding and normalising ---------------------------------------------------------------------

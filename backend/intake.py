@@ -107,7 +107,8 @@ class Intake:
                 input_key = await self.blobs.put("in", prepared.data)
             except BlobTooLarge as exc:
                 raise Refused("too_large", detail=str(exc), max_mb=self.settings.max_image_bytes // MB) from None
-            return await self._enqueue(task_id, input_key, mode=mode, reply=reply, user=user, params=checked_params)
+            return await self._enqueue(task_id, input_key, mode=mode, reply=reply, user=user, params=checked_params,
+                                       digest=images.content_digest(prepared.data))
 
     async def resubmit(
         self, input_key: str, *, mode: str, reply: dict[str, Any], user: str, exempt: bool = False
@@ -145,10 +146,11 @@ class Intake:
             raise
 
     async def _enqueue(
-        self, task_id: str, input_key: str, *, mode: str, reply: dict[str, Any], user: str, params: dict[str, Any]
+        self, task_id: str, input_key: str, *, mode: str, reply: dict[str, Any], user: str, params: dict[str, Any],
+        digest: str = "",
     ) -> Submitted:
         """The task's bookkeeping is written before its stream entry, so a fast worker never races it."""
-        task = Task(task_id=task_id, mode=mode, input=input_key, reply=reply, user=user, params=params)
+        task = Task(task_id=task_id, mode=mode, input=input_key, reply=reply, user=user, params=params, digest=digest)
         settings = self.settings
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.task(task_id), mapping={"user": user, "state": "queued", "mode": mode,

@@ -26,6 +26,7 @@ _BLOB_KEY = re.compile(r"^blob:[a-z]+:[A-Za-z0-9_-]{8,80}$")
 _MODE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _USER = re.compile(r"^[a-z]+:[A-Za-z0-9_.-]{1,64}$")
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_DIGEST = re.compile(r"^[0-9a-f]{32}$")
 _MAX_REPLY_BYTES = 2048
 _MAX_TEXT = 2000
 
@@ -189,6 +190,9 @@ class Task:
     user: str
     submitted_at: int = field(default_factory=now_ms)
     params: dict[str, Any] = field(default_factory=dict)
+    # blake2b of the input blob as intake stored it (optional: older producers don't write it); a
+    # worker that reads the same bytes back trusts them instead of decoding them again.
+    digest: str = ""
 
     def encode(self) -> dict[str, str]:
         fields = {
@@ -202,6 +206,8 @@ class Task:
         }
         if self.params:
             fields["params"] = _dumps(self.params)
+        if self.digest:
+            fields["digest"] = self.digest
         return fields
 
     @classmethod
@@ -215,6 +221,7 @@ class Task:
             user=_matching(fields, "user", _USER),
             submitted_at=_integer(fields, "submitted_at"),
             params=_params(fields),
+            digest=_matching(fields, "digest", _DIGEST, required=False),
         )
 
 

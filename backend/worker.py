@@ -355,6 +355,7 @@ class Worker:
             checked = await asyncio.to_thread(
                 images.recheck_input, source,
                 max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels,
+                digest=task.digest,
             )
             raw, run_ms = await self._run_with_retries(task, mode, checked)
             final = await asyncio.to_thread(images.finalize_output, raw, max_pixels=self.settings.max_image_pixels * 4)
@@ -414,7 +415,7 @@ class Worker:
     ) -> tuple[bytes, int]:
         client = instance.client
         prompt_id = str(uuid.uuid4())
-        upload_name = f"repairbot-{task.task_id}-{attempt}.png"
+        upload_name = f"repairbot-{task.task_id}-{attempt}.{images.file_extension(data)}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.task_timeout_s
         progress = _ProgressThrottle(lambda pct: self._event(task, "progress", pct))

@@ -17,7 +17,10 @@ Hostile inputs covered, each with the exact error code expected:
 - bytes over max_bytes, and a declared size over the limit (check_size) -> too_large
 - an unexpected Pillow exception while decoding -> image_broken, never an uncaught exception
 - broken or empty ComfyUI output -> PermanentTaskError output_invalid
-Awkward but valid inputs normalised to 8-bit RGB PNG without metadata: CMYK JPEG, 16-bit grey PNG
+Ordinary photos (8-bit grey or RGB JPEG/PNG, upright, no ICC) are kept as sent minus their metadata
+(EXIF, XMP, comments, text chunks, trailers after the JPEG end), verified without a full decode: a
+PNG whose CRCs hold but whose pixel data inflates to the wrong size is image_broken.
+Awkward but valid inputs converted to 8-bit RGB PNG without metadata: CMYK JPEG, 16-bit grey PNG
 (scaled, not clipped), 16-bit TIFF, palette PNG with transparency, RGBA, LA, 1-bit, animated GIF and
 APNG (first frame), multi-picture JPEG (MPO), EXIF orientation 6 (dimensions swapped), PNG carrying
 text, EXIF and an ICC profile; TIFF, WEBP and BMP accepted; the real photos in tests/data/photos.
@@ -147,6 +150,20 @@ def assert_clean_rgb_png(data: bytes) -> Image.Image:
     image = decoded(data)
     assert image.format == "PNG" and image.mode == "RGB"
     assert not image.info.get("exif") and not image.info.get("icc_profile")
+    return image
+
+
+def assert_clean_input(prepared: images.PreparedImage, original: bytes) -> Image.Image:
+    """The input contract: a converted input is a clean RGB PNG; a kept one is the sender's own
+    format and pixel data, with no metadata, no bigger than it was."""
+    if prepared.converted:
+        return assert_clean_rgb_png(prepared.data)
+    assert len(prepared.data) <= len(original)
+    for marker in (b"tEXt", b"iTXt", b"zTXt", b"eXIf", b"iCCP", b"Exif\x00", b"http://ns.adobe.com"):
+        assert marker not in prepared.data, marker
+    image = decoded(prepared.data)
+    assert image.format == decoded(original).format and image.mode in ("L", "RGB")
+    assert image.tobytes() == decoded(original).tobytes()
     return image
 
 
@@ -316,15 +333,61 @@ def test_probe_reads_the_header_only(photo_bytes: bytes, forbid_decoding):
 
 
 @pytest.mark.parametrize("photo", ["astronaut_gray.jpg", "camera_gray.png", "rocket_gray.jpg"])
-def test_real_photos_become_clean_rgb_pngs(photo: str):
+def test_real_photos_are_kept_as_sent(photo: str):
     data = (PHOTOS / photo).read_bytes()
     info = images.probe(data, **LIMITS)
     prepared = prepare(data)
-    image = assert_clean_rgb_png(prepared.data)
+    assert not prepared.converted
+    image = assert_clean_input(prepared, data)
     assert (prepared.width, prepared.height) == (info.width, info.height) == image.size
     assert prepared.source_format == info.format
-    red, green, blue = image.split()
+    assert prepared.extension == ("png" if photo.endswith(".png") else "jpg")
+    rgb = image.convert("RGB")
+    red, green, blue = rgb.split()
     assert red.tobytes() == green.tobytes() == blue.tobytes()  # a grey photo stays grey
+
+
+def test_jpeg_metadata_and_trailer_go_the_pixels_stay():
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    exif[0x8825] = {2: (52.0, 31.0, 0.0)}  # a GPS latitude
+    original = encode(noise((64, 48)), "JPEG", quality=90, exif=exif.tobytes(), comment=b"secret note")
+    data = original + b"TRAILER-secret-video"
+    prepared = prepare(data)
+    assert not prepared.converted and prepared.source_format == "JPEG"
+    assert b"CameraMaker" not in prepared.data and b"secret" not in prepared.data
+    assert prepared.data.endswith(b"\xff\xd9") and len(prepared.data) < len(original)
+    scan = original.index(b"\xff\xda")
+    assert prepared.data.endswith(original[scan:])  # entropy-coded data untouched
+    assert decoded(prepared.data).tobytes() == decoded(original).tobytes()
+
+
+def test_png_text_chunks_go_the_pixel_chunks_stay():
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "secret location")
+    original = encode(noise((40, 30)), "PNG", pnginfo=text)
+    prepared = prepare(original)
+    assert not prepared.converted
+    assert b"secret" not in prepared.data
+    assert assert_clean_rgb_png(prepared.data).tobytes() == decoded(original).tobytes()
+    idat = original.index(b"IDAT") - 4
+    assert prepared.data.endswith(original[idat:])  # IDAT and IEND, byte for byte
+
+
+def test_png_whose_pixels_inflate_to_the_wrong_size_is_broken(forbid_decoding):
+    """CRCs all correct, but the IDAT holds fewer rows than IHDR declares (found without Pillow decoding)."""
+    row = b"\x00" + bytes(16 * 3)
+    data = png_file(struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0), zlib.compress(row * 8))
+    forbid_decoding()
+    refused("image_broken", images.prepare_input, data, **LIMITS)
+
+
+def test_jpeg_with_an_icc_profile_is_converted_to_srgb():
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = encode(Image.new("RGB", (16, 16), (120, 80, 40)), "JPEG", icc_profile=icc, quality=95)
+    prepared = prepare(data)
+    assert prepared.converted and prepared.extension == "png"
+    assert_clean_rgb_png(prepared.data)
 
 
 def test_photo_bytes_fixture(photo_bytes: bytes):
@@ -332,12 +395,15 @@ def test_photo_bytes_fixture(photo_bytes: bytes):
     assert (prepared.width, prepared.height, prepared.source_format) == (512, 512, "JPEG")
 
 
-def test_preparing_a_prepared_image_changes_nothing(photo_bytes: bytes):
-    """The worker re-checks what intake stored: a second pass must keep the same pixels."""
-    once = prepare(photo_bytes)
+@pytest.mark.parametrize("converted", [False, True])
+def test_preparing_a_prepared_image_changes_nothing(photo_bytes: bytes, converted: bool):
+    """The worker re-checks a stored input without a digest: a second pass keeps the same bytes."""
+    source = encode(Image.new("RGBA", (20, 20), (9, 9, 9, 255)), "PNG") if converted else photo_bytes
+    once = prepare(source)
+    assert once.converted is converted
     twice = prepare(once.data)
-    assert twice.source_format == "PNG" and (twice.width, twice.height) == (once.width, once.height)
-    assert decoded(twice.data).tobytes() == decoded(once.data).tobytes()
+    assert not twice.converted and twice.data == once.data
+    assert (twice.width, twice.height) == (once.width, once.height)
 
 
 def test_cmyk_jpeg_becomes_rgb():
@@ -472,6 +538,24 @@ def test_finalize_output_strips_workflow_text_and_exif():
     assert image.size == (48, 32) and image.getpixel((10, 10)) == (30, 140, 90)
 
 
+def test_finalize_output_rewrites_an_rgb_png_without_decoding(forbid_decoding):
+    """What ComfyUI's SaveImage writes (8-bit RGB, workflow in tEXt before and after IDAT) loses its
+    text by a chunk rewrite; the pixel data is byte for byte ComfyUI's."""
+    text = PngImagePlugin.PngInfo()
+    text.add_text("prompt", '{"3": {"class_type": "DDColor"}}')
+    comfy_png = encode(noise((48, 32)), "PNG", pnginfo=text)
+    iend = comfy_png.index(b"IEND") - 4
+    comfy_png = comfy_png[:iend] + png_chunk(b"tEXt", b"workflow\x00{}") + comfy_png[iend:]
+    idat = comfy_png.index(b"IDAT") - 4
+    pixels = comfy_png[idat:comfy_png.index(b"tEXtworkflow") - 4]
+    forbid_decoding()
+    clean = images.finalize_output(comfy_png, max_pixels=MAX_PIXELS)
+    assert b"DDColor" not in clean and b"workflow" not in clean and pixels in clean
+    refused_output = pytest.raises(PermanentTaskError)
+    with refused_output:
+        images.finalize_output(comfy_png, max_pixels=48 * 32 - 1)
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -579,13 +663,26 @@ def test_recheck_passes_intake_output_through_unchanged(photo_bytes):
     assert images.recheck_input(prepared, **LIMITS) is prepared
 
 
+def test_recheck_trusts_bytes_whose_digest_matches_without_decoding(photo_bytes, forbid_decoding):
+    cmyk = encode(Image.new("CMYK", (16, 16)), "JPEG")
+    digest = images.content_digest(cmyk)
+    forbid_decoding()
+    assert images.recheck_input(cmyk, **LIMITS, digest=digest) is cmyk
+
+
 def test_recheck_normalises_anything_else(photo_bytes):
-    checked = images.recheck_input(photo_bytes, **LIMITS)
-    assert checked.startswith(b"\x89PNG") and Image.open(io.BytesIO(checked)).mode == "RGB"
+    cmyk = encode(Image.new("CMYK", (16, 16)), "JPEG")
+    for digest in ("", images.content_digest(photo_bytes)):  # none recorded, or not these bytes'
+        checked = images.recheck_input(cmyk, **LIMITS, digest=digest)
+        assert checked.startswith(b"\x89PNG") and Image.open(io.BytesIO(checked)).mode == "RGB"
 
 
-def test_recheck_refuses_a_truncated_clean_png(photo_bytes):
-    prepared = images.prepare_input(photo_bytes, **LIMITS).data
+@pytest.mark.parametrize("converted", [False, True])
+def test_recheck_refuses_a_truncated_input(photo_bytes, converted: bool):
+    source = encode(noise((64, 64)).convert("RGBA"), "PNG") if converted else photo_bytes
+    prepared = images.prepare_input(source, **LIMITS)
+    assert prepared.converted is converted
+    whole = prepared.data
     with pytest.raises(Refused) as caught:
-        images.recheck_input(prepared[: len(prepared) // 2], **LIMITS)
+        images.recheck_input(whole[: len(whole) // 2], **LIMITS, digest=images.content_digest(whole))
     assert caught.value.code == "image_broken"
