@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
 
     # Worker.
+    executor: Literal["comfyui", "noop"] = "comfyui"
     worker_concurrency: int = 1
     prefetch: int = 2
     read_batch: int = 16

@@ -1,13 +1,12 @@
-"""Runs colorization tasks through ComfyUI: the consumer group `repair_workers`.
+"""Runs colorization tasks: the consumer group `repair_workers`.
 
-Each ComfyUI instance gets `worker_concurrency + prefetch` slots, so while one prompt runs on the GPU
-the next ones are already uploaded and queued inside ComfyUI. The loop reads only as many tasks as
-there are free slots on healthy instances; when every instance is down it reads nothing (the
-circuit breaker), so tasks wait in the stream and none fails for it.
+The work itself is the executor's (backend.executors: ComfyUI by default, `EXECUTOR=noop` for
+benchmarks). The loop reads only as many tasks as the executor has free slots for; when every
+ComfyUI instance is down it reads nothing (the circuit breaker), so tasks wait in the stream and none
+fails for it.
 
-Per task: stored result → re-published; cancelled → `cancelled` result; otherwise upload, prompt,
-progress events, output re-encoded, result written, and only then XACK. Transient ComfyUI errors are
-retried with backoff, permanent ones fail the task at once, and a task delivered more than
+Per task: stored result → re-published; cancelled → `cancelled` result; otherwise the executor runs
+it, the result is written, and only then XACK. Permanent errors fail the task at once, and a task delivered more than
 `max_deliveries` times (graceful hand-backs at shutdown not counted) is dead-lettered, after a failed
 result has told its user.
 """
@@ -18,56 +17,33 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
-import time
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
-from backend import images, keys
-from backend.blobs import BlobStore, BlobTooLarge, make_blob_store
-from backend.comfyui import ComfyUIClient
-from backend.errors import PermanentTaskError, Refused, RepairError, TransientTaskError
-from backend.redact import redact_url, scrub
+from backend import keys
+from backend.blobs import BlobStore, make_blob_store
+from backend.errors import Refused, RepairError
+from backend.executors import Executor, make_executor
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, require_redis_7, retry_while_redis_down
-from backend.tasks import Event, MalformedRecord, Result, Task, now_ms, user_lang, validate_reply
+from backend.tasks import MalformedRecord, Result, Task, now_ms, user_lang, validate_reply
 from backend.texts import text
 from backend.workflows import Workflows
 
 log = logging.getLogger(__name__)
 
-PROGRESS_MIN_STEP = 5
-BREAKER_THRESHOLD = 3  # transient errors in a row that take an instance out of rotation
-CANCEL_POLL_S = 0.5
 DONE_LOG_KEEP_MS = 24 * 3600 * 1000
 FORGET_CONSUMER_MS = 3600 * 1000  # a consumer name silent this long, holding nothing, is forgotten
 
 
-@dataclass
-class Instance:
-    """One ComfyUI instance as the worker sees it: its client, free slots and health."""
-
-    client: Any
-    slots: int
-    busy: int = 0
-    healthy: bool = False
-    failures: int = 0  # transient errors in a row, whatever the task
-    probing: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    @property
-    def free(self) -> int:
-        return self.slots - self.busy if self.healthy else 0
-
-
 class Worker:
-    """Consumes tasks and runs them on the ComfyUI instances in `settings.comfyui_urls`.
+    """Consumes tasks and runs them through its executor.
 
     :param blobs: where inputs are read and outputs written (default: per settings)
     :param workflows: the modes (default: loaded from settings.workflows_dir)
     :param clients: ComfyUI clients to use instead of one per configured URL (tests)
+    :param executor: what runs the tasks (default: the one `settings.executor` names)
     """
 
     def __init__(
@@ -78,15 +54,16 @@ class Worker:
         blobs: BlobStore | None = None,
         workflows: Workflows | None = None,
         clients: list[Any] | None = None,
+        executor: Executor | None = None,
     ):
         self.redis = redis
         self.settings = settings
         self.blobs = blobs or make_blob_store(settings, redis)
         self.workflows = workflows or Workflows.load(settings.workflows_dir)
-        made = clients or [
-            ComfyUIClient(url, quiet_poll_s=settings.comfyui_quiet_poll_s) for url in settings.comfyui_urls
-        ]
-        self.instances = [Instance(client, settings.slots_per_instance) for client in made]
+        self._slot_freed = asyncio.Event()
+        self.executor = executor or make_executor(
+            settings, redis, self.blobs, clients=clients, on_capacity=self._slot_freed.set
+        )
         self.group = ConsumerGroup(
             redis,
             group=settings.workers_group,
@@ -97,7 +74,6 @@ class Worker:
             call_timeout_s=settings.redis_socket_timeout_s,
         )
         self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
-        self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
 
     @property
@@ -111,12 +87,11 @@ class Worker:
     # --- lifecycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
         try:
-            for instance in self.instances:
-                await instance.client.start()
+            await self.executor.start()
             await retry_while_redis_down(lambda: require_redis_7(self.redis), self.settings, self._stopping)
             await retry_while_redis_down(self.group.acquire_name, self.settings, self._stopping)
-            log.info("worker %s started on %d ComfyUI instance(s)", self.name, len(self.instances))
-            await self._probe_all()
+            log.info("worker %s started (executor %s, %d slot(s))", self.name, self.settings.executor,
+                     self.executor.capacity())
             await retry_while_redis_down(self.group.ensure_groups, self.settings, self._stopping)
             for entry in await retry_while_redis_down(self.group.read_own_pending, self.settings, self._stopping):
                 self._spawn(entry)
@@ -127,10 +102,7 @@ class Worker:
             log.warning("worker stopped while Redis was unreachable")
         finally:
             await self._drain()
-            for instance in self.instances:
-                if instance.probing:
-                    instance.probing.cancel()
-                await instance.client.close()
+            await self.executor.close()
             await self.group.release_name()
             log.info("worker %s stopped", self.name or "(no name yet)")
 
@@ -177,9 +149,8 @@ class Worker:
                 await self._sleep(backoff)
 
     def _capacity(self) -> int:
-        """Slots on healthy instances minus tasks already in hand (running or waiting for a slot)."""
-        slots = sum(i.slots for i in self.instances if i.healthy)
-        return slots - len(self._inflight)
+        """The executor's slots minus tasks already in hand (running or waiting for a slot)."""
+        return self.executor.capacity() - len(self._inflight)
 
     async def _wait_for_slot(self, timeout: float) -> None:
         """Wait until a slot is freed (or an instance comes back); callers clear the event first."""
@@ -215,50 +186,6 @@ class Worker:
             self._slot_freed.set()
 
         task.add_done_callback(done)
-
-    # --- the circuit breaker ---------------------------------------------------------------------------
-    async def _probe_all(self) -> None:
-        results = await asyncio.gather(*(i.client.health() for i in self.instances))
-        for instance, healthy in zip(self.instances, results):
-            if healthy:
-                instance.healthy = True
-            else:
-                self._mark_down(instance, "not reachable at start")
-
-    def _mark_down(self, instance: Instance, why: str) -> None:
-        if instance.probing is not None and not instance.probing.done():
-            return
-        log.warning("ComfyUI %s marked down (%s): no new tasks go there until it answers",
-                    redact_url(instance.client.base_url), why)
-        instance.healthy = False
-        instance.probing = asyncio.create_task(self._probe_until_up(instance))
-
-    async def _probe_until_up(self, instance: Instance) -> None:
-        delay = self.settings.retry_backoff_s
-        while not self._stopping.is_set():
-            await self._sleep(delay)
-            if await instance.client.health():
-                instance.healthy = True
-                instance.failures = min(instance.failures, BREAKER_THRESHOLD - 1)  # half open: one more strike
-                log.info("ComfyUI %s is back", redact_url(instance.client.base_url))
-                self._slot_freed.set()
-                return
-            delay = min(delay * 2, self.settings.breaker_probe_max_s)
-
-    async def _acquire_instance(self) -> Instance:
-        """The healthy instance with the most free slots; waits while none has one."""
-        while True:
-            self._slot_freed.clear()
-            candidates = [i for i in self.instances if i.free > 0]
-            if candidates:
-                best = max(candidates, key=lambda i: i.free)
-                best.busy += 1
-                return best
-            await self._wait_for_slot(1.0)
-
-    def _release_instance(self, instance: Instance) -> None:
-        instance.busy -= 1
-        self._slot_freed.set()
 
     # --- one task ------------------------------------------------------------------------------------
     async def _handle(self, entry: Entry) -> None:
@@ -349,21 +276,8 @@ class Worker:
         try:
             mode = self.workflows.get(task.mode)
             mode.check_params(task.params)
-            source = await self.blobs.get(task.input)
-            if source is None:
-                return self._result(task, "failed", "input_expired")
-            checked = await asyncio.to_thread(
-                images.recheck_input, source,
-                max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels,
-                digest=task.digest,
-            )
-            raw, run_ms = await self._run_with_retries(task, mode, checked)
-            final = await asyncio.to_thread(images.finalize_output, raw, max_pixels=self.settings.max_image_pixels * 4)
-            try:
-                output_key = await self.blobs.put("out", final)
-            except BlobTooLarge as exc:
-                raise PermanentTaskError("output_invalid", detail=str(exc)) from None
-            return self._result(task, "ok", output=output_key, run_ms=run_ms)
+            done = await self.executor.execute(task, mode)
+            return self._result(task, "ok", output=done.output, run_ms=done.run_ms)
         except Refused as exc:
             return self._result(task, "failed", exc.code, values=exc.values)
         except RepairError as exc:
@@ -371,112 +285,7 @@ class Worker:
             log.info("task %s %s: %s %s", task.task_id, status, exc.code, exc.detail)
             return self._result(task, status, exc.code, values=exc.values)
 
-    async def _run_with_retries(self, task: Task, mode: Any, data: bytes) -> tuple[bytes, int]:
-        """The output image and its run time in ms (ComfyUI's own, else our wall clock for the attempt).
-
-        Transient errors are retried with backoff. They count against the task's budget only while
-        the instance itself looks fine; an instance that is down (or keeps failing for every task) is
-        taken out of rotation instead, and the task waits for one that works.
-        """
-        counted = tries = 0
-        backoff = self.settings.retry_backoff_s
-        while True:
-            tries += 1
-            instance = await self._acquire_instance()
-            try:
-                result = await self._run_once(task, mode, data, instance, tries)
-                instance.failures = 0
-                return result
-            except TransientTaskError as exc:
-                instance.failures += 1
-                why = scrub(exc.detail or exc.code)
-                if instance.failures >= BREAKER_THRESHOLD or not await instance.client.health():
-                    self._mark_down(instance, why)
-                else:
-                    counted += 1
-                if counted >= self.settings.transient_retries:
-                    raise
-                log.info("task %s: transient ComfyUI error (%s); retrying", task.task_id, why)
-                await self._event(task, "retrying")
-            except PermanentTaskError as exc:
-                if exc.code == "comfyui_failed":
-                    # A node that failed (DDColor with missing weights) can stay broken in ComfyUI's cache
-                    # and then "succeed" with garbage: make ComfyUI drop its cached nodes and models.
-                    with contextlib.suppress(Exception):
-                        await instance.client.free()
-                raise
-            finally:
-                self._release_instance(instance)
-            await asyncio.sleep(backoff + random.uniform(0, backoff / 2))
-            backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
-
-    async def _run_once(
-        self, task: Task, mode: Any, data: bytes, instance: Instance, attempt: int
-    ) -> tuple[bytes, int]:
-        client = instance.client
-        prompt_id = str(uuid.uuid4())
-        upload_name = f"repairbot-{task.task_id}-{attempt}.{images.file_extension(data)}"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.task_timeout_s
-        progress = _ProgressThrottle(lambda pct: self._event(task, "progress", pct))
-
-        async def queued() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.task(task.task_id),
-                          mapping={"state": "in_comfyui", "instance": client.base_url, "prompt_id": prompt_id})
-                pipe.expire(keys.task(task.task_id), self.settings.blob_ttl_s)
-                await pipe.execute()
-
-        run = asyncio.create_task(
-            client.run(
-                lambda image_name: mode.build(image_name, task_id=task.task_id, params=task.params),
-                data, upload_name, mode.output_node,
-                prompt_id=prompt_id, deadline=deadline, on_progress=progress, on_queued=queued,
-                on_started=lambda: self._event(task, "started"),
-            )
-        )
-        watcher = asyncio.create_task(self._watch_cancel(task.task_id, run, client, prompt_id))
-        started = time.monotonic()
-        try:
-            image, comfy_ms = await run
-            return image, comfy_ms or int((time.monotonic() - started) * 1000)
-        except asyncio.CancelledError:
-            if watcher.done() and watcher.result():
-                raise PermanentTaskError("cancelled", detail="cancelled by the user") from None
-            await self._abandon_prompt(client, prompt_id)
-            raise
-        except TransientTaskError:
-            await self._abandon_prompt(client, prompt_id)
-            raise
-        finally:
-            watcher.cancel()
-            run.cancel()
-
-    async def _watch_cancel(self, task_id: str, run: asyncio.Task[Any], client: Any, prompt_id: str) -> bool:
-        """Poll the cancel flag; on cancel take the prompt out of ComfyUI and stop waiting for it."""
-        while not run.done():
-            await asyncio.sleep(CANCEL_POLL_S)
-            if await self.redis.exists(keys.cancelled(task_id)):
-                await self._abandon_prompt(client, prompt_id)
-                run.cancel()
-                return True
-        return False
-
-    @staticmethod
-    async def _abandon_prompt(client: Any, prompt_id: str) -> None:
-        """Best effort: a waiting prompt is deleted from the queue, a running one interrupted."""
-        for action in (client.delete_queued, client.interrupt):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(action(prompt_id), timeout=5)
-
     # --- writing results --------------------------------------------------------------------------
-    async def _event(self, task: Task, state: str, percent: int = 0) -> None:
-        event = Event(task.task_id, state, task.reply, percent=percent)  # type: ignore[arg-type]
-        with contextlib.suppress(Exception):  # progress is lossy by design
-            await self.redis.xadd(
-                self.settings.events_stream, event.encode(), maxlen=self.settings.events_maxlen, approximate=True
-            )
-
     async def _publish(self, task: Task, result: Result) -> None:
         """Write the result (stream entry + stored copy) and the bookkeeping, in one transaction."""
         fields = result.encode()
@@ -500,21 +309,6 @@ class Worker:
         log.info("task %s %s: mode %s, %s, ran %.1f s after %.1f s in line", task.task_id, result.status,
                  task.mode, result.error or "no error", result.run_ms / 1000, result.queued_ms / 1000)
 
-
-class _ProgressThrottle:
-    """Turns ComfyUI progress into events, skipping steps smaller than PROGRESS_MIN_STEP percent."""
-
-    def __init__(self, emit: Any):
-        self.emit = emit
-        self.last = 0
-
-    async def __call__(self, percent: int) -> None:
-        percent = max(0, min(100, int(percent)))
-        if percent == 0:
-            return  # nothing to show yet ("started" says it began)
-        if percent - self.last >= PROGRESS_MIN_STEP or (percent == 100 and self.last != 100):
-            self.last = percent
-            await self.emit(percent)
 
 
 def _as_text(value: Any) -> str:

@@ -1,0 +1,343 @@
+"""What runs a task once the worker has read and pre-checked it: ComfyUI, or nothing at all.
+
+The worker owns the queue (reading, pre-checks, the result, XACK, dead letters); an executor owns
+the work in between and says how many tasks it can hold at once. `EXECUTOR=comfyui` (the default)
+runs the mode's workflow on the ComfyUI instances; `EXECUTOR=noop` hands the input back as the
+output at once, so benchmarks and tests measure the queue layer alone.
+
+ComfyUI: each instance gets `worker_concurrency + prefetch` slots, so while one prompt runs on the
+GPU the next ones are already uploaded and queued inside ComfyUI. Transient ComfyUI errors are
+retried with backoff; an instance that keeps failing, or stops answering, is taken out of rotation
+(the circuit breaker) and probed until it is back, and its capacity drops to 0 meanwhile, so tasks
+wait in the stream instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from redis.asyncio import Redis
+
+from backend import images, keys
+from backend.blobs import BlobStore, BlobTooLarge
+from backend.errors import PermanentTaskError, Refused, TransientTaskError
+from backend.redact import redact_url, scrub
+from backend.settings import Settings
+from backend.tasks import Event, Task
+
+log = logging.getLogger(__name__)
+
+PROGRESS_MIN_STEP = 5
+BREAKER_THRESHOLD = 3  # transient errors in a row that take an instance out of rotation
+CANCEL_POLL_S = 0.5
+NOOP_SLOTS = 256
+# Below this many bytes a digest check or a PNG chunk rewrite takes well under a millisecond: it
+# runs inline, since a hop to a thread and back costs about as much as the work itself.
+INLINE_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What an executor hands back: the output blob and how long the work itself took."""
+
+    output: str
+    run_ms: int
+
+
+class Executor(Protocol):
+    """Runs one task's work; raises `Refused` or a `RepairError` (transient ones already retried)."""
+
+    def capacity(self) -> int:
+        """Tasks it can hold at once right now (0 while it can take none: the worker reads nothing)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def execute(self, task: Task, mode: Any) -> Execution: ...
+
+
+def make_executor(
+    settings: Settings, redis: Redis, blobs: BlobStore, *, clients: list[Any] | None = None,
+    on_capacity: Callable[[], None] = lambda: None,
+) -> Executor:
+    """The executor `settings.executor` names; `on_capacity` is called whenever capacity grows."""
+    if settings.executor == "noop":
+        return NoopExecutor()
+    return ComfyUIExecutor(settings, redis, blobs, clients=clients, on_capacity=on_capacity)
+
+
+class NoopExecutor:
+    """Does nothing: the output is the input blob itself, so a task costs only its queue work."""
+
+    def capacity(self) -> int:
+        return NOOP_SLOTS
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def execute(self, task: Task, mode: Any) -> Execution:
+        return Execution(task.input, 0)
+
+
+@dataclass
+class Instance:
+    """One ComfyUI instance as the worker sees it: its client, free slots and health."""
+
+    client: Any
+    slots: int
+    busy: int = 0
+    healthy: bool = False
+    failures: int = 0  # transient errors in a row, whatever the task
+    probing: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def free(self) -> int:
+        return self.slots - self.busy if self.healthy else 0
+
+
+class ComfyUIExecutor:
+    """Runs a mode's workflow on the ComfyUI instances in `settings.comfyui_urls`.
+
+    :param clients: ComfyUI clients to use instead of one per configured URL (tests)
+    """
+
+    def __init__(
+        self, settings: Settings, redis: Redis, blobs: BlobStore, *, clients: list[Any] | None = None,
+        on_capacity: Callable[[], None] = lambda: None,
+    ):
+        from backend.comfyui import ComfyUIClient
+
+        self.settings = settings
+        self.redis = redis
+        self.blobs = blobs
+        self.on_capacity = on_capacity
+        made = clients or [
+            ComfyUIClient(url, quiet_poll_s=settings.comfyui_quiet_poll_s) for url in settings.comfyui_urls
+        ]
+        self.instances = [Instance(client, settings.slots_per_instance) for client in made]
+        self._freed = asyncio.Event()
+        self._closing = asyncio.Event()
+
+    def capacity(self) -> int:
+        return sum(i.slots for i in self.instances if i.healthy)
+
+    async def start(self) -> None:
+        for instance in self.instances:
+            await instance.client.start()
+        results = await asyncio.gather(*(i.client.health() for i in self.instances))
+        for instance, healthy in zip(self.instances, results):
+            if healthy:
+                instance.healthy = True
+            else:
+                self._mark_down(instance, "not reachable at start")
+
+    async def close(self) -> None:
+        self._closing.set()
+        for instance in self.instances:
+            if instance.probing:
+                instance.probing.cancel()
+            await instance.client.close()
+
+    async def execute(self, task: Task, mode: Any) -> Execution:
+        source = await self.blobs.get(task.input)
+        if source is None:
+            raise Refused("input_expired")
+        checked = await _maybe_in_thread(
+            images.recheck_input, source, size=len(source),
+            max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels, digest=task.digest,
+        )
+        raw, run_ms = await self._run_with_retries(task, mode, checked)
+        final = await _maybe_in_thread(
+            images.finalize_output, raw, size=len(raw), max_pixels=self.settings.max_image_pixels * 4
+        )
+        try:
+            output_key = await self.blobs.put("out", final)
+        except BlobTooLarge as exc:
+            raise PermanentTaskError("output_invalid", detail=str(exc)) from None
+        return Execution(output_key, run_ms)
+
+    # --- the circuit breaker ---------------------------------------------------------------------
+    def _mark_down(self, instance: Instance, why: str) -> None:
+        if instance.probing is not None and not instance.probing.done():
+            return
+        log.warning("ComfyUI %s marked down (%s): no new tasks go there until it answers",
+                    redact_url(instance.client.base_url), why)
+        instance.healthy = False
+        instance.probing = asyncio.create_task(self._probe_until_up(instance))
+
+    async def _probe_until_up(self, instance: Instance) -> None:
+        delay = self.settings.retry_backoff_s
+        while not self._closing.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=delay)
+            if self._closing.is_set():
+                return
+            if await instance.client.health():
+                instance.healthy = True
+                instance.failures = min(instance.failures, BREAKER_THRESHOLD - 1)  # half open: one more strike
+                log.info("ComfyUI %s is back", redact_url(instance.client.base_url))
+                self._freed.set()
+                self.on_capacity()
+                return
+            delay = min(delay * 2, self.settings.breaker_probe_max_s)
+
+    async def _acquire_instance(self) -> Instance:
+        """The healthy instance with the most free slots; waits while none has one."""
+        while True:
+            self._freed.clear()
+            candidates = [i for i in self.instances if i.free > 0]
+            if candidates:
+                best = max(candidates, key=lambda i: i.free)
+                best.busy += 1
+                return best
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), timeout=1.0)
+
+    def _release_instance(self, instance: Instance) -> None:
+        instance.busy -= 1
+        self._freed.set()
+        self.on_capacity()
+
+    # --- one task --------------------------------------------------------------------------------
+    async def _run_with_retries(self, task: Task, mode: Any, data: bytes) -> tuple[bytes, int]:
+        """The output image and its run time in ms (ComfyUI's own, else our wall clock for the attempt).
+
+        Transient errors are retried with backoff. They count against the task's budget only while
+        the instance itself looks fine; an instance that is down (or keeps failing for every task) is
+        taken out of rotation instead, and the task waits for one that works.
+        """
+        counted = tries = 0
+        backoff = self.settings.retry_backoff_s
+        while True:
+            tries += 1
+            instance = await self._acquire_instance()
+            try:
+                result = await self._run_once(task, mode, data, instance, tries)
+                instance.failures = 0
+                return result
+            except TransientTaskError as exc:
+                instance.failures += 1
+                why = scrub(exc.detail or exc.code)
+                if instance.failures >= BREAKER_THRESHOLD or not await instance.client.health():
+                    self._mark_down(instance, why)
+                else:
+                    counted += 1
+                if counted >= self.settings.transient_retries:
+                    raise
+                log.info("task %s: transient ComfyUI error (%s); retrying", task.task_id, why)
+                await self._event(task, "retrying")
+            except PermanentTaskError as exc:
+                if exc.code == "comfyui_failed":
+                    # A node that failed (DDColor with missing weights) can stay broken in ComfyUI's cache
+                    # and then "succeed" with garbage: make ComfyUI drop its cached nodes and models.
+                    with contextlib.suppress(Exception):
+                        await instance.client.free()
+                raise
+            finally:
+                self._release_instance(instance)
+            await asyncio.sleep(backoff + random.uniform(0, backoff / 2))
+            backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+
+    async def _run_once(
+        self, task: Task, mode: Any, data: bytes, instance: Instance, attempt: int
+    ) -> tuple[bytes, int]:
+        client = instance.client
+        prompt_id = str(uuid.uuid4())
+        upload_name = f"repairbot-{task.task_id}-{attempt}.{images.file_extension(data)}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.task_timeout_s
+        progress = _ProgressThrottle(lambda pct: self._event(task, "progress", pct))
+
+        async def queued() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.task(task.task_id),
+                          mapping={"state": "in_comfyui", "instance": client.base_url, "prompt_id": prompt_id})
+                pipe.expire(keys.task(task.task_id), self.settings.blob_ttl_s)
+                await pipe.execute()
+
+        run = asyncio.create_task(
+            client.run(
+                lambda image_name: mode.build(image_name, task_id=task.task_id, params=task.params),
+                data, upload_name, mode.output_node,
+                prompt_id=prompt_id, deadline=deadline, on_progress=progress, on_queued=queued,
+                on_started=lambda: self._event(task, "started"),
+            )
+        )
+        watcher = asyncio.create_task(self._watch_cancel(task.task_id, run, client, prompt_id))
+        started = time.monotonic()
+        try:
+            image, comfy_ms = await run
+            return image, comfy_ms or int((time.monotonic() - started) * 1000)
+        except asyncio.CancelledError:
+            if watcher.done() and watcher.result():
+                raise PermanentTaskError("cancelled", detail="cancelled by the user") from None
+            await self._abandon_prompt(client, prompt_id)
+            raise
+        except TransientTaskError:
+            await self._abandon_prompt(client, prompt_id)
+            raise
+        finally:
+            watcher.cancel()
+            run.cancel()
+
+    async def _watch_cancel(self, task_id: str, run: asyncio.Task[Any], client: Any, prompt_id: str) -> bool:
+        """Poll the cancel flag; on cancel take the prompt out of ComfyUI and stop waiting for it."""
+        while not run.done():
+            await asyncio.sleep(CANCEL_POLL_S)
+            if await self.redis.exists(keys.cancelled(task_id)):
+                await self._abandon_prompt(client, prompt_id)
+                run.cancel()
+                return True
+        return False
+
+    @staticmethod
+    async def _abandon_prompt(client: Any, prompt_id: str) -> None:
+        """Best effort: a waiting prompt is deleted from the queue, a running one interrupted."""
+        for action in (client.delete_queued, client.interrupt):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(action(prompt_id), timeout=5)
+
+    # --- progress ---------------------------------------------------------------------------------
+    async def _event(self, task: Task, state: str, percent: int = 0) -> None:
+        event = Event(task.task_id, state, task.reply, percent=percent)  # type: ignore[arg-type]
+        with contextlib.suppress(Exception):  # progress is lossy by design
+            await self.redis.xadd(
+                self.settings.events_stream, event.encode(), maxlen=self.settings.events_maxlen, approximate=True
+            )
+
+
+
+class _ProgressThrottle:
+    """Turns ComfyUI progress into events, skipping steps smaller than PROGRESS_MIN_STEP percent."""
+
+    def __init__(self, emit: Any):
+        self.emit = emit
+        self.last = 0
+
+    async def __call__(self, percent: int) -> None:
+        percent = max(0, min(100, int(percent)))
+        if percent == 0:
+            return  # nothing to show yet ("started" says it began)
+        if percent - self.last >= PROGRESS_MIN_STEP or (percent == 100 and self.last != 100):
+            self.last = percent
+            await self.emit(percent)
+
+
+
+async def _maybe_in_thread(function: Callable[..., Any], data: bytes, *, size: int, **kwargs: Any) -> Any:
+    """Run a CPU-bound image call inline when it is cheap, in a thread when it would stall the loop."""
+    if size <= INLINE_BYTES:
+        return function(data, **kwargs)
+    return await asyncio.to_thread(function, data, **kwargs)
