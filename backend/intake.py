@@ -3,13 +3,20 @@
 It refuses early and politely (paused, limits, bad image), stores the normalised image as a blob,
 XADDs the task and answers with the task's place in line. Limits live here, not in the bots, so
 Telegram and Discord users share them: K tasks queued or running per user, N per hour, a global cap.
+
+One platform event, one task: a bot passes an event key (a chat message, an interaction's
+attachment) and intake claims it in the same Lua script that XADDs the task, so an update the
+platform delivers twice is answered with the first task, never queued again. Once the XADD has
+committed, nothing that fails afterwards makes the photo look refused: the task will be answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+import json
+import logging
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from redis.asyncio import Redis
@@ -19,18 +26,61 @@ from backend.admin import estimate_wait, queue_depth
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import Refused
 from backend.settings import Settings
+from backend.streams import REDIS_DOWN
 from backend.tasks import Task, new_task_id, now_ms, validate_reply
 from backend.workflows import Workflows
 
+log = logging.getLogger(__name__)
+
 HOUR_MS = 3600 * 1000
 MB = 1024 * 1024
+MAX_EVENT_KEY = 200
+EVENT_TURN_MS = 30_000  # longer than a 20 MB download and its normalisation take
+
+RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(frozen=True)
 class Submitted:
+    """A queued task. `duplicate`: the event was queued before, and this is that first task, whose
+    reply channel (`reply`) is where the user was answered."""
+
     task_id: str
     position: int
     eta_s: int
+    duplicate: bool = False
+    reply: dict[str, Any] = field(default_factory=dict)
+
+
+# KEYS: the task's hash, the tasks stream, and optionally the event's idempotency key.
+# ARGV: task id, hash TTL (s), event TTL (s), user, mode, submitted_at, reply (JSON), then the entry's
+# field/value pairs. Returns {0, first task id} when the event was queued before, else {1, entry id, ordinal}:
+# the claim, the task's bookkeeping and its stream entry are one step, so a crash leaves all or nothing.
+ENQUEUE_SCRIPT = """
+if KEYS[3] then
+  local first = redis.call('HGET', KEYS[3], 'task_id')
+  if first then return {0, first} end
+end
+local entry = {}
+for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[2], '*', unpack(entry))
+local info = redis.call('XINFO', 'STREAM', KEYS[2])
+local ordinal = 0
+for i = 1, #info, 2 do
+  if info[i] == 'entries-added' then ordinal = info[i + 1] end
+end
+redis.call('HSET', KEYS[1], 'user', ARGV[4], 'state', 'queued', 'mode', ARGV[5], 'submitted_at', ARGV[6],
+           'ordinal', ordinal, 'entry_id', id)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if KEYS[3] then
+  redis.call('HSET', KEYS[3], 'task_id', ARGV[1], 'reply', ARGV[7])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+return {1, id, ordinal}
+"""
 
 
 # KEYS: the user's active set, the user's recent zset. ARGV: task id, now (ms), an hour (ms),
@@ -58,6 +108,8 @@ class Intake:
         self.blobs = blobs
         self.workflows = workflows
         self._reserve = redis.register_script(RESERVE_SCRIPT)
+        self._enqueue_script = redis.register_script(ENQUEUE_SCRIPT)
+        self._release_turn = redis.register_script(RELEASE_IF_OWNER)
 
     def check_size(self, size: int | None) -> None:
         """Refuse by the size a platform declares, before downloading anything."""
@@ -90,13 +142,28 @@ class Intake:
         user: str,
         params: dict[str, Any] | None = None,
         exempt: bool = False,
+        event_key: str | None = None,
     ) -> Submitted:
-        """Check, normalise, store and enqueue one photo; raises Refused with a stable code."""
+        """Check, normalise, store and enqueue one photo; raises Refused with a stable code.
+
+        :param event_key: the platform event this photo came in (see `keys.event_claim`); an event
+            queued before gets its first task back (`duplicate=True`), without limits or a second run
+        """
         checked_params = self.workflows.get(mode).check_params(params)
         validate_reply(reply)
+        if event_key is None:
+            return await self._submit(data, mode=mode, reply=reply, user=user, params=checked_params, exempt=exempt)
+        async with self._sole_delivery(event_key) as first:
+            if first is not None:
+                return first
+            return await self._submit(data, mode=mode, reply=reply, user=user, params=checked_params, exempt=exempt,
+                                      event_key=event_key)
+
+    async def _submit(self, data: bytes, *, mode: str, reply: dict[str, Any], user: str, params: dict[str, Any],
+                      exempt: bool, event_key: str | None = None) -> Submitted:
         await self.check_open(user, exempt=exempt)
         task_id = new_task_id()
-        async with self._reserved(user, task_id, exempt=exempt):
+        async with self._reserved(user, task_id, exempt=exempt) as reservation:
             prepared = await asyncio.to_thread(
                 images.prepare_input,
                 data,
@@ -107,8 +174,53 @@ class Intake:
                 input_key = await self.blobs.put("in", prepared.data)
             except BlobTooLarge as exc:
                 raise Refused("too_large", detail=str(exc), max_mb=self.settings.max_image_bytes // MB) from None
-            return await self._enqueue(task_id, input_key, mode=mode, reply=reply, user=user, params=checked_params,
-                                       digest=images.content_digest(prepared.data))
+            submitted = await self._enqueue(task_id, input_key, mode=mode, reply=reply, user=user,
+                                            params=params, event_key=event_key, reservation=reservation,
+                                            digest=images.content_digest(prepared.data))
+            if submitted.duplicate:  # a second delivery of the event raced us to the XADD: its task stands
+                await self.blobs.delete(input_key)
+            return submitted
+
+    @contextlib.asynccontextmanager
+    async def _sole_delivery(self, event_key: str) -> AsyncIterator[Submitted | None]:
+        """Deliveries of one event take turns: a second one waits while the first is being queued, then
+        gets its task (rather than a refusal for the place the first one holds). The turn is a hint
+        with a short TTL, so a delivery that crashed holding it delays a redelivery, never blocks it;
+        the claim in the enqueue script is what keeps one task per event."""
+        turn = keys.event_turn(_checked_event_key(event_key))
+        token = new_task_id()
+        deadline = asyncio.get_running_loop().time() + EVENT_TURN_MS / 1000
+        while True:
+            if (first := await self.claimed(event_key)) is not None:
+                yield first
+                return
+            if await self.redis.set(turn, token, nx=True, px=EVENT_TURN_MS):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("event %s: the other delivery's turn outlived its TTL; queueing anyway", event_key)
+                break
+            await asyncio.sleep(0.05)
+        try:
+            yield None
+        finally:
+            await self._release_turn(keys=[turn], args=[token])
+
+    async def claimed(self, event_key: str) -> Submitted | None:
+        """The task an event was already queued as, with its place in line now; None if it never was."""
+        first = await self.redis.hmget(keys.event_claim(_checked_event_key(event_key)), ["task_id", "reply"])
+        if not first or first[0] is None:
+            return None
+        task_id = first[0].decode() if isinstance(first[0], bytes) else str(first[0])
+        return await self._first_task(task_id, first[1])
+
+    async def _first_task(self, task_id: str, reply_json: Any) -> Submitted:
+        try:
+            reply = json.loads(reply_json) if reply_json else {}
+        except ValueError:
+            reply = {}
+        ordinal = await self.redis.hget(keys.task(task_id), "ordinal")
+        position, eta = await self._place(int(ordinal or 0))
+        return Submitted(task_id, position, eta, duplicate=True, reply=reply)
 
     async def resubmit(
         self, input_key: str, *, mode: str, reply: dict[str, Any], user: str, exempt: bool = False
@@ -120,13 +232,14 @@ class Intake:
         if await self.blobs.get(input_key) is None:
             raise Refused("input_expired")
         task_id = new_task_id()
-        async with self._reserved(user, task_id, exempt=exempt):
-            return await self._enqueue(task_id, input_key, mode=mode, reply=reply, user=user, params={})
+        async with self._reserved(user, task_id, exempt=exempt) as reservation:
+            return await self._enqueue(task_id, input_key, mode=mode, reply=reply, user=user, params={},
+                                       reservation=reservation)
 
     @contextlib.asynccontextmanager
-    async def _reserved(self, user: str, task_id: str, *, exempt: bool) -> AsyncIterator[None]:
+    async def _reserved(self, user: str, task_id: str, *, exempt: bool) -> AsyncIterator["_Reservation"]:
         """Take one of the user's places atomically (no burst of photos can slip past the limits);
-        given back if the photo is refused before it is queued."""
+        given back if the photo is refused before it is queued, never once its XADD has committed."""
         outcome = await self._reserve(
             keys=[keys.user_active(user), keys.user_recent(user)],
             args=[task_id, now_ms(), HOUR_MS, self.settings.user_max_active, self.settings.user_max_per_hour,
@@ -136,33 +249,61 @@ class Intake:
             raise Refused("too_many_active", limit=self.settings.user_max_active)
         if outcome == 2:
             raise Refused("rate_limited", limit=self.settings.user_max_per_hour)
+        reservation = _Reservation()
         try:
-            yield
+            yield reservation
         except BaseException:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.srem(keys.user_active(user), task_id)
-                pipe.zrem(keys.user_recent(user), task_id)
-                await pipe.execute()
+            if not reservation.committed:
+                await self._give_back(user, task_id)
             raise
+        if not reservation.committed:  # the event was queued before: this place was never used
+            await self._give_back(user, task_id)
+
+    async def _give_back(self, user: str, task_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.srem(keys.user_active(user), task_id)
+            pipe.zrem(keys.user_recent(user), task_id)
+            await pipe.execute()
 
     async def _enqueue(
         self, task_id: str, input_key: str, *, mode: str, reply: dict[str, Any], user: str, params: dict[str, Any],
-        digest: str = "",
+        event_key: str | None = None, reservation: "_Reservation | None" = None, digest: str = "",
     ) -> Submitted:
-        """The task's bookkeeping is written before its stream entry, so a fast worker never races it."""
+        """Claim, bookkeeping and stream entry in one script, so a fast worker never races the bookkeeping
+        and a crash never leaves a claimed event without its task. After the commit only the place in
+        line is left to compute, and a failure there gives a best-effort place, not an error."""
         task = Task(task_id=task_id, mode=mode, input=input_key, reply=reply, user=user, params=params, digest=digest)
         settings = self.settings
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.task(task_id), mapping={"user": user, "state": "queued", "mode": mode,
-                                                   "submitted_at": task.submitted_at})
-            pipe.expire(keys.task(task_id), settings.blob_ttl_s)
-            pipe.xadd(settings.tasks_stream, task.encode())
-            pipe.xinfo_stream(settings.tasks_stream)
-            entry_id, info = (await pipe.execute())[2:4]
-        ordinal = int(info.get("entries-added") or info.get("length") or 0)
-        await self.redis.hset(keys.task(task_id), mapping={"ordinal": ordinal, "entry_id": entry_id})
-        position, eta = await estimate_wait(self.redis, settings, ordinal)
-        return Submitted(task_id, position, eta)
+        script_keys = [keys.task(task_id), settings.tasks_stream]
+        if event_key is not None:
+            script_keys.append(keys.event_claim(_checked_event_key(event_key)))
+        entry = [part for pair in task.encode().items() for part in pair]
+        args = [task_id, settings.blob_ttl_s, settings.idempotency_ttl_s, user, mode, task.submitted_at,
+                json.dumps(reply, separators=(",", ":")), *entry]
+        try:
+            outcome = await self._enqueue_script(keys=script_keys, args=args)
+        except REDIS_DOWN:
+            # The reply may be what was lost: the task's hash is written with the entry, so it tells.
+            if not await self.redis.exists(keys.task(task_id)):
+                raise
+            log.warning("task %s was queued though Redis did not confirm it", task_id)
+            outcome = [1, await self.redis.hget(keys.task(task_id), "entry_id"),
+                       await self.redis.hget(keys.task(task_id), "ordinal")]
+        if int(outcome[0]) == 0:
+            first = outcome[1].decode() if isinstance(outcome[1], bytes) else str(outcome[1])
+            return await self._first_task(first, await self.redis.hget(script_keys[2], "reply"))
+        if reservation is not None:
+            reservation.committed = True
+        position, eta = await self._place(int(outcome[2] or 0))
+        return Submitted(task_id, position, eta, reply=reply)
+
+    async def _place(self, ordinal: int) -> tuple[int, int]:
+        """Place in line and wait; best effort: the task is queued whatever this says."""
+        try:
+            return await estimate_wait(self.redis, self.settings, ordinal)
+        except Exception as exc:  # noqa: BLE001 - a queued photo must not be answered with an error
+            log.warning("place in line unknown for ordinal %d: %s", ordinal, exc)
+            return 1, 0
 
     async def default_mode(self, user: str) -> str:
         """The user's chosen mode, else the bot's default."""
@@ -173,3 +314,15 @@ class Intake:
     async def set_default_mode(self, user: str, mode: str) -> None:
         self.workflows.get(mode)
         await self.redis.set(keys.user_mode(user), mode)
+
+
+class _Reservation:
+    """Whether the reserved place was used by a committed XADD (then it is the worker's to free)."""
+
+    committed = False
+
+
+def _checked_event_key(event_key: str) -> str:
+    if not event_key or len(event_key) > MAX_EVENT_KEY:
+        raise ValueError(f"event key must be 1..{MAX_EVENT_KEY} characters")
+    return event_key

@@ -24,6 +24,19 @@ def send_rounds(task_id: str) -> str:
     return f"repairbot:send_rounds:{task_id}"
 
 
+def event_claim(event_key: str) -> str:
+    """Hash (task_id, reply) of the task a platform event was queued as: its idempotency key, with a TTL.
+
+    `event_key` is the bot's name for the event, e.g. `telegram:<chat>:<message>` or
+    `discord:<interaction>:<attachment>`."""
+    return f"repairbot:event:{event_key}"
+
+
+def event_turn(event_key: str) -> str:
+    """Held (with a short TTL) by the one delivery of an event being queued; a second delivery waits."""
+    return f"repairbot:event:{event_key}:turn"
+
+
 def cancelled(task_id: str) -> str:
     return f"repairbot:cancel:{task_id}"
 

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     user_max_active: int = 3
     user_max_per_hour: int = 30
     queue_cap: int = 500
+    idempotency_ttl_s: int = 48 * 3600  # how long a chat event is remembered, so a redelivery is not queued again
 
     # Telegram.
     telegram_bot_token: SecretStr | None = None

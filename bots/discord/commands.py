@@ -7,6 +7,7 @@ through the shared intake and edit the "thinking" message to the place in line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import aiohttp
@@ -39,6 +40,8 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
     async def colorize(interaction: discord.Interaction, image: discord.Attachment, mode: str | None = None,
                        private: bool = False) -> None:
         """One photo in; the place in line now, the colorized photo as a follow-up later."""
+        if await answered_before(services.intake, interaction, [image]):
+            return
         await interaction.response.defer(thinking=True, ephemeral=private)
         chosen = mode or await services.intake.default_mode(user_key(interaction.user.id))
         await queue_photos(services.intake, interaction, [image], mode=chosen, private=private)
@@ -46,8 +49,10 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
     @tree.context_menu(name=localized("Colorize photo", "cmd_colorize_menu"))
     async def colorize_message(interaction: discord.Interaction, message: discord.Message) -> None:
         """Every image attached to a message (up to four), one task each."""
-        await interaction.response.defer(thinking=True)
         photos = [a for a in message.attachments if looks_like_image(a)][:MAX_IMAGES_PER_MESSAGE]
+        if await answered_before(services.intake, interaction, photos):
+            return
+        await interaction.response.defer(thinking=True)
         mode = await services.intake.default_mode(user_key(interaction.user.id))
         await queue_photos(services.intake, interaction, photos, mode=mode, private=False)
 
@@ -56,6 +61,30 @@ def mode_choice(mode: Mode) -> app_commands.locale_str:
     """A /colorize mode choice named by the manifest in English, and in Chinese for Chinese clients."""
     return app_commands.locale_str(f"{mode.label('en')} ({mode.describe('en')})"[:100],
                                    translated={"zh": f"{mode.label('zh')}（{mode.describe('zh')}）"[:100]})
+
+
+def event_key(interaction: discord.Interaction, photo: discord.Attachment) -> str:
+    """The idempotency key of one photo of an interaction: the gateway may deliver an interaction again
+    (a resumed session replays it), and each of its photos must still be one task."""
+    return f"discord:{interaction.id}:{photo.id}"
+
+
+async def answered_before(intake: Intake, interaction: discord.Interaction, photos: list[discord.Attachment]) -> bool:
+    """An interaction delivered again whose photos are all queued already is answered as the first
+    delivery was (its "thinking" message says "Queued" again); it is not deferred a second time,
+    which Discord refuses."""
+    if not photos:
+        return False
+    claims = [await intake.claimed(event_key(interaction, photo)) for photo in photos]
+    if any(claim is None for claim in claims):
+        return False
+    first = claims[0]
+    key = "queued" if len(claims) == 1 else "queued_album"
+    log.info("interaction %s delivered again; answered with task %s", interaction.id, first.task_id)
+    with contextlib.suppress(discord.HTTPException):  # the first answer may be gone already: nothing to redo
+        await interaction.edit_original_response(
+            content=text(key, lang_of(interaction), position=first.position, eta=first.eta_s, count=len(claims)))
+    return True
 
 
 async def queue_photos(intake: Intake, interaction: discord.Interaction, photos: list[discord.Attachment], *,
@@ -79,12 +108,12 @@ async def queue_photos(intake: Intake, interaction: discord.Interaction, photos:
         return
     queued: list[Submitted] = []
     refusals: list[Refused] = []
-    for index, data in enumerate(downloads, start=1):
+    for index, (photo, data) in enumerate(zip(photos, downloads), start=1):
         # Photos of one message share one "thinking" message: each progress line says which photo it is.
         part = f"{index}/{len(downloads)}" if len(downloads) > 1 else None
         try:
             queued.append(await intake.submit(data, mode=mode, reply=reply_for(interaction, private=private, part=part),
-                                              user=user, exempt=exempt))
+                                              user=user, exempt=exempt, event_key=event_key(interaction, photo)))
         except Refused as refusal:
             refusals.append(refusal)
     if not queued:

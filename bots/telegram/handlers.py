@@ -97,7 +97,42 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await queue_single(message, asker_of(update, context), services_of(context), downloads_of(context))
 
 
+def event_key(message: Message) -> str:
+    """The idempotency key of a photo message: the same message delivered again (a webhook retry,
+    polling after a crash) maps to the same key whatever its update_id.
+
+    An album photo also names its media group. Its place in the album is its own message id (Telegram
+    gives every photo of an album its own): a position counted in the collected group would shift
+    when a redelivery brings only the part of the album that was not confirmed, and queue it twice."""
+    key = f"telegram:{message.chat_id}:{message.message_id}"
+    if message.media_group_id:
+        key += f":album:{message.media_group_id}"
+    return key
+
+
+async def answer_again(bot: Any, first: Submitted, lang: str, services: Services, *, count: int = 1) -> None:
+    """A redelivered message is answered as the first delivery was: that task's status message says
+    "Queued" again (unless its result is in already); no second status, no refusal."""
+    reply = first.reply
+    chat_id, status_id = reply.get("chat_id"), reply.get("status_message_id")
+    log.info("telegram message delivered again; answered with task %s", first.task_id)
+    if not chat_id or not status_id or await finished_already(services, first.task_id):
+        return
+    if count > 1 or reply.get("album"):
+        line = text("queued_album", lang, count=count, position=first.position, eta=first.eta_s)
+    else:
+        line = text("queued", lang, position=first.position, eta=first.eta_s)
+    with contextlib.suppress(BadRequest):  # unchanged, or the status is gone
+        await bot.edit_message_text(line, chat_id=chat_id, message_id=status_id,
+                                    reply_markup=cancel_markup(reply, first.task_id, lang))
+
+
 async def queue_single(message: Message, asker: Asker, services: Services, downloads: asyncio.Semaphore) -> None:
+    key = event_key(message)
+    first = await services.intake.claimed(key)
+    if first is not None:
+        await answer_again(message.get_bot(), first, asker.lang, services)
+        return
     try:
         file_id, size = image_file(message)
         check_declared_size(services, size)
@@ -111,7 +146,8 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
     try:
         data = await download(message, file_id, downloads)
         mode = services.workflows.from_words(message.caption) or await services.intake.default_mode(asker.user)
-        submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user, exempt=asker.exempt)
+        submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user, exempt=asker.exempt,
+                                                 event_key=key)
     except Refused as refusal:
         await status.edit_text(refusal.user_message(asker.lang))
         return
@@ -119,6 +155,11 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
         log.exception("photo from %s could not be queued", asker.user)
         with contextlib.suppress(Exception):
             await status.edit_text(text("error_generic", asker.lang))
+        return
+    if submitted.duplicate:  # the same message, delivered twice at once: the other delivery's status stays
+        with contextlib.suppress(BadRequest):
+            await status.delete()
+        await answer_again(message.get_bot(), submitted, asker.lang, services)
         return
     await show_queued(status, submitted, reply, asker.lang, services)
 
@@ -141,6 +182,15 @@ async def show_queued(status: Message, submitted: Submitted, reply: dict[str, An
 async def queue_album(group: list[Message], asker: Asker, services: Services, downloads: asyncio.Semaphore) -> None:
     """One task per photo of an album, all under one status message."""
     first = group[0]
+    keys_of = {message.message_id: event_key(message) for message in group}
+    claims = {m.message_id: await services.intake.claimed(keys_of[m.message_id]) for m in group}
+    again = [claim for claim in claims.values() if claim is not None]
+    if again:  # the album was delivered before (all of it, or the part that was queued then)
+        await answer_again(first.get_bot(), again[0], asker.lang, services, count=len(again))
+        group = [m for m in group if claims[m.message_id] is None]
+        if not group:
+            return
+        first = group[0]
     usable: list[tuple[Message, str]] = []
     for message in group:
         try:
@@ -169,13 +219,16 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
         try:
             data = await download(message, file_id, downloads)
             submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
-                                                     exempt=asker.exempt)
+                                                     exempt=asker.exempt, event_key=keys_of[message.message_id])
         except Refused as refusal:
             left = await albums.finish_album_item(redis, first.chat_id, status.message_id, f"refused:{message.message_id}")
             if left == 0 and not queued:
                 await status.edit_text(refusal.user_message(asker.lang))
             else:
                 refused.setdefault(refusal.user_message(asker.lang), message)
+            continue
+        if submitted.duplicate:  # delivered twice at once: the other delivery's album has this photo
+            await albums.finish_album_item(redis, first.chat_id, status.message_id, f"again:{message.message_id}")
             continue
         await albums.add_album_task(redis, first.chat_id, status.message_id, submitted.task_id, ttl)
         queued.append(submitted)
