@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -25,6 +26,7 @@ from backend import keys
 from backend.blobs import BlobStore, make_blob_store
 from backend.errors import Refused, RepairError
 from backend.executors import Executor, make_executor
+from backend.publishing import ResultPublisher
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, require_redis_7, retry_while_redis_down
 from backend.tasks import MalformedRecord, Result, Task, now_ms, user_lang, validate_reply
@@ -73,6 +75,7 @@ class Worker:
             block_ms=settings.block_ms,
             call_timeout_s=settings.redis_socket_timeout_s,
         )
+        self.publisher = ResultPublisher(redis, settings, group=settings.workers_group)
         self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
 
@@ -93,8 +96,8 @@ class Worker:
             log.info("worker %s started (executor %s, %d slot(s))", self.name, self.settings.executor,
                      self.executor.capacity())
             await retry_while_redis_down(self.group.ensure_groups, self.settings, self._stopping)
-            for entry in await retry_while_redis_down(self.group.read_own_pending, self.settings, self._stopping):
-                self._spawn(entry)
+            await self._spawn_all(await retry_while_redis_down(self.group.read_own_pending, self.settings,
+                                                               self._stopping))
             await self._read_loop()
         except REDIS_DOWN:
             if not self._stopping.is_set():
@@ -137,8 +140,7 @@ class Worker:
                 if free <= 0:
                     await self._wait_for_slot(min(1.0, maintain_every))
                     continue
-                for entry in await self.group.read_new(min(free, self.settings.read_batch)):
-                    self._spawn(entry)
+                await self._spawn_all(await self.group.read_new(min(free, self.settings.read_batch)))
                 backoff = self.settings.retry_backoff_s
             except REDIS_DOWN as exc:
                 log.warning("worker lost Redis (%s); retrying in %.1f s", exc, backoff)
@@ -167,18 +169,52 @@ class Worker:
             for entry in await self.group.keep_ownership([entry for entry, _ in self._inflight.values()]):
                 log.warning("task entry %s was taken over by another worker while running here", entry.entry_id)
         if not self._stopping.is_set() and self._capacity() > 0 and not await self.redis.exists(keys.PAUSED):
-            for entry in await self.group.reclaim_stale(self.settings.min_idle_ms, count=self._capacity()):
-                if entry.entry_id not in self._inflight:
-                    log.info("reclaimed stale task entry %s (delivery %d)", entry.entry_id, entry.deliveries)
-                    self._spawn(entry)
+            reclaimed = [entry for entry in await self.group.reclaim_stale(self.settings.min_idle_ms,
+                                                                           count=self._capacity())
+                         if entry.entry_id not in self._inflight]
+            for entry in reclaimed:
+                log.info("reclaimed stale task entry %s (delivery %d)", entry.entry_id, entry.deliveries)
+            await self._spawn_all(reclaimed)
         await self.group.trim_acknowledged(self.settings.tasks_stream)
         await self.group.prune_idle_consumers(max(10 * self.settings.min_idle_ms, FORGET_CONSUMER_MS))
         await self.redis.zremrangebyscore(keys.DONE_LOG, "-inf", now_ms() - DONE_LOG_KEEP_MS)
 
-    def _spawn(self, entry: Entry) -> None:
+    async def _spawn_all(self, entries: list[Entry]) -> None:
+        """Start handling entries, their pre-checks read for all of them in one round trip."""
+        entries = [entry for entry in entries if entry.entry_id not in self._inflight]
+        if not entries:
+            return
+        try:
+            checks = await self._prechecks(entries)
+        except REDIS_DOWN as exc:  # each task then asks for itself (and stays pending if Redis stays away)
+            log.warning("batched pre-checks failed (%s): checking task by task", exc)
+            checks = {}
+        for entry in entries:
+            self._spawn(entry, checks.get(entry.entry_id))
+
+    async def _prechecks(self, entries: list[Entry]) -> dict[str, _Prechecks]:
+        """Stored result, hand-backs and cancel flag of every decodable task, in one pipeline."""
+        tasks: list[tuple[str, Task]] = []
+        for entry in entries:
+            with contextlib.suppress(MalformedRecord):
+                tasks.append((entry.entry_id, Task.decode(entry.fields)))
+        if not tasks:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, task in tasks:
+                pipe.hgetall(keys.result(task.task_id))
+                pipe.hget(keys.task(task.task_id), "handed_back")
+                pipe.exists(keys.cancelled(task.task_id))
+            replies = await pipe.execute()
+        return {
+            entry_id: _Prechecks(task, replies[3 * i], int(replies[3 * i + 1] or 0), bool(replies[3 * i + 2]))
+            for i, (entry_id, task) in enumerate(tasks)
+        }
+
+    def _spawn(self, entry: Entry, checks: _Prechecks | None = None) -> None:
         if entry.entry_id in self._inflight:
             return
-        task = asyncio.create_task(self._handle(entry), name=f"task-{entry.entry_id}")
+        task = asyncio.create_task(self._handle(entry, checks), name=f"task-{entry.entry_id}")
         self._inflight[entry.entry_id] = (entry, task)
 
         def done(_: asyncio.Task[None]) -> None:
@@ -188,20 +224,24 @@ class Worker:
         task.add_done_callback(done)
 
     # --- one task ------------------------------------------------------------------------------------
-    async def _handle(self, entry: Entry) -> None:
+    async def _handle(self, entry: Entry, checks: _Prechecks | None = None) -> None:
         try:
-            task = Task.decode(entry.fields)
+            task = checks.task if checks else Task.decode(entry.fields)
         except MalformedRecord as exc:
             await self._reject_malformed(entry, exc)
             return
         try:
-            if await self._republish_stored(entry, task):
+            if checks is None:
+                checks = _Prechecks(task, await self.redis.hgetall(keys.result(task.task_id)),
+                                    await self._handed_back(task),
+                                    bool(await self.redis.exists(keys.cancelled(task.task_id))))
+            if await self._republish_stored(entry, task, checks.stored):
                 return
-            deliveries = entry.deliveries - await self._handed_back(task)
+            deliveries = entry.deliveries - checks.handed_back
             if deliveries > self.settings.max_deliveries:
                 await self._give_up(entry, task, f"delivered {deliveries} times without finishing")
                 return
-            if await self.redis.exists(keys.cancelled(task.task_id)):
+            if checks.cancelled:
                 await self._finish(entry, task, self._result(task, "cancelled", "cancelled"))
                 return
             result = await self._run(task)
@@ -241,8 +281,7 @@ class Worker:
         await self._publish(task, self._result(task, "failed", "too_many_attempts"))
         await self.group.dead_letter(entry, reason=reason, last_error=reason)
 
-    async def _republish_stored(self, entry: Entry, task: Task) -> bool:
-        stored = await self.redis.hgetall(keys.result(task.task_id))
+    async def _republish_stored(self, entry: Entry, task: Task, stored: dict[Any, Any]) -> bool:
         if not stored:
             return False
         log.info("task %s already has a result: re-publishing it", task.task_id)
@@ -288,27 +327,24 @@ class Worker:
     # --- writing results --------------------------------------------------------------------------
     async def _publish(self, task: Task, result: Result) -> None:
         """Write the result (stream entry + stored copy) and the bookkeeping, in one transaction."""
-        fields = result.encode()
-        ttl = self.settings.blob_ttl_s
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.settings.results_stream, fields)
-            pipe.hset(keys.result(task.task_id), mapping=fields)
-            pipe.expire(keys.result(task.task_id), ttl)
-            pipe.hset(keys.task(task.task_id), mapping={"state": "done", "status": result.status})
-            pipe.expire(keys.task(task.task_id), ttl)
-            pipe.srem(keys.user_active(task.user), task.task_id)
-            pipe.zadd(keys.DONE_LOG, {f"{task.task_id}:{result.status}:{result.run_ms}": result.finished_at})
-            if result.status == "ok":
-                pipe.lpush(keys.RUN_TIMES, result.run_ms)
-                pipe.ltrim(keys.RUN_TIMES, 0, 99)
-            await pipe.execute()
+        await self.publisher.publish(result, user=task.user)
 
     async def _finish(self, entry: Entry, task: Task, result: Result) -> None:
-        await self._publish(task, result)
-        await self.group.ack(entry)
+        """The result, its bookkeeping and the XACK of the task entry, in one transaction."""
+        await self.publisher.publish(result, user=task.user, stream=entry.stream, entry_id=entry.entry_id)
         log.info("task %s %s: mode %s, %s, ran %.1f s after %.1f s in line", task.task_id, result.status,
                  task.mode, result.error or "no error", result.run_ms / 1000, result.queued_ms / 1000)
 
+
+
+@dataclass(frozen=True)
+class _Prechecks:
+    """What a task's handling looks at before running it, read for a whole batch at once."""
+
+    task: Task
+    stored: dict[Any, Any]  # its stored result, when a previous delivery got that far
+    handed_back: int
+    cancelled: bool
 
 
 def _as_text(value: Any) -> str:

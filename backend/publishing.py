@@ -1,0 +1,103 @@
+"""The worker's results, written in groups: one MULTI/EXEC per batch of finished tasks, XACK inside.
+
+A finished task needs its result entry, the stored copy, its bookkeeping and the XACK of its task
+entry. Written one task at a time that is two round trips each; here every task that finishes while
+a write is in flight joins the next one, so under load a single round trip carries many results,
+and an idle worker still writes each result at once (nothing waits for a batch to fill).
+
+Everything for a task is in the same transaction as its XACK: a worker that dies before EXEC leaves
+the task pending (redelivered, and the stored result, if any, is re-published), never acknowledged
+without a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from redis.asyncio import Redis
+
+from backend import keys
+from backend.settings import Settings
+from backend.tasks import Result
+
+RUN_TIMES_KEEP = 100
+
+
+@dataclass
+class _Pending:
+    result: Result
+    user: str
+    stream: str
+    entry_id: str
+    done: asyncio.Future[None]
+
+
+class ResultPublisher:
+    """Group commit of results: `await publish(...)` returns once its transaction has executed."""
+
+    def __init__(self, redis: Redis, settings: Settings, *, group: str):
+        self.redis = redis
+        self.settings = settings
+        self.group = group
+        self._queue: list[_Pending] = []
+        self._writing = False
+
+    async def publish(self, result: Result, *, user: str, stream: str = "", entry_id: str = "") -> None:
+        """Write `result` and its bookkeeping; with an entry id, acknowledge that entry in the same MULTI."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(result, user, stream, entry_id, done))
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().call_soon(self._start_writer)  # same-tick finishers join this write
+        await done
+
+    def _start_writer(self) -> None:
+        asyncio.ensure_future(self._write_all())
+
+    async def _write_all(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await self._write(batch)
+                except BaseException as exc:  # noqa: BLE001 - every waiter learns what happened
+                    for item in batch:
+                        if not item.done.done():
+                            item.done.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                else:
+                    for item in batch:
+                        if not item.done.done():
+                            item.done.set_result(None)
+        finally:
+            self._writing = False
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        ttl = self.settings.blob_ttl_s
+        done_log: dict[str, int] = {}
+        run_times: list[int] = []
+        acks: dict[str, list[str]] = {}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for item in batch:
+                result = item.result
+                fields = result.encode()
+                pipe.xadd(self.settings.results_stream, fields)
+                pipe.hset(keys.result(result.task_id), mapping=fields)
+                pipe.expire(keys.result(result.task_id), ttl)
+                pipe.hset(keys.task(result.task_id), mapping={"state": "done", "status": result.status})
+                pipe.expire(keys.task(result.task_id), ttl)
+                pipe.srem(keys.user_active(item.user), result.task_id)
+                done_log[f"{result.task_id}:{result.status}:{result.run_ms}"] = result.finished_at
+                if result.status == "ok":
+                    run_times.append(result.run_ms)
+                if item.entry_id:
+                    acks.setdefault(item.stream, []).append(item.entry_id)
+            pipe.zadd(keys.DONE_LOG, done_log)
+            if run_times:
+                pipe.lpush(keys.RUN_TIMES, *run_times)
+                pipe.ltrim(keys.RUN_TIMES, 0, RUN_TIMES_KEEP - 1)
+            for stream, ids in acks.items():
+                pipe.xack(stream, self.group, *ids)
+            await pipe.execute()
+
