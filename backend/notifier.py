@@ -105,6 +105,9 @@ class Notifier:
             dead_stream=settings.dead_stream,
             block_ms=settings.block_ms,
             call_timeout_s=settings.redis_socket_timeout_s,
+            lease_s=settings.consumer_lease_s,
+            refresh_s=settings.ownership_refresh_s,
+            holder=self,
         )
         self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
         self._task_locks: dict[str, _TaskLock] = {}
@@ -184,14 +187,26 @@ class Notifier:
 
     async def _maintain(self) -> None:
         """Keep slow sends ours, pick up what a dead notifier left behind, trim what all acknowledged."""
-        if self._inflight:
-            await self.group.keep_ownership([entry for entry, _ in self._inflight.values()])
         free = self.concurrency - len(self._inflight)
         if free > 0:
             for entry in await self.group.reclaim_stale(self.settings.min_idle_ms, count=free):
                 self._spawn(entry)
         await self.group.trim_acknowledged(self.settings.results_stream)
         await self.group.prune_idle_consumers(max(10 * self.settings.min_idle_ms, 3600 * 1000))
+
+    # What the group's heartbeat keeps ours (streams.Holder); a dead notifier's entries come via `adopt`.
+    def in_hand(self) -> list[Entry]:
+        return [entry for entry, _ in self._inflight.values()]
+
+    def room(self) -> int:
+        return 0 if self._stopping.is_set() else max(0, self.concurrency - len(self._inflight))
+
+    def adopt(self, entry: Entry) -> None:
+        self._spawn(entry)
+
+    def taken_away(self, entries: list[Entry]) -> None:
+        for entry in entries:  # the send claim keeps two notifiers from both posting it
+            log.warning("%s %s was taken over by another notifier while in hand here", entry.stream, entry.entry_id)
 
     def _spawn(self, entry: Entry) -> None:
         if entry.entry_id in self._inflight:

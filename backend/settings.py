@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     block_ms: int = 2000
     max_deliveries: int = 3
     min_idle_ms: int = 60_000
+    consumer_lease_s: float = 10.0
     task_timeout_s: float = 600.0
     transient_retries: int = 5
     retry_backoff_s: float = 1.0
@@ -116,6 +117,27 @@ class Settings(BaseSettings):
         if self.block_ms / 1000 >= self.redis_socket_timeout_s:
             raise ValueError("BLOCK_MS must be shorter than REDIS_SOCKET_TIMEOUT_S (in ms)")
         return self
+
+    @model_validator(mode="after")
+    def _min_idle_well_above_the_refresh(self) -> "Settings":
+        """An entry in hand is refreshed every `ownership_refresh_s`; a refresh may come a blocking
+        read late. MIN_IDLE_MS at or near that lets a healthy consumer's long task be taken over."""
+        if self.consumer_lease_s < 1:
+            raise ValueError("CONSUMER_LEASE_S must be at least 1 second")
+        refresh_ms = self.ownership_refresh_s * 1000
+        needed = 2 * (self.block_ms + refresh_ms)
+        if self.min_idle_ms < needed:
+            raise ValueError(
+                f"MIN_IDLE_MS={self.min_idle_ms} is too close to BLOCK_MS={self.block_ms} plus the ownership "
+                f"refresh interval ({refresh_ms:.0f} ms): a healthy worker's long task could be taken over. "
+                f"Use MIN_IDLE_MS of at least {needed:.0f} (twice BLOCK_MS plus the refresh interval)."
+            )
+        return self
+
+    @property
+    def ownership_refresh_s(self) -> float:
+        """Heartbeat period of every consumer: lease renewal, idle reset of entries in hand, liveness check."""
+        return min(self.consumer_lease_s / 3, self.min_idle_ms / 3000)
 
     @property
     def comfyui_urls(self) -> list[str]:

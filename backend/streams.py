@@ -2,18 +2,26 @@
 
 Batched XREADGROUP with an outer deadline (BLOCK stays shorter than the socket timeout), groups
 re-created on NOGROUP (Redis restarted empty), XAUTOCLAIM of stale entries with their delivery
-counts, XCLAIM … JUSTID to keep ownership of long work, dead-lettering, and MINID trimming up to what
-every group has acknowledged. Consumer names are stable (host + slot); a lease in Redis keeps two
-live processes from ever sharing one.
+counts, dead-lettering, and MINID trimming up to what every group has acknowledged.
+
+Liveness, not only idleness: consumer names are stable (host + slot), and a process holds its name
+by a lease in Redis (a random token, renewed and released only by its owner). A heartbeat on its
+own timer, independent of the blocking read loop, renews the lease, resets the idle time of the
+entries in hand (XCLAIM … JUSTID) and takes over at once the pending entries of any consumer whose
+lease has lapsed: a killed process's work resumes within the lease time, not after `min_idle`.
+XAUTOCLAIM after `min_idle` stays as the fallback for a consumer that is alive but hung. A process
+that stalled past its lease notices it lost its name, takes a name again and keeps only the entries
+nobody took over meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from redis.asyncio import Redis
 from redis import exceptions as redis_errors
@@ -24,8 +32,30 @@ from backend.tasks import dead_letter_fields
 
 log = logging.getLogger(__name__)
 
-LEASE_S = 30
 MAX_SLOTS = 256
+
+# KEYS: the lease. ARGV: our token, lease (ms). 1 renewed; 2 taken again (it was gone: Redis lost it,
+# e.g. restarted empty, while we still held it by our own clock); 0 someone else holds it.
+RENEW_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
+"""
+
+# KEYS: the lease. ARGV: our token. Deletes the lease only while it is still ours.
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 def _text(value: Any) -> str:
@@ -76,6 +106,22 @@ def is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
 
 
+class Holder(Protocol):
+    """What a consumer tells its group's heartbeat about the work in its hands."""
+
+    def in_hand(self) -> list[Entry]:
+        """Entries being worked on now (their ownership is kept)."""
+
+    def room(self) -> int:
+        """How many more entries it can take on now (0 while stopping or paused)."""
+
+    def adopt(self, entry: Entry) -> None:
+        """Start on an entry taken over from a consumer that died."""
+
+    def taken_away(self, entries: list[Entry]) -> None:
+        """Another consumer owns these now: stop working on them if that saves a duplicate."""
+
+
 class ConsumerGroup:
     """One consumer of one group over one or more streams."""
 
@@ -89,10 +135,18 @@ class ConsumerGroup:
         dead_stream: str,
         block_ms: int = 2000,
         call_timeout_s: float = 10.0,
+        lease_s: float = 10.0,
+        refresh_s: float | None = None,
+        holder: Holder | None = None,
     ):
         """
         :param streams: stream name -> where a freshly created group starts ("0" = everything, "$" = new only)
         :param role: part of the consumer name (`<host>-<role>-<slot>`)
+        :param lease_s: how long the consumer name stays ours without a renewal; a dead process's
+            entries are taken over once it lapses
+        :param refresh_s: heartbeat period: lease renewal, ownership refresh, liveness check
+            (default a third of the lease)
+        :param holder: the consumer's work in hand; without one the heartbeat only renews the lease
         """
         self.redis = redis
         self.group = group
@@ -101,37 +155,121 @@ class ConsumerGroup:
         self.dead_stream = dead_stream
         self.block_ms = block_ms
         self.call_timeout_s = call_timeout_s
+        self.lease_s = lease_s
+        self.refresh_s = refresh_s if refresh_s is not None else lease_s / 3
+        self.holder = holder
         self.consumer = ""
-        self._lease_task: asyncio.Task[None] | None = None
+        self._token = ""
+        self._renewed_at = 0.0  # loop time at which our last successful renewal was *sent*
+        self._name_lost = False
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._reclaim_cursor: dict[str, str] = {}
+        self._renew_lease = redis.register_script(RENEW_LEASE)
+        self._release_lease = redis.register_script(RELEASE_LEASE)
 
     # --- identity ------------------------------------------------------------------------------
+    @property
+    def name_lost(self) -> bool:
+        """True from the moment our lease may have lapsed until a name is ours again."""
+        return self._name_lost or (bool(self._token) and self._now() - self._renewed_at >= self.lease_s)
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def _lease_key(self, name: str) -> str:
+        return keys.consumer_lease(self.group, name)
+
     async def acquire_name(self) -> str:
-        """The first free `<host>-<role>-<slot>`: stable across restarts, never shared while alive."""
+        """The first free `<host>-<role>-<slot>`: stable across restarts, never shared while alive.
+
+        Starts the heartbeat that keeps the name (and the entries in hand) ours.
+        """
+        await self._take_a_name()
+        if self._heartbeat_task is None or self._heartbeat_task.done():
+            self._heartbeat_task = asyncio.create_task(self._heartbeat(), name=f"heartbeat-{self.consumer}")
+        return self.consumer
+
+    async def _take_a_name(self) -> None:
         host = socket.gethostname().split(".")[0] or "host"
+        token = secrets.token_hex(16)
+        lease_ms = int(self.lease_s * 1000)
         for slot in range(MAX_SLOTS):
             name = f"{host}-{self.role}-{slot}"
-            if await self.redis.set(keys.consumer_lease(self.group, name), "1", nx=True, ex=LEASE_S):
-                self.consumer = name
-                self._lease_task = asyncio.create_task(self._renew_lease(), name=f"lease-{name}")
-                return name
+            sent = self._now()
+            if await self._bounded(self.redis.set(self._lease_key(name), token, nx=True, px=lease_ms)):
+                self.consumer, self._token, self._renewed_at, self._name_lost = name, token, sent, False
+                return
         raise RuntimeError(f"no free consumer slot for {host}-{self.role}")
 
-    async def _renew_lease(self) -> None:
+    async def _heartbeat(self) -> None:
+        """Renew the lease, keep the entries in hand ours, take over the dead's: on its own timer."""
+        delay = self.refresh_s
         while True:
-            await asyncio.sleep(LEASE_S / 3)
+            await asyncio.sleep(delay)
+            delay = self.refresh_s
             try:
-                await self._bounded(self.redis.set(keys.consumer_lease(self.group, self.consumer), "1", ex=LEASE_S))
-            except Exception as exc:  # noqa: BLE001 - Redis hiccups must not end the lease loop
-                log.warning("could not renew consumer lease %s: %s", self.consumer, exc)
+                if self.name_lost or not await self._renew():
+                    await self._rejoin()
+                if self.holder is not None:
+                    taken = await self.keep_ownership(self.holder.in_hand())
+                    if taken:
+                        self.holder.taken_away(taken)
+                    claimed, next_lapse_s = await self.take_over_dead(self.holder.room())
+                    for entry in claimed:
+                        self.holder.adopt(entry)
+                    delay = min(delay, next_lapse_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis hiccups must not end the heartbeat
+                log.warning("consumer %s heartbeat failed: %s", self.consumer, exc)
+                delay = min(delay, 1.0)
+
+    async def _renew(self) -> bool:
+        """Extend our lease if it is still ours; False when another process holds the name now."""
+        sent = self._now()
+        outcome = int(await self._bounded(
+            self._renew_lease(keys=[self._lease_key(self.consumer)], args=[self._token, int(self.lease_s * 1000)])
+        ))
+        if outcome == 0:
+            return False
+        if outcome == 2:
+            log.warning("lease of consumer %s was gone from Redis (restarted empty?): taken again", self.consumer)
+        self._renewed_at = sent
+        return True
+
+    async def _rejoin(self) -> None:
+        """Our lease lapsed (a stall) or was taken: stop acting as that consumer and take a name again.
+
+        Entries in hand that nobody took over meanwhile move to the new name; those another
+        consumer owns now are handed back (the holder stops on them); pending entries left under
+        the new name from an earlier life are adopted.
+        """
+        former, former_token = self.consumer, self._token
+        self._name_lost = True
+        log.warning("consumer %s lost its lease (stalled longer than %g s?): taking a name again",
+                    former, self.lease_s)
+        await self._bounded(self._release_lease(keys=[self._lease_key(former)], args=[former_token]))
+        await self._take_a_name()
+        log.info("consumer %s is now %s", former, self.consumer)
+        if self.holder is None:
+            return
+        in_hand = self.holder.in_hand()
+        taken = await self.keep_ownership(in_hand, former=former)
+        if taken:
+            self.holder.taken_away(taken)
+        held = {e.entry_id for e in in_hand}
+        for entry in await self.read_own_pending():
+            if entry.entry_id not in held:
+                self.holder.adopt(entry)
 
     async def release_name(self) -> None:
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            self._lease_task = None
-        if self.consumer:
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            self._heartbeat_task = None
+        if self.consumer and self._token:
             try:
-                await self._bounded(self.redis.delete(keys.consumer_lease(self.group, self.consumer)))
+                await self._bounded(self._release_lease(keys=[self._lease_key(self.consumer)], args=[self._token]))
             except Exception:  # noqa: BLE001 - best effort on the way out; the lease expires anyway
                 pass
 
@@ -161,8 +299,15 @@ class ConsumerGroup:
 
     # --- reading -------------------------------------------------------------------------------
     async def read_new(self, count: int, *, block: bool = True) -> list[Entry]:
-        """Up to `count` never-delivered entries across the streams (blocks up to block_ms)."""
+        """Up to `count` never-delivered entries across the streams (blocks up to block_ms).
+
+        Nothing is read while our name may be lost: entries read then would sit under a name
+        another process may be about to take.
+        """
         if count <= 0:
+            return []
+        if self.name_lost:
+            await asyncio.sleep(min(0.1, self.block_ms / 1000))
             return []
         block_ms = self.block_ms if block else None
         reply = await self._with_groups(
@@ -220,33 +365,108 @@ class ConsumerGroup:
                     claimed.append(await self._with_deliveries(Entry(stream, _text(entry_id), fields)))
         return claimed
 
-    async def keep_ownership(self, entries: list[Entry]) -> list[Entry]:
+    async def keep_ownership(self, entries: list[Entry], *, former: str = "") -> list[Entry]:
         """Reset the idle time of entries still being worked on, so nobody reclaims them.
 
-        Only entries still ours are touched (XCLAIM with min-idle 0 would otherwise take back one
-        that another consumer already reclaimed); those no longer ours are returned.
+        Returns the entries another consumer owns now. An entry is ours when the pending list says
+        so (or names `former`, our name before a lost lease). It is claimed again with min-idle
+        set to the idle time just read: a consumer that took it meanwhile reset that, so the claim
+        does nothing then (a compare-and-set on the idle time). An entry pending nowhere
+        (acknowledged, trimmed, or Redis emptied) is left to its handler, which still publishes
+        what it holds.
         """
-        lost: list[Entry] = []
-        by_stream: dict[str, list[Entry]] = {}
-        for entry in entries:
-            by_stream.setdefault(entry.stream, []).append(entry)
-        for stream, held in by_stream.items():
-            pending = await self._with_groups(
-                lambda stream=stream, held=held: self.redis.xpending_range(
-                    stream, self.group, min=min(e.entry_id for e in held), max="+", count=10_000,
-                    consumername=self.consumer,
+        taken: list[Entry] = []
+        ours = {self.consumer, former} - {""}
+        for entry, owner, idle_ms in await self._owners(entries):
+            if owner is None:
+                continue
+            if owner not in ours:
+                taken.append(entry)
+                continue
+            claimed = await self._with_groups(
+                lambda entry=entry, idle_ms=idle_ms: self.redis.xclaim(
+                    entry.stream, self.group, self.consumer, min_idle_time=idle_ms,
+                    message_ids=[entry.entry_id], justid=True,
                 )
             )
-            ours = {_text(item["message_id"]) for item in pending}
-            still_ours = [e.entry_id for e in held if e.entry_id in ours]
-            lost += [e for e in held if e.entry_id not in ours]
-            if still_ours:
-                await self._with_groups(
-                    lambda stream=stream, ids=still_ours: self.redis.xclaim(
-                        stream, self.group, self.consumer, min_idle_time=0, message_ids=ids, justid=True
-                    )
+            if not claimed:  # someone claimed it between our look and our claim
+                taken += [e for e, now_owner, _ in await self._owners([entry]) if now_owner not in (None, *ours)]
+        return taken
+
+    async def _owners(self, entries: list[Entry]) -> list[tuple[Entry, str | None, int]]:
+        """(entry, consumer holding it or None when it is pending nowhere, its idle ms) per entry."""
+        if not entries:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.xpending_range(entry.stream, self.group, min=entry.entry_id, max=entry.entry_id, count=1)
+            replies = await self._bounded(pipe.execute(raise_on_error=False))
+        owners: list[tuple[Entry, str | None, int]] = []
+        for entry, reply in zip(entries, replies):
+            if isinstance(reply, Exception):
+                if not is_nogroup(reply):
+                    raise reply
+                reply = []  # the group is gone (Redis emptied): nothing is pending anywhere
+            if reply:
+                owners.append((entry, _text(reply[0]["consumer"]), int(reply[0]["time_since_delivered"])))
+            else:
+                owners.append((entry, None, 0))
+        return owners
+
+    async def take_over_dead(self, room: int) -> tuple[list[Entry], float]:
+        """Claim up to `room` pending entries of consumers whose lease has lapsed (they died).
+
+        Returns the entries claimed and the seconds until the next lease of a consumer holding
+        entries could lapse, so the heartbeat looks again right then. A consumer name with no lease
+        at all is dead too (leases are how live processes say so). Each entry is claimed with
+        min-idle equal to the idle time just read, so two live consumers never both take it.
+        """
+        claimed: list[Entry] = []
+        next_lapse_s = self.refresh_s
+        for stream in self.streams:
+            try:
+                consumers = await self._bounded(self.redis.xinfo_consumers(stream, self.group))
+            except ResponseError:
+                continue  # no stream or no group yet: nothing pending
+            holding = [_text(c.get("name", "")) for c in consumers
+                       if int(c.get("pending") or 0) and _text(c.get("name", "")) != self.consumer]
+            if not holding:
+                continue
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in holding:
+                    pipe.pttl(self._lease_key(name))
+                ttls = await self._bounded(pipe.execute())
+            for name, ttl_ms in zip(holding, ttls):
+                ttl_ms = int(ttl_ms)
+                if ttl_ms >= 0:  # alive (its lease has this long to go unless renewed)
+                    next_lapse_s = min(next_lapse_s, ttl_ms / 1000 + 0.05)
+                    continue
+                if ttl_ms == -1 or room - len(claimed) <= 0:  # -1: a lease without expiry is not ours to judge
+                    continue
+                claimed += await self._claim_from(stream, name, room - len(claimed))
+        return claimed, next_lapse_s
+
+    async def _claim_from(self, stream: str, dead: str, count: int) -> list[Entry]:
+        pending = await self._with_groups(
+            lambda: self.redis.xpending_range(stream, self.group, min="-", max="+", count=count, consumername=dead)
+        )
+        claimed: list[Entry] = []
+        for item in pending:
+            entry_id = _text(item["message_id"])
+            reply = await self._with_groups(
+                lambda entry_id=entry_id, idle=int(item["time_since_delivered"]): self.redis.xclaim(
+                    stream, self.group, self.consumer, min_idle_time=idle, message_ids=[entry_id]
                 )
-        return lost
+            )
+            for claimed_id, fields in reply or []:
+                if fields:
+                    claimed.append(Entry(stream, _text(claimed_id), fields, int(item["times_delivered"]) + 1))
+                else:  # trimmed away while pending: nothing left to do
+                    await self.ack(Entry(stream, _text(claimed_id), {}))
+        if claimed:
+            log.warning("took over %d entr%s of %s from %s, whose lease lapsed (it died)",
+                        len(claimed), "y" if len(claimed) == 1 else "ies", stream, dead)
+        return claimed
 
     async def prune_idle_consumers(self, idle_ms: int) -> None:
         """Forget consumer names that hold nothing and have been silent for `idle_ms` (gone for good)."""

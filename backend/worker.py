@@ -74,10 +74,15 @@ class Worker:
             dead_stream=settings.dead_stream,
             block_ms=settings.block_ms,
             call_timeout_s=settings.redis_socket_timeout_s,
+            lease_s=settings.consumer_lease_s,
+            refresh_s=settings.ownership_refresh_s,
+            holder=self,
         )
         self.publisher = ResultPublisher(redis, settings, group=settings.workers_group)
         self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
+        self._taken_away: set[str] = set()
         self._stopping = asyncio.Event()
+        self._paused = False
 
     @property
     def name(self) -> str:
@@ -121,6 +126,29 @@ class Worker:
             await asyncio.wait(still_running, timeout=5)
             log.warning("handed back %d unfinished task(s): they stay pending for the next worker", len(still_running))
 
+    # --- what the group's heartbeat keeps (streams.Holder) --------------------------------------------
+    def in_hand(self) -> list[Entry]:
+        return [entry for entry, _ in self._inflight.values()]
+
+    def room(self) -> int:
+        if self._stopping.is_set() or self._paused:
+            return 0
+        return max(0, self._capacity())
+
+    def adopt(self, entry: Entry) -> None:
+        log.info("took over task entry %s from a dead worker (delivery %d)", entry.entry_id, entry.deliveries)
+        self._spawn(entry)
+
+    def taken_away(self, entries: list[Entry]) -> None:
+        """Another worker owns these now (we stalled past our lease): stop, it runs them."""
+        for entry in entries:
+            held = self._inflight.get(entry.entry_id)
+            if held is not None:
+                log.warning("task entry %s was taken over by another worker while running here: stopping it",
+                            entry.entry_id)
+                self._taken_away.add(entry.entry_id)
+                held[1].cancel()
+
     # --- the read loop -------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,7 +160,8 @@ class Worker:
                 if loop.time() >= next_maintenance:
                     next_maintenance = loop.time() + maintain_every  # first: a failing pass must not repeat at once
                     await self._maintain()
-                if await self.redis.exists(keys.PAUSED):
+                self._paused = bool(await self.redis.exists(keys.PAUSED))
+                if self._paused:
                     await self._sleep(min(1.0, self.settings.block_ms / 1000))
                     continue
                 self._slot_freed.clear()  # before looking, so a slot freed meanwhile still wakes us
@@ -164,10 +193,12 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _maintain(self) -> None:
-        """Keep our long tasks ours, take over stale ones (unless paused), trim what is acknowledged."""
-        if self._inflight:
-            for entry in await self.group.keep_ownership([entry for entry, _ in self._inflight.values()]):
-                log.warning("task entry %s was taken over by another worker while running here", entry.entry_id)
+        """Take over stale entries (unless paused), trim what is acknowledged.
+
+        Our own entries are kept ours by the group's heartbeat, and a dead worker's are taken over
+        by it as soon as its lease lapses; XAUTOCLAIM after `min_idle` here is for a worker that is
+        alive but hung.
+        """
         if not self._stopping.is_set() and self._capacity() > 0 and not await self.redis.exists(keys.PAUSED):
             reclaimed = [entry for entry in await self.group.reclaim_stale(self.settings.min_idle_ms,
                                                                            count=self._capacity())
@@ -219,6 +250,7 @@ class Worker:
 
         def done(_: asyncio.Task[None]) -> None:
             self._inflight.pop(entry.entry_id, None)
+            self._taken_away.discard(entry.entry_id)
             self._slot_freed.set()
 
         task.add_done_callback(done)
@@ -247,7 +279,8 @@ class Worker:
             result = await self._run(task)
             await self._finish(entry, task, result)
         except asyncio.CancelledError:
-            await self._note_hand_back(task)
+            if entry.entry_id not in self._taken_away:
+                await self._note_hand_back(task)
             raise
         except REDIS_DOWN as exc:
             log.warning("task %s left pending, Redis trouble: %s", task.task_id, exc)
