@@ -22,6 +22,7 @@ from backend.settings import Settings
 from backend.tasks import DeadLetter, MalformedRecord, Result, Task, now_ms
 
 DEFAULT_RUN_S = 10.0
+DEAD_PAGE = 1000
 
 
 def _text(value: Any) -> str:
@@ -200,10 +201,17 @@ class Admin:
         if "-" in ident and ident.replace("-", "").isdigit():
             entries = await self.redis.xrange(self.settings.dead_stream, ident, ident)
             return DeadLetter.from_entry(*entries[0]) if entries else None
-        for letter in await self.dead_letters(limit=1000):
-            if letter.task_id == ident:
-                return letter
-        return None
+        # By task id: newest first, a page at a time, back to the oldest dead letter if need be.
+        newest = "+"
+        while True:
+            page = await self.redis.xrevrange(self.settings.dead_stream, max=newest, min="-", count=DEAD_PAGE)
+            for entry_id, fields in page:
+                letter = DeadLetter.from_entry(entry_id, fields)
+                if letter.task_id == ident:
+                    return letter
+            if len(page) < DEAD_PAGE:
+                return None
+            newest = "(" + _text(page[-1][0])
 
     async def retry_dead(self, ident: str) -> RetryOutcome:
         """Put a dead task back on the task stream (or a dead result back on the results stream)."""

@@ -21,19 +21,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from backend import keys
-from backend.admin import format_dead_letters, format_stats, format_status
-from backend.comfyui import ComfyUIClient
 from backend.errors import Refused
 from backend.redact import redact_url
 from backend.services import Services
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN
 from backend.tasks import MalformedRecord, Result
-from backend.texts import text
-from backend.workflows import WorkflowError, check_against_object_info
+
+if TYPE_CHECKING:
+    from backend.comfyui import ComfyUIClient
+# Everything else is imported by the command that needs it: `status` and `submit` start fast.
 
 log = logging.getLogger("repairbot")
 
@@ -53,6 +53,8 @@ def setup_logging(level: str) -> None:
 
 
 def comfy_clients(settings: Settings) -> list[ComfyUIClient]:
+    from backend.comfyui import ComfyUIClient
+
     return [ComfyUIClient(url, quiet_poll_s=settings.comfyui_quiet_poll_s) for url in settings.comfyui_urls]
 
 
@@ -213,7 +215,7 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
     except OSError as exc:
         print(f"Cannot read {path}: {exc.strerror}. [unreadable_file]", file=sys.stderr)
         return EXIT_REFUSED
-    async with Services.open(settings) as services:
+    async with Services.open(settings, comfyui=False) as services:
         start_id = await _last_result_id(services, settings)
         try:
             submitted = await services.intake.submit(
@@ -234,6 +236,8 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
             print(f"No result within {args.timeout:g} s; the task is still queued. [timeout]", file=sys.stderr)
             return EXIT_TIMEOUT
         except MalformedRecord as exc:
+            from backend.texts import text
+
             print(f"{text('internal')} [internal]", file=sys.stderr)
             log.debug("unreadable result for %s: %s", submitted.task_id, exc.reason)
             return EXIT_FAILED
@@ -245,6 +249,8 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
             return EXIT_FAILED
         output = await services.blobs.get(result.output)
         if output is None:
+            from backend.texts import text
+
             print(f"{text('output_expired')} [output_expired]", file=sys.stderr)
             return EXIT_FAILED
         out = Path(args.out) if args.out else path.with_name(f"{path.stem}.color.png")
@@ -294,6 +300,8 @@ async def _wait_for_result(
 async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     async with Services.open(settings) as services:
         status = await services.admin.status()
+    from backend.admin import format_status
+
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return EXIT_OK
 
@@ -302,6 +310,8 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace, stop: asyncio.Ev
     async with Services.open(settings) as services:
         admin = services.admin
         if args.action == "list":
+            from backend.admin import format_dead_letters
+
             print(format_dead_letters(await admin.dead_letters(limit=args.limit)))
         elif args.action == "retry":
             if not args.id:
@@ -331,11 +341,15 @@ async def cmd_pause(settings: Settings, args: argparse.Namespace, stop: asyncio.
 async def cmd_stats(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     async with Services.open(settings) as services:
         stats = await services.admin.stats(window_s=args.window)
+    from backend.admin import format_stats
+
     print(json.dumps(stats) if args.json else format_stats(stats))
     return EXIT_OK
 
 
 async def cmd_doctor(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from backend.workflows import WorkflowError, check_against_object_info
+
     problems = 0
 
     def report(ok: bool, line: str) -> None:

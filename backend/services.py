@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
-from redis.asyncio import Redis
-
-from backend.admin import Admin
-from backend.blobs import BlobStore, make_blob_store
-from backend.comfyui import ComfyUIClient
-from backend.intake import Intake
-from backend.redis_conn import connect
 from backend.settings import Settings
-from backend.workflows import Workflows
+
+if TYPE_CHECKING:  # imported when built: a CLI command pays only for what it uses
+    from redis.asyncio import Redis
+
+    from backend.admin import Admin
+    from backend.blobs import BlobStore
+    from backend.intake import Intake
+    from backend.workflows import Workflows
 
 
 @dataclass
@@ -27,8 +27,21 @@ class Services:
     admin: Admin
 
     @classmethod
-    def create(cls, settings: Settings) -> "Services":
-        """Admin gets HTTP-only ComfyUI clients (no WebSocket) for the instances' health and queues."""
+    def create(cls, settings: Settings, *, comfyui: bool = True) -> "Services":
+        """Admin gets HTTP-only ComfyUI clients (no WebSocket) for the instances' health and queues;
+        with comfyui=False it gets none (and the HTTP client library is not even imported)."""
+        from backend.admin import Admin
+        from backend.blobs import make_blob_store
+        from backend.intake import Intake
+        from backend.redis_conn import connect
+        from backend.workflows import Workflows
+
+        if comfyui:
+            from backend.comfyui import ComfyUIClient
+
+            clients = [ComfyUIClient(url) for url in settings.comfyui_urls]
+        else:
+            clients = []
         redis = connect(settings)
         blobs = make_blob_store(settings, redis)
         workflows = Workflows.load(settings.workflows_dir)
@@ -38,14 +51,14 @@ class Services:
             blobs=blobs,
             workflows=workflows,
             intake=Intake(redis, settings, blobs, workflows),
-            admin=Admin(redis, settings, [ComfyUIClient(url) for url in settings.comfyui_urls]),
+            admin=Admin(redis, settings, clients),
         )
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator["Services"]:
+    async def open(cls, settings: Settings, *, comfyui: bool = True) -> AsyncIterator["Services"]:
         """`async with Services.open(settings) as services:` closes the connections on the way out."""
-        services = cls.create(settings)
+        services = cls.create(settings, comfyui=comfyui)
         try:
             yield services
         finally:
