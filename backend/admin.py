@@ -60,22 +60,33 @@ async def average_run_s(redis: Redis) -> float:
 
 
 async def estimate_wait(redis: Redis, settings: Settings, ordinal: int) -> tuple[int, int]:
-    """(place in line, seconds) for the task that was the stream's `ordinal`-th entry.
+    """(place in line, seconds) for the task that was the stream's `ordinal`-th entry, read in one
+    round trip.
 
     Place = tasks in flight + entries not yet delivered up to and including this one; the wait
     spreads that over every ComfyUI slot that runs at once, at the recent average run time.
     """
-    info = await group_info(redis, settings.tasks_stream, settings.workers_group)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xinfo_groups(settings.tasks_stream)
+        pipe.xlen(settings.tasks_stream)
+        pipe.lrange(keys.RUN_TIMES, 0, 49)
+        groups, stream_len, recent = await pipe.execute(raise_on_error=False)
+    for reply in (stream_len, recent):
+        if isinstance(reply, Exception):
+            raise reply
+    info = None
+    if not isinstance(groups, Exception):
+        info = next((g for g in groups if _text(g.get("name", "")) == settings.workers_group), None)
     pending = int(info.get("pending") or 0) if info else 0
     entries_read = info.get("entries-read") if info else 0
     if entries_read is None:
         lag = info.get("lag") if info else None
-        stream_len = int(await redis.xlen(settings.tasks_stream))
-        entries_read = max(ordinal - (lag if lag is not None else stream_len), 0)
+        entries_read = max(ordinal - (lag if lag is not None else int(stream_len)), 0)
     undelivered = max(ordinal - int(entries_read), 0)
     position = max(pending + undelivered, 1)
     parallel = max(1, len(settings.comfyui_urls) * max(1, settings.worker_concurrency))
-    eta = math.ceil(position / parallel) * await average_run_s(redis)
+    average_s = sum(int(x) for x in recent) / len(recent) / 1000.0 if recent else DEFAULT_RUN_S
+    eta = math.ceil(position / parallel) * average_s
     return position, int(math.ceil(eta))
 
 
