@@ -415,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("pause", help="stop starting new tasks")
     sub.add_parser("resume", help="start new tasks again")
     sub.add_parser("doctor", help="check Redis, ComfyUI and the workflows")
+    comfyui = sub.add_parser("comfyui", help="a local ComfyUI with the DDColor node: install")
+    comfyui_sub = comfyui.add_subparsers(dest="comfyui_command", required=True)
+    from backend.comfyui_install import add_install_arguments
+
+    add_install_arguments(comfyui_sub.add_parser("install", help="install ComfyUI, the DDColor node and its weights"))
     return parser
 
 
@@ -438,6 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     setup_logging(settings.log_level)
+    if args.command == "comfyui":
+        from backend.comfyui_install import run_install
+
+        return run_install(settings, args)
     command = COMMANDS[args.command]
     try:
         return asyncio.run(run_until_signal(lambda stop: command(settings, args, stop)))

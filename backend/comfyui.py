@@ -29,6 +29,7 @@ import aiohttp
 
 from backend.errors import PermanentTaskError, TransientTaskError
 from backend.redact import redact_url
+from backend.stale_model import PromptTakenBack
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class ComfyUIClient:
         self._reader: asyncio.Task | None = None
         self._waiters: dict[str, _Waiter] = {}
         self._cancelled: set[str] = set()
+        self._taken_back: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -205,6 +207,25 @@ class ComfyUIClient:
         self._cancelled.add(prompt_id)
         await self._call_ok("POST", "/queue", json={"delete": [prompt_id]})
 
+    async def take_back_waiting(self) -> list[str]:
+        """Take every prompt of ours still waiting on this instance back out of it (delete if pending,
+        interrupt if it already started): their waiters raise PromptTakenBack so the tasks submit again."""
+        ours = list(self._waiters)
+        if not ours:
+            return []
+        self._taken_back.update(ours)
+        await self._call_ok("POST", "/queue", json={"delete": ours})
+        running, _ = await self.queue()
+        for prompt_id in running:
+            if prompt_id in ours:
+                await self._call_ok("POST", "/interrupt", json={"prompt_id": prompt_id})
+        for prompt_id in ours:
+            waiter = self._waiters.get(prompt_id)
+            if waiter is not None:
+                waiter.poll_now = True
+                waiter.wakeup.set()
+        return ours
+
     async def free(self) -> None:
         """Unload models and drop cached node instances (clears DDColor's stale-model trap)."""
         await self._call_ok("POST", "/free", json={"unload_models": True, "free_memory": True})
@@ -280,17 +301,27 @@ class ComfyUIClient:
         """The finished history entry, None while queued or running; raises if the prompt is gone."""
         history = await self._json("GET", f"/history/{prompt_id}")
         if prompt_id in history:
-            return history[prompt_id]
+            return self._unless_taken_back(prompt_id, history[prompt_id])
         running, pending = await self.queue()
         if prompt_id in running or prompt_id in pending:
             return None
         history = await self._json("GET", f"/history/{prompt_id}")  # it may have finished meanwhile
         if prompt_id in history:
-            return history[prompt_id]
+            return self._unless_taken_back(prompt_id, history[prompt_id])
+        if prompt_id in self._taken_back:
+            self._taken_back.discard(prompt_id)
+            raise PromptTakenBack(detail=f"prompt {prompt_id} taken back to run after /free")
         if prompt_id in self._cancelled:
             raise PermanentTaskError(code="cancelled", detail=f"prompt {prompt_id} was removed from the queue")
         raise TransientTaskError(code="comfyui_unavailable",
                                  detail=f"prompt {prompt_id} is neither queued nor in history (ComfyUI restarted?)")
+
+    def _unless_taken_back(self, prompt_id: str, entry: dict) -> dict:
+        """A prompt we took back that still finished (it had started) is not trusted: run it again."""
+        if prompt_id in self._taken_back:
+            self._taken_back.discard(prompt_id)
+            raise PromptTakenBack(detail=f"prompt {prompt_id} ran before /free; running it again")
+        return entry
 
     # -- the socket ------------------------------------------------------------------------------
     async def _read_socket_forever(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol
 
 from redis.asyncio import Redis
 
-from backend import images, keys
+from backend import images, keys, stale_model
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import PermanentTaskError, Refused, TransientTaskError
 from backend.redact import redact_url, scrub
@@ -218,7 +218,7 @@ class ComfyUIExecutor:
         the instance itself looks fine; an instance that is down (or keeps failing for every task) is
         taken out of rotation instead, and the task waits for one that works.
         """
-        counted = tries = 0
+        counted = tries = greys = 0
         backoff = self.settings.retry_backoff_s
         while True:
             tries += 1
@@ -226,7 +226,19 @@ class ComfyUIExecutor:
             try:
                 result = await self._run_once(task, mode, data, instance, tries)
                 instance.failures = 0
-                return result
+                stale, before, after = stale_model.grey_result_of_grey_input(mode, data, result[0])
+                if not stale:
+                    return result
+                greys += 1
+                if greys > 1:
+                    raise stale_model.broken_model_error(mode, instance.client.base_url, before, after)
+                log.warning("task %s: grey output from ComfyUI %s (stale model?); freeing it and retrying once",
+                            task.task_id, redact_url(instance.client.base_url))
+                await stale_model.recover_instance(instance.client, "a grey result")
+                continue
+            except stale_model.PromptTakenBack:
+                log.info("task %s: prompt taken back from a ComfyUI being freed; submitting it again", task.task_id)
+                continue
             except TransientTaskError as exc:
                 instance.failures += 1
                 why = scrub(exc.detail or exc.code)
@@ -240,10 +252,11 @@ class ComfyUIExecutor:
                 await self._event(task, "retrying")
             except PermanentTaskError as exc:
                 if exc.code == "comfyui_failed":
-                    # A node that failed (DDColor with missing weights) can stay broken in ComfyUI's cache
-                    # and then "succeed" with garbage: make ComfyUI drop its cached nodes and models.
-                    with contextlib.suppress(Exception):
-                        await instance.client.free()
+                    # A node that failed (DDColor with missing weights) stays broken in ComfyUI's cache and
+                    # then "succeeds" with garbage: take our waiting prompts back, then /free (stale_model).
+                    await stale_model.recover_instance(instance.client, "a node failure")
+                    if stale_model.model_missing(exc.detail):
+                        raise PermanentTaskError("model_unavailable", detail=exc.detail) from None
                 raise
             finally:
                 self._release_instance(instance)

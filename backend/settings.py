@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     # `repairbot up` embedded Redis.
     var_dir: Path = Path("var")
 
+    # `repairbot comfyui install` and the ComfyUI that `repairbot up` runs when COMFYUI_URL is unset.
+    comfyui_dir: Path = Path("var/comfyui")
+    comfyui_auto_install: bool = False
+    comfyui_device: Literal["auto", "cpu", "cuda"] = "auto"
+    comfyui_torch: str = "torch"
+    comfyui_torch_index_url: str = "auto"
+
     _split = field_validator(
         "comfyui_url", "telegram_admin_ids", "discord_admin_ids", "discord_guild_ids", mode="before"
     )(_split_commas)

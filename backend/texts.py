@@ -28,6 +28,7 @@ CATALOG: dict[str, dict[str, str]] = {
         # Failures after intake.
         "comfyui_rejected": "Sorry, this photo couldn't be processed. Please try another photo or mode.",
         "comfyui_failed": "Sorry, colorizing this photo failed. Please try again or pick another mode.",
+        "model_unavailable": "Sorry, the colorizing model isn't working right now. Our admins have been told; please try again later.",
         "output_invalid": "Sorry, the colorized image came out broken. Please try again.",
         "timeout": "Sorry, this photo took too long to colorize. Please try again later.",
         "too_many_attempts": "Sorry, this photo failed several times. Our admins have been told; please try another one.",
@@ -96,6 +97,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "bad_params": "不允许这些设置。请不带设置重新发送照片。",
         "comfyui_rejected": "抱歉，这张照片无法处理。请换一张照片或换一种模式。",
         "comfyui_failed": "抱歉，这张照片上色失败。请重试或选择另一种模式。",
+        "model_unavailable": "抱歉，上色模型暂时无法使用，已通知管理员。请稍后再试。",
         "output_invalid": "抱歉，上色结果已损坏。请重试。",
         "timeout": "抱歉，这张照片处理时间过长。请稍后再试。",
         "too_many_attempts": "抱歉，这张照片多次处理失败，已通知管理员。请换一张试试。",

@@ -180,7 +180,9 @@ class PromptRun:
         for name, value in node["inputs"].items():
             inputs[name] = self.values[value[0]][value[1]] if isinstance(value, list) else value
         try:
-            result = run_node(self.context(), node_id, node["class_type"], inputs)
+            context = self.context()
+            context.instance = ex.objects.setdefault((node_id, node["class_type"]), {})
+            result = run_node(context, node_id, node["class_type"], inputs)
         except NodeFailure:
             raise
         except Exception as error:  # noqa: BLE001 - any node crash is an execution_error upstream too
@@ -208,7 +210,9 @@ class PromptRun:
 
         return NodeContext(read_input=ex.files.read_input, write_output=ex.files.write,
                            output_names=ex.files.names, send_binary=send_binary, send_progress=send_progress,
-                           prompt=item.prompt, extra_data=item.extra_data)
+                           prompt=item.prompt, extra_data=item.extra_data,
+                           checkpoint_present=lambda name: name not in ex.missing_checkpoints,
+                           checkpoint_sound=lambda name: name not in ex.broken_checkpoints)
 
     def history_entry(self, success: bool) -> dict:
         return {"prompt": self.item.as_json(), "outputs": dict(self.ui),
@@ -232,14 +236,19 @@ class Executor:
         self.history: dict[str, dict] = {}
         self.cache: dict[str, tuple] = {}
         self.interrupt_requested = False
-        self.free_requested = False
+        self.flags: dict[str, bool] = {}
+        self.frees_applied = 0
+        # node instances, kept per (node id, class_type) across prompts until /free: DDColor keeps its model here
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.missing_checkpoints: set[str] = set()
+        self.broken_checkpoints: set[str] = set()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     # -- lifecycle (a stop loses queue and history, like a ComfyUI restart) ----------------------
     def start(self) -> None:
         self.pending, self.running, self.current_node, self.history = [], None, None, {}
-        self.cache, self.interrupt_requested = {}, False
+        self.cache, self.interrupt_requested, self.objects, self.flags = {}, False, {}, {}
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._work())
 
@@ -281,27 +290,44 @@ class Executor:
 
     # -- the worker ------------------------------------------------------------------------------
     async def _work(self) -> None:
+        """main.py's prompt_worker: take the next prompt if there is one, run it, and only then act
+        on the /free flags. So a /free sent after one prompt failed reaches the cache only after the
+        next prompt already waiting has run on it; on an idle server it applies at once."""
         while True:
-            while not self.pending:
+            if not self.pending:
                 self._wakeup.clear()
-                await self._wakeup.wait()
-            item = heapq.heappop(self.pending)
-            self.running = item
-            self.hub.broadcast_status()
-            if self.free_requested:
-                self.cache.clear()
-                self.free_requested = False
-            self.interrupt_requested = False
-            run = PromptRun(self, item)
-            success = await run.run()
-            self.history[item.prompt_id] = run.history_entry(success)
-            while len(self.history) > MAX_HISTORY:
-                self.history.pop(next(iter(self.history)))
-            self.running = None
-            self.current_node = None
-            self.hub.broadcast_status()
-            if item.client_id is not None:
-                self.hub.send("executing", {"node": None, "prompt_id": item.prompt_id}, item.client_id)
+                await self._wakeup.wait()  # woken by a new prompt or by /free (set_flag notifies)
+            if self.pending:
+                await self._run_item(heapq.heappop(self.pending))
+            self._apply_flags()
+
+    async def _run_item(self, item: QueueItem) -> None:
+        self.running = item
+        self.hub.broadcast_status()
+        self.interrupt_requested = False
+        run = PromptRun(self, item)
+        success = await run.run()
+        self.history[item.prompt_id] = run.history_entry(success)
+        while len(self.history) > MAX_HISTORY:
+            self.history.pop(next(iter(self.history)))
+        self.running = None
+        self.current_node = None
+        self.hub.broadcast_status()
+        if item.client_id is not None:
+            self.hub.send("executing", {"node": None, "prompt_id": item.prompt_id}, item.client_id)
+
+    def set_flag(self, name: str, value: bool) -> None:
+        """POST /free: remembered until the worker loop next looks (PromptQueue.set_flag)."""
+        self.flags[name] = value
+        self._wakeup.set()
+
+    def _apply_flags(self) -> None:
+        flags, self.flags = self.flags, {}
+        if flags.get("free_memory"):
+            # PromptExecutor.reset(): cached outputs and node instances (DDColor's model with them) go
+            self.cache.clear()
+            self.objects.clear()
+            self.frees_applied += 1
 
     # -- cache keys ------------------------------------------------------------------------------
     def signatures(self, prompt: dict) -> dict[str, str]:

@@ -41,6 +41,9 @@ class NodeContext:
     send_progress: Callable[[str, int, int], None]
     prompt: dict
     extra_data: dict = field(default_factory=dict)
+    checkpoint_present: Callable[[str], bool] = lambda name: True
+    checkpoint_sound: Callable[[str], bool] = lambda name: True  # False: loads with strict=False, keys don't fit
+    instance: dict = field(default_factory=dict)  # this node's own state, kept across prompts until /free
 
 
 @dataclass
@@ -115,10 +118,22 @@ def _tensor_size_error(size: int) -> str | None:
 
 def ddcolor(ctx: NodeContext, node_id: str, image: Image.Image, model_input_size: int,
             checkpoint: str) -> NodeResult:
+    """kijai's node: the network is built on the node instance, then the checkpoint loaded into it.
+    When the file is missing the load raises after the (random) network was kept, and the instance
+    never loads again for that checkpoint: later runs "succeed" near-grey until /free drops it."""
+    model = ctx.instance
+    if model.get("checkpoint") != checkpoint:
+        model.update(checkpoint=checkpoint, loaded=False)
+        if not ctx.checkpoint_present(checkpoint):
+            raise NodeFailure("FileNotFoundError", "[Errno 2] No such file or directory: "
+                              f"'{FAKE_ROOT}/custom_nodes/ComfyUI-DDColor/checkpoints/{checkpoint}'")
+        model["loaded"] = ctx.checkpoint_sound(checkpoint)
     problem = _tensor_size_error(model_input_size)
     if problem:
         raise NodeFailure("RuntimeError", problem)
     luminance = image.convert("L")
+    if not model["loaded"]:  # random weights: a/b close to zero, the photo comes back grey
+        return NodeResult([Image.merge("RGB", (luminance, luminance, luminance.point(lambda v: max(0, v - 1))))])
     tinted = Image.merge("RGB", (luminance, luminance.point(lambda v: round(v * 0.85)),
                                  luminance.point(lambda v: round(v * 0.6))))
     return NodeResult([tinted])

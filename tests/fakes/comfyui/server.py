@@ -84,7 +84,7 @@ class FakeComfyUI:
     """A ComfyUI 0.3.64 stand-in on 127.0.0.1, run in the caller's event loop.
 
     Knobs for tests: `delay_s` (run time per prompt), `fail_next_runtime` (next prompt ends in
-    execution_error with this message), `stall_ws` (sockets stay open but get nothing), `http_500`
+    execution_error with this message), `missing_checkpoints` (DDColor checkpoint files not there), `broken_checkpoints` (load but give grey), `stall_ws` (sockets stay open but get nothing), `http_500`
     (every route answers 500). `requests` lists (method, path) of every request, `prompts` maps
     prompt_id -> the POST /prompt body. stop() then start() comes back on the same port with an
     empty queue and history (files stay), like a restarted ComfyUI.
@@ -129,6 +129,24 @@ class FakeComfyUI:
     @stall_ws.setter
     def stall_ws(self, value: bool) -> None:
         self.hub.stalled = value
+
+    @property
+    def missing_checkpoints(self) -> set[str]:
+        """DDColor checkpoints whose file is not there (as if deleted from the node's checkpoints/)."""
+        return self.executor.missing_checkpoints
+
+    @missing_checkpoints.setter
+    def missing_checkpoints(self, value: set[str]) -> None:
+        self.executor.missing_checkpoints = set(value)
+
+    @property
+    def broken_checkpoints(self) -> set[str]:
+        """Checkpoints that load without error but whose keys don't fit (kijai loads strict=False)."""
+        return self.executor.broken_checkpoints
+
+    @broken_checkpoints.setter
+    def broken_checkpoints(self, value: set[str]) -> None:
+        self.executor.broken_checkpoints = set(value)
 
     @property
     def history(self) -> dict:
@@ -271,8 +289,9 @@ class FakeComfyUI:
 
     async def free(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if body.get("free_memory"):
-            self.executor.free_requested = True
+        for flag in ("unload_models", "free_memory"):
+            if flag in body:
+                self.executor.set_flag(flag, bool(body[flag]))
         return empty()
 
     # -- history -------------------------------------------------------------------------------
