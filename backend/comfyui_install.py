@@ -39,6 +39,9 @@ CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 # and slim images lack; the headless build provides the same `cv2`.
 SKIPPED_REQUIREMENTS = {"torch", "torchvision", "torchaudio"}
 RENAMED_REQUIREMENTS = {"opencv-python": "opencv-python-headless", "opencv_python": "opencv-python-headless"}
+# ComfyUI imports `requests` (app/frontend_management.py) without listing it; it used to arrive with
+# huggingface_hub, whose 1.x releases no longer depend on it.
+EXTRA_REQUIREMENTS = ("requests",)
 FREE_GB_NEEDED = {"cpu": 4.0, "cuda": 10.0}  # venv + sources; checkpoints are checked one by one
 
 
@@ -277,7 +280,7 @@ def requirement_lines(*files: Path) -> list[str]:
                 continue
             renamed = RENAMED_REQUIREMENTS.get(name.lower()) or RENAMED_REQUIREMENTS.get(name)
             lines.append(renamed + line[len(name):] if renamed else line)
-    return lines
+    return lines + [extra for extra in EXTRA_REQUIREMENTS if extra not in lines]
 
 
 def install_requirements(layout: Layout, state: dict, say: Callable[[str], None]) -> None:

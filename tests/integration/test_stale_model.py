@@ -23,7 +23,7 @@ async def test_prefetched_tasks_after_a_missing_checkpoint_never_succeed_grey(se
     comfy_fake.missing_checkpoints = {CHECKPOINT}
     sender = RecordingSender()
     async with running_pipeline(settings.model_copy(update={"prefetch": 2}), {"test": sender}) as services:
-        await submit(services, photo_bytes, 3)
+        first, *_ = await submit(services, photo_bytes, 3)
         for _ in range(200):  # the checkpoint comes back as soon as the worker reacted to the failure
             if ("POST", "/free") in comfy_fake.requests:
                 break
@@ -31,7 +31,8 @@ async def test_prefetched_tasks_after_a_missing_checkpoint_never_succeed_grey(se
         comfy_fake.missing_checkpoints = set()
         results = await sender.wait_for_results(3)
         outputs = {r.task_id: await services.blobs.get(r.output) for r in results if r.status == "ok"}
-    assert results[0].status == "failed" and results[0].error == "model_unavailable"
+    by_id = {r.task_id: r for r in results}
+    assert by_id[first].status == "failed" and by_id[first].error == "model_unavailable"
     for result in results:
         if result.status == "ok":
             assert stale_model.chroma(outputs[result.task_id]) > 10, "a grey image reported as success"
