@@ -130,6 +130,14 @@ async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
         if redis_child is None:
             return EXIT_ERROR
         settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_child[1]}/0"})
+    comfy_child = None
+    if "comfyui_url" not in settings.model_fields_set:
+        from backend import comfyui_supervisor
+
+        settings = settings.model_copy(update={"comfyui_url": [f"http://127.0.0.1:{settings.comfyui_port}"]})
+        if not _port_open("127.0.0.1", settings.comfyui_port):
+            comfy_child = await comfyui_supervisor.for_up(
+                settings, allow_install=args.install_comfyui or settings.comfyui_auto_install)
     bots = [p for p in BOTS if bot_token_set(settings, p)]
     print(f"repairbot up: Redis {redact_url(settings.redis_url)}, "
           f"ComfyUI {', '.join(redact_url(url) for url in settings.comfyui_urls)}")
@@ -142,8 +150,12 @@ async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
             parts = [_logged("worker", _serve_component(worker, stop)),
                      _logged("notifier", _serve_component(notifier, stop))]
             parts += [_restarting(p, lambda p=p: bot_module(p, "app").serve(settings, stop), stop) for p in bots]
+            if comfy_child is not None:
+                parts.append(_logged("comfyui", comfy_child.supervise(stop)))
             await asyncio.gather(*parts)
     finally:
+        if comfy_child is not None:
+            await asyncio.to_thread(comfy_child.terminate)
         if redis_child is not None:
             redis_child[0].terminate()
             redis_child[0].wait(timeout=10)
@@ -394,7 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run tasks through ComfyUI")
     sub.add_parser("notifier", help="deliver results to the chats")
-    sub.add_parser("up", help="worker + notifier + every bot whose token is set, in one process")
+    up = sub.add_parser("up", help="worker + notifier + every bot whose token is set, in one process")
+    up.add_argument("--install-comfyui", action="store_true",
+                    help="install ComfyUI first when COMFYUI_URL is unset and none is installed")
     sub.add_parser("telegram", help="run the Telegram bot alone")
     sub.add_parser("discord", help="run the Discord bot alone")
     submit = sub.add_parser("submit", help="queue a photo from the command line")

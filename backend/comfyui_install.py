@@ -54,6 +54,7 @@ class Layout:
     """Where an install keeps each part; `repairbot up` reads the same layout."""
 
     root: Path
+    python_path: Path | None = None  # COMFYUI_PYTHON: an existing Python instead of our own virtualenv
 
     @property
     def comfyui(self) -> Path:
@@ -74,6 +75,8 @@ class Layout:
 
     @property
     def python(self) -> Path:
+        if self.python_path is not None:
+            return self.python_path
         return self.venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
     @property
@@ -110,13 +113,15 @@ class InstallOptions:
     torch_spec: str = "torch"
     torch_index: str = "auto"  # auto: the CPU wheel index for a CPU install; "" = pip's own indexes only
     hf_endpoint: str | None = None
+    python: Path | None = None
+    extra_requirements: tuple[str, ...] = EXTRA_REQUIREMENTS
     say: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
 
 # --- the steps -----------------------------------------------------------------------------------
 def install(options: InstallOptions) -> Layout:
     """Run every step; each one is skipped when the install already has what it would make."""
-    layout = Layout(options.root.resolve())
+    layout = Layout(options.root.resolve(), options.python)
     state = layout.read_state()
     state["complete"] = False
     steps = 6
@@ -142,7 +147,7 @@ def install(options: InstallOptions) -> Layout:
     install_torch(layout, device, options, say)
 
     say(f"[5/{steps}] ComfyUI's and the node's requirements")
-    install_requirements(layout, state, say)
+    install_requirements(layout, state, options.extra_requirements, say)
     layout.write_state(state)
 
     names = options.checkpoints
@@ -226,6 +231,11 @@ def checkout(source: str, ref: str, target: Path, say: Callable[[str], None]) ->
 
 
 def make_venv(layout: Layout, say: Callable[[str], None]) -> None:
+    if layout.python_path is not None:
+        if not layout.python.exists():
+            raise InstallError(f"COMFYUI_PYTHON={layout.python} does not exist")
+        say(f"      using {layout.python} (COMFYUI_PYTHON), no virtualenv")
+        return
     if layout.python.exists():
         say(f"      virtualenv exists ({layout.venv})")
         return
@@ -244,6 +254,9 @@ def torch_flavour(layout: Layout) -> str | None:
 
 
 def install_torch(layout: Layout, device: str, options: InstallOptions, say: Callable[[str], None]) -> None:
+    if not options.torch_spec:
+        say("      COMFYUI_TORCH is empty: torch left as it is")
+        return
     flavour = torch_flavour(layout)
     if flavour == device or (flavour == "cuda" and device == "cpu"):
         say(f"      torch is installed ({flavour} build)")
@@ -280,14 +293,19 @@ def requirement_lines(*files: Path) -> list[str]:
                 continue
             renamed = RENAMED_REQUIREMENTS.get(name.lower()) or RENAMED_REQUIREMENTS.get(name)
             lines.append(renamed + line[len(name):] if renamed else line)
-    return lines + [extra for extra in EXTRA_REQUIREMENTS if extra not in lines]
+    return lines
 
 
-def install_requirements(layout: Layout, state: dict, say: Callable[[str], None]) -> None:
+def install_requirements(layout: Layout, state: dict, extra: tuple[str, ...], say: Callable[[str], None]) -> None:
     lines = requirement_lines(layout.comfyui / "requirements.txt", layout.node / "requirements.txt")
+    lines += [line for line in extra if line not in lines]
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
     if state.get("requirements") == digest:
         say("      already installed")
+        return
+    if not lines:
+        say("      nothing to install")
+        state["requirements"] = digest
         return
     wanted = layout.root / "requirements.txt"
     wanted.write_text("\n".join(lines) + "\n")
@@ -340,17 +358,12 @@ def download_checkpoint(name: str, folder: Path, recorded: dict | None, options:
                         say: Callable[[str], None]) -> dict:
     """From the hub, with its progress bar; a download cut short resumes on the next run; the file must
     match the SHA-256 the hub publishes for it (its LFS etag), or it is deleted and refused."""
-    if options.hf_endpoint:
-        os.environ["HF_ENDPOINT"] = options.hf_endpoint  # read by huggingface_hub at import
     try:
-        import huggingface_hub
         from huggingface_hub import constants, hf_hub_download, hf_hub_url, get_hf_file_metadata
         from huggingface_hub.utils import HfHubHTTPError
     except ImportError as exc:
         raise InstallError("huggingface_hub is not installed: pip install huggingface_hub") from exc
-    if options.hf_endpoint:
-        constants.ENDPOINT = options.hf_endpoint.rstrip("/")
-    endpoint = constants.ENDPOINT
+    endpoint = (options.hf_endpoint or constants.ENDPOINT).rstrip("/")
     target = folder / name
     url = hf_hub_url(HF_REPO, name, endpoint=endpoint)
     try:
@@ -389,7 +402,6 @@ def download_checkpoint(name: str, folder: Path, recorded: dict | None, options:
         raise InstallError(f"{name} does not match its published SHA-256 (got {digest[:16]}…, want "
                            f"{expected[:16]}…): the file was deleted; run the install again")
     say(f"      {name}: verified (sha256 {digest[:16]}…)")
-    del huggingface_hub
     return {"sha256": digest, "size": path.stat().st_size, "from": url}
 
 
@@ -427,7 +439,7 @@ def _git(args: list[str], cwd: Path) -> str:
 
 NETWORK_SIGNS = ("could not resolve", "name or service not known", "temporary failure in name resolution",
                  "network is unreachable", "connection refused", "newconnectionerror", "failed to establish",
-                 "connection timed out", "no route to host")
+                 "connection timed out", "no route to host", "failed to connect", "couldn't connect")
 DISK_SIGNS = ("no space left on device", "errno 28", "disk quota exceeded")
 
 
@@ -490,6 +502,8 @@ def options_from(settings, args=None, say: Callable[[str], None] | None = None) 
         device=get("device", settings.comfyui_device),
         torch_spec=settings.comfyui_torch,
         torch_index=settings.comfyui_torch_index_url,
+        python=settings.comfyui_python,
+        hf_endpoint=settings.hf_endpoint,
     )
     if say is not None:
         options.say = say

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     comfyui_device: Literal["auto", "cpu", "cuda"] = "auto"
     comfyui_torch: str = "torch"
     comfyui_torch_index_url: str = "auto"
+    comfyui_python: Path | None = None
+    comfyui_port: int = 8188
+    hf_endpoint: str | None = None
 
     _split = field_validator(
         "comfyui_url", "telegram_admin_ids", "discord_admin_ids", "discord_guild_ids", mode="before"
