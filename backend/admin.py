@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 from backend import keys
 from backend.redact import redact_url
 from backend.settings import Settings
-from backend.tasks import DeadLetter, MalformedRecord, Result, Task, now_ms
+from backend.tasks import PLATFORMS, DeadLetter, MalformedRecord, Result, Task, now_ms
 
 DEFAULT_RUN_S = 10.0
 DEAD_PAGE = 1000
@@ -114,7 +114,9 @@ class Admin:
             pipe.xlen(s.tasks_stream)
             pipe.xlen(s.dead_stream)
             pipe.exists(keys.PAUSED)
-            tasks_len, dead, paused = await pipe.execute()
+            for platform in PLATFORMS:
+                pipe.xlen(keys.waiting_results(s.results_stream, platform))
+            tasks_len, dead, paused, *waiting = await pipe.execute()
         lag = info.get("lag") if info else tasks_len
         running = int(info.get("pending") or 0) if info else 0
         oldest_age = 0
@@ -143,6 +145,8 @@ class Admin:
             "to_notify": int(notifier_info.get("lag") or 0) + int(notifier_info.get("pending") or 0)
             if notifier_info
             else 0,
+            # Results parked by a notifier that has no sender for their platform, by platform.
+            "waiting_for_sender": {p: int(n) for p, n in zip(PLATFORMS, waiting) if n},
             "workers": workers,
             "comfyui": await self.comfyui_health(),
         }
@@ -304,6 +308,8 @@ def format_status(status: dict[str, Any]) -> str:
         f"Paused: {'yes' if status['paused'] else 'no'}   Oldest in flight: {status['oldest_pending_s']} s"
         f"   Avg run: {status['avg_run_ms'] / 1000:.1f} s   Results to send: {status['to_notify']}",
     ]
+    for platform, count in status.get("waiting_for_sender", {}).items():
+        lines.append(f"Waiting for a {platform} notifier: {count} result(s) (no running notifier has its sender)")
     if status["workers"]:
         lines.append("Workers:")
         lines += [f"  {w['name']}: {w['pending']} in hand, idle {w['idle_s']} s" for w in status["workers"]]

@@ -37,6 +37,21 @@ def event_turn(event_key: str) -> str:
     return f"repairbot:event:{event_key}:turn"
 
 
+def send_claim(task_id: str) -> str:
+    """Token of the one notifier process sending this task's result right now (with a TTL)."""
+    return f"repairbot:send_claim:{task_id}"
+
+
+def send_parts(task_id: str) -> str:
+    """Hash part -> "sending" | "sent" of a result's delivery (photo, file, status...), kept across crashes."""
+    return f"repairbot:send_parts:{task_id}"
+
+
+def waiting_results(results_stream: str, platform: str) -> str:
+    """Stream where results for `platform` wait while no running notifier has its sender."""
+    return f"{results_stream}:waiting:{platform}"
+
+
 def cancelled(task_id: str) -> str:
     return f"repairbot:cancel:{task_id}"
 

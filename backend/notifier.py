@@ -2,22 +2,31 @@
 
 Consumer group `notifiers` on the results stream and the events stream. Each reply channel's
 platform has a registered Sender (the bots provide theirs; `cli` needs none: the submitting process
-reads its result itself). Effectively once for the user: `delivered:<task_id>` is checked before a
-send and set right after a successful one. Sender errors say what happens next: SendRetry (honour
-retry-after, back off), SendPermanent (logged and dead-lettered); anything else is retried.
+reads its result itself). Effectively once for the user: a result is sent under a cross-process send
+claim (`backend.delivery`), `delivered:<task_id>` is checked under that claim and set right after a
+successful send, and the senders record each part of a result before sending it. Sender errors say
+what happens next: SendRetry (wait out the retry-after in full, back off), SendPermanent (logged and
+dead-lettered); anything else is retried.
+
+Each chat has its own queue: its entries go out in order, and its waits hold up no other chat. A
+result for a platform this notifier has no sender for waits in that platform's waiting stream
+(`<results stream>:waiting:<platform>`) until a notifier with that sender starts and takes it back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import logging
 import random
-from typing import AsyncIterator, Protocol
+from typing import Protocol
 
 from redis.asyncio import Redis
 
 from backend import keys
+from backend.delivery import SendClaim
 from backend.redact import scrub
 from backend.settings import Settings
 from backend.streams import (
@@ -28,6 +37,20 @@ from backend.tasks import Event, MalformedRecord, Result
 log = logging.getLogger(__name__)
 
 SILENT_PLATFORMS = ("cli",)
+HELD_PER_SLOT = 16  # entries kept read (and owned) per platform-call slot, across chats
+CLAIM_POLL_S = 0.25
+MOVE_BACK_BATCH = 100
+
+# KEYS: a platform's waiting stream, the results stream. ARGV: how many. Moves the oldest entries back,
+# atomically, so two notifiers taking them back at once never move one twice.
+MOVE_BACK_SCRIPT = """
+local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[1])
+for _, entry in ipairs(entries) do
+  redis.call('XADD', KEYS[2], '*', unpack(entry[2]))
+  redis.call('XDEL', KEYS[1], entry[1])
+end
+return #entries
+"""
 
 
 class SendRetry(Exception):
@@ -54,14 +77,6 @@ class Sender(Protocol):
     async def send_event(self, event: Event) -> None: ...
 
 
-class _TaskLock:
-    """A lock per task id, dropped when its last user leaves."""
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-
 class _Platform:
     """A sender plus whether it has started: a platform that is down at start-up is retried later."""
 
@@ -85,11 +100,22 @@ class _Platform:
             self.started = True
 
 
+class _ChatQueue:
+    """Entries for one chat, sent in order by one task of their own."""
+
+    def __init__(self) -> None:
+        self.entries: collections.deque[Entry] = collections.deque()
+        self.task: asyncio.Task[None] | None = None
+
+
 class Notifier:
     """Consumes results and events and hands them to the platform senders.
 
+    Every chat has its own queue, sent in order; a platform call takes one of `concurrency` slots only
+    while it runs, so a chat that waits out a retry-after or a backoff holds up no other chat.
+
     :param senders: platform name -> Sender
-    :param concurrency: sends in flight at once (different chats proceed in parallel)
+    :param concurrency: platform calls in flight at once (different chats proceed in parallel)
     """
 
     def __init__(self, redis: Redis, settings: Settings, senders: dict[str, Sender], *, concurrency: int = 8):
@@ -97,6 +123,7 @@ class Notifier:
         self.settings = settings
         self.platforms = {name: _Platform(name, sender) for name, sender in senders.items()}
         self.concurrency = concurrency
+        self.max_held = concurrency * HELD_PER_SLOT  # entries read and not finished, over all chats
         self.group = ConsumerGroup(
             redis,
             group=settings.notifiers_group,
@@ -109,11 +136,14 @@ class Notifier:
             refresh_s=settings.ownership_refresh_s,
             holder=self,
         )
-        self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
-        self._task_locks: dict[str, _TaskLock] = {}
+        # Keyed by (stream, entry id): the results and events streams can hand out the same id.
+        self._inflight: dict[tuple[str, str], Entry] = {}
+        self._chats: dict[str, _ChatQueue] = {}
+        self._slots = asyncio.Semaphore(concurrency)
         self._slot_freed = asyncio.Event()
         self._warned_missing: set[str] = set()
         self._stopping = asyncio.Event()
+        self._move_back = redis.register_script(MOVE_BACK_SCRIPT)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -127,6 +157,7 @@ class Notifier:
                 with contextlib.suppress(SendRetry):
                     await platform.ensure_started()
             await retry_while_redis_down(self.group.ensure_groups, self.settings, self._stopping)
+            await retry_while_redis_down(self._take_back_waiting, self.settings, self._stopping)
             for entry in await retry_while_redis_down(self.group.read_own_pending, self.settings, self._stopping):
                 self._spawn(entry)
             await self._loop()
@@ -143,7 +174,7 @@ class Notifier:
 
     async def _drain(self) -> None:
         """Let sends in flight finish within the grace period; the rest stay pending for the next notifier."""
-        tasks = [task for _, task in self._inflight.values()]
+        tasks = [chat.task for chat in self._chats.values() if chat.task is not None]
         if not tasks:
             return
         _, unfinished = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
@@ -151,7 +182,7 @@ class Notifier:
             task.cancel()
         if unfinished:
             await asyncio.wait(unfinished, timeout=5)
-            log.warning("handed back %d unsent result(s)", len(unfinished))
+            log.warning("handed back %d unsent entr(ies)", len(self._inflight))
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -164,8 +195,8 @@ class Notifier:
                     next_maintenance = loop.time() + maintain_every
                     await self._maintain()
                 self._slot_freed.clear()
-                free = self.concurrency - len(self._inflight)
-                if free <= 0:  # read no more than we can send, so nothing waits unrefreshed
+                free = self.max_held - len(self._inflight)
+                if free <= 0:  # read no more than we can keep owned
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._slot_freed.wait(), timeout=1.0)
                     continue
@@ -186,20 +217,21 @@ class Notifier:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _maintain(self) -> None:
-        """Keep slow sends ours, pick up what a dead notifier left behind, trim what all acknowledged."""
-        free = self.concurrency - len(self._inflight)
+        """Pick up what a dead notifier left behind, take back waiting results, trim what all acknowledged."""
+        free = self.max_held - len(self._inflight)
         if free > 0:
             for entry in await self.group.reclaim_stale(self.settings.min_idle_ms, count=free):
                 self._spawn(entry)
+        await self._take_back_waiting()
         await self.group.trim_acknowledged(self.settings.results_stream)
         await self.group.prune_idle_consumers(max(10 * self.settings.min_idle_ms, 3600 * 1000))
 
     # What the group's heartbeat keeps ours (streams.Holder); a dead notifier's entries come via `adopt`.
     def in_hand(self) -> list[Entry]:
-        return [entry for entry, _ in self._inflight.values()]
+        return list(self._inflight.values())
 
     def room(self) -> int:
-        return 0 if self._stopping.is_set() else max(0, self.concurrency - len(self._inflight))
+        return 0 if self._stopping.is_set() else max(0, self.max_held - len(self._inflight))
 
     def adopt(self, entry: Entry) -> None:
         self._spawn(entry)
@@ -208,17 +240,36 @@ class Notifier:
         for entry in entries:  # the send claim keeps two notifiers from both posting it
             log.warning("%s %s was taken over by another notifier while in hand here", entry.stream, entry.entry_id)
 
+    # --- per-chat queues ---------------------------------------------------------------------------
     def _spawn(self, entry: Entry) -> None:
-        if entry.entry_id in self._inflight:
+        held = (entry.stream, entry.entry_id)
+        if held in self._inflight:
             return
-        task = asyncio.create_task(self._handle(entry))
-        self._inflight[entry.entry_id] = (entry, task)
+        self._inflight[held] = entry
+        chat_key = chat_of(entry)
+        chat = self._chats.get(chat_key)
+        if chat is None:
+            chat = self._chats[chat_key] = _ChatQueue()
+        chat.entries.append(entry)
+        if chat.task is None:
+            chat.task = asyncio.create_task(self._serve_chat(chat_key, chat), name=f"chat-{chat_key}")
 
-        def done(_: asyncio.Task[None]) -> None:
-            self._inflight.pop(entry.entry_id, None)
-            self._slot_freed.set()
-
-        task.add_done_callback(done)
+    async def _serve_chat(self, chat_key: str, chat: _ChatQueue) -> None:
+        """Send one chat's entries in order until its queue is empty."""
+        try:
+            while chat.entries:
+                entry = chat.entries[0]
+                try:
+                    await self._handle(entry)
+                finally:
+                    chat.entries.popleft()
+                    self._inflight.pop((entry.stream, entry.entry_id), None)
+                    self._slot_freed.set()
+        finally:
+            if self._chats.get(chat_key) is chat:
+                del self._chats[chat_key]
+            for entry in chat.entries:  # cancelled at shutdown: left pending for the next notifier
+                self._inflight.pop((entry.stream, entry.entry_id), None)
 
     async def _handle(self, entry: Entry) -> None:
         try:
@@ -231,27 +282,15 @@ class Notifier:
         except Exception as exc:  # noqa: BLE001 - left pending; reclaimed and retried later
             log.error("could not handle %s %s: %s", entry.stream, entry.entry_id, scrub(str(exc)))
 
-    @contextlib.asynccontextmanager
-    async def _one_at_a_time(self, task_id: str) -> AsyncIterator[None]:
-        """A task's progress and its result are sent in order, never a progress edit after the result."""
-        holder = self._task_locks.setdefault(task_id, _TaskLock())
-        holder.users += 1
-        try:
-            async with holder.lock:
-                yield
-        finally:
-            holder.users -= 1
-            if not holder.users:
-                self._task_locks.pop(task_id, None)
-
     async def _handle_event(self, entry: Entry) -> None:
-        """Progress is lossy by design: one try, then acknowledged whatever happened."""
+        """Progress is lossy by design: one try, then acknowledged whatever happened. It waits behind its
+        chat's earlier entries, so a progress edit never lands after its result."""
         try:
             event = Event.decode(entry.fields)
             platform = self.platforms.get(event.reply["platform"])
             if platform is not None and platform.started:
-                async with self._one_at_a_time(event.task_id):
-                    if not await self.redis.exists(keys.delivered(event.task_id)):
+                if not await self.redis.exists(keys.delivered(event.task_id)):
+                    async with self._slots:
                         await platform.sender.send_event(event)
         except MalformedRecord as exc:
             log.warning("dropping malformed event %s: %s", entry.entry_id, exc.reason)
@@ -261,6 +300,7 @@ class Notifier:
             log.info("progress update for %s not shown: %s", entry.entry_id, scrub(str(exc)))
         await self.group.ack(entry)
 
+    # --- results -----------------------------------------------------------------------------------
     async def _handle_result(self, entry: Entry) -> None:
         try:
             result = Result.decode(entry.fields)
@@ -268,33 +308,63 @@ class Notifier:
             await self.group.dead_letter(entry, reason=f"malformed result: {exc.reason}")
             return
         name = result.reply["platform"]
-        if name in SILENT_PLATFORMS or await self.redis.exists(keys.delivered(result.task_id)):
+        if name in SILENT_PLATFORMS:
             await self.group.ack(entry)
             return
         platform = self.platforms.get(name)
         if platform is None:
-            # Another notifier of the group may serve this platform: it reclaims the entry after min_idle.
-            if name not in self._warned_missing:
-                self._warned_missing.add(name)
-                log.warning("no %s sender here (token unset?): its results wait for a notifier that has one", name)
+            await self._park(entry, name)
             return
-        # Counted per real delivery round, not per XPENDING delivery: a notifier without this platform's
-        # sender also takes the entry now and then (XAUTOCLAIM), and that must not use up its chances.
-        rounds = await self.redis.incr(keys.send_rounds(result.task_id))
-        await self.redis.expire(keys.send_rounds(result.task_id), self.settings.delivered_ttl_s)
-        if rounds > self.settings.max_deliveries:
-            await self.group.dead_letter(entry, reason="delivery failed too many times")
+        # As long as a consumer lease: when a dead notifier's entries move on, its claim has lapsed too.
+        claim = SendClaim(self.redis, result.task_id, ttl_ms=int(self.settings.consumer_lease_s * 1000))
+        if not await self._claim(claim, result.task_id):
+            await self._ack_if_delivered(entry, result.task_id)
             return
-        async with self._one_at_a_time(result.task_id):
-            await self._deliver(entry, result, platform)
+        async with claim.held():
+            # Checked under the claim: a second entry for this task, or a second notifier, finds it here.
+            if await self._ack_if_delivered(entry, result.task_id):
+                return
+            # Counted per real delivery round, not per XPENDING delivery (a parked result was read too).
+            rounds = await self.redis.incr(keys.send_rounds(result.task_id))
+            await self.redis.expire(keys.send_rounds(result.task_id), self.settings.delivered_ttl_s)
+            if rounds > self.settings.max_deliveries:
+                await self.group.dead_letter(entry, reason="delivery failed too many times")
+                return
+            await self._deliver(entry, result, platform, claim)
 
-    async def _deliver(self, entry: Entry, result: Result, platform: _Platform) -> None:
+    async def _ack_if_delivered(self, entry: Entry, task_id: str) -> bool:
+        if await self.redis.exists(keys.delivered(task_id)):
+            await self.group.ack(entry)
+            return True
+        return False
+
+    async def _claim(self, claim: SendClaim, task_id: str) -> bool:
+        """Take the task's send claim, waiting while another notifier process holds it. False when the
+        result got delivered meanwhile or this notifier is stopping (the entry stays pending)."""
+        waited = False
+        while not await claim.try_acquire():
+            if await self.redis.exists(keys.delivered(task_id)) or self._stopping.is_set():
+                return False
+            if not waited:
+                log.info("result of %s is being sent by another notifier; waiting for it", task_id)
+                waited = True
+            await self._sleep(CLAIM_POLL_S)
+        return True
+
+    async def _deliver(self, entry: Entry, result: Result, platform: _Platform, claim: SendClaim) -> None:
+        """Send with retries. A retry-after is waited out in full, and every wait happens outside the
+        platform-call slots: only this chat waits."""
         last_error = ""
         backoff = self.settings.retry_backoff_s
         for attempt in range(1, self.settings.send_retries + 1):
+            if claim.lost or self._stopping.is_set():
+                log.warning("result %s left pending: %s", result.task_id,
+                            "its send claim lapsed" if claim.lost else "notifier stopping")
+                return
             try:
                 await platform.ensure_started()
-                await platform.sender.send_result(result)
+                async with self._slots:
+                    await platform.sender.send_result(result)
             except SendPermanent as exc:
                 reason = scrub(str(exc))
                 log.warning("result %s can't be delivered: %s", result.task_id, reason)
@@ -307,11 +377,55 @@ class Notifier:
                 last_error = scrub(f"{type(exc).__name__}: {exc}")
                 wait = backoff
             else:
-                await self.redis.set(keys.delivered(result.task_id), "1", ex=self.settings.delivered_ttl_s)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.set(keys.delivered(result.task_id), "1", ex=self.settings.delivered_ttl_s)
+                    pipe.delete(keys.send_parts(result.task_id))
+                    await pipe.execute()
                 await self.group.ack(entry)
                 log.info("delivered %s result of %s to %s", result.status, result.task_id, platform.name)
                 return
-            log.info("send of %s failed (attempt %d): %s", result.task_id, attempt, last_error)
-            await asyncio.sleep(min(wait, self.settings.retry_backoff_max_s) + random.uniform(0, 0.1))
+            log.info("send of %s failed (attempt %d): %s; next try in %.1f s", result.task_id, attempt, last_error,
+                     wait)
+            await self._sleep(wait + random.uniform(0, 0.1))
             backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
         log.warning("result %s left pending after %d tries: %s", result.task_id, attempt, last_error)
+
+    # --- results no notifier here can send ---------------------------------------------------------
+    async def _park(self, entry: Entry, platform: str) -> None:
+        """Move a result for a platform this notifier has no sender for into that platform's waiting
+        stream (and acknowledge it, so it neither comes back every min_idle nor holds down the results
+        stream's trim). A notifier that has the sender takes it back at start and every maintenance."""
+        waiting = keys.waiting_results(self.settings.results_stream, platform)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(waiting, entry.fields)
+            pipe.xack(entry.stream, self.group.group, entry.entry_id)
+            pipe.xlen(waiting)
+            count = (await pipe.execute())[2]
+        if platform not in self._warned_missing:
+            self._warned_missing.add(platform)
+            log.warning("no %s sender in this notifier (token unset?): %s results wait in %s (%d now) until a "
+                        "notifier with one starts", platform, platform, waiting, count)
+
+    async def _take_back_waiting(self) -> None:
+        """Results that waited for a sender this notifier has go back into the results stream."""
+        for name in self.platforms:
+            waiting = keys.waiting_results(self.settings.results_stream, name)
+            moved = await self._move_back(keys=[waiting, self.settings.results_stream], args=[MOVE_BACK_BATCH])
+            if moved:
+                log.info("took back %d %s result(s) that waited for a sender", moved, name)
+
+
+def chat_of(entry: Entry) -> str:
+    """The chat an entry goes to: its queue. Unreadable entries get a queue of their own."""
+    raw = entry.fields.get(b"reply", entry.fields.get("reply"))
+    try:
+        reply = json.loads(raw)
+        platform = reply["platform"]
+    except (TypeError, ValueError, KeyError):
+        return f"entry:{entry.stream}:{entry.entry_id}"
+    if platform == "telegram" and reply.get("chat_id") is not None:
+        return f"telegram:{reply['chat_id']}"
+    if platform == "discord" and (reply.get("channel_id") or reply.get("user_id")):
+        return f"discord:{reply.get('channel_id') or reply.get('user_id')}"
+    task_id = entry.fields.get(b"task_id", entry.fields.get("task_id", entry.entry_id))
+    return f"{platform}:task:{task_id!r}"

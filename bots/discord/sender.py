@@ -5,6 +5,10 @@ user asked for privacy) and progress edits the deferred "thinking" message. Afte
 a channel message that mentions the user, or a DM when the channel is not writable (always a DM for
 private requests). discord.py sleeps through 429s itself; what is left becomes SendRetry or
 SendPermanent for the notifier.
+
+A result is one message, whichever way it goes; it is recorded in Redis before it is sent and once
+Discord answered (`backend.delivery`), so a notifier restarted after a kill does not post it again
+unless its answer was in flight.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 import discord
+from redis.asyncio import Redis
 
 from backend.blobs import BlobStore
+from backend.delivery import PartStore
 from backend.errors import RepairError
 from backend.notifier import SendPermanent, SendRetry
+from backend.redis_conn import connect
 from backend.settings import Settings
 from backend.tasks import Event, Result, user_lang
 from backend.texts import text
@@ -58,13 +65,18 @@ async def notifier_errors() -> AsyncIterator[None]:
 class DiscordSender:
     """The notifier's Discord sender.
 
+    :param parts: where a result's send progress is recorded (survives a restart)
     :param progress_every_s: at most one progress edit per task this often (state changes always show)
     :param clock: monotonic seconds, replaceable in tests
+    :param owned: closed with the sender (its Redis connection)
     """
 
-    def __init__(self, settings: Settings, blobs: BlobStore, *, progress_every_s: float = PROGRESS_EVERY_S,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, settings: Settings, blobs: BlobStore, *, parts: PartStore,
+                 progress_every_s: float = PROGRESS_EVERY_S, clock: Callable[[], float] = time.monotonic,
+                 owned: Redis | None = None):
         self.settings = settings
+        self.parts = parts
+        self._owned = owned
         self.workflows = Workflows.load(settings.workflows_dir)  # mode labels and the other modes to offer
         self.blobs = blobs
         self.progress_every_s = progress_every_s
@@ -81,9 +93,23 @@ class DiscordSender:
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
+        if self._owned is not None:
+            await self._owned.aclose()
 
     # --- results -------------------------------------------------------------------------------
     async def send_result(self, result: Result) -> None:
+        parts = await self.parts.parts(result.task_id)
+        if parts.sent("result"):
+            return
+        await parts.sending("result")
+        try:
+            await self._send_result(result)
+        except SendPermanent:
+            await parts.forget()
+            raise
+        await parts.done("result")
+
+    async def _send_result(self, result: Result) -> None:
         reply, lang = result.reply, user_lang(result.reply)
         async with notifier_errors():
             message = await self._compose(result, lang)
@@ -207,4 +233,5 @@ async def _send(send: Callable[..., Any], message: dict[str, Any], **extra: Any)
 
 def build_sender(settings: Settings, blobs: BlobStore) -> DiscordSender:
     """What `repairbot notifier` and `repairbot up` register for the "discord" platform."""
-    return DiscordSender(settings, blobs)
+    redis = connect(settings)
+    return DiscordSender(settings, blobs, parts=PartStore(redis, ttl_s=settings.delivered_ttl_s), owned=redis)

@@ -1,9 +1,14 @@
 """The notifier's Telegram side: results and progress back into the chat each photo came from.
 
-It needs only a Bot (no polling in the notifier process). Flood limits are PTB's AIORateLimiter
-(429s are retried after `retry_after`); what is left says what happens next: a chat that is gone or
-blocked us is SendPermanent, a rate limit or a network hiccup is SendRetry. Progress edits are
-lossy: at most one per chat every few seconds, none while rate-limited; results always go out.
+It needs only a Bot (no polling in the notifier process). Flood pacing is PTB's AIORateLimiter, but a
+429 is not slept through inside it (that would pause every chat): it becomes SendRetry with the
+platform's retry-after, which the notifier waits out in that chat's own queue. A chat that is gone
+or blocked us is SendPermanent, a network hiccup is SendRetry. Progress edits are lossy: at most one
+per chat every few seconds, none while rate-limited; results always go out.
+
+A result is several parts (photo, file, status edit or note). Each is recorded in Redis before its
+request and after its reply (`backend.delivery`), so a retry, or a notifier restarted after a kill,
+skips what went out and re-sends at most the part whose reply was in flight.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from telegram.request import HTTPXRequest
 
 from backend import images
 from backend.blobs import BlobStore
+from backend.delivery import PartStore, SendParts
 from backend.errors import RepairError
 from backend.notifier import SendPermanent, SendRetry
 from backend.redis_conn import connect
@@ -100,18 +106,19 @@ class TelegramSender:
 
     :param bot: an ExtBot with a FloodAwareRateLimiter
     :param redis: where the bot keeps which tasks share an album's status message
+    :param parts: where each result's sent parts are recorded (default: in `redis`)
     :param progress_every_s: the least time between two progress edits in one chat
     """
 
     def __init__(self, bot: ExtBot, blobs: BlobStore, redis: Redis, *, progress_every_s: float = PROGRESS_EVERY_S,
-                 owns_redis: bool = False, workflows: Workflows | None = None):
+                 owns_redis: bool = False, workflows: Workflows | None = None, parts: PartStore | None = None):
         self.bot = bot
         self.workflows = workflows  # mode labels and the other modes to offer; names only when absent
         self.blobs = blobs
         self.redis = redis
+        self.parts = parts or PartStore(redis)
         self.progress_every_s = progress_every_s
         self._owns_redis = owns_redis
-        self._sent_parts: dict[str, set[str]] = {}  # survive a retry without posting a photo twice
 
     async def start(self) -> None:
         await initialize_bot(self.bot.initialize)
@@ -123,14 +130,14 @@ class TelegramSender:
 
     # --- results -------------------------------------------------------------------------------
     async def send_result(self, result: Result) -> None:
+        parts = await self.parts.parts(result.task_id)
         try:
-            await self._send_result(result)
+            await self._send_result(result, parts)
         except SendPermanent:
-            self._sent_parts.pop(result.task_id, None)  # never retried: nothing to remember
+            await parts.forget()  # not retried as it stands; a DLQ retry starts afresh
             raise
-        self._sent_parts.pop(result.task_id, None)
 
-    async def _send_result(self, result: Result) -> None:
+    async def _send_result(self, result: Result, parts: SendParts) -> None:
         reply = result.reply
         lang = user_lang(reply)
         with as_send_errors():
@@ -141,19 +148,18 @@ class TelegramSender:
                     note = text("output_expired", lang)
                 else:
                     try:
-                        await self._post_image(result, data, lang)
+                        await self._post_image(result, data, lang, parts)
                     except RepairError:  # the image could not be made to fit an upload
                         note = text("output_invalid", lang)
             elif result.status == "cancelled":
                 note = text("cancelled", lang)
             else:
                 note = result.message or text(result.error or "internal", lang)  # the worker's, in this language
-            await self._settle_status(result, note, lang)
+            await self._settle_status(result, note, lang, parts)
 
-    async def _post_image(self, result: Result, data: bytes, lang: str) -> None:
+    async def _post_image(self, result: Result, data: bytes, lang: str, parts: SendParts) -> None:
         """The colorized photo with caption and buttons, then the full-resolution file."""
         reply = result.reply
-        done = self._sent_parts.setdefault(result.task_id, set())
         known = self.workflows is not None and result.mode in self.workflows
         mode_name = self.workflows.get(result.mode).label(lang) if known else result.mode
         caption = text("result_caption", lang, mode=mode_name, seconds=round(result.run_ms / 1000, 1))
@@ -164,41 +170,57 @@ class TelegramSender:
         extension = "png" if document.startswith(PNG_MAGIC) else "jpg"
         filename = f"colorized-{result.task_id[:8]}.{extension}"
         replying = _reply_to(reply)
-        if "photo" not in done and await asyncio.to_thread(images.telegram_photo_ok, data):
+        photo_sent = parts.sent("photo")
+        if not photo_sent and not parts.sent("photo-refused") and await asyncio.to_thread(images.telegram_photo_ok,
+                                                                                           data):
+            await parts.sending("photo")
             try:
                 await self.bot.send_photo(reply["chat_id"], data, caption=caption, reply_markup=markup,
                                           reply_parameters=replying)
-                done.add("photo")
+                await parts.done("photo")
+                photo_sent = True
             except BadRequest as exc:  # Telegram would not take it as a photo after all
                 if chat_unreachable(exc):
                     raise
                 log.info("photo for %s refused (%s); sending the file only", result.task_id, exc)
-        if "document" in done:
+                await parts.done("photo-refused")
+        if parts.sent("document"):
             return
-        if "photo" in done:
+        await parts.sending("document")
+        if photo_sent:
             await self.bot.send_document(reply["chat_id"], document, filename=filename, caption=shrunk_note)
         else:
             full_caption = caption if shrunk_note is None else f"{caption}\n{shrunk_note}"
             await self.bot.send_document(reply["chat_id"], document, filename=filename, caption=full_caption,
                                          reply_markup=markup, reply_parameters=replying)
-        done.add("document")
+        await parts.done("document")
 
-    async def _settle_status(self, result: Result, note: str, lang: str) -> None:
+    async def _settle_status(self, result: Result, note: str, lang: str, parts: SendParts) -> None:
         """Single photo: delete the status message (or say why there is no image in it).
         Album: failures get their own message; the status goes when the last photo is in."""
         reply = result.reply
         chat_id, status_id = reply["chat_id"], reply.get("status_message_id")
         if reply.get("album") and status_id:
             if note and result.status == "failed":
-                await self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply))
+                await self._once(parts, "note", self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply)))
             if await finish_album_item(self.redis, chat_id, status_id, result.task_id) == 0:
                 final = text("cancelled", lang) if result.status == "cancelled" else ""
-                await self._close_status(chat_id, status_id, final or None, lang)
+                await self._once(parts, "status", self._close_status(chat_id, status_id, final or None, lang))
             return
         if status_id:
-            await self._close_status(chat_id, status_id, note or None, lang)
+            await self._once(parts, "status", self._close_status(chat_id, status_id, note or None, lang))
         elif note:
-            await self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply))
+            await self._once(parts, "note", self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply)))
+
+    @staticmethod
+    async def _once(parts: SendParts, part: str, request: Awaitable[Any]) -> None:
+        """Run `request` unless this part went out in an earlier try, recording it around the call."""
+        if parts.sent(part):
+            request.close()  # type: ignore[attr-defined]  # a coroutine never awaited
+            return
+        await parts.sending(part)
+        await request
+        await parts.done(part)
 
     async def _close_status(self, chat_id: Any, status_id: Any, note: str | None, lang: str) -> None:
         """Replace the status with `note`, or delete it (turning it into "Done." if it can't go)."""
@@ -258,9 +280,14 @@ def _reply_to(reply: dict[str, Any]) -> ReplyParameters | None:
 
 
 def build_sender(settings: Settings, blobs: BlobStore, *, overall_max_rate: float = 30, group_max_rate: float = 20,
-                 max_retries: int = 3, progress_every_s: float = PROGRESS_EVERY_S) -> TelegramSender:
-    """The sender `repairbot notifier` registers for platform "telegram"."""
+                 max_retries: int = 0, progress_every_s: float = PROGRESS_EVERY_S) -> TelegramSender:
+    """The sender `repairbot notifier` registers for platform "telegram".
+
+    `max_retries` 0: a 429 goes back to the notifier as SendRetry at once. PTB's own retry would sleep
+    inside the send and hold every other chat's requests meanwhile."""
     limiter = FloodAwareRateLimiter(overall_max_rate=overall_max_rate, group_max_rate=group_max_rate,
                                     max_retries=max_retries)
-    return TelegramSender(make_bot(settings, limiter), blobs, connect(settings), progress_every_s=progress_every_s,
-                          owns_redis=True, workflows=Workflows.load(settings.workflows_dir))
+    redis = connect(settings)
+    return TelegramSender(make_bot(settings, limiter), blobs, redis, progress_every_s=progress_every_s,
+                          owns_redis=True, workflows=Workflows.load(settings.workflows_dir),
+                          parts=PartStore(redis, ttl_s=settings.delivered_ttl_s))

@@ -216,3 +216,19 @@ async def test_progress_of_one_photo_among_several_says_which_one(discord_settin
         await sender.close()
     [edit] = discord_fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/itok-1/messages/@original")
     assert edit.json["content"] == "第 2/3 张：正在上色… 40%"
+
+
+async def test_a_restarted_sender_does_not_post_a_result_discord_took(discord_settings, blobs, discord_fake, redis):
+    from backend import keys
+
+    result = await ok_result(blobs, png())
+    first = build_sender(discord_settings, blobs)
+    await first.start()
+    await first.send_result(result)  # the notifier is killed before it marks the result delivered
+    await first.close()
+    assert (await redis.hgetall(keys.send_parts(TASK_ID)))[b"result"] == b"sent"
+    restarted = build_sender(discord_settings, blobs)
+    await restarted.start()
+    await restarted.send_result(result)
+    await restarted.close()
+    assert len(discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/itok-1")) == 1

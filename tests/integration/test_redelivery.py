@@ -1,9 +1,6 @@
 """Redelivery rules against a real redis-server: poison tasks, ownership of long tasks, DLQ retry."""
 
 import asyncio
-import contextlib
-
-from redis.exceptions import ResponseError
 
 from backend import keys
 from backend.streams import ConsumerGroup
@@ -107,30 +104,3 @@ async def test_trimming_keeps_everything_some_group_still_needs(redis, settings)
     await group.trim_acknowledged(stream)
     remaining = [entry_id for entry_id, _ in await redis.xrange(stream)]
     assert ids[399] in remaining, "g2 has not read past #399: it must stay"
-
-
-async def test_a_notifier_without_the_platform_leaves_its_results_to_one_that_has_it(settings, redis):
-    from backend.notifier import Notifier
-    from backend.tasks import Result
-
-    settings = settings.model_copy(update={"min_idle_ms": 200, "max_deliveries": 2})
-    result = Result(task_id="f" * 32, status="failed", reply=REPLY, error="timeout", message="Sorry")
-    await redis.xadd(settings.results_stream, result.encode())
-    without = Notifier(redis, settings, {})  # e.g. a notifier deployed without this platform's token
-    running = asyncio.create_task(without.run())
-    reclaimed_often = False
-    for _ in range(150):  # it takes the entry again and again as it goes idle
-        await asyncio.sleep(0.1)
-        with contextlib.suppress(ResponseError):  # until its group exists
-            pending = await redis.xpending_range(settings.results_stream, settings.notifiers_group, "-", "+", 1)
-            reclaimed_often = bool(pending) and pending[0]["times_delivered"] > settings.max_deliveries + 1
-            if reclaimed_often:
-                break
-    without.stop()
-    assert reclaimed_often
-    await running
-    sender = RecordingSender()
-    async with running_pipeline(settings, {"test": sender}):
-        [delivered] = await sender.wait_for_results(1)
-    assert delivered.task_id == result.task_id
-    assert await redis.xlen(settings.dead_stream) == 0

@@ -6,6 +6,7 @@ import io
 
 import pytest
 from PIL import Image
+from telegram.error import RetryAfter
 
 from backend.notifier import SendPermanent, SendRetry
 from backend.tasks import Event, Result
@@ -80,11 +81,16 @@ async def test_failure_and_cancel_turn_the_status_into_a_sentence(tg_sender, tg_
     assert edit["text"] == expected and edit["message_id"] == reply["status_message_id"]
 
 
-async def test_rate_limit_is_waited_out(tg_sender, tg_fake):
-    tg_fake.fail_next("sendPhoto", 429, retry_after=0.3)
-    await tg_sender.send_result(await stored_result(tg_sender, tg_fake, png((64, 64))))
-    assert len(tg_fake.calls_to("sendPhoto")) == 2
-    assert len(tg_fake.calls_to("sendDocument")) == 1
+async def test_rate_limit_goes_back_to_the_notifier_with_the_full_retry_after(tg_sender, tg_fake):
+    """Not slept through inside PTB (that pauses every chat): the notifier waits in this chat's queue."""
+    tg_fake.fail_next("sendDocument", 429, retry_after=45)
+    result = await stored_result(tg_sender, tg_fake, png((64, 64)))
+    with pytest.raises(SendRetry) as caught:
+        await tg_sender.send_result(result)
+    assert caught.value.after_s == 45
+    await tg_sender.send_result(result)  # the notifier's next try
+    assert len(tg_fake.calls_to("sendPhoto")) == 1, "the photo went out before the 429: not posted again"
+    assert len(tg_fake.calls_to("sendDocument")) == 2
 
 
 async def test_rate_limit_past_the_retries_is_send_retry(tg_settings, tg_fake):
@@ -150,7 +156,8 @@ async def test_progress_edits_are_throttled_per_chat(tg_sender, tg_fake):
 async def test_progress_is_skipped_while_rate_limited(tg_sender, tg_fake):
     reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake)}
     tg_fake.fail_next("sendMessage", 429, retry_after=0.3)
-    await tg_sender.bot.send_message(CHAT, "hello")  # the limiter waits this out and notes it
+    with pytest.raises(RetryAfter):  # handed to the caller, and noted by the limiter
+        await tg_sender.bot.send_message(CHAT, "hello")
     tg_sender.bot.rate_limiter.limited_until += 60
     await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
     assert not tg_fake.calls_to("editMessageText")

@@ -1,0 +1,145 @@
+"""What keeps a result posted once across notifier processes and crashes, in Redis.
+
+- `SendClaim`: one notifier process at a time sends a given result (SET NX with a token and a TTL,
+  renewed while sending, released only by its owner), so two result entries for one task, or two
+  notifiers holding one entry each, never post it concurrently.
+- `PartStore` / `SendParts`: which parts of a multi-part result (photo, file, status edit, a note)
+  went out. A part is marked in flight before its request and sent after its reply, so a notifier
+  killed mid-send re-sends at most the one part whose reply was in flight. The senders use it; they
+  name their own parts, the notifier only forgets the record once the result is delivered.
+
+Nothing here knows a chat platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import AsyncIterator
+
+from redis.asyncio import Redis
+
+from backend import keys
+
+log = logging.getLogger(__name__)
+
+CLAIM_TTL_MS = 10_000  # the notifier uses its consumer lease: a dead owner's claim lapses as its entries move on
+IN_FLIGHT = "sending"
+SENT = "sent"
+
+_RENEW_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class SendClaim:
+    """The right to send one task's result, held by one process at a time.
+
+    :param ttl_ms: how long the claim outlives a silent owner; renewed every third of it while held
+    """
+
+    def __init__(self, redis: Redis, task_id: str, *, ttl_ms: int = CLAIM_TTL_MS):
+        self.redis = redis
+        self.key = keys.send_claim(task_id)
+        self.ttl_ms = ttl_ms
+        self.token = uuid.uuid4().hex
+        self.lost = False  # the claim lapsed while held (a stall longer than the TTL): stop sending
+        self._renew = redis.register_script(_RENEW_IF_OWNER)
+        self._release = redis.register_script(_RELEASE_IF_OWNER)
+
+    async def try_acquire(self) -> bool:
+        return bool(await self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    async def holder(self) -> str | None:
+        value = await self.redis.get(self.key)
+        return value.decode() if isinstance(value, bytes) else value
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator["SendClaim"]:
+        """Keep the (acquired) claim renewed while the body runs; released by its owner on the way out."""
+        renewing = asyncio.create_task(self._keep_renewed(), name=f"claim-{self.key}")
+        try:
+            yield self
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            try:
+                await self._release(keys=[self.key], args=[self.token])
+            except Exception as exc:  # noqa: BLE001 - it lapses by itself within its TTL
+                log.info("send claim %s not released (%s); it lapses in %d ms", self.key, exc, self.ttl_ms)
+
+    async def _keep_renewed(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            try:
+                if not await self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
+                    self.lost = True
+                    log.warning("send claim %s lapsed while held; the send stops after this part", self.key)
+                    return
+            except Exception as exc:  # noqa: BLE001 - try again at the next renewal
+                log.warning("could not renew send claim %s: %s", self.key, exc)
+
+
+class SendParts:
+    """The parts of one result already sent (or in flight when a previous try stopped)."""
+
+    def __init__(self, redis: Redis, task_id: str, state: dict[str, str], ttl_s: int):
+        self.redis = redis
+        self.task_id = task_id
+        self.key = keys.send_parts(task_id)
+        self.state = state
+        self.ttl_s = ttl_s
+
+    def sent(self, part: str) -> bool:
+        return self.state.get(part) == SENT
+
+    def was_in_flight(self, part: str) -> bool:
+        """The part was being sent when the last try stopped: it may be in the chat already."""
+        return self.state.get(part) == IN_FLIGHT
+
+    async def sending(self, part: str) -> None:
+        """Recorded before the part's request goes out."""
+        if self.was_in_flight(part):
+            log.info("re-sending %s of %s: its reply was in flight when the last try stopped", part, self.task_id)
+        await self._mark(part, IN_FLIGHT)
+
+    async def done(self, part: str) -> None:
+        """Recorded once the platform answered; a later try skips this part."""
+        await self._mark(part, SENT)
+
+    async def _mark(self, part: str, value: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key, part, value)
+            pipe.expire(self.key, self.ttl_s)
+            await pipe.execute()
+        self.state[part] = value
+
+    async def forget(self) -> None:
+        """For a result that will never be retried as it stands (refused for good)."""
+        await self.redis.delete(self.key)
+        self.state.clear()
+
+
+class PartStore:
+    """Where the senders keep their per-part progress; the record lives as long as a delivered mark."""
+
+    def __init__(self, redis: Redis, *, ttl_s: int = 7 * 24 * 3600):
+        self.redis = redis
+        self.ttl_s = ttl_s
+
+    async def parts(self, task_id: str) -> SendParts:
+        raw = await self.redis.hgetall(keys.send_parts(task_id))
+        state = {_text(k): _text(v) for k, v in raw.items()}
+        return SendParts(self.redis, task_id, state, self.ttl_s)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
