@@ -394,6 +394,11 @@ async def cmd_doctor(settings: Settings, args: argparse.Namespace, stop: asyncio
             for name, mode in services.workflows.modes.items():
                 issues = check_against_object_info(mode, object_info)
                 report(not issues, f"  mode {name}: " + ("; ".join(issues) if issues else "all nodes and values accepted"))
+            from backend import comfyui_doctor
+
+            await comfyui_doctor.check_checkpoints(client, services.workflows.modes, settings, report)
+            if getattr(args, "probe", False):
+                await comfyui_doctor.probe_all(client, services.workflows.modes, report)
         finally:
             await client.close()
     print("all good" if not problems else f"{problems} problem(s)")
@@ -428,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--limit", type=int, default=20)
     sub.add_parser("pause", help="stop starting new tasks")
     sub.add_parser("resume", help="start new tasks again")
-    sub.add_parser("doctor", help="check Redis, ComfyUI and the workflows")
+    doctor = sub.add_parser("doctor", help="check Redis, ComfyUI and the workflows")
+    doctor.add_argument("--probe", action="store_true",
+                        help="also run every mode on a small generated image and check size and colour")
     comfyui = sub.add_parser("comfyui", help="a local ComfyUI with the DDColor node: install")
     comfyui_sub = comfyui.add_subparsers(dest="comfyui_command", required=True)
     from backend.comfyui_install import add_install_arguments

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from backend.errors import PermanentTaskError, TransientTaskError
+from backend.errors import PermanentTaskError, RepairError, TransientTaskError
 from backend.redact import redact_url
 from backend.stale_model import PromptTakenBack
 
@@ -63,6 +63,7 @@ class _Waiter:
     done: bool = False
     poll_now: bool = False
     last_heard: float = 0.0
+    image: bytes | None = None  # the result, when it comes over the socket (SaveImageWebsocket)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -75,12 +76,15 @@ class ComfyUIClient:
     """One per ComfyUI instance per process."""
 
     def __init__(self, base_url: str, *, client_id: str | None = None, quiet_poll_s: float = 5.0,
-                 request_timeout_s: float = 30.0):
+                 request_timeout_s: float = 30.0, bounded_disk: bool = True):
         """
         :param base_url: e.g. ``http://127.0.0.1:8188``
         :param client_id: WebSocket clientId; unique per process unless given
         :param quiet_poll_s: poll /history after this long without news about a prompt
         :param request_timeout_s: total timeout of one HTTP request
+        :param bounded_disk: leave ComfyUI's disk as it was: uploads go under per-slot names, overwritten
+            (input/ holds at most one file per slot and extension), and the result comes over the socket
+            from SaveImageWebsocket instead of a SaveImage file in output/ (when the server has that node)
         """
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id or default_client_id()
@@ -92,6 +96,12 @@ class ComfyUIClient:
         self._waiters: dict[str, _Waiter] = {}
         self._cancelled: set[str] = set()
         self._taken_back: set[str] = set()
+        self.bounded_disk = bounded_disk
+        self.upload_prefix = f"repairbot-{socket.gethostname()}-{os.getpid()}"
+        self._free_slots: list[int] = []
+        self._slot_count = 0
+        self._ws_output: bool | None = None  # does the server have SaveImageWebsocket? (asked once)
+        self._executing: str | None = None  # prompt_id of the last `executing` event, for type-1 frames
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -162,11 +172,13 @@ class ComfyUIClient:
     async def object_info(self) -> dict:
         return await self._json("GET", "/object_info")
 
-    async def upload_image(self, data: bytes, name: str) -> str:
+    async def upload_image(self, data: bytes, name: str, *, overwrite: bool = False) -> str:
         """Upload to input/; returns the value for LoadImage.inputs.image."""
         form = aiohttp.FormData()
         form.add_field("image", data, filename=name,
                        content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+        if overwrite:
+            form.add_field("overwrite", "true")
         stored = await self._json("POST", "/upload/image", data=form)
         subfolder = stored.get("subfolder") or ""
         return f"{subfolder}/{stored['name']}" if subfolder else stored["name"]
@@ -242,24 +254,70 @@ class ComfyUIClient:
     async def run(self, workflow_for: Callable[[str], dict], data: bytes, upload_name: str, output_node: str, *,
                   prompt_id: str, deadline: float, on_progress: ProgressCallback | None = None,
                   on_queued: Callable[[], Any] | None = None,
-                  on_started: Callable[[], Any] | None = None) -> tuple[bytes, int]:
-        """Upload, queue, wait, and download the first image of `output_node`.
+                  on_started: Callable[[], Any] | None = None, socket_output: bool = True) -> tuple[bytes, int]:
+        """Upload, queue, wait, and get the first image of `output_node`.
 
         Returns the image and how long ComfyUI itself spent on the prompt (ms, from its own
         execution_start / execution_success timestamps), which excludes time spent waiting in its queue.
+        With `bounded_disk` the upload takes a slot name (its extension kept) and the output node
+        becomes SaveImageWebsocket, so a task leaves no file behind in ComfyUI. When the socket lost
+        that image (down or stalled meanwhile), the prompt runs once more with SaveImage and /view.
         """
-        load_image_value = await self.upload_image(data, upload_name)
-        await self.queue_prompt(workflow_for(load_image_value), prompt_id)
+        slot = self._take_slot() if self.bounded_disk else None
         try:
-            if on_queued is not None:
-                await _call(on_queued)
-            entry = await self.wait_for(prompt_id, deadline=deadline, on_progress=on_progress, on_started=on_started)
+            name = self._slot_name(slot, upload_name) if slot is not None else upload_name
+            load_image_value = await self.upload_image(data, name, overwrite=slot is not None)
+            workflow = workflow_for(load_image_value)
+            over_socket = socket_output and self.bounded_disk and await self._socket_output(workflow, output_node)
+            await self.queue_prompt(workflow, prompt_id)
+            waiter = self._waiters[prompt_id]
+            try:
+                if on_queued is not None:
+                    await _call(on_queued)
+                entry = await self.wait_for(prompt_id, deadline=deadline, on_progress=on_progress,
+                                            on_started=on_started)
+            finally:
+                self._waiters.pop(prompt_id, None)
         finally:
-            self._waiters.pop(prompt_id, None)
+            if slot is not None:
+                self._free_slots.append(slot)
+        if over_socket:
+            if waiter.image is not None:
+                return waiter.image, execution_ms(entry)
+            log.info("ComfyUI %s: the result of %s was lost with the socket; running it again with SaveImage",
+                     redact_url(self.base_url), prompt_id)
+            return await self.run(workflow_for, data, upload_name, output_node, prompt_id=f"{prompt_id}-file",
+                                  deadline=deadline, on_progress=on_progress, socket_output=False)
         images = (entry.get("outputs", {}).get(output_node) or {}).get("images") or []
         if not images:
             raise PermanentTaskError(code="comfyui_failed", detail=f"no image from output node {output_node}")
         return await self.fetch_image(images[0]), execution_ms(entry)
+
+    def _take_slot(self) -> int:
+        if self._free_slots:
+            return self._free_slots.pop()
+        self._slot_count += 1
+        return self._slot_count
+
+    def _slot_name(self, slot: int, upload_name: str) -> str:
+        extension = os.path.splitext(upload_name)[1] or ".png"
+        return f"{self.upload_prefix}-{slot}{extension}"
+
+    async def _socket_output(self, workflow: dict, output_node: str) -> bool:
+        """Turn the SaveImage output node into SaveImageWebsocket (in place) when the server has it."""
+        node = workflow.get(output_node) or {}
+        if node.get("class_type") != "SaveImage":
+            return False
+        if self._ws_output is None:
+            try:
+                self._ws_output = bool(await self._json("GET", "/object_info/SaveImageWebsocket"))
+            except RepairError:
+                return False  # ask again next time
+        if not self._ws_output:
+            return False
+        workflow[output_node] = {**node, "class_type": "SaveImageWebsocket",
+                                 "inputs": {"images": node["inputs"]["images"]}}
+        return True
 
     # -- waiting ---------------------------------------------------------------------------------
     async def wait_for(self, prompt_id: str, *, deadline: float, on_progress: ProgressCallback | None = None,
@@ -334,10 +392,15 @@ class ComfyUIClient:
                         ws_receive=None, ws_close=5.0)) as ws:
                     self.connected = True
                     backoff = RECONNECT_BACKOFF_S[0]
+                    # binary previews then carry their prompt_id (type 4 frames)
+                    await ws.send_str(json.dumps({"type": "feature_flags",
+                                                  "data": {"supports_preview_metadata": True}}))
                     self._after_reconnect()
                     async for message in ws:
                         if message.type == aiohttp.WSMsgType.TEXT:
                             self._dispatch(message.data)
+                        elif message.type == aiohttp.WSMsgType.BINARY:
+                            self._dispatch_binary(message.data)
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
@@ -355,6 +418,26 @@ class ComfyUIClient:
             waiter.poll_now = True
             waiter.wakeup.set()
 
+    def _dispatch_binary(self, frame: bytes) -> None:
+        """An image frame: type 4 names its prompt in a JSON header; type 1 belongs to the running one."""
+        if len(frame) < 8:
+            return
+        kind = int.from_bytes(frame[:4], "big")
+        prompt_id, image = None, b""
+        if kind == 4:
+            size = int.from_bytes(frame[4:8], "big")
+            try:
+                prompt_id = json.loads(frame[8:8 + size]).get("prompt_id")
+            except (ValueError, AttributeError):
+                return
+            image = frame[8 + size:]
+        elif kind == 1:
+            prompt_id, image = self._executing, frame[8:]
+        waiter = self._waiters.get(prompt_id) if prompt_id else None
+        if waiter is not None and image:
+            waiter.image = image
+            waiter.last_heard = asyncio.get_running_loop().time()
+
     def _dispatch(self, text: str) -> None:
         try:
             message = json.loads(text)
@@ -365,6 +448,8 @@ class ComfyUIClient:
         if waiter is None:
             return
         waiter.last_heard = asyncio.get_running_loop().time()
+        if kind == "executing":
+            self._executing = data.get("prompt_id") if data.get("node") is not None else None
         if kind in STARTED_EVENTS:
             waiter.started = True
         if kind == "executing" and data.get("node") is None:

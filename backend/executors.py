@@ -268,7 +268,7 @@ class ComfyUIExecutor:
     ) -> tuple[bytes, int]:
         client = instance.client
         prompt_id = str(uuid.uuid4())
-        upload_name = f"repairbot-{task.task_id}-{attempt}.{images.file_extension(data)}"
+        upload_name = f"repairbot-{task.task_id}-{attempt}.{images.file_extension(data)}"  # slotted by the client
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.task_timeout_s
         progress = _ProgressThrottle(lambda pct: self._event(task, "progress", pct))

@@ -13,7 +13,7 @@ import hashlib
 import heapq
 import json
 import time
-from collections.abc import Callable
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from tests.fakes.comfyui.hub import WebSocketHub
 from tests.fakes.comfyui.nodes import HEAVY_NODES, NodeContext, NodeFailure, run_node
 
 MAX_HISTORY = 10000
+NEVER_CACHED = {"SaveImageWebsocket"}
 FAKE_TRACEBACK = [
     '  File "<COMFYUI_ROOT>/execution.py", line 496, in execute\n    <source line omitted>\n',
     '  File "<COMFYUI_ROOT>/execution.py", line 315, in get_output_data\n    <source line omitted>\n',
@@ -345,6 +346,8 @@ class Executor:
                     parts.append([name, signature(value[0], seen + (node_id,)), value[1]])
                 else:
                     parts.append([name, value])
+            if node["class_type"] in NEVER_CACHED:  # IS_CHANGED returns time.time()
+                parts.append(uuid.uuid4().hex)
             if node["class_type"] == "LoadImage":
                 data = self.files.read_input(str(node["inputs"].get("image"))) or b""
                 parts.append(hashlib.sha256(data).hexdigest())

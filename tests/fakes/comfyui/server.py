@@ -25,6 +25,10 @@ from tests.fakes.comfyui.validation import PromptValidator
 
 DEFAULT_OBJECT_INFO = Path(__file__).resolve().parents[2] / "data" / "comfyui" / "object_info.json"
 FILE_KINDS = ("input", "temp", "output")
+# GET /models of a real 0.3.64 with kijai's DDColor node (which registers no folder of its own)
+MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
+                 "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",
+                 "custom_nodes", "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders"]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 SYSTEM_STATS = {
     "system": {"os": "posix", "ram_total": 25276502016, "ram_free": 24175886336, "comfyui_version": "0.3.64",
@@ -195,6 +199,8 @@ class FakeComfyUI:
         r.add_get(prefix + "/system_stats", self.system_stats)
         r.add_get(prefix + "/features", self.features)
         r.add_post(prefix + "/free", self.free)
+        r.add_get(prefix + "/models", self.models)
+        r.add_get(prefix + "/models/{folder}", self.model_folder)
         r.add_get(prefix + "/ws", self.hub.handle)
 
     # -- middlewares ---------------------------------------------------------------------------
@@ -293,6 +299,13 @@ class FakeComfyUI:
             if flag in body:
                 self.executor.set_flag(flag, bool(body[flag]))
         return empty()
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(MODEL_FOLDERS)
+
+    async def model_folder(self, request: web.Request) -> web.Response:
+        """Registered folders list their files (none here); kijai's DDColor registers none: 404."""
+        return web.json_response([]) if request.match_info["folder"] in MODEL_FOLDERS else empty(404)
 
     # -- history -------------------------------------------------------------------------------
     async def get_history(self, request: web.Request) -> web.Response:
