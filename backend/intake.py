@@ -118,10 +118,23 @@ class Intake:
         """Refuse by the size a platform declares, before downloading anything."""
         images.check_size(size, self.settings.max_image_bytes)
 
-    async def check_open(self, user: str, *, exempt: bool = False, count: int = 1) -> None:
+    async def check_open(self, user: str, *, exempt: bool = False, count: int = 1, event_key: str | None = None) -> None:
         """Refuse when paused, when the queue is full, or when `user` is over a limit for `count` more.
 
-        Everything it looks at is read in one round trip."""
+        Everything it looks at is read in one round trip. With the `event_key` of a photo that another
+        delivery of the same event is queueing (or queued) nothing is refused: `submit` answers it with
+        that delivery's task, and the place it holds must not turn this one into a refusal."""
+        try:
+            await self._check_open(user, exempt=exempt, count=count)
+        except Refused:
+            if event_key is None or not await self._other_delivery(event_key):
+                raise
+
+    async def _other_delivery(self, event_key: str) -> bool:
+        checked = _checked_event_key(event_key)
+        return bool(await self.redis.exists(keys.event_claim(checked), keys.event_turn(checked)))
+
+    async def _check_open(self, user: str, *, exempt: bool, count: int) -> None:
         s = self.settings
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(keys.PAUSED)

@@ -178,11 +178,13 @@ class Notifier:
         if not tasks:
             return
         _, unfinished = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
+        left = len(self._inflight)
         for task in unfinished:
             task.cancel()
         if unfinished:
             await asyncio.wait(unfinished, timeout=5)
-            log.warning("handed back %d unsent entr(ies)", len(self._inflight))
+        if left:
+            log.warning("handed back %d unsent entr(ies): they stay pending for the next notifier", left)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 MAX_IMAGES_PER_MESSAGE = 4
 MIB = 1024 * 1024
+INTERACTION_LIFETIME_S = 15 * 60
+DEFERRED_BEFORE = "deferred by an earlier delivery"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
@@ -42,7 +44,7 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
         """One photo in; the place in line now, the colorized photo as a follow-up later."""
         if await answered_before(services.intake, interaction, [image]):
             return
-        await interaction.response.defer(thinking=True, ephemeral=private)
+        await defer_once(services, interaction, ephemeral=private)
         chosen = mode or await services.intake.default_mode(user_key(interaction.user.id))
         await queue_photos(services.intake, interaction, [image], mode=chosen, private=private)
 
@@ -52,7 +54,7 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
         photos = [a for a in message.attachments if looks_like_image(a)][:MAX_IMAGES_PER_MESSAGE]
         if await answered_before(services.intake, interaction, photos):
             return
-        await interaction.response.defer(thinking=True)
+        await defer_once(services, interaction, ephemeral=False)
         mode = await services.intake.default_mode(user_key(interaction.user.id))
         await queue_photos(services.intake, interaction, photos, mode=mode, private=False)
 
@@ -67,6 +69,19 @@ def event_key(interaction: discord.Interaction, photo: discord.Attachment) -> st
     """The idempotency key of one photo of an interaction: the gateway may deliver an interaction again
     (a resumed session replays it), and each of its photos must still be one task."""
     return f"discord:{interaction.id}:{photo.id}"
+
+
+async def defer_once(services: Services, interaction: discord.Interaction, *, ephemeral: bool) -> None:
+    """Defer ("thinking…") unless an earlier delivery of this interaction did: Discord takes one
+    answer per interaction (a second is refused, 40060). A replay that finds it deferred carries on
+    as if it had deferred itself; intake then answers it with the first delivery's task."""
+    first = await services.redis.set(f"repairbot:discord:deferred:{interaction.id}", "1", nx=True,
+                                     ex=INTERACTION_LIFETIME_S)
+    if not first:
+        log.info("interaction %s delivered again while the first delivery is still queueing it", interaction.id)
+        interaction.extras[DEFERRED_BEFORE] = True
+        return
+    await interaction.response.defer(thinking=True, ephemeral=ephemeral)
 
 
 async def answered_before(intake: Intake, interaction: discord.Interaction, photos: list[discord.Attachment]) -> bool:
@@ -97,7 +112,8 @@ async def queue_photos(intake: Intake, interaction: discord.Interaction, photos:
             raise Refused("not_an_image")
         for photo in photos:
             check_declared(photo, interaction.filesize_limit, intake)
-        await intake.check_open(user, exempt=exempt)  # room for at least one; each photo is then checked on its own
+        # Room for at least one; each photo is then checked on its own.
+        await intake.check_open(user, exempt=exempt, event_key=event_key(interaction, photos[0]))
         downloads = [await photo.read() for photo in photos]
     except Refused as refusal:
         await refuse(interaction, refusal, lang, deferred_ephemeral=private)
@@ -150,7 +166,7 @@ async def refuse(interaction: discord.Interaction, refusal: Refused | str, lang:
     if isinstance(refusal, Refused):
         log.info("refused %s for discord:%s: %s %s", interaction.command.name if interaction.command else "component",
                  interaction.user.id, refusal.code, refusal.detail)
-    if not interaction.response.is_done():
+    if not interaction.response.is_done() and not interaction.extras.get(DEFERRED_BEFORE):
         await interaction.response.send_message(sentence, ephemeral=True)
     elif deferred_ephemeral:
         await interaction.edit_original_response(content=sentence)

@@ -136,7 +136,7 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
     try:
         file_id, size = image_file(message)
         check_declared_size(services, size)
-        await services.intake.check_open(asker.user, exempt=asker.exempt)
+        await services.intake.check_open(asker.user, exempt=asker.exempt, event_key=key)
     except Refused as refusal:
         await message.reply_text(refusal.user_message(asker.lang))
         return
@@ -202,7 +202,8 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
     if not usable:
         return
     try:
-        await services.intake.check_open(asker.user, exempt=asker.exempt)  # room for one; each is checked below
+        # Room for one; each is checked below.
+        await services.intake.check_open(asker.user, exempt=asker.exempt, event_key=keys_of[usable[0][0].message_id])
     except Refused as refusal:
         await first.reply_text(refusal.user_message(asker.lang))
         return

@@ -35,3 +35,17 @@ async def test_a_replayed_context_menu_queues_no_photo_twice(bot, discord_fake, 
     await discord_fake.wait_for(lambda: len(original_edits(discord_fake, interaction)) == 2)
     assert original_edits(discord_fake, interaction)[1].json["content"].startswith("Queued 3 photos")
     assert len(await tasks_in_stream(redis, discord_settings)) == 3
+
+
+async def test_a_replay_while_the_first_is_still_queueing_is_deferred_once_and_queued_once(
+        bot, discord_fake, photo_bytes, redis, discord_settings):
+    bot.services.settings.user_max_active = 1  # the first delivery's place must not refuse the replay
+    interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes, "old.jpg"))
+    await discord_fake.push_interaction(interaction)
+    await discord_fake.push_interaction(interaction)  # right behind it, before the first has answered
+    await discord_fake.wait_for(lambda: len(original_edits(discord_fake, interaction)) == 2)
+    contents = [call.json["content"] for call in original_edits(discord_fake, interaction)]
+    assert all(c.startswith("Queued — #1") for c in contents), contents
+    assert len(await tasks_in_stream(redis, discord_settings)) == 1
+    assert len(discord_fake.calls_to("POST", rf"/interactions/{interaction['id']}/.*/callback")) == 1
+    assert not discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}"), "no refusal"

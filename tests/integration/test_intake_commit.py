@@ -89,3 +89,30 @@ async def test_a_failed_xadd_gives_the_place_back(settings, photo_bytes):
         else:
             raise AssertionError("the failure must reach the bot")
         assert await services.redis.scard(keys.user_active(USER)) == 0
+
+
+async def test_a_second_delivery_is_not_refused_for_the_place_the_first_holds(settings, photo_bytes):
+    settings = settings.model_copy(update={"user_max_active": 1})
+    async with Services.open(settings) as services:
+        intake = services.intake
+        # The first delivery is mid-way: it holds its turn and the user's only place, no XADD yet.
+        await services.redis.set(keys.event_turn("test:busy"), "first", px=5000)
+        await services.redis.sadd(keys.user_active(USER), "f" * 32)
+        try:
+            await intake.check_open(USER)
+        except Exception as exc:  # noqa: BLE001
+            assert getattr(exc, "code", "") == "too_many_active"
+        else:
+            raise AssertionError("another photo is refused: the user's place is taken")
+        await intake.check_open(USER, event_key="test:busy")  # the same photo again: not refused
+
+        async def first_delivery_finishes() -> None:
+            await asyncio.sleep(0.3)
+            await services.redis.hset(keys.event_claim("test:busy"), mapping={"task_id": "f" * 32, "reply": "{}"})
+            await services.redis.delete(keys.event_turn("test:busy"))
+
+        finishing = asyncio.create_task(first_delivery_finishes())
+        again = await intake.submit(photo_bytes, mode="preview", reply=REPLY, user=USER, event_key="test:busy")
+        await finishing
+        assert again.duplicate and again.task_id == "f" * 32, "it waited for the first delivery's task"
+        assert await stream_ids(services) == []

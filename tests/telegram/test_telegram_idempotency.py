@@ -73,7 +73,8 @@ async def run_webhook_bot(settings, tg_fake):
     port = free_port()
     hook = telegram_settings(settings, tg_fake, telegram_webhook_url=f"http://127.0.0.1:{port}/tg-hook",
                              telegram_webhook_listen="127.0.0.1", telegram_webhook_port=port,
-                             telegram_webhook_secret=SecretStr("s3cret"))
+                             telegram_webhook_secret=SecretStr("s3cret"),
+                             user_max_active=1)  # the first delivery's place must not refuse its retry
     services = Services.create(hook)
     app = build_application(hook, services, rate_limiter=FloodAwareRateLimiter(overall_max_rate=0, group_max_rate=0))
     errors: list[BaseException] = []
