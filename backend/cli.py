@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from backend import keys
 from backend.errors import Refused
+from backend.logs import setup_logging
 from backend.redact import redact_url
 from backend.services import Services
 from backend.settings import Settings
@@ -40,16 +41,6 @@ log = logging.getLogger("repairbot")
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 BOTS = ("telegram", "discord")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request URL at INFO, and Telegram URLs carry the bot token; discord.py logs
-    # webhook and callback URLs (with interaction tokens) at DEBUG.
-    for noisy in ("httpx", "httpcore", "telegram.ext.Updater", "discord.gateway", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    for leaky in ("discord.http", "discord.webhook"):
-        logging.getLogger(leaky).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def comfy_clients(settings: Settings) -> list[ComfyUIClient]:
@@ -95,20 +86,39 @@ async def _serve_component(component: Any, stop: asyncio.Event) -> None:
     await runner
 
 
+async def _with_ops(ops: Any, main: Awaitable[Any]) -> Any:
+    """Run `main` with the process's metrics, health, alerts and retention beside it; they end with it."""
+    from backend.ops import run_ops_until
+
+    done = asyncio.Event()
+    side = asyncio.create_task(run_ops_until(ops, done))
+    try:
+        return await main
+    finally:
+        done.set()
+        await side
+
+
 # --- commands -------------------------------------------------------------------------------------
 async def cmd_worker(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from backend.ops import Ops
     from backend.worker import Worker
 
     async with Services.open(settings) as services:
-        await _serve_component(Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows), stop)
+        worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
+        ops = Ops(services.redis, settings, worker=worker, blobs=services.blobs, modes=services.workflows.names)
+        await _with_ops(ops, _serve_component(worker, stop))
     return EXIT_OK
 
 
 async def cmd_notifier(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     from backend.notifier import Notifier
+    from backend.ops import Ops
 
     async with Services.open(settings) as services:
-        await _serve_component(Notifier(services.redis, settings, build_senders(settings, services)), stop)
+        notifier = Notifier(services.redis, settings, build_senders(settings, services))
+        ops = Ops(services.redis, settings, deliver=notifier.alert_admins, modes=services.workflows.names)
+        await _with_ops(ops, _serve_component(notifier, stop))
     return EXIT_OK
 
 
@@ -116,12 +126,17 @@ async def cmd_bot(settings: Settings, platform: str, stop: asyncio.Event) -> int
     if not bot_token_set(settings, platform):
         print(f"{platform.upper()}_BOT_TOKEN is not set: put it in the environment or .env", file=sys.stderr)
         return EXIT_ERROR
-    await bot_module(platform, "app").serve(settings, stop)
+    from backend.ops import Ops
+
+    async with Services.open(settings) as services:  # the bot's own parts are its business; ops needs Redis
+        ops = Ops(services.redis, settings, modes=services.workflows.names)
+        await _with_ops(ops, bot_module(platform, "app").serve(settings, stop))
     return EXIT_OK
 
 
 async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     from backend.notifier import Notifier
+    from backend.ops import Ops
     from backend.worker import Worker
 
     redis_child = None
@@ -147,12 +162,14 @@ async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
         async with Services.open(settings) as services:
             worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
             notifier = Notifier(services.redis, settings, build_senders(settings, services))
+            ops = Ops(services.redis, settings, worker=worker, deliver=notifier.alert_admins, blobs=services.blobs,
+                      modes=services.workflows.names)
             parts = [_logged("worker", _serve_component(worker, stop)),
                      _logged("notifier", _serve_component(notifier, stop))]
             parts += [_restarting(p, lambda p=p: bot_module(p, "app").serve(settings, stop), stop) for p in bots]
             if comfy_child is not None:
                 parts.append(_logged("comfyui", comfy_child.supervise(stop)))
-            await asyncio.gather(*parts)
+            await _with_ops(ops, asyncio.gather(*parts))
     finally:
         if comfy_child is not None:
             await asyncio.to_thread(comfy_child.terminate)
@@ -463,7 +480,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace, asyncio.Event], Awai
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings)
     if args.command == "comfyui":
         from backend.comfyui_install import run_install
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol
 
 from redis.asyncio import Redis
 
-from backend import images, keys, stale_model
+from backend import images, keys, metrics, stale_model
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import PermanentTaskError, Refused, TransientTaskError
 from backend.redact import redact_url, scrub
@@ -195,12 +195,14 @@ class ComfyUIExecutor:
 
     async def _acquire_instance(self) -> Instance:
         """The healthy instance with the most free slots; waits while none has one."""
+        waiting_since = time.monotonic()
         while True:
             self._freed.clear()
             candidates = [i for i in self.instances if i.free > 0]
             if candidates:
                 best = max(candidates, key=lambda i: i.free)
                 best.busy += 1
+                metrics.gpu_slot_waited(time.monotonic() - waiting_since)
                 return best
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._freed.wait(), timeout=1.0)
@@ -249,6 +251,7 @@ class ComfyUIExecutor:
                 if counted >= self.settings.transient_retries:
                     raise
                 log.info("task %s: transient ComfyUI error (%s); retrying", task.task_id, why)
+                metrics.task_retried(task.mode)
                 await self._event(task, "retrying")
             except PermanentTaskError as exc:
                 if exc.code == "comfyui_failed":

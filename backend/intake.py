@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator
 
 from redis.asyncio import Redis
 
-from backend import images, keys
+from backend import images, keys, metrics
 from backend.admin import estimate_wait
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import Refused
@@ -114,10 +114,12 @@ class Intake:
         self._enqueue_script = redis.register_script(ENQUEUE_SCRIPT)
         self._release_turn = redis.register_script(RELEASE_IF_OWNER)
 
+    @metrics.counting_refusals
     def check_size(self, size: int | None) -> None:
         """Refuse by the size a platform declares, before downloading anything."""
         images.check_size(size, self.settings.max_image_bytes)
 
+    @metrics.counting_refusals
     async def check_open(self, user: str, *, exempt: bool = False, count: int = 1, event_key: str | None = None) -> None:
         """Refuse when paused, when the queue is full, or when `user` is over a limit for `count` more.
 
@@ -161,6 +163,7 @@ class Intake:
         if recent + count > s.user_max_per_hour:
             raise Refused("rate_limited", limit=s.user_max_per_hour)
 
+    @metrics.counting_refusals
     async def submit(
         self,
         data: bytes,
@@ -249,6 +252,7 @@ class Intake:
         position, eta = await self._place(int(ordinal or 0))
         return Submitted(task_id, position, eta, duplicate=True, reply=reply)
 
+    @metrics.counting_refusals
     async def resubmit(
         self, input_key: str, *, mode: str, reply: dict[str, Any], user: str, exempt: bool = False
     ) -> Submitted:
@@ -321,6 +325,7 @@ class Intake:
             return await self._first_task(first, await self.redis.hget(script_keys[2], "reply"))
         if reservation is not None:
             reservation.committed = True
+        metrics.intake_accepted(reply["platform"], mode)
         position, eta = await self._place(int(outcome[2] or 0))
         return Submitted(task_id, position, eta, reply=reply)
 

@@ -25,8 +25,9 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from backend import keys
+from backend import keys, metrics
 from backend.delivery import SendClaim
+from backend.logs import about_task
 from backend.redact import scrub
 from backend.settings import Settings
 from backend.streams import (
@@ -147,6 +148,21 @@ class Notifier:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def alert_admins(self, message: str) -> int:
+        """An operations alert (backend.alerts) to each platform's admins through its sender."""
+        reached = 0
+        for name, platform in self.platforms.items():
+            admins = getattr(self.settings, f"{name}_admin_ids", None)
+            send = getattr(platform.sender, "send_admin_alert", None)
+            if not admins or send is None:
+                continue
+            try:
+                await platform.ensure_started()
+                reached += await send(message, list(admins))
+            except Exception as exc:  # noqa: BLE001 - one platform down must not silence the other
+                log.warning("could not alert the %s admins: %s", name, exc)
+        return reached
 
     async def run(self) -> None:
         try:
@@ -289,6 +305,7 @@ class Notifier:
         chat's earlier entries, so a progress edit never lands after its result."""
         try:
             event = Event.decode(entry.fields)
+            about_task(event.task_id)
             platform = self.platforms.get(event.reply["platform"])
             if platform is not None and platform.started:
                 if not await self.redis.exists(keys.delivered(event.task_id)):
@@ -309,6 +326,7 @@ class Notifier:
         except MalformedRecord as exc:
             await self.group.dead_letter(entry, reason=f"malformed result: {exc.reason}")
             return
+        about_task(result.task_id)
         name = result.reply["platform"]
         if name in SILENT_PLATFORMS:
             await self.group.ack(entry)
@@ -371,19 +389,23 @@ class Notifier:
                 reason = scrub(str(exc))
                 log.warning("result %s can't be delivered: %s", result.task_id, reason)
                 await self.group.dead_letter(entry, reason=f"undeliverable: {reason}", last_error=reason)
+                metrics.send_ended(platform.name, "dead_lettered")
                 return
             except SendRetry as exc:
                 last_error = scrub(str(exc))
                 wait = exc.after_s if exc.after_s is not None else backoff
+                metrics.send_retried(platform.name, rate_limited=exc.after_s is not None)
             except Exception as exc:  # noqa: BLE001 - unknown send errors are retried, then left pending
                 last_error = scrub(f"{type(exc).__name__}: {exc}")
                 wait = backoff
+                metrics.send_retried(platform.name, rate_limited=False)
             else:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.set(keys.delivered(result.task_id), "1", ex=self.settings.delivered_ttl_s)
                     pipe.delete(keys.send_parts(result.task_id))
                     await pipe.execute()
                 await self.group.ack(entry)
+                metrics.send_delivered(platform.name, result.finished_at)
                 log.info("delivered %s result of %s to %s", result.status, result.task_id, platform.name)
                 return
             log.info("send of %s failed (attempt %d): %s; next try in %.1f s", result.task_id, attempt, last_error,
@@ -391,6 +413,7 @@ class Notifier:
             await self._sleep(wait + random.uniform(0, 0.1))
             backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
         log.warning("result %s left pending after %d tries: %s", result.task_id, attempt, last_error)
+        metrics.send_ended(platform.name, "left_pending")
 
     # --- results no notifier here can send ---------------------------------------------------------
     async def _park(self, entry: Entry, platform: str) -> None:

@@ -11,8 +11,8 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 _SECRET_PATHS = [
-    (re.compile(r"/bot\d+:[A-Za-z0-9_-]+"), "/bot<token>"),
-    (re.compile(r"/file/bot\d+:[A-Za-z0-9_-]+"), "/file/bot<token>"),
+    (re.compile(r"/bot\d+(?::|%3A)[A-Za-z0-9_-]+", re.IGNORECASE), "/bot<token>"),  # httpx quotes the colon
+    (re.compile(r"/file/bot\d+(?::|%3A)[A-Za-z0-9_-]+", re.IGNORECASE), "/file/bot<token>"),
     (re.compile(r"/(webhooks|interactions)/(\d+)/[A-Za-z0-9_.-]{20,}"), r"/\1/\2/<token>"),
     (re.compile(r"(\w+://)[^/\s:@]*:[^/\s@]*@"), r"\1"),
 ]

@@ -104,6 +104,16 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Operations (metrics, health, logs, alerts, retention).
+    metrics_port: int | None = None
+    log_format: Literal["text", "json"] = "text"
+    ops_interval_s: float = 5.0
+    alert_wait_s: int = 900
+    alert_repeat_s: int = 1800
+    dead_max_len: int = 10_000
+    dead_max_age_s: int = 14 * 24 * 3600
+    blob_sweep_every_s: int = 600
+
     # `repairbot up` embedded Redis.
     var_dir: Path = Path("var")
 

@@ -22,10 +22,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from backend import keys
+from backend import keys, metrics
 from backend.blobs import BlobStore, make_blob_store
 from backend.errors import Refused, RepairError
 from backend.executors import Executor, make_executor
+from backend.logs import about_task
 from backend.publishing import ResultPublisher
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, require_redis_7, retry_while_redis_down
@@ -262,6 +263,7 @@ class Worker:
         except MalformedRecord as exc:
             await self._reject_malformed(entry, exc)
             return
+        about_task(task.task_id)
         try:
             if checks is None:
                 checks = _Prechecks(task, await self.redis.hgetall(keys.result(task.task_id)),
@@ -308,11 +310,13 @@ class Worker:
                             message=text("malformed_task", user_lang(reply)), worker=self.name)
             await self.redis.xadd(self.settings.results_stream, failed.encode())
         await self.group.dead_letter(entry, reason=f"malformed task: {exc.reason}")
+        metrics.task_dead_lettered("")
 
     async def _give_up(self, entry: Entry, task: Task, reason: str) -> None:
         """The user is told (result written) before the entry leaves the stream for the DLQ."""
         await self._publish(task, self._result(task, "failed", "too_many_attempts"))
         await self.group.dead_letter(entry, reason=reason, last_error=reason)
+        metrics.task_dead_lettered(task.mode)
 
     async def _republish_stored(self, entry: Entry, task: Task, stored: dict[Any, Any]) -> bool:
         if not stored:
@@ -345,6 +349,7 @@ class Worker:
 
     async def _run(self, task: Task) -> Result:
         """Everything between reading a task and having its result; never raises RepairError."""
+        metrics.task_started(task.mode)
         try:
             mode = self.workflows.get(task.mode)
             mode.check_params(task.params)
@@ -361,10 +366,12 @@ class Worker:
     async def _publish(self, task: Task, result: Result) -> None:
         """Write the result (stream entry + stored copy) and the bookkeeping, in one transaction."""
         await self.publisher.publish(result, user=task.user)
+        metrics.task_finished(task.mode, result.status, result.error, run_ms=result.run_ms, queued_ms=result.queued_ms)
 
     async def _finish(self, entry: Entry, task: Task, result: Result) -> None:
         """The result, its bookkeeping and the XACK of the task entry, in one transaction."""
         await self.publisher.publish(result, user=task.user, stream=entry.stream, entry_id=entry.entry_id)
+        metrics.task_finished(task.mode, result.status, result.error, run_ms=result.run_ms, queued_ms=result.queued_ms)
         log.info("task %s %s: mode %s, %s, ran %.1f s after %.1f s in line", task.task_id, result.status,
                  task.mode, result.error or "no error", result.run_ms / 1000, result.queued_ms / 1000)
 

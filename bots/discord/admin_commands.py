@@ -14,6 +14,7 @@ import logging
 import discord
 from discord import app_commands
 
+from backend import alerts
 from backend.admin import format_dead_letters, format_stats, format_status
 from backend.charts import stats_chart_png
 from backend.services import Services
@@ -101,6 +102,12 @@ class AdminGroup(app_commands.Group):
         chart = await asyncio.to_thread(stats_chart_png, numbers)
         await self.answer(interaction, block(format_stats(numbers)),
                           file=discord.File(io.BytesIO(chart), filename="stats.png"))
+
+    @app_commands.command(name="mute_alerts", description="Silence the operations alerts for some minutes (0 lifts)")
+    @app_commands.describe(minutes="How long to stay quiet; 0 turns alerts on again")
+    async def mute_alerts(self, interaction: discord.Interaction, minutes: app_commands.Range[int, 0, 10080]) -> None:
+        await alerts.mute(self.services.redis, minutes)
+        await self.answer(interaction, f"alerts muted for {minutes} min" if minutes else "alerts are on again")
 
 
 def add_admin_commands(tree: app_commands.CommandTree, services: Services) -> None:

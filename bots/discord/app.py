@@ -16,6 +16,7 @@ from collections import deque
 import discord
 from discord import app_commands
 
+from backend import alerts
 from backend.services import Services
 from backend.settings import Settings
 from backend.texts import text
@@ -73,6 +74,7 @@ class RepairBot(discord.Client):
             return
         self.command_errors.append(error)
         log.error("Discord interaction %s failed", interaction.data, exc_info=error)
+        await alerts.report_bot_error(self.services.redis, "discord", error)
         sentence = text("error_generic", lang_of(interaction))
         try:
             if interaction.response.is_done():

@@ -96,6 +96,19 @@ class DiscordSender:
         if self._owned is not None:
             await self._owned.aclose()
 
+    async def send_admin_alert(self, message: str, admin_ids: list[int]) -> int:
+        """An operations alert (backend.alerts) to each admin by direct message; how many got it."""
+        reached = 0
+        for admin in admin_ids:
+            try:
+                channel = await self._client().http.start_private_message(admin)
+                dm = self._client().get_partial_messageable(int(channel["id"]), type=discord.ChannelType.private)
+                await dm.send(content=message)
+                reached += 1
+            except discord.HTTPException as exc:
+                log.warning("alert not delivered to Discord admin %s: %s", admin, exc)
+        return reached
+
     # --- results -------------------------------------------------------------------------------
     async def send_result(self, result: Result) -> None:
         parts = await self.parts.parts(result.task_id)

@@ -14,6 +14,7 @@ from typing import Awaitable, Callable
 from telegram import Update
 from telegram.ext import ContextTypes
 
+from backend import alerts
 from backend.admin import format_dead_letters, format_stats, format_status
 from backend.charts import stats_chart_png
 from backend.texts import text
@@ -100,6 +101,18 @@ async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     await update.effective_message.reply_photo(chart, caption=format_stats(stats))
 
 
+@admin_only
+async def mute_alerts_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Silence the operations alerts for N minutes (`/mute_alerts 60`; 0 lifts the mute)."""
+    args = context.args or []
+    if len(args) != 1 or not args[0].isdigit():
+        await _say(update, "usage: /mute_alerts MINUTES (0 lifts the mute)")
+        return
+    minutes = int(args[0])
+    await alerts.mute(services_of(context).redis, minutes)
+    await _say(update, f"alerts muted for {minutes} min" if minutes else "alerts are on again")
+
+
 ADMIN_COMMANDS: dict[str, Handler] = {
     "queue": queue_command,
     "dlq": dlq_command,
@@ -108,4 +121,5 @@ ADMIN_COMMANDS: dict[str, Handler] = {
     "pause": pause_command,
     "resume": resume_command,
     "stats": stats_command,
+    "mute_alerts": mute_alerts_command,
 }

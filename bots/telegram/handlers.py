@@ -17,7 +17,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
-from backend import images, keys
+from backend import alerts, images, keys
 from backend.errors import Refused
 from backend.intake import Submitted
 from backend.services import Services
@@ -385,6 +385,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         user = update.effective_user
         where = f" (update {update.update_id}, user {user.id if user else '?'})"
     log.error("handler failed%s: %s", where, context.error, exc_info=context.error)
+    await alerts.report_bot_error(services_of(context).redis, "telegram", context.error)
     if isinstance(update, Update) and update.callback_query is not None:
         with contextlib.suppress(Exception):  # stop the button's spinner
             await update.callback_query.answer()

@@ -128,6 +128,17 @@ class TelegramSender:
         if self._owns_redis:
             await self.redis.aclose()
 
+    async def send_admin_alert(self, message: str, admin_ids: list[int]) -> int:
+        """An operations alert (backend.alerts) to each admin's private chat; how many got it."""
+        reached = 0
+        for admin in admin_ids:
+            try:
+                await self.bot.send_message(admin, message)
+                reached += 1
+            except TelegramError as exc:
+                log.warning("alert not delivered to Telegram admin %s: %s", admin, exc)
+        return reached
+
     # --- results -------------------------------------------------------------------------------
     async def send_result(self, result: Result) -> None:
         parts = await self.parts.parts(result.task_id)

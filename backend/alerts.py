@@ -1,0 +1,196 @@
+"""Alerts to the admins in chat: the backend decides, the bots' senders deliver.
+
+Conditions, looked at by one process at a time (a lease, see `backend.ops`):
+- `dead_letters`: the dead-letter stream grew (counted by XINFO STREAM entries-added, so trimming
+  never looks like growth or hides it);
+- `comfyui_down`: every ComfyUI instance fails its health check; a second message says it is back;
+- `queue_wait`: the oldest task nobody has taken yet has waited longer than `ALERT_WAIT_S`; and back;
+- `bot_error`: a bot's error handler caught an exception (`report_bot_error`, called by the bots).
+
+Deduplicated and rate-limited with state in Redis, so a new leader never repeats what the old one
+sent: a lasting condition is announced once, reminded at most every `ALERT_REPEAT_S`, and its end
+announced once; events (dead letters, bot errors) are sent at most once per `ALERT_REPEAT_S` per
+kind, with what happened meanwhile counted in. `/mute_alerts <minutes>` silences every alert: events
+meanwhile are dropped (nothing stale floods in afterwards), a condition still holding when the mute
+ends is announced then, and one that began and ended within the mute is never mentioned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from backend import metrics
+from backend.settings import Settings
+from backend.tasks import now_ms
+
+log = logging.getLogger(__name__)
+
+MUTED = "repairbot:alerts:muted"
+BOT_ERRORS = "repairbot:alerts:bot_errors"  # hash: platform -> errors caught so far
+BOT_ERROR_LAST = "repairbot:alerts:bot_error_last"  # hash: platform -> the last one, in a few words
+STATE_TTL_S = 30 * 24 * 3600
+
+
+def state_key(name: str) -> str:
+    return f"repairbot:alerts:state:{name}"
+
+
+async def mute(redis: Redis, minutes: int) -> None:
+    """Silence every alert for `minutes` (0 lifts the mute)."""
+    if minutes <= 0:
+        await redis.delete(MUTED)
+    else:
+        await redis.set(MUTED, "1", ex=minutes * 60)
+
+
+async def muted_for_s(redis: Redis) -> int:
+    return max(0, int(await redis.ttl(MUTED)))
+
+
+async def report_bot_error(redis: Redis, platform: str, error: BaseException | None) -> None:
+    """Called from a bot's error handler; never raises (the handler has a user to answer)."""
+    summary = type(error).__name__ if error is not None else "unknown error"
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(BOT_ERRORS, platform, 1)
+            pipe.hset(BOT_ERROR_LAST, platform, summary)
+            pipe.expire(BOT_ERRORS, STATE_TTL_S)
+            pipe.expire(BOT_ERROR_LAST, STATE_TTL_S)
+            await asyncio.wait_for(pipe.execute(), timeout=2)
+    except Exception as exc:  # noqa: BLE001 - best effort
+        log.warning("could not record a %s bot error for the admins: %s", platform, exc)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the evaluator saw this round."""
+
+    dead_added: int  # XINFO STREAM entries-added of the dead-letter stream
+    comfyui_up: list[bool]  # one per configured instance
+    oldest_waiting_s: float
+    bot_errors: dict[str, tuple[int, str]]  # platform -> (count so far, last summary)
+
+
+Deliver = Callable[[str], Awaitable[int]]  # sends one message to the admins; returns chats reached
+
+
+async def read_dead_added(redis: Redis, stream: str) -> int:
+    try:
+        info = await redis.xinfo_stream(stream)
+    except ResponseError:
+        return 0
+    return int(info.get("entries-added") or info.get("length") or 0)
+
+
+async def read_bot_errors(redis: Redis) -> dict[str, tuple[int, str]]:
+    counts = await redis.hgetall(BOT_ERRORS)
+    last = await redis.hgetall(BOT_ERROR_LAST)
+    text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+    return {text(k): (int(v), text(last.get(k, b"?"))) for k, v in counts.items()}
+
+
+class Alerts:
+    """Evaluates the conditions and sends what is due through `deliver`."""
+
+    def __init__(self, redis: Redis, settings: Settings, deliver: Deliver):
+        self.redis = redis
+        self.settings = settings
+        self.deliver = deliver
+
+    async def evaluate(self, reading: Reading) -> list[str]:
+        """One round: the messages sent."""
+        s = self.settings
+        sent: list[str] = []
+        down = bool(reading.comfyui_up) and not any(reading.comfyui_up)
+        count = len(reading.comfyui_up)
+        sent += await self._condition(
+            "comfyui_down", down,
+            f"⚠️ Every ComfyUI instance is down ({count}). Tasks wait in the queue; nothing fails for it.",
+            "✅ ComfyUI is back: tasks run again.",
+        )
+        waiting = reading.oldest_waiting_s > s.alert_wait_s
+        sent += await self._condition(
+            "queue_wait", waiting,
+            f"⚠️ The oldest task has waited {int(reading.oldest_waiting_s // 60)} min "
+            f"(threshold {s.alert_wait_s // 60} min). Add workers or GPUs, or check that workers run.",
+            "✅ Tasks no longer wait longer than the threshold.",
+        )
+        sent += await self._event(
+            "dead_letters", reading.dead_added,
+            lambda n: f"⚠️ {n} new dead letter(s). See /dlq, then /retry or /purge_dlq.",
+        )
+        for platform, (errors, last) in sorted(reading.bot_errors.items()):
+            sent += await self._event(
+                f"bot_error:{platform}", errors,
+                lambda n, p=platform, e=last: f"⚠️ The {p} bot caught {n} error(s) in its handlers (last: {e}). "
+                                              "See its logs.",
+                baseline=0,  # the counter itself only exists once a bot caught something
+            )
+        return sent
+
+    async def _condition(self, name: str, active: bool, firing: str, cleared: str) -> list[str]:
+        """A state: announced once (or as soon as a mute ends), reminded, and its end told only to
+        admins who were told it began."""
+        key = state_key(name)
+        state = await self.redis.hgetall(key)
+        was_firing = state.get(b"firing") == b"1"
+        announced = state.get(b"announced") == b"1"
+        last_sent = int(state.get(b"sent_ms") or 0)
+        now = now_ms()
+        if active and (not announced or now - last_sent >= self.settings.alert_repeat_s * 1000):
+            message = f"(still) {firing}" if announced else firing
+            sent = await self._send(name, message)
+            await self._save(key, firing=1, announced=int(bool(sent) or announced), sent_ms=now if sent else last_sent)
+            return sent
+        if active and not was_firing:
+            await self._save(key, firing=1, announced=int(announced), sent_ms=last_sent)
+        if not active and was_firing:
+            await self._save(key, firing=0, announced=0, sent_ms=last_sent)
+            return await self._send(name, cleared) if announced else []
+        return []
+
+    async def _event(self, name: str, counter: int, message: Callable[[int], str], *,
+                     baseline: int | None = None) -> list[str]:
+        """A monotonic counter: alert on growth since the last alert, at most once per ALERT_REPEAT_S.
+
+        :param baseline: where a counter never seen before starts; None means "now" (what happened
+            before the alerts were watching is not news)
+        """
+        key = state_key(name)
+        state = await self.redis.hgetall(key)
+        if not state and baseline is None:
+            await self._save(key, seen=counter, sent_ms=0)
+            return []
+        seen = int(state.get(b"seen") or 0) if state else baseline or 0
+        last_sent = int(state.get(b"sent_ms") or 0)
+        if counter < seen:  # counter reset (Redis emptied): start over from here
+            await self._save(key, seen=counter, sent_ms=last_sent)
+            return []
+        if counter == seen or now_ms() - last_sent < self.settings.alert_repeat_s * 1000:
+            return []
+        sent = await self._send(name.split(":")[0], message(counter - seen))
+        await self._save(key, seen=counter, sent_ms=now_ms() if sent else last_sent)  # muted: dropped, not queued
+        return sent
+
+    async def _save(self, key: str, **fields: int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, STATE_TTL_S)
+            await pipe.execute()
+
+    async def _send(self, name: str, message: str) -> list[str]:
+        """[message] when it went out, [] while muted."""
+        if await self.redis.exists(MUTED):
+            log.debug("alert %s muted: %s", name, message)
+            return []
+        reached = await self.deliver(message)
+        metrics.ALERTS_SENT.labels(name).inc()
+        log.warning("alert %s sent to %d admin chat(s): %s", name, reached, message)
+        return [message]
+

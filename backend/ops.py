@@ -1,0 +1,192 @@
+"""The operations side of a process, run next to its worker, notifier or bots.
+
+Every `OPS_INTERVAL_S`:
+- a worker reports its ComfyUI instances (up, and their own queues) as metrics;
+- the process holding the `collector` lease reads the queue-wide numbers and exports them, and
+  trims old dead letters; the others export no queue gauges (one source, no double counting);
+- a process with a notifier (`repairbot notifier`, `up`: it has the platform senders) that holds
+  the `alerts` lease evaluates the alerts and sends what is due to the admins;
+- a filesystem blob store is swept every `BLOB_SWEEP_EVERY_S`.
+With `METRICS_PORT` set it also serves /metrics, /livez and /readyz (backend.health).
+
+Leases are plain `SET NX EX` keys renewed by their holder, so when a collector dies another process
+takes over within three intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+
+from backend import alerts, metrics, retention
+from backend.comfyui import ComfyUIClient
+from backend.health import Check, HealthServer, redis_check
+from backend.redact import redact_url
+from backend.settings import Settings
+from backend.streams import REDIS_DOWN
+
+log = logging.getLogger(__name__)
+
+RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class Lease:
+    """Held by one process at a time; `hold()` takes or renews it and says whether we have it."""
+
+    def __init__(self, redis: Redis, name: str, ttl_s: float):
+        self.key = f"repairbot:ops:{name}"
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.ttl_ms = max(1000, int(ttl_s * 1000))
+        self._script = redis.register_script(RENEW_SCRIPT)
+        self.redis = redis
+
+    async def hold(self) -> bool:
+        return bool(await self._script(keys=[self.key], args=[self.owner, self.ttl_ms]))
+
+    async def release(self) -> None:
+        with contextlib.suppress(Exception):
+            if await self.redis.get(self.key) == self.owner.encode():
+                await self.redis.delete(self.key)
+
+
+class Ops:
+    """Metrics, health, alerts and retention for one process.
+
+    :param worker: the process's Worker, if any (its ComfyUI view: metrics and readiness)
+    :param deliver: sends an alert to the admins (the notifier's `alert_admins`); without it, no alerts
+    :param blobs: the blob store, swept when it is a filesystem one
+    """
+
+    def __init__(self, redis: Redis, settings: Settings, *, worker: Any = None,
+                 deliver: alerts.Deliver | None = None, blobs: Any = None, modes: list[str] | None = None):
+        self.redis = redis
+        self.settings = settings
+        self.worker = worker
+        self.blobs = blobs
+        self.deliver = deliver
+        interval = settings.ops_interval_s
+        self.collector = metrics.QueueCollector(settings)
+        self.collector_lease = Lease(redis, "collector", 3 * interval)
+        self.alerts_lease = Lease(redis, "alerts", 3 * interval)
+        self.alerts = alerts.Alerts(redis, settings, deliver) if deliver is not None else None
+        self.server: HealthServer | None = None
+        self._probes: dict[str, ComfyUIClient] = {}  # HTTP-only clients of our own, closed by us
+        self.comfyui_up: dict[str, bool] = {}  # the worker's instances, as last seen
+        self._next_sweep = 0.0
+        metrics.known_modes(modes or [])
+
+    def checks(self) -> list[Check]:
+        checks = [redis_check(self.redis)]
+        if self.worker is not None:
+            checks.append(self._some_comfyui_up)
+        return checks
+
+    def _instances(self) -> list[Any]:
+        """The worker's ComfyUI instances (none for an executor without ComfyUI, `EXECUTOR=noop`)."""
+        return list(getattr(self.worker.executor, "instances", []))
+
+    async def _some_comfyui_up(self) -> str | None:
+        """A worker is ready while one of its instances both answers and is in rotation (its breaker)."""
+        instances = self._instances()
+        if not instances:
+            return None
+        if not self.comfyui_up:  # not looked yet: the breaker's view alone
+            up = any(instance.healthy for instance in instances)
+        else:
+            up = any(self.comfyui_up.values())
+        return None if up else "every ComfyUI instance is down"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set; a failing round is logged and the next one comes anyway."""
+        metrics.REGISTRY.register(self.collector)
+        try:
+            if self.settings.metrics_port is not None:
+                self.server = await HealthServer(self.settings.metrics_port, self.checks()).start()
+            while not stop.is_set():
+                try:
+                    await self.tick()
+                except REDIS_DOWN as exc:
+                    self.collector.numbers = None
+                    log.debug("ops round skipped, Redis unreachable: %s", exc)
+                except Exception:  # noqa: BLE001 - operations must never take the process down
+                    log.exception("ops round failed")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.settings.ops_interval_s)
+        finally:
+            metrics.REGISTRY.unregister(self.collector)
+            if self.server is not None:
+                await self.server.stop()
+            for client in self._probes.values():
+                await client.close()
+            await self.collector_lease.release()
+            await self.alerts_lease.release()
+
+    async def tick(self) -> None:
+        if self.worker is not None:
+            await self.report_comfyui()
+        if await self.collector_lease.hold():
+            self.collector.numbers = await metrics.read_queue_numbers(self.redis, self.settings)
+            await retention.trim_dead_letters(self.redis, self.settings)
+        else:
+            self.collector.numbers = None
+        if self.alerts is not None and await self.alerts_lease.hold():
+            await self.evaluate_alerts()
+        loop = asyncio.get_running_loop()
+        if self.blobs is not None and loop.time() >= self._next_sweep:
+            self._next_sweep = loop.time() + self.settings.blob_sweep_every_s
+            await retention.sweep_blobs(self.blobs)
+
+    async def report_comfyui(self) -> None:
+        """Each of the worker's instances: up when in rotation (its breaker) and answering now; its queue.
+
+        The health check matters while the worker is idle: its breaker only learns from failed tasks.
+        """
+        for instance in self._instances():
+            name = redact_url(instance.client.base_url)
+            running = pending = 0
+            probe = self._probe(instance.client.base_url)
+            up = instance.healthy and await probe.health()
+            if up:
+                with contextlib.suppress(Exception):
+                    queued = await asyncio.wait_for(probe.queue(), timeout=5)
+                    running, pending = len(queued[0]), len(queued[1])
+            self.comfyui_up[name] = up
+            metrics.comfyui_seen(name, up, running, pending)
+
+    def _probe(self, url: str) -> ComfyUIClient:
+        if url not in self._probes:
+            self._probes[url] = ComfyUIClient(url)
+        return self._probes[url]
+
+    async def evaluate_alerts(self) -> None:
+        urls = self.settings.comfyui_urls
+        up = list(await asyncio.gather(*(self._probe(url).health() for url in urls)))
+        numbers = self.collector.numbers or await metrics.read_queue_numbers(self.redis, self.settings)
+        reading = alerts.Reading(
+            dead_added=await alerts.read_dead_added(self.redis, self.settings.dead_stream),
+            comfyui_up=up,
+            oldest_waiting_s=numbers.oldest_waiting_s,
+            bot_errors=await alerts.read_bot_errors(self.redis),
+        )
+        await self.alerts.evaluate(reading)  # type: ignore[union-attr]
+
+
+async def run_ops_until(ops: Ops, stop: asyncio.Event) -> None:
+    """`ops.run(stop)` that never raises into the caller: a process without ops is still a process."""
+    try:
+        await ops.run(stop)
+    except Exception:  # noqa: BLE001 - e.g. METRICS_PORT already in use: say so, keep serving
+        log.exception("metrics/health/alerts stopped")
