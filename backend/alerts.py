@@ -3,7 +3,8 @@
 Conditions, looked at by one process at a time (a lease, see `backend.ops`):
 - `dead_letters`: the dead-letter stream grew (counted by XINFO STREAM entries-added, so trimming
   never looks like growth or hides it);
-- `comfyui_down`: every ComfyUI instance fails its health check; a second message says it is back;
+- `comfyui_down`: every ComfyUI instance of the running workers is down (out of their rotation or
+  not answering its health check, as they last reported); a second message says it is back;
 - `queue_wait`: the oldest task nobody has taken yet has waited longer than `ALERT_WAIT_S`; and back;
 - `bot_error`: a bot's error handler caught an exception (`report_bot_error`, called by the bots).
 
@@ -35,6 +36,7 @@ MUTED = "repairbot:alerts:muted"
 BOT_ERRORS = "repairbot:alerts:bot_errors"  # hash: platform -> errors caught so far
 BOT_ERROR_LAST = "repairbot:alerts:bot_error_last"  # hash: platform -> the last one, in a few words
 STATE_TTL_S = 30 * 24 * 3600
+CONFIRM_ROUNDS = 2
 
 
 def state_key(name: str) -> str:
@@ -134,12 +136,17 @@ class Alerts:
             )
         return sent
 
-    async def _condition(self, name: str, active: bool, firing: str, cleared: str) -> list[str]:
+    async def _condition(self, name: str, seen_now: bool, firing: str, cleared: str) -> list[str]:
         """A state: announced once (or as soon as a mute ends), reminded, and its end told only to
-        admins who were told it began."""
+        admins who were told it began. A change counts once seen CONFIRM_ROUNDS rounds in a row, so a
+        single failed probe or a process starting up is not news."""
         key = state_key(name)
         state = await self.redis.hgetall(key)
         was_firing = state.get(b"firing") == b"1"
+        same = (state.get(b"observed") == b"1") == seen_now
+        streak = min(CONFIRM_ROUNDS, int(state.get(b"streak") or 0) + 1) if same else 1
+        await self._save(key, observed=int(seen_now), streak=streak)
+        active = seen_now if streak >= CONFIRM_ROUNDS else was_firing
         announced = state.get(b"announced") == b"1"
         last_sent = int(state.get(b"sent_ms") or 0)
         now = now_ms()

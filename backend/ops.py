@@ -5,7 +5,8 @@ Every `OPS_INTERVAL_S`:
 - the process holding the `collector` lease reads the queue-wide numbers and exports them, and
   trims old dead letters; the others export no queue gauges (one source, no double counting);
 - a process with a notifier (`repairbot notifier`, `up`: it has the platform senders) that holds
-  the `alerts` lease evaluates the alerts and sends what is due to the admins;
+  the `alerts` lease evaluates the alerts and sends what is due to the admins; ComfyUI's health
+  comes from what the workers last published (`repairbot:ops:comfyui`), not from probes of its own;
 - a filesystem blob store is swept every `BLOB_SWEEP_EVERY_S`.
 With `METRICS_PORT` set it also serves /metrics, /livez and /readyz (backend.health).
 
@@ -31,6 +32,7 @@ from backend.health import Check, HealthServer, redis_check
 from backend.redact import redact_url
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN
+from backend.tasks import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
+
+
+COMFYUI_VIEW = "repairbot:ops:comfyui"  # hash: "<process>|<instance>" -> "<1 or 0>:<ms seen>"
+VIEW_KEEP_S = 600
 
 
 class Lease:
@@ -79,6 +85,7 @@ class Ops:
         self.deliver = deliver
         interval = settings.ops_interval_s
         self.collector = metrics.QueueCollector(settings)
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.collector_lease = Lease(redis, "collector", 3 * interval)
         self.alerts_lease = Lease(redis, "alerts", 3 * interval)
         self.alerts = alerts.Alerts(redis, settings, deliver) if deliver is not None else None
@@ -153,7 +160,10 @@ class Ops:
         """Each of the worker's instances: up when in rotation (its breaker) and answering now; its queue.
 
         The health check matters while the worker is idle: its breaker only learns from failed tasks.
+        Nothing is reported before the worker has started (its first probe sets the breaker).
         """
+        if not self.worker.name:
+            return
         for instance in self._instances():
             name = redact_url(instance.client.base_url)
             running = pending = 0
@@ -165,15 +175,44 @@ class Ops:
                     running, pending = len(queued[0]), len(queued[1])
             self.comfyui_up[name] = up
             metrics.comfyui_seen(name, up, running, pending)
+        await self.publish_comfyui_view()
+
+    async def publish_comfyui_view(self) -> None:
+        """What this worker sees, for the alerts: they run in a notifier, which may reach no ComfyUI
+        itself (on Kubernetes each ComfyUI is a sidecar of its worker)."""
+        if not self.comfyui_up:
+            return
+        seen = f"{now_ms()}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(COMFYUI_VIEW, mapping={f"{self.owner}|{name}": f"{int(up)}:{seen}"
+                                             for name, up in self.comfyui_up.items()})
+            pipe.expire(COMFYUI_VIEW, VIEW_KEEP_S)
+            await pipe.execute()
 
     def _probe(self, url: str) -> ComfyUIClient:
         if url not in self._probes:
             self._probes[url] = ComfyUIClient(url)
         return self._probes[url]
 
+    async def workers_comfyui_view(self) -> list[bool]:
+        """Every running worker's instances, up or down, as they last told; forgets the long silent."""
+        now = now_ms()
+        fresh_ms = max(3 * self.settings.ops_interval_s, 15) * 1000
+        views = await self.redis.hgetall(COMFYUI_VIEW)
+        up, stale = [], []
+        for field, value in views.items():
+            flag, _, seen = value.decode().partition(":")
+            age = now - int(seen or 0)
+            if age <= fresh_ms:
+                up.append(flag == "1")
+            elif age > VIEW_KEEP_S * 1000:
+                stale.append(field)
+        if stale:
+            await self.redis.hdel(COMFYUI_VIEW, *stale)
+        return up
+
     async def evaluate_alerts(self) -> None:
-        urls = self.settings.comfyui_urls
-        up = list(await asyncio.gather(*(self._probe(url).health() for url in urls)))
+        up = await self.workers_comfyui_view()
         numbers = self.collector.numbers or await metrics.read_queue_numbers(self.redis, self.settings)
         reading = alerts.Reading(
             dead_added=await alerts.read_dead_added(self.redis, self.settings.dead_stream),

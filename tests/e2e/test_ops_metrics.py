@@ -134,3 +134,33 @@ async def test_readiness_follows_redis_and_comfyui(comfy_fake, tmp_path):
         assert up.process.returncode == 0, up.stderr[-3000:]
     finally:
         redis_server.stop()
+
+
+async def test_admins_are_alerted_once_when_comfyui_goes_down_and_once_when_it_is_back(
+        redis_url, comfy_fake, tmp_path):
+    telegram = await FakeTelegram().start()
+    admin = 4242
+    env = clean_env(REDIS_URL=redis_url, COMFYUI_URL=comfy_fake.url, TELEGRAM_BOT_TOKEN=telegram.token,
+                    TELEGRAM_API_BASE=telegram.api_base, TELEGRAM_FILE_BASE=telegram.file_base,
+                    TELEGRAM_ADMIN_IDS=str(admin))
+
+    def alerts_to_admin(words: str) -> list:
+        return [c for c in telegram.calls_to("sendMessage")
+                if str(c.params.get("chat_id")) == str(admin) and words in str(c.params.get("text"))]
+
+    try:
+        async with Up(tmp_path, env) as up:
+            await up.wait_status("/readyz", 200)
+            await comfy_fake.stop()
+            await telegram.wait_for(lambda: alerts_to_admin("Every ComfyUI instance is down"), timeout=30)
+            await asyncio.sleep(2)  # four more evaluation rounds: no repeat
+            assert len(alerts_to_admin("Every ComfyUI instance is down")) == 1
+            await comfy_fake.start()
+            await telegram.wait_for(lambda: alerts_to_admin("ComfyUI is back"), timeout=30)
+            await asyncio.sleep(2)
+            assert len(alerts_to_admin("ComfyUI is back")) == 1
+            assert len(alerts_to_admin("Every ComfyUI instance is down")) == 1
+            samples = await up.metrics()
+            assert value(samples, "repairbot_alerts_sent_total", alert="comfyui_down") == 2
+    finally:
+        await telegram.stop()

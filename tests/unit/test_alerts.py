@@ -33,6 +33,12 @@ def reading(**overrides) -> Reading:
     return Reading(**values)
 
 
+async def rounds(watcher: Alerts, observed: Reading, count: int = 2) -> None:
+    """A change of state counts once seen in CONFIRM_ROUNDS (2) rounds in a row."""
+    for _ in range(count):
+        await watcher.evaluate(observed)
+
+
 def make(redis, **settings) -> tuple[Alerts, Admins]:
     admins = Admins()
     values = {"alert_wait_s": 600, "alert_repeat_s": 3600, **settings}
@@ -46,22 +52,29 @@ async def test_comfyui_down_fires_once_and_clears_once(redis):
     for _ in range(3):
         await watcher.evaluate(reading(comfyui_up=[False, False]))
     assert len(admins.messages) == 1 and "Every ComfyUI instance is down (2)" in admins.messages[0]
-    await watcher.evaluate(reading(comfyui_up=[False, True]))  # one back is enough
-    await watcher.evaluate(reading())
+    await rounds(watcher, reading(comfyui_up=[False, True]))  # one back is enough
+    await rounds(watcher, reading())
     assert len(admins.messages) == 2 and "ComfyUI is back" in admins.messages[1]
+
+
+async def test_a_single_bad_round_is_not_news(redis):
+    watcher, admins = make(redis)
+    for up in ([True], [False], [True], [False], [True]):
+        await watcher.evaluate(reading(comfyui_up=up))
+    assert admins.messages == []
 
 
 async def test_a_second_evaluator_does_not_repeat_what_the_first_sent(redis):
     first, admins = make(redis)
-    await first.evaluate(reading(comfyui_up=[False]))
+    await rounds(first, reading(comfyui_up=[False]))
     second, admins_too = make(redis)  # the alerts lease moved to another process
-    await second.evaluate(reading(comfyui_up=[False]))
+    await rounds(second, reading(comfyui_up=[False]))
     assert len(admins.messages) == 1 and admins_too.messages == []
 
 
 async def test_lasting_condition_is_reminded_after_the_repeat_interval(redis):
     watcher, admins = make(redis, alert_repeat_s=0)
-    await watcher.evaluate(reading(oldest_waiting_s=700))
+    await rounds(watcher, reading(oldest_waiting_s=700))
     await watcher.evaluate(reading(oldest_waiting_s=760))
     assert len(admins.messages) == 2 and admins.messages[1].startswith("(still)")
     assert "waited 12 min" in admins.messages[1]
@@ -69,10 +82,10 @@ async def test_lasting_condition_is_reminded_after_the_repeat_interval(redis):
 
 async def test_queue_wait_needs_the_threshold(redis):
     watcher, admins = make(redis)
-    await watcher.evaluate(reading(oldest_waiting_s=599))
+    await rounds(watcher, reading(oldest_waiting_s=599))
     assert admins.messages == []
-    await watcher.evaluate(reading(oldest_waiting_s=601))
-    await watcher.evaluate(reading(oldest_waiting_s=5))
+    await rounds(watcher, reading(oldest_waiting_s=601))
+    await rounds(watcher, reading(oldest_waiting_s=5))
     assert len(admins.messages) == 2 and "no longer wait" in admins.messages[1]
 
 
@@ -110,21 +123,20 @@ async def test_muted_alerts_drop_events_and_announce_what_still_holds_afterwards
     await watcher.evaluate(reading())
     await alerts.mute(redis, 30)
     assert 0 < await alerts.muted_for_s(redis) <= 1800
-    await watcher.evaluate(reading(comfyui_up=[False], dead_added=3))
-    await watcher.evaluate(reading(comfyui_up=[False], dead_added=3))
+    await rounds(watcher, reading(comfyui_up=[False], dead_added=3), 3)
     assert admins.messages == []
     await alerts.mute(redis, 0)
     await watcher.evaluate(reading(comfyui_up=[False], dead_added=3))
     assert len(admins.messages) == 1 and "down" in admins.messages[0]  # still down: told now; no dead letters
-    await watcher.evaluate(reading(dead_added=3))
+    await rounds(watcher, reading(dead_added=3))
     assert len(admins.messages) == 2 and "back" in admins.messages[1]
 
 
 async def test_a_condition_that_began_and_ended_within_a_mute_is_never_mentioned(redis):
     watcher, admins = make(redis)
     await alerts.mute(redis, 30)
-    await watcher.evaluate(reading(comfyui_up=[False]))
-    await watcher.evaluate(reading())
+    await rounds(watcher, reading(comfyui_up=[False]))
+    await rounds(watcher, reading())
     await alerts.mute(redis, 0)
-    await watcher.evaluate(reading())
+    await rounds(watcher, reading())
     assert admins.messages == []
