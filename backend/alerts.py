@@ -57,7 +57,8 @@ async def muted_for_s(redis: Redis) -> int:
 
 async def report_bot_error(redis: Redis, platform: str, error: BaseException | None) -> None:
     """Called from a bot's error handler; never raises (the handler has a user to answer)."""
-    summary = type(error).__name__ if error is not None else "unknown error"
+    root = error.__cause__ or error if error is not None else None  # wrappers (CommandInvokeError) name the cause
+    summary = type(root).__name__ if root is not None else "unknown error"
     try:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.hincrby(BOT_ERRORS, platform, 1)
@@ -197,7 +198,10 @@ class Alerts:
             log.debug("alert %s muted: %s", name, message)
             return []
         reached = await self.deliver(message)
-        metrics.ALERTS_SENT.labels(name).inc()
-        log.warning("alert %s sent to %d admin chat(s): %s", name, reached, message)
+        if reached:
+            metrics.ALERTS_SENT.labels(name).inc()
+            log.warning("alert %s sent to %d admin chat(s): %s", name, reached, message)
+        else:  # no admin ids set, or no platform reachable: the log is where it goes
+            log.warning("alert %s (no admin chat reached): %s", name, message)
         return [message]
 

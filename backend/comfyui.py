@@ -28,7 +28,6 @@ from typing import Any
 import aiohttp
 
 from backend.errors import PermanentTaskError, RepairError, TransientTaskError
-from backend.redact import redact_url
 from backend.stale_model import PromptTakenBack
 
 log = logging.getLogger(__name__)
@@ -285,7 +284,7 @@ class ComfyUIClient:
             if waiter.image is not None:
                 return waiter.image, execution_ms(entry)
             log.info("ComfyUI %s: the result of %s was lost with the socket; running it again with SaveImage",
-                     redact_url(self.base_url), prompt_id)
+                     self.base_url, prompt_id)
             return await self.run(workflow_for, data, upload_name, output_node, prompt_id=f"{prompt_id}-file",
                                   deadline=deadline, on_progress=on_progress, socket_output=False)
         images = (entry.get("outputs", {}).get(output_node) or {}).get("images") or []
@@ -404,9 +403,9 @@ class ComfyUIClient:
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
-                log.debug("ComfyUI %s socket: %s", redact_url(self.base_url), error)  # down: the worker says so
+                log.debug("ComfyUI %s socket: %s", self.base_url, error)  # down: the worker says so
             except Exception as error:  # noqa: BLE001 - anything else is a bug worth seeing, then reconnect
-                log.warning("ComfyUI %s socket failed: %r", redact_url(self.base_url), error)
+                log.warning("ComfyUI %s socket failed: %r", self.base_url, error)
             finally:
                 self.connected = False
             await asyncio.sleep(backoff)

@@ -28,7 +28,6 @@ from redis.asyncio import Redis
 from backend import images, keys, metrics, stale_model
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import PermanentTaskError, Refused, TransientTaskError
-from backend.redact import redact_url, scrub
 from backend.settings import Settings
 from backend.tasks import Event, Task
 
@@ -173,7 +172,7 @@ class ComfyUIExecutor:
         if instance.probing is not None and not instance.probing.done():
             return
         log.warning("ComfyUI %s marked down (%s): no new tasks go there until it answers",
-                    redact_url(instance.client.base_url), why)
+                    instance.client.base_url, why)
         instance.healthy = False
         instance.probing = asyncio.create_task(self._probe_until_up(instance))
 
@@ -187,7 +186,7 @@ class ComfyUIExecutor:
             if await instance.client.health():
                 instance.healthy = True
                 instance.failures = min(instance.failures, BREAKER_THRESHOLD - 1)  # half open: one more strike
-                log.info("ComfyUI %s is back", redact_url(instance.client.base_url))
+                log.info("ComfyUI %s is back", instance.client.base_url)
                 self._freed.set()
                 self.on_capacity()
                 return
@@ -235,7 +234,7 @@ class ComfyUIExecutor:
                 if greys > 1:
                     raise stale_model.broken_model_error(mode, instance.client.base_url, before, after)
                 log.warning("task %s: grey output from ComfyUI %s (stale model?); freeing it and retrying once",
-                            task.task_id, redact_url(instance.client.base_url))
+                            task.task_id, instance.client.base_url)
                 await stale_model.recover_instance(instance.client, "a grey result")
                 continue
             except stale_model.PromptTakenBack:
@@ -243,7 +242,7 @@ class ComfyUIExecutor:
                 continue
             except TransientTaskError as exc:
                 instance.failures += 1
-                why = scrub(exc.detail or exc.code)
+                why = exc.detail or exc.code  # for the log: the root handler's filter removes secrets
                 if instance.failures >= BREAKER_THRESHOLD or not await instance.client.health():
                     self._mark_down(instance, why)
                 else:

@@ -298,7 +298,7 @@ class Notifier:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - left pending; reclaimed and retried later
-            log.error("could not handle %s %s: %s", entry.stream, entry.entry_id, scrub(str(exc)))
+            log.error("could not handle %s %s: %s", entry.stream, entry.entry_id, exc)
 
     async def _handle_event(self, entry: Entry) -> None:
         """Progress is lossy by design: one try, then acknowledged whatever happened. It waits behind its
@@ -316,7 +316,7 @@ class Notifier:
         except REDIS_DOWN:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost progress update is fine
-            log.info("progress update for %s not shown: %s", entry.entry_id, scrub(str(exc)))
+            log.info("progress update for %s not shown: %s", entry.entry_id, exc)
         await self.group.ack(entry)
 
     # --- results -----------------------------------------------------------------------------------
