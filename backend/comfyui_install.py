@@ -108,6 +108,7 @@ class InstallOptions:
     node_source: str = NODE_GIT
     node_ref: str = NODE_REF
     weights: Path | None = None
+    skip_weights: bool = False
     checkpoints: tuple[str, ...] = ()
     device: str = "auto"  # auto | cpu | cuda
     torch_spec: str = "torch"
@@ -151,6 +152,10 @@ def install(options: InstallOptions) -> Layout:
     layout.write_state(state)
 
     names = options.checkpoints
+    if options.skip_weights:
+        say(f"[6/{steps}] checkpoints: skipped (--skip-weights); run the install again to fetch them")
+        layout.write_state(state)
+        return layout
     say(f"[6/{steps}] checkpoints {', '.join(names) or '(none named)'} in {layout.checkpoints}")
     recorded = state.setdefault("checkpoints", {})
     for name in names:
@@ -169,14 +174,11 @@ def install(options: InstallOptions) -> Layout:
 def detect_device(wanted: str, say: Callable[[str], None]) -> str:
     """CUDA when nvidia-smi lists a GPU; CPU when there is none. A driver that is there but broken is
     an error rather than a silent CPU install, since the operator most likely wants the GPU."""
-    if wanted == "cpu":
-        say("      CPU install (asked for)")
-        return "cpu"
+    if wanted in ("cpu", "cuda"):  # named, not detected (an image build has no GPU to see)
+        say(f"      {wanted.upper()} build of torch (asked for)")
+        return wanted
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        if wanted == "cuda":
-            raise InstallError("a CUDA install was asked for, but nvidia-smi is not installed: install the NVIDIA "
-                               "driver, or leave out --device cuda for the CPU build")
         say("      no NVIDIA GPU (nvidia-smi not found): CPU build of torch, ComfyUI will run with --cpu")
         return "cpu"
     try:
@@ -486,6 +488,8 @@ def add_install_arguments(parser) -> None:
     parser.add_argument("--node-ref", default=NODE_REF, help="ComfyUI-DDColor commit (default: the pinned one)")
     parser.add_argument("--weights", type=Path, help="a checkpoint file, or a folder of them, instead of the hub")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="torch build (default: COMFYUI_DEVICE)")
+    parser.add_argument("--skip-weights", action="store_true",
+                        help="everything but the checkpoints (an image build; a later run fetches them)")
 
 
 def options_from(settings, args=None, say: Callable[[str], None] | None = None) -> InstallOptions:
@@ -498,6 +502,7 @@ def options_from(settings, args=None, say: Callable[[str], None] | None = None) 
         node_source=get("node_source", NODE_GIT),
         node_ref=get("node_ref", NODE_REF),
         weights=get("weights", None),
+        skip_weights=bool(get("skip_weights", False)),
         checkpoints=checkpoints_named(settings.workflows_dir),
         device=get("device", settings.comfyui_device),
         torch_spec=settings.comfyui_torch,

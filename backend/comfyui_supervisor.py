@@ -88,10 +88,10 @@ class ComfyUISupervisor:
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
         log_file.close()
 
-    async def wait_ready(self) -> bool:
-        """Until ComfyUI answers; False when it exits first or takes longer than ready_timeout_s."""
+    async def wait_ready(self, stop: asyncio.Event | None = None) -> bool:
+        """Until ComfyUI answers; False when it exits first, takes longer than ready_timeout_s, or `stop`."""
         deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
             if self.proc is None or self.proc.poll() is not None:
                 return False
             if await asyncio.to_thread(answers, self.url, 1.0):
@@ -99,14 +99,16 @@ class ComfyUISupervisor:
             await asyncio.sleep(0.5)
         return False
 
-    async def start(self) -> bool:
+    async def start(self, stop: asyncio.Event | None = None) -> bool:
         self.spawn()
         print(f"starting ComfyUI from {self.layout.comfyui} on {self.url}{' (--cpu)' if self.cpu else ''}; "
               f"log in {self.log_path}", flush=True)
         started = time.monotonic()
-        if await self.wait_ready():
+        if await self.wait_ready(stop):
             print(f"ComfyUI is ready on {self.url} ({time.monotonic() - started:.0f} s)", flush=True)
             return True
+        if stop is not None and stop.is_set():
+            return False
         code = self.proc.poll() if self.proc else None
         print(f"ComfyUI did not become ready ({'exit code ' + str(code) if code is not None else 'timed out'}); "
               f"see {self.log_path}", file=sys.stderr, flush=True)
@@ -117,7 +119,7 @@ class ComfyUISupervisor:
         backoff = self.backoff_s[0]
         try:
             if self.proc is None:
-                await self.start()
+                await self.start(stop)
             while not stop.is_set():
                 up_since = time.monotonic()
                 while not stop.is_set() and self.proc is not None and self.proc.poll() is None:
@@ -135,7 +137,7 @@ class ComfyUISupervisor:
                 if stop.is_set():
                     break
                 backoff = min(backoff * 2, self.backoff_s[1])
-                if await self.start():
+                if await self.start(stop):
                     log.info("ComfyUI is back after a restart")
         finally:
             await asyncio.to_thread(self.terminate)
