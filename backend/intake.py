@@ -254,18 +254,30 @@ class Intake:
 
     @metrics.counting_refusals
     async def resubmit(
-        self, input_key: str, *, mode: str, reply: dict[str, Any], user: str, exempt: bool = False
+        self, input_key: str, *, mode: str, reply: dict[str, Any], user: str, exempt: bool = False,
+        event_key: str | None = None,
     ) -> Submitted:
-        """Run an already stored input again (the "Other mode" button); limits apply as for a new photo."""
+        """Run an already stored input again (the "Other mode" button); limits apply as for a new photo.
+        `event_key` names the button press, so a press delivered twice is one task (as for `submit`)."""
         self.workflows.get(mode)
         validate_reply(reply)
+        if event_key is None:
+            return await self._resubmit(input_key, mode=mode, reply=reply, user=user, exempt=exempt)
+        async with self._sole_delivery(event_key) as first:
+            if first is not None:
+                return first
+            return await self._resubmit(input_key, mode=mode, reply=reply, user=user, exempt=exempt,
+                                        event_key=event_key)
+
+    async def _resubmit(self, input_key: str, *, mode: str, reply: dict[str, Any], user: str, exempt: bool,
+                        event_key: str | None = None) -> Submitted:
         await self.check_open(user, exempt=exempt)
         if await self.blobs.get(input_key) is None:
             raise Refused("input_expired")
         task_id = new_task_id()
         async with self._reserved(user, task_id, exempt=exempt) as reservation:
             return await self._enqueue(task_id, input_key, mode=mode, reply=reply, user=user, params={},
-                                       reservation=reservation)
+                                       event_key=event_key, reservation=reservation)
 
     @contextlib.asynccontextmanager
     async def _reserved(self, user: str, task_id: str, *, exempt: bool) -> AsyncIterator["_Reservation"]:

@@ -7,6 +7,7 @@ keeps (`keys.result`), which knows the input, the output, the mode and the owner
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 
@@ -17,7 +18,7 @@ from backend.errors import Refused
 from backend.services import Services
 from backend.tasks import MalformedRecord, Result
 from backend.texts import text
-from bots.discord.commands import refuse
+from bots.discord.commands import defer_once, refuse
 from bots.discord.messages import COMPARE_PREFIX, OTHER_MODE_PREFIX, ResultImage
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
 
@@ -62,7 +63,13 @@ async def other_mode_pressed(services: Services, interaction: discord.Interactio
         await refuse(interaction, text("not_allowed", lang), lang, deferred_ephemeral=True)
         return
     private = bool(result.reply.get("private"))
-    await interaction.response.defer(thinking=True, ephemeral=private)
+    key = f"discord:{interaction.id}:other"  # a press replayed by the gateway is one task, like a photo
+    if (first := await services.intake.claimed(key)) is not None:
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.edit_original_response(content=text("queued", lang, position=first.position,
+                                                                  eta=first.eta_s))
+        return
+    await defer_once(services, interaction, ephemeral=private)
     try:
         others = services.workflows.others(result.mode)
         chosen = services.workflows.choosable_mode(mode) if mode else others[0] if others else None
@@ -70,7 +77,8 @@ async def other_mode_pressed(services: Services, interaction: discord.Interactio
             raise Refused("unknown_mode", modes=services.workflows.labels(lang))
         submitted = await services.intake.resubmit(result.input, mode=chosen.name,
                                                    reply=reply_for(interaction, private=private), user=user,
-                                                   exempt=is_admin(interaction, services.settings))
+                                                   exempt=is_admin(interaction, services.settings),
+                                                   event_key=key)
     except Refused as refusal:
         await refuse(interaction, refusal, lang, deferred_ephemeral=private)
         return

@@ -267,7 +267,7 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await query.answer(text(key, asker.lang, count=count))
     elif button.action == "other_mode":
         await query.answer()
-        await run_other_mode(query.message, button, asker, services)
+        await run_other_mode(query.message, button, asker, services, press_id=query.id)
     elif button.action == "compare":
         await query.answer()
         await send_comparison(query.message, button, asker, services)
@@ -285,16 +285,27 @@ async def cancel_from_button(button: Button, chat_id: int, asker: Asker, service
     return sum(flags)
 
 
-async def run_other_mode(result_message: Message, button: Button, asker: Asker, services: Services) -> None:
-    """Queue the stored input again in the other mode, with its own status message."""
+async def run_other_mode(result_message: Message, button: Button, asker: Asker, services: Services,
+                         press_id: str | None = None) -> None:
+    """Queue the stored input again in the other mode, with its own status message. The press is an
+    event like a photo: delivered twice, it is one task (keyed by the callback query's id)."""
+    key = f"telegram:press:{press_id}" if press_id else None
+    if key and (first := await services.intake.claimed(key)) is not None:
+        await answer_again(result_message.get_bot(), first, asker.lang, services)
+        return
     status = await result_message.reply_text(text("received", asker.lang), do_quote=True)
     reply = {"platform": "telegram", "chat_id": result_message.chat_id, "message_id": result_message.message_id,
              "status_message_id": status.message_id, "lang": asker.lang}
     try:
         submitted = await services.intake.resubmit(button.input_key, mode=button.mode, reply=reply,
-                                                   user=asker.user, exempt=asker.exempt)
+                                                   user=asker.user, exempt=asker.exempt, event_key=key)
     except Refused as refusal:
         await status.edit_text(refusal.user_message(asker.lang))
+        return
+    if submitted.duplicate:
+        with contextlib.suppress(BadRequest):
+            await status.delete()
+        await answer_again(result_message.get_bot(), submitted, asker.lang, services)
         return
     await show_queued(status, submitted, reply, asker.lang, services)
 

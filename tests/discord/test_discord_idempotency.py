@@ -49,3 +49,25 @@ async def test_a_replay_while_the_first_is_still_queueing_is_deferred_once_and_q
     assert len(await tasks_in_stream(redis, discord_settings)) == 1
     assert len(discord_fake.calls_to("POST", rf"/interactions/{interaction['id']}/.*/callback")) == 1
     assert not discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}"), "no refusal"
+
+
+async def test_an_other_mode_press_replayed_is_one_task(bot, discord_fake, photo_bytes, redis, discord_settings):
+    from backend import keys
+    from backend.tasks import Result
+    from bots.discord.messages import OTHER_MODE_PREFIX
+
+    task_id = "e" * 32
+    stored = Result(task_id=task_id, status="ok", mode="person", user="discord:42",
+                    input=await bot.services.blobs.put("in", photo_bytes), output=await bot.services.blobs.put(
+                        "out", photo_bytes), reply={"platform": "discord", "application_id": APP_ID,
+                                                                "channel_id": "500", "user_id": "42"})
+    await redis.hset(keys.result(task_id), mapping=stored.encode())
+    press = discord_fake.button_click(f"{OTHER_MODE_PREFIX}{task_id}:building", discord_fake.user_message([]))
+    await discord_fake.push_interaction(press)
+    await discord_fake.wait_for(lambda: original_edits(discord_fake, press))
+    await discord_fake.push_interaction(press)
+    await discord_fake.wait_for(lambda: len(original_edits(discord_fake, press)) == 2)
+    contents = [call.json["content"] for call in original_edits(discord_fake, press)]
+    assert contents[0] == contents[1] and contents[0].startswith("Queued — #1")
+    [task] = await tasks_in_stream(redis, discord_settings)
+    assert task["mode"] == "building"

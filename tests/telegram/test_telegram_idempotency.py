@@ -121,3 +121,23 @@ async def test_webhook_post_retried_by_telegram_is_one_task(settings, tg_fake, p
     assert len(tasks) == 1
     assert tg_fake.message(user.id, status)["text"].startswith(QUEUED_1)
     assert not any("wrong" in t for t in user.texts())
+
+
+async def test_an_other_mode_press_delivered_twice_is_one_task(bot, user, tg_fake, photo_bytes):
+    from bots.telegram.keyboards import result_markup
+    from tests.telegram.test_telegram_admin_and_buttons import stored_result
+
+    input_key, output_key = await stored_result(bot, photo_bytes)
+    other = result_markup(input_key, output_key, "en", bot.workflows.others("person")).inline_keyboard[0][0]
+    result_message = {"message_id": tg_fake.bot_message(user.id, "result"), "date": 1700000000,
+                      "chat": {"id": user.id, "type": "private"}, "text": "result"}
+    press = {"callback_query": {"id": "press-1", "chat_instance": "ci", "data": other.callback_data,
+                                "message": result_message,
+                                "from": {"id": user.id, "is_bot": False, "first_name": "Ann", "language_code": "en"}}}
+    await tg_fake.push_update(press)
+    await user.wait_text(QUEUED_1)
+    edits = len(tg_fake.calls_to("editMessageText"))
+    await tg_fake.push_update(press)  # the same press again, under a new update_id
+    await handled_again(tg_fake, edits)
+    assert len(await task_ids(bot)) == 1
+    assert len(tg_fake.calls_to("sendMessage")) == 1, "one status message"
