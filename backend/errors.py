@@ -42,3 +42,8 @@ class TransientTaskError(RepairError):
     """Worth retrying after a pause: the service was unreachable, reset, busy or timed out."""
 
     code = "timeout"
+
+
+class HandedBack(Exception):
+    """The worker is stopping and this task was only waiting (for a slot, or before a retry): it
+    goes back to the stream for the next worker at once instead of holding up the shutdown."""

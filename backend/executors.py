@@ -27,8 +27,9 @@ from redis.asyncio import Redis
 
 from backend import images, keys, metrics, stale_model
 from backend.blobs import BlobStore, BlobTooLarge
-from backend.errors import PermanentTaskError, Refused, TransientTaskError
+from backend.errors import HandedBack, PermanentTaskError, Refused, TransientTaskError
 from backend.settings import Settings
+from backend.streams import REDIS_DOWN
 from backend.tasks import Event, Task
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class Executor(Protocol):
 
     async def start(self) -> None: ...
 
+    def stop(self) -> None:
+        """The worker is shutting down: work that is only waiting raises HandedBack from now on."""
+        ...
+
     async def close(self) -> None: ...
 
     async def execute(self, task: Task, mode: Any) -> Execution: ...
@@ -81,6 +86,9 @@ class NoopExecutor:
         return NOOP_SLOTS
 
     async def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
         pass
 
     async def close(self) -> None:
@@ -128,6 +136,7 @@ class ComfyUIExecutor:
         self.instances = [Instance(client, settings.slots_per_instance) for client in made]
         self._freed = asyncio.Event()
         self._closing = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     def capacity(self) -> int:
         return sum(i.slots for i in self.instances if i.healthy)
@@ -141,6 +150,11 @@ class ComfyUIExecutor:
                 instance.healthy = True
             else:
                 self._mark_down(instance, "not reachable at start")
+
+    def stop(self) -> None:
+        """Tasks waiting for a slot or sleeping before a retry are handed back at once; running ones go on."""
+        self._stopping.set()
+        self._freed.set()
 
     async def close(self) -> None:
         self._closing.set()
@@ -162,10 +176,21 @@ class ComfyUIExecutor:
             images.finalize_output, raw, size=len(raw), max_pixels=self.settings.max_image_pixels * 4
         )
         try:
-            output_key = await self.blobs.put("out", final)
+            output_key = await self._store_output(final)
         except BlobTooLarge as exc:
             raise PermanentTaskError("output_invalid", detail=str(exc)) from None
         return Execution(output_key, run_ms)
+
+    async def _store_output(self, data: bytes) -> str:
+        """The output is the costly part: while Redis is unreachable keep it and try again, don't re-run."""
+        backoff = self.settings.retry_backoff_s
+        while True:
+            try:
+                return await self.blobs.put("out", data)
+            except REDIS_DOWN as exc:
+                log.warning("output blob not stored yet (%s); keeping it, retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
 
     # --- the circuit breaker ---------------------------------------------------------------------
     def _mark_down(self, instance: Instance, why: str) -> None:
@@ -193,9 +218,11 @@ class ComfyUIExecutor:
             delay = min(delay * 2, self.settings.breaker_probe_max_s)
 
     async def _acquire_instance(self) -> Instance:
-        """The healthy instance with the most free slots; waits while none has one."""
+        """The healthy instance with the most free slots; waits while none has one (not once stopping)."""
         waiting_since = time.monotonic()
         while True:
+            if self._stopping.is_set():
+                raise HandedBack()
             self._freed.clear()
             candidates = [i for i in self.instances if i.free > 0]
             if candidates:
@@ -262,7 +289,8 @@ class ComfyUIExecutor:
                 raise
             finally:
                 self._release_instance(instance)
-            await asyncio.sleep(backoff + random.uniform(0, backoff / 2))
+            with contextlib.suppress(asyncio.TimeoutError):  # a stopping worker doesn't sit out a backoff
+                await asyncio.wait_for(self._stopping.wait(), timeout=backoff + random.uniform(0, backoff / 2))
             backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
 
     async def _run_once(
@@ -276,6 +304,11 @@ class ComfyUIExecutor:
         progress = _ProgressThrottle(lambda pct: self._event(task, "progress", pct))
 
         async def queued() -> None:
+            """Where the task runs, for status and cancel: bookkeeping that must not stop the run."""
+            with contextlib.suppress(*REDIS_DOWN):
+                await record()
+
+        async def record() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(keys.task(task.task_id),
                           mapping={"state": "in_comfyui", "instance": client.base_url, "prompt_id": prompt_id})

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from backend import keys
 from backend.settings import Settings
+from backend.streams import is_nogroup
 from backend.tasks import Result
 
 RUN_TIMES_KEEP = 100
@@ -99,5 +100,10 @@ class ResultPublisher:
                 pipe.ltrim(keys.RUN_TIMES, 0, RUN_TIMES_KEEP - 1)
             for stream, ids in acks.items():
                 pipe.xack(stream, self.group, *ids)
-            await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
+        # NOGROUP on the XACK: Redis lost the group (restarted empty), so nothing is pending to
+        # acknowledge; the results themselves are written.
+        failed = [reply for reply in replies if isinstance(reply, Exception) and not is_nogroup(reply)]
+        if failed:
+            raise failed[0]
 

@@ -293,7 +293,9 @@ class ConsumerGroup:
         except ResponseError as exc:
             if not is_nogroup(exc):
                 raise
-            log.warning("group %s is missing (Redis emptied?): re-creating it", self.group)
+            log.error("group %s is missing: Redis lost its data (restarted empty?). Re-creating it; entries "
+                      "of %s that no consumer held are gone and nobody can tell their users. Run Redis with "
+                      "AOF (appendfsync always) to keep them", self.group, ", ".join(self.streams))
             await self.ensure_groups()
             return await self._bounded(make_call(), extra_s)
 

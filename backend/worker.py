@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from redis.asyncio import Redis
 
 from backend import keys, metrics
 from backend.blobs import BlobStore, make_blob_store
-from backend.errors import Refused, RepairError
+from backend.errors import HandedBack, Refused, RepairError
 from backend.executors import Executor, make_executor
 from backend.logs import about_task
 from backend.publishing import ResultPublisher
@@ -90,8 +91,9 @@ class Worker:
         return self.group.consumer
 
     def stop(self) -> None:
-        """Stop reading; in-flight tasks get `shutdown_grace_s` to finish, the rest is handed back."""
+        """Stop reading; running tasks get `shutdown_grace_s` to finish, waiting ones are handed back now."""
         self._stopping.set()
+        self.executor.stop()
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -264,30 +266,51 @@ class Worker:
             await self._reject_malformed(entry, exc)
             return
         about_task(task.task_id)
-        try:
-            if checks is None:
-                checks = _Prechecks(task, await self.redis.hgetall(keys.result(task.task_id)),
-                                    await self._handed_back(task),
-                                    bool(await self.redis.exists(keys.cancelled(task.task_id))))
-            if await self._republish_stored(entry, task, checks.stored):
+        result: Result | None = None
+        backoff = self.settings.retry_backoff_s
+        while True:
+            try:
+                if result is None:
+                    result = await self._outcome(entry, task, checks)
+                    if result is None:  # re-published or dead-lettered: nothing more to write
+                        return
+                await self._finish(entry, task, result)
                 return
-            deliveries = entry.deliveries - checks.handed_back
-            if deliveries > self.settings.max_deliveries:
-                await self._give_up(entry, task, f"delivered {deliveries} times without finishing")
-                return
-            if checks.cancelled:
-                await self._finish(entry, task, self._result(task, "cancelled", "cancelled"))
-                return
-            result = await self._run(task)
-            await self._finish(entry, task, result)
-        except asyncio.CancelledError:
-            if entry.entry_id not in self._taken_away:
+            except HandedBack:
                 await self._note_hand_back(task)
-            raise
-        except REDIS_DOWN as exc:
-            log.warning("task %s left pending, Redis trouble: %s", task.task_id, exc)
-        except Exception as exc:  # noqa: BLE001 - leave it pending: redelivery counts towards the DLQ
-            log.exception("task %s failed unexpectedly, left for redelivery: %s", task.task_id, exc)
+                return
+            except asyncio.CancelledError:
+                if entry.entry_id not in self._taken_away:
+                    await self._note_hand_back(task)
+                raise
+            except REDIS_DOWN as exc:
+                # Keep what we hold (the task, or its result) until Redis is back, then write it: after a
+                # restart that lost everything, this copy is the only one left.
+                held = "its result" if result is not None else "the task"
+                log.warning("task %s: Redis unreachable (%s); keeping %s, retrying in %.1f s",
+                            task.task_id, exc, held, backoff)
+                await asyncio.sleep(backoff + random.uniform(0, backoff / 4))
+                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+                checks = None
+            except Exception as exc:  # noqa: BLE001 - leave it pending: redelivery counts towards the DLQ
+                log.exception("task %s failed unexpectedly, left for redelivery: %s", task.task_id, exc)
+                return
+
+    async def _outcome(self, entry: Entry, task: Task, checks: _Prechecks | None) -> Result | None:
+        """The task's result to write, or None when it is already dealt with (re-published, given up)."""
+        if checks is None:
+            checks = _Prechecks(task, await self.redis.hgetall(keys.result(task.task_id)),
+                                await self._handed_back(task),
+                                bool(await self.redis.exists(keys.cancelled(task.task_id))))
+        if await self._republish_stored(entry, task, checks.stored):
+            return None
+        deliveries = entry.deliveries - checks.handed_back
+        if deliveries > self.settings.max_deliveries:
+            await self._give_up(entry, task, f"delivered {deliveries} times without finishing")
+            return None
+        if checks.cancelled:
+            return self._result(task, "cancelled", "cancelled")
+        return await self._run(task)
 
     async def _handed_back(self, task: Task) -> int:
         """Deliveries that ended in a graceful hand-back at shutdown: they are not the task's fault."""
