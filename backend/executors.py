@@ -221,8 +221,6 @@ class ComfyUIExecutor:
         """The healthy instance with the most free slots; waits while none has one (not once stopping)."""
         waiting_since = time.monotonic()
         while True:
-            if self._stopping.is_set():
-                raise HandedBack()
             self._freed.clear()
             candidates = [i for i in self.instances if i.free > 0]
             if candidates:
@@ -230,6 +228,8 @@ class ComfyUIExecutor:
                 best.busy += 1
                 metrics.gpu_slot_waited(time.monotonic() - waiting_since)
                 return best
+            if self._stopping.is_set():
+                raise HandedBack()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._freed.wait(), timeout=1.0)
 

@@ -14,19 +14,18 @@ from tests.e2e.test_cli_e2e import Stack, stack_env
 REPLY = {"platform": "test"}
 
 
-async def three_in_flight(redis, redis_url, settings, comfy_fake, photo_bytes, tmp_path):
-    comfy_fake.delay_s = 0.2
+async def three_in_flight(redis, redis_url, settings, comfy_fake, photo_bytes, tmp_path, delay_s=0.2):
+    comfy_fake.delay_s = delay_s
     stack = Stack(stack_env(redis_url, comfy_fake.url, tmp_path, SHUTDOWN_GRACE_S="30"), tmp_path)
     worker = await stack.start("worker", "worker")
     async with Services.open(settings) as services:
         ids = [(await services.intake.submit(photo_bytes, mode="preview", reply=REPLY, user=f"test:{n}")).task_id
                for n in range(3)]
-    for _ in range(200):  # all three taken by the worker (one running, two waiting inside ComfyUI)
-        summary = await redis.xpending(settings.tasks_stream, settings.workers_group)
-        if summary["pending"] == 3:
+    for _ in range(500):  # all three in ComfyUI (one running, two queued behind it)
+        if len(comfy_fake.prompts) == 3:
             break
-        await asyncio.sleep(0.02)
-    assert summary["pending"] == 3
+        await asyncio.sleep(0.01)
+    assert len(comfy_fake.prompts) == 3
     return stack, worker, ids
 
 
@@ -52,7 +51,7 @@ async def test_sigterm_with_three_tasks_in_flight_finishes_them_and_exits(
 async def test_sigterm_while_comfyui_fails_hands_back_at_once_instead_of_sitting_out_the_grace(
     redis, redis_url, settings, comfy_fake, photo_bytes, tmp_path
 ):
-    stack, worker, ids = await three_in_flight(redis, redis_url, settings, comfy_fake, photo_bytes, tmp_path)
+    stack, worker, ids = await three_in_flight(redis, redis_url, settings, comfy_fake, photo_bytes, tmp_path, 1.0)
     comfy_fake.http_500 = True  # the tasks now only wait for an instance that is down
     took_s = await sigterm(stack, worker)
     assert took_s < 10, f"exited {took_s:.1f} s after SIGTERM (grace is 30 s):\n{stack.log('worker')}"
