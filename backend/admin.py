@@ -242,20 +242,30 @@ class Admin:
             task = Task.decode(letter.fields)
         except MalformedRecord as exc:
             return RetryOutcome(False, task_id=letter.task_id, detail=f"cannot retry a malformed entry: {exc.reason}")
-        await self.redis.delete(keys.result(task.task_id), keys.cancelled(task.task_id))
-        await self.redis.sadd(keys.user_active(task.user), task.task_id)
-        await self._requeue(letter, s.tasks_stream, task.encode(), task.task_id)
-        info = await self.redis.xinfo_stream(s.tasks_stream)
-        await self.redis.hset(
-            keys.task(task.task_id),
-            mapping={"state": "queued", "user": task.user, "ordinal": int(info.get("entries-added") or 0)},
-        )
-        return RetryOutcome(True, task_id=task.task_id)
+        tid = task.task_id
+        # As intake does it: the task's bookkeeping (state=queued) is written before its stream entry, in
+        # the same transaction, so a fast worker never finds the entry without it.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.result(tid), keys.cancelled(tid), keys.delivered(tid), keys.send_rounds(tid))
+            pipe.sadd(keys.user_active(task.user), tid)
+            pipe.hdel(keys.task(tid), "handed_back")  # a fresh start: earlier hand-backs are not this run's
+            pipe.hset(keys.task(tid), mapping={"state": "queued", "user": task.user, "mode": task.mode})
+            pipe.expire(keys.task(tid), s.blob_ttl_s)
+            pipe.xadd(s.tasks_stream, task.encode())
+            pipe.xdel(s.dead_stream, letter.entry_id)
+            pipe.xinfo_stream(s.tasks_stream)
+            replies = await pipe.execute()
+        entry_id, info = replies[-3], replies[-1]
+        await self.redis.hset(keys.task(tid), mapping={"ordinal": int(info.get("entries-added") or 0),
+                                                       "entry_id": entry_id})
+        return RetryOutcome(True, task_id=tid)
 
     async def _requeue(self, letter: DeadLetter, stream: str, fields: dict[str, str], task_id: str) -> None:
-        """Append the record again and drop the dead letter, in one transaction."""
+        """Append the result again and drop the dead letter, in one transaction. Its delivery marks go
+        first: `delivered` would make the notifier skip it, and the send-rounds counter, already past
+        the limit, would dead-letter it again at once without a send."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.delivered(task_id))
+            pipe.delete(keys.delivered(task_id), keys.send_rounds(task_id))
             pipe.xadd(stream, fields)
             pipe.xdel(self.settings.dead_stream, letter.entry_id)
             await pipe.execute()

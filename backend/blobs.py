@@ -20,7 +20,9 @@ from redis.asyncio import Redis
 from backend.settings import Settings
 
 KINDS = ("in", "out")
-_KEY = re.compile(r"^blob:(in|out):([0-9a-f]{32})$")
+# The one grammar of blob keys: records are validated with it (backend.tasks), so a key a store
+# would refuse never gets past decoding (a malformed entry, dead-lettered on first sight).
+BLOB_KEY = re.compile(r"^blob:(in|out):([0-9a-f]{32})$")
 
 
 class BlobTooLarge(ValueError):
@@ -34,7 +36,7 @@ def new_blob_key(kind: str) -> str:
 
 
 def parse_blob_key(key: str) -> tuple[str, str]:
-    match = _KEY.fullmatch(key)
+    match = BLOB_KEY.fullmatch(key)
     if not match:
         raise ValueError("not a blob key")
     return match.group(1), match.group(2)

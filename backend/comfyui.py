@@ -251,10 +251,14 @@ class ComfyUIClient:
 
     # -- one whole task --------------------------------------------------------------------------
     async def run(self, workflow_for: Callable[[str], dict], data: bytes, upload_name: str, output_node: str, *,
-                  prompt_id: str, deadline: float, on_progress: ProgressCallback | None = None,
+                  prompt_id: str, deadline: float, run_timeout_s: float | None = None,
+                  on_progress: ProgressCallback | None = None,
                   on_queued: Callable[[], Any] | None = None,
                   on_started: Callable[[], Any] | None = None, socket_output: bool = True) -> tuple[bytes, int]:
         """Upload, queue, wait, and get the first image of `output_node`.
+
+        `deadline` bounds the whole wait; with `run_timeout_s`, it bounds only the wait until
+        ComfyUI starts the prompt (behind prefetched ones), and the run gets `run_timeout_s` from then.
 
         Returns the image and how long ComfyUI itself spent on the prompt (ms, from its own
         execution_start / execution_success timestamps), which excludes time spent waiting in its queue.
@@ -273,8 +277,8 @@ class ComfyUIClient:
             try:
                 if on_queued is not None:
                     await _call(on_queued)
-                entry = await self.wait_for(prompt_id, deadline=deadline, on_progress=on_progress,
-                                            on_started=on_started)
+                entry = await self.wait_for(prompt_id, deadline=deadline, run_timeout_s=run_timeout_s,
+                                            on_progress=on_progress, on_started=on_started)
             finally:
                 self._waiters.pop(prompt_id, None)
         finally:
@@ -286,7 +290,8 @@ class ComfyUIClient:
             log.info("ComfyUI %s: the result of %s was lost with the socket; running it again with SaveImage",
                      self.base_url, prompt_id)
             return await self.run(workflow_for, data, upload_name, output_node, prompt_id=f"{prompt_id}-file",
-                                  deadline=deadline, on_progress=on_progress, socket_output=False)
+                                  deadline=deadline, run_timeout_s=run_timeout_s, on_progress=on_progress,
+                                  socket_output=False)
         images = (entry.get("outputs", {}).get(output_node) or {}).get("images") or []
         if not images:
             raise PermanentTaskError(code="comfyui_failed", detail=f"no image from output node {output_node}")
@@ -319,7 +324,8 @@ class ComfyUIClient:
         return True
 
     # -- waiting ---------------------------------------------------------------------------------
-    async def wait_for(self, prompt_id: str, *, deadline: float, on_progress: ProgressCallback | None = None,
+    async def wait_for(self, prompt_id: str, *, deadline: float, run_timeout_s: float | None = None,
+                       on_progress: ProgressCallback | None = None,
                        on_started: Callable[[], Any] | None = None) -> dict:
         """Wait until `prompt_id` is done and return its history entry, or raise what went wrong."""
         loop = asyncio.get_running_loop()
@@ -330,6 +336,8 @@ class ComfyUIClient:
         try:
             while True:
                 waiter.wakeup.clear()
+                if waiter.started and run_timeout_s is not None:  # the run's own clock starts now
+                    deadline, run_timeout_s = loop.time() + run_timeout_s, None
                 if waiter.started and on_started is not None:
                     await _call(on_started)
                     on_started = None

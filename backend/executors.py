@@ -164,6 +164,22 @@ class ComfyUIExecutor:
             await instance.client.close()
 
     async def execute(self, task: Task, mode: Any) -> Execution:
+        """Run the task; a cancel is noticed at any point (waiting for a slot, uploading, queued, running)."""
+        work = asyncio.create_task(self._execute(task, mode))
+        watcher = asyncio.create_task(self._watch_cancel(task.task_id, work))
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled() and watcher.result():
+                raise PermanentTaskError("cancelled", detail="cancelled by the user") from None
+            raise
+        finally:
+            watcher.cancel()
+            if not work.done():
+                work.cancel()  # its prompt is taken out of ComfyUI on the way out: let that finish
+                await asyncio.wait([work], timeout=12)
+
+    async def _execute(self, task: Task, mode: Any) -> Execution:
         source = await self.blobs.get(task.input)
         if source is None:
             raise Refused("input_expired")
@@ -300,7 +316,7 @@ class ComfyUIExecutor:
         prompt_id = str(uuid.uuid4())
         upload_name = f"repairbot-{task.task_id}-{attempt}.{images.file_extension(data)}"  # slotted by the client
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.task_timeout_s
+        deadline = loop.time() + self.settings.prompt_queue_timeout_s  # until ComfyUI starts it
         progress = _ProgressThrottle(lambda pct: self._event(task, "progress", pct))
 
         async def queued() -> None:
@@ -315,39 +331,28 @@ class ComfyUIExecutor:
                 pipe.expire(keys.task(task.task_id), self.settings.blob_ttl_s)
                 await pipe.execute()
 
-        run = asyncio.create_task(
-            client.run(
-                lambda image_name: mode.build(image_name, task_id=task.task_id, params=task.params),
-                data, upload_name, mode.output_node,
-                prompt_id=prompt_id, deadline=deadline, on_progress=progress, on_queued=queued,
-                on_started=lambda: self._event(task, "started"),
-            )
-        )
-        watcher = asyncio.create_task(self._watch_cancel(task.task_id, run, client, prompt_id))
         started = time.monotonic()
         try:
-            image, comfy_ms = await run
+            image, comfy_ms = await client.run(
+                lambda image_name: mode.build(image_name, task_id=task.task_id, params=task.params),
+                data, upload_name, mode.output_node,
+                prompt_id=prompt_id, deadline=deadline, run_timeout_s=self.settings.task_timeout_s,
+                on_progress=progress, on_queued=queued,
+                on_started=lambda: self._event(task, "started"),
+            )
             return image, comfy_ms or int((time.monotonic() - started) * 1000)
-        except asyncio.CancelledError:
-            if watcher.done() and watcher.result():
-                raise PermanentTaskError("cancelled", detail="cancelled by the user") from None
-            await self._abandon_prompt(client, prompt_id)
+        except (asyncio.CancelledError, TransientTaskError):
+            await self._abandon_prompt(client, prompt_id)  # cancelled, shut down, or given up on
             raise
-        except TransientTaskError:
-            await self._abandon_prompt(client, prompt_id)
-            raise
-        finally:
-            watcher.cancel()
-            run.cancel()
 
-    async def _watch_cancel(self, task_id: str, run: asyncio.Task[Any], client: Any, prompt_id: str) -> bool:
-        """Poll the cancel flag; on cancel take the prompt out of ComfyUI and stop waiting for it."""
-        while not run.done():
+    async def _watch_cancel(self, task_id: str, work: asyncio.Task[Any]) -> bool:
+        """Poll the cancel flag for as long as the task's work goes on; on cancel, stop the work."""
+        while not work.done():
             await asyncio.sleep(CANCEL_POLL_S)
-            if await self.redis.exists(keys.cancelled(task_id)):
-                await self._abandon_prompt(client, prompt_id)
-                run.cancel()
-                return True
+            with contextlib.suppress(*REDIS_DOWN):  # a Redis hiccup must not end the watch
+                if await self.redis.exists(keys.cancelled(task_id)):
+                    work.cancel()
+                    return True
         return False
 
     @staticmethod

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     min_idle_ms: int = 60_000
     consumer_lease_s: float = 10.0
     task_timeout_s: float = 600.0
+    prompt_queue_timeout_s: float = 1800.0
     transient_retries: int = 5
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 30.0

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
+from backend.blobs import BLOB_KEY
 from backend.redact import scrub
 
 SCHEMA_VERSION = "1"
@@ -22,7 +23,6 @@ RESULT_STATUSES = ("ok", "failed", "cancelled")
 EVENT_STATES = ("started", "progress", "retrying")
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_BLOB_KEY = re.compile(r"^blob:[a-z]+:[A-Za-z0-9_-]{8,80}$")
 _MODE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _USER = re.compile(r"^[a-z]+:[A-Za-z0-9_.-]{1,64}$")
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -216,7 +216,7 @@ class Task:
         return cls(
             task_id=_matching(fields, "task_id", _TASK_ID),
             mode=_matching(fields, "mode", _MODE),
-            input=_matching(fields, "input", _BLOB_KEY),
+            input=_matching(fields, "input", BLOB_KEY),
             reply=validate_reply(_json_field(fields, "reply")),
             user=_matching(fields, "user", _USER),
             submitted_at=_integer(fields, "submitted_at"),
@@ -265,7 +265,7 @@ class Result:
         status = _text(fields, "status")
         if status not in RESULT_STATUSES:
             raise MalformedRecord(f"unknown result status {status!r}")
-        output = _matching(fields, "output", _BLOB_KEY, required=False)
+        output = _matching(fields, "output", BLOB_KEY, required=False)
         if status == "ok" and not output:
             raise MalformedRecord("ok result without output")
         return cls(
@@ -273,7 +273,7 @@ class Result:
             status=status,  # type: ignore[arg-type]
             reply=validate_reply(_json_field(fields, "reply")),
             mode=_matching(fields, "mode", _MODE, required=False),
-            input=_matching(fields, "input", _BLOB_KEY, required=False),
+            input=_matching(fields, "input", BLOB_KEY, required=False),
             output=output,
             error=_matching(fields, "error", _CODE, required=False),
             message=_text(fields, "message", required=False)[:_MAX_TEXT],
