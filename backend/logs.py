@@ -34,8 +34,9 @@ QUIET_LOGGERS = {"discord.gateway": logging.WARNING, "aiohttp.access": logging.W
                  "discord.http": logging.INFO, "discord.webhook": logging.INFO}
 
 
-def about_task(task_id: str) -> None:
-    """Every log line from here on in this asyncio task (and those it spawns) carries `task_id`."""
+def about_task(task_id: str | None) -> None:
+    """Every log line from here on in this asyncio task (and those it spawns) carries `task_id`;
+    None ends that (an asyncio task that handles one entry after another)."""
     task_id_var.set(task_id)
 
 

@@ -290,6 +290,7 @@ class Notifier:
                 self._inflight.pop((entry.stream, entry.entry_id), None)
 
     async def _handle(self, entry: Entry) -> None:
+        about_task(None)  # one chat's entries share an asyncio task: none is about a task until decoded
         try:
             if entry.stream == self.settings.results_stream:
                 await self._handle_result(entry)
@@ -349,6 +350,7 @@ class Notifier:
             await self.redis.expire(keys.send_rounds(result.task_id), self.settings.delivered_ttl_s)
             if rounds > self.settings.max_deliveries:
                 await self.group.dead_letter(entry, reason="delivery failed too many times")
+                metrics.send_ended(platform.name, "dead_lettered")
                 return
             await self._deliver(entry, result, platform, claim)
 
