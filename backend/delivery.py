@@ -29,6 +29,16 @@ CLAIM_TTL_MS = 10_000  # the notifier uses its consumer lease: a dead owner's cl
 IN_FLIGHT = "sending"
 SENT = "sent"
 
+# KEYS: the claim, the task's delivered mark, its send-rounds counter. ARGV: token, claim TTL (ms), rounds
+# TTL (s). {2, 0}: delivered already; {0, 0}: another process holds the claim; {1, rounds}: ours, and this
+# delivery round counted. One round trip for what a result needs before it is sent.
+_BEGIN = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0} end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 0} end
+local rounds = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return {1, rounds}
+"""
 _RENEW_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -38,28 +48,47 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+DELIVERED, HELD_ELSEWHERE, ACQUIRED = 2, 0, 1
 
-class SendClaim:
-    """The right to send one task's result, held by one process at a time.
 
-    :param ttl_ms: how long the claim outlives a silent owner; renewed every third of it while held
+class SendClaims:
+    """Makes the send claim of each result; the scripts are registered once.
+
+    :param ttl_ms: how long a claim outlives a silent owner; renewed every third of it while held
+    :param rounds_ttl_s: how long a result's delivery-round counter is kept
     """
 
-    def __init__(self, redis: Redis, task_id: str, *, ttl_ms: int = CLAIM_TTL_MS):
+    def __init__(self, redis: Redis, *, ttl_ms: int = CLAIM_TTL_MS, rounds_ttl_s: int = 7 * 24 * 3600):
         self.redis = redis
-        self.key = keys.send_claim(task_id)
         self.ttl_ms = ttl_ms
+        self.rounds_ttl_s = rounds_ttl_s
+        self.begin_script = redis.register_script(_BEGIN)
+        self.renew_script = redis.register_script(_RENEW_IF_OWNER)
+        self.release_script = redis.register_script(_RELEASE_IF_OWNER)
+
+    def for_task(self, task_id: str) -> "SendClaim":
+        return SendClaim(self, task_id)
+
+
+class SendClaim:
+    """The right to send one task's result, held by one process at a time."""
+
+    def __init__(self, claims: SendClaims, task_id: str):
+        self.claims = claims
+        self.task_id = task_id
+        self.key = keys.send_claim(task_id)
+        self.ttl_ms = claims.ttl_ms
         self.token = uuid.uuid4().hex
+        self.rounds = 0  # delivery rounds of this result so far, this one included (once acquired)
         self.lost = False  # the claim lapsed while held (a stall longer than the TTL): stop sending
-        self._renew = redis.register_script(_RENEW_IF_OWNER)
-        self._release = redis.register_script(_RELEASE_IF_OWNER)
 
-    async def try_acquire(self) -> bool:
-        return bool(await self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
-
-    async def holder(self) -> str | None:
-        value = await self.redis.get(self.key)
-        return value.decode() if isinstance(value, bytes) else value
+    async def try_acquire(self) -> int:
+        """ACQUIRED (and this round counted in `rounds`), HELD_ELSEWHERE, or DELIVERED already."""
+        state, rounds = await self.claims.begin_script(
+            keys=[self.key, keys.delivered(self.task_id), keys.send_rounds(self.task_id)],
+            args=[self.token, self.ttl_ms, self.claims.rounds_ttl_s])
+        self.rounds = int(rounds)
+        return int(state)
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator["SendClaim"]:
@@ -72,7 +101,7 @@ class SendClaim:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
             try:
-                await self._release(keys=[self.key], args=[self.token])
+                await self.claims.release_script(keys=[self.key], args=[self.token])
             except Exception as exc:  # noqa: BLE001 - it lapses by itself within its TTL
                 log.info("send claim %s not released (%s); it lapses in %d ms", self.key, exc, self.ttl_ms)
 
@@ -80,7 +109,7 @@ class SendClaim:
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
             try:
-                if not await self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
+                if not await self.claims.renew_script(keys=[self.key], args=[self.token, self.ttl_ms]):
                     self.lost = True
                     log.warning("send claim %s lapsed while held; the send stops after this part", self.key)
                     return

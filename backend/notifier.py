@@ -26,7 +26,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from backend import keys, metrics
-from backend.delivery import SendClaim
+from backend.delivery import ACQUIRED, DELIVERED, SendClaim, SendClaims
 from backend.logs import about_task
 from backend.redact import scrub
 from backend.settings import Settings
@@ -145,6 +145,9 @@ class Notifier:
         self._warned_missing: set[str] = set()
         self._stopping = asyncio.Event()
         self._move_back = redis.register_script(MOVE_BACK_SCRIPT)
+        # As long as a consumer lease: when a dead notifier's entries move on, its claim has lapsed too.
+        self._claims = SendClaims(redis, ttl_ms=int(settings.consumer_lease_s * 1000),
+                                  rounds_ttl_s=settings.delivered_ttl_s)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -336,42 +339,35 @@ class Notifier:
         if platform is None:
             await self._park(entry, name)
             return
-        # As long as a consumer lease: when a dead notifier's entries move on, its claim has lapsed too.
-        claim = SendClaim(self.redis, result.task_id, ttl_ms=int(self.settings.consumer_lease_s * 1000))
-        if not await self._claim(claim, result.task_id):
-            await self._ack_if_delivered(entry, result.task_id)
+        claim = self._claims.for_task(result.task_id)
+        if not await self._claim(claim, entry):
             return
         async with claim.held():
-            # Checked under the claim: a second entry for this task, or a second notifier, finds it here.
-            if await self._ack_if_delivered(entry, result.task_id):
-                return
             # Counted per real delivery round, not per XPENDING delivery (a parked result was read too).
-            rounds = await self.redis.incr(keys.send_rounds(result.task_id))
-            await self.redis.expire(keys.send_rounds(result.task_id), self.settings.delivered_ttl_s)
-            if rounds > self.settings.max_deliveries:
+            if claim.rounds > self.settings.max_deliveries:
                 await self.group.dead_letter(entry, reason="delivery failed too many times")
                 metrics.send_ended(platform.name, "dead_lettered")
                 return
             await self._deliver(entry, result, platform, claim)
 
-    async def _ack_if_delivered(self, entry: Entry, task_id: str) -> bool:
-        if await self.redis.exists(keys.delivered(task_id)):
-            await self.group.ack(entry)
-            return True
-        return False
-
-    async def _claim(self, claim: SendClaim, task_id: str) -> bool:
-        """Take the task's send claim, waiting while another notifier process holds it. False when the
-        result got delivered meanwhile or this notifier is stopping (the entry stays pending)."""
+    async def _claim(self, claim: SendClaim, entry: Entry) -> bool:
+        """Take the task's send claim, waiting while another notifier process holds it. `delivered:` is
+        checked in the same step, so a second entry for this task, or a second notifier, finds it there
+        and only acknowledges. False when there is nothing to send (or this notifier is stopping)."""
         waited = False
-        while not await claim.try_acquire():
-            if await self.redis.exists(keys.delivered(task_id)) or self._stopping.is_set():
+        while True:
+            state = await claim.try_acquire()
+            if state == ACQUIRED:
+                return True
+            if state == DELIVERED:
+                await self.group.ack(entry)
+                return False
+            if self._stopping.is_set():
                 return False
             if not waited:
-                log.info("result of %s is being sent by another notifier; waiting for it", task_id)
+                log.info("result of %s is being sent by another notifier; waiting for it", claim.task_id)
                 waited = True
             await self._sleep(CLAIM_POLL_S)
-        return True
 
     async def _deliver(self, entry: Entry, result: Result, platform: _Platform, claim: SendClaim) -> None:
         """Send with retries. A retry-after is waited out in full, and every wait happens outside the
