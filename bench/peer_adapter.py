@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import private_redis  # noqa: E402
 from _pipeline import QueueLayer, drain_rate, enqueue, flush  # noqa: E402

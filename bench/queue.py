@@ -63,6 +63,12 @@ def raw(url: str, tasks: int, tmp: Path) -> float:
     return drain_rate(_report_of(procs, report), tasks)
 
 
+def arq_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("arq") is not None
+
+
 def arq(url: str, tasks: int, tmp: Path) -> float:
     flush(url)
     report = tmp / "arq.json"
@@ -89,21 +95,24 @@ def main() -> None:
             figures["intake_enqueue"].append(enqueue_rate)
             figures["repairbot_2"].append(repairbot(url, tasks, 2, Path(tmp))[0])
             figures["raw"].append(raw(url, tasks, Path(tmp)))
-            figures["arq"].append(arq(url, tasks, Path(tmp)))
-    stats = {name: summary(values) for name, values in figures.items()}
-    ratios = {
-        "vs_arq_1_worker": summary([a / b for a, b in zip(figures["repairbot_1"], figures["arq"])]),
-        "vs_raw_1_worker": summary([a / b for a, b in zip(figures["repairbot_1"], figures["raw"])]),
-    }
-    print_table(f"Queue layer, {tasks} tasks, median of {runs} (min–max), tasks/s", ["system", "drain/s"], [
+            if arq_installed():
+                figures["arq"].append(arq(url, tasks, Path(tmp)))
+    stats = {name: summary(values) for name, values in figures.items() if values}
+    ratios = {"vs_raw_1_worker": summary([a / b for a, b in zip(figures["repairbot_1"], figures["raw"])])}
+    rows = [
         ["repairbot, 1 worker + notifier", cell(stats["repairbot_1"])],
         ["repairbot, 2 workers + notifier", cell(stats["repairbot_2"])],
         ["raw redis-py streams", cell(stats["raw"])],
-        ["arq (tuned), 1 worker", cell(stats["arq"])],
-        ["repairbot 1 worker / arq", cell(ratios["vs_arq_1_worker"], "{:.2f}x")],
-        ["repairbot 1 worker / raw", cell(ratios["vs_raw_1_worker"], "{:.0%}")],
-        ["(intake enqueue, 1 process)", cell(stats["intake_enqueue"])],
-    ])
+    ]
+    if figures["arq"]:
+        ratios["vs_arq_1_worker"] = summary([a / b for a, b in zip(figures["repairbot_1"], figures["arq"])])
+        rows += [["arq (tuned), 1 worker", cell(stats["arq"])],
+                 ["repairbot 1 worker / arq", cell(ratios["vs_arq_1_worker"], "{:.2f}x")]]
+    else:
+        rows.append(["arq (tuned)", "not installed: pip install -e '.[bench]'"])
+    rows += [["repairbot 1 worker / raw", cell(ratios["vs_raw_1_worker"], "{:.0%}")],
+             ["(intake enqueue, 1 process)", cell(stats["intake_enqueue"])]]
+    print_table(f"Queue layer, {tasks} tasks, median of {runs} (min–max), tasks/s", ["system", "drain/s"], rows)
     write_json("queue", args.out, {"tasks": tasks, "figures": stats, "ratios": ratios})
 
 
