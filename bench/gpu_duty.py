@@ -43,10 +43,12 @@ class FixedServiceFake:
         outputs: dict[tuple[int, int], bytes] = {}
 
         def cached_png(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
-            if image.size not in outputs:  # made once per size: photo-like content, ComfyUI's compress level
-                grey = Image.open(io.BytesIO(photo(*image.size, "PNG"))).convert("RGB")
+            if image.size not in outputs:  # made once per size: a tinted photo, ComfyUI's compress level
+                grey = Image.open(io.BytesIO(photo(*image.size, "PNG"))).convert("L")
+                tinted = Image.merge("RGB", (grey, grey.point(lambda v: v * 85 // 100),
+                                             grey.point(lambda v: v * 6 // 10)))
                 buffer = io.BytesIO()
-                grey.save(buffer, "PNG", compress_level=4)
+                tinted.save(buffer, "PNG", compress_level=4)
                 outputs[image.size] = buffer.getvalue()
             return outputs[image.size]
 

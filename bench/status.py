@@ -99,8 +99,9 @@ def main() -> None:
                 inside.append(asyncio.run(in_process(url)) * 1000)
             figures[waiting] = {"wall_ms": summary(walls), "in_process_ms": summary(inside),
                                 "redis_usec": summary(usecs)}
-            rows.append([f"{waiting:,}", cell(figures[waiting]["wall_ms"]), cell(figures[waiting]["in_process_ms"], "{:.1f}"),
-                         cell(figures[waiting]["redis_usec"])])
+            row = figures[waiting]
+            rows.append([f"{waiting:,}", cell(row["wall_ms"]), cell(row["in_process_ms"], "{:.1f}"),
+                         cell(row["redis_usec"])])
         image = Path(tmp) / "photo.jpg"
         image.write_bytes(photo(64, 64))
         submit = [sys.executable, "-m", "backend.cli", "submit", str(image), "--mode", "preview"]
