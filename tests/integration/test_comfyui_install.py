@@ -155,3 +155,11 @@ def _weights(tmp_path: Path) -> Path:
     path = tmp_path / "w.pth"
     path.write_bytes(WEIGHTS)
     return path
+
+
+def test_requirements_leave_torch_to_its_own_step_and_take_headless_opencv(tmp_path):
+    comfy, node = tmp_path / "a.txt", tmp_path / "b.txt"
+    comfy.write_text("torch\ntorchvision\ntorchaudio\nnumpy>=1.25.0\n#non essential dependencies:\nkornia>=0.7.1\n")
+    node.write_text("numpy>=1.24.3\nopencv_python>=4.7.0.72\ntimm>=0.9.2\n")
+    assert ci.requirement_lines(comfy, node) == ["numpy>=1.25.0", "kornia>=0.7.1", "numpy>=1.24.3",
+                                                 "opencv-python-headless>=4.7.0.72", "timm>=0.9.2"]

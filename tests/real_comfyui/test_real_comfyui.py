@@ -3,7 +3,8 @@
     REPAIRBOT_REAL_COMFYUI=http://127.0.0.1:8188 python3 -m pytest -q tests/real_comfyui
 
 Skipped unless REPAIRBOT_REAL_COMFYUI is set, so CI (which has no ComfyUI) never runs it. On a CPU
-the first prompt builds the network and loads the checkpoint: allow a few minutes.
+the first prompt builds the network and loads the checkpoint: allow a few minutes. Without access to
+the hub, `make_random_checkpoint.py` beside this file makes a checkpoint for `--weights`.
 """
 
 from __future__ import annotations
