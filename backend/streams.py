@@ -162,6 +162,8 @@ class ConsumerGroup:
         self._token = ""
         self._renewed_at = 0.0  # loop time at which our last successful renewal was *sent*
         self._name_lost = False
+        self._former = ""  # our name before the current one: entries a late read gave it are ours too
+        self._former_until = 0.0  # ...until its lease, no longer renewed, has surely lapsed
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._reclaim_cursor: dict[str, str] = {}
         self._renew_lease = redis.register_script(RENEW_LEASE)
@@ -212,13 +214,16 @@ class ConsumerGroup:
                 if self.name_lost or not await self._renew():
                     await self._rejoin()
                 if self.holder is not None:
-                    taken = await self.keep_ownership(self.holder.in_hand())
+                    former = self._former if self._now() < self._former_until else ""
+                    taken = await self.keep_ownership(self.holder.in_hand(), former=former)
                     if taken:
                         self.holder.taken_away(taken)
                     claimed, next_lapse_s = await self.take_over_dead(self.holder.room())
                     for entry in claimed:
                         self.holder.adopt(entry)
                     delay = min(delay, next_lapse_s)
+                    if not claimed and not self.holder.in_hand():
+                        await self._back_to_a_lower_slot()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis hiccups must not end the heartbeat
@@ -251,7 +256,11 @@ class ConsumerGroup:
                     former, self.lease_s)
         await self._bounded(self._release_lease(keys=[self._lease_key(former)], args=[former_token]))
         await self._take_a_name()
+        # Entries still under the old name are ours unless another process has taken that name since.
         log.info("consumer %s is now %s", former, self.consumer)
+        if self.consumer != former and await self._bounded(self.redis.exists(self._lease_key(former))):
+            former = ""
+        self._former, self._former_until = former, self._now() + self.lease_s
         if self.holder is None:
             return
         in_hand = self.holder.in_hand()
@@ -262,6 +271,38 @@ class ConsumerGroup:
         for entry in await self.read_own_pending():
             if entry.entry_id not in held:
                 self.holder.adopt(entry)
+
+    async def _back_to_a_lower_slot(self) -> None:
+        """A process restarted while its old lease still held came up on a higher slot; once that lease
+        has lapsed and its entries are taken over, it moves back while it holds nothing, so consumer
+        names stay stable across restarts instead of piling up."""
+        prefix, _, slot = self.consumer.rpartition("-")
+        if not slot.isdigit() or int(slot) == 0 or not await self._holds_nothing(self.consumer):
+            return
+        for lower in range(int(slot)):
+            name = f"{prefix}-{lower}"
+            if not await self._holds_nothing(name):
+                continue  # a dead one's entries: taken over first, by liveness
+            token, sent = secrets.token_hex(16), self._now()
+            if await self._bounded(self.redis.set(self._lease_key(name), token, nx=True, px=int(self.lease_s * 1000))):
+                # The old lease is left to lapse, not released: a read still in flight under the old name
+                # may hand it an entry, which the next heartbeat moves over (`_former` counts as ours).
+                self._former, self.consumer, self._token, self._renewed_at = self.consumer, name, token, sent
+                self._former_until = sent + self.lease_s
+                log.info("consumer %s moved back to its slot %s", self._former, name)
+                return
+
+    async def _holds_nothing(self, name: str) -> bool:
+        for stream in self.streams:
+            try:
+                pending = await self._bounded(
+                    self.redis.xpending_range(stream, self.group, min="-", max="+", count=1, consumername=name)
+                )
+            except ResponseError:
+                continue  # no group yet: nothing pending
+            if pending:
+                return False
+        return True
 
     async def release_name(self) -> None:
         if self._heartbeat_task is not None:

@@ -187,3 +187,38 @@ async def test_a_worker_stalled_past_its_lease_steps_aside_for_the_one_that_took
         assert "handed back" not in stack.log("stalled").split("lost its lease")[1]
     finally:
         await stack.close()
+
+
+async def test_a_process_restarted_on_a_higher_slot_moves_back_once_the_old_lease_lapsed(redis, settings):
+    stream = settings.tasks_stream
+    await redis.xgroup_create(stream, settings.workers_group, id="0", mkstream=True)
+    await redis.xadd(stream, {"n": "1"})
+    before = group(redis, settings, lease_s=0.6)
+    old_name = await before.acquire_name()
+    await before.read_new(1, block=False)
+    before._heartbeat_task.cancel()  # killed holding an entry; its process comes back at once
+    hands = Hands(room=10)
+    restarted = ConsumerGroup(redis, group=settings.workers_group, streams={stream: "0"}, role="worker",
+                              dead_stream=settings.dead_stream, lease_s=3.0, refresh_s=0.2, holder=hands)
+    assert await restarted.acquire_name() != old_name
+    for _ in range(60):  # the old entry is taken over as the lease lapses...
+        if hands.adopted:
+            break
+        await asyncio.sleep(0.05)
+    [entry] = hands.adopted
+    await restarted.ack(entry)
+    hands.held = []
+    for _ in range(60):  # ...and, holding nothing, the process takes its old name back
+        if restarted.consumer == old_name:
+            break
+        await asyncio.sleep(0.05)
+    assert restarted.consumer == old_name
+    assert await redis.get(keys.consumer_lease(settings.workers_group, old_name)) == restarted._token.encode()
+    # An entry a read still in flight hands the name it just left is moved over, not taken away.
+    await redis.xadd(stream, {"n": "2"})
+    [late] = await redis.xreadgroup(settings.workers_group, restarted._former, {stream: ">"}, count=1)
+    hands.held = [Entry(stream, late[1][0][0].decode(), late[1][0][1])]
+    await asyncio.sleep(0.5)
+    [pending] = await redis.xpending_range(stream, settings.workers_group, "-", "+", 10)
+    assert pending["consumer"].decode() == old_name and pending["times_delivered"] == 1 and hands.lost == []
+    await restarted.release_name()
