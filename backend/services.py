@@ -14,6 +14,9 @@ if TYPE_CHECKING:  # imported when built: a CLI command pays only for what it us
     from backend.admin import Admin
     from backend.blobs import BlobStore
     from backend.intake import Intake
+    from backend.positions import PositionAnnouncer, QueueView
+    from backend.reruns import Reruns
+    from backend.status_line import StatusLines
     from backend.workflows import Workflows
 
 
@@ -25,6 +28,10 @@ class Services:
     workflows: Workflows
     intake: Intake
     admin: Admin
+    lines: StatusLines  # the forward-only gate of every status message
+    positions: PositionAnnouncer  # keeps waiting photos' place in line current
+    queue: QueueView  # where a user's photos are
+    reruns: Reruns  # "Other mode" once per photo and mode
 
     @classmethod
     def create(cls, settings: Settings, *, comfyui: bool = True) -> "Services":
@@ -33,7 +40,10 @@ class Services:
         from backend.admin import Admin
         from backend.blobs import make_blob_store
         from backend.intake import Intake
+        from backend.positions import PositionAnnouncer, QueueView
         from backend.redis_conn import connect
+        from backend.reruns import Reruns
+        from backend.status_line import StatusLines
         from backend.workflows import Workflows
 
         if comfyui:
@@ -52,6 +62,10 @@ class Services:
             workflows=workflows,
             intake=Intake(redis, settings, blobs, workflows),
             admin=Admin(redis, settings, clients),
+            lines=StatusLines(redis),
+            positions=PositionAnnouncer(redis, settings, every_s=settings.status_refresh_s),
+            queue=QueueView(redis, settings),
+            reruns=Reruns(redis, settings.blob_ttl_s),
         )
 
     @classmethod

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     workers_group: str = "repair_workers"
     notifiers_group: str = "notifiers"
     events_maxlen: int = 5000
+    status_refresh_s: float = 3.0  # how often waiting photos' place in line and elapsed time are refreshed
     redis_socket_timeout_s: float = 10.0
     redis_max_connections: int = 64
     redis_pool_timeout_s: float = 20.0

@@ -20,7 +20,7 @@ from backend.redact import scrub
 SCHEMA_VERSION = "1"
 PLATFORMS = ("telegram", "discord", "cli", "test")
 RESULT_STATUSES = ("ok", "failed", "cancelled")
-EVENT_STATES = ("started", "progress", "retrying")
+EVENT_STATES = ("queued", "started", "progress", "retrying")
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _MODE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -110,6 +110,7 @@ _REPLY_FIELDS: dict[str, dict[str, tuple[bool, Any]]] = {
         "status_message_id": (False, _is_id),
         "lang": (False, lambda v: isinstance(v, str) and len(v) <= 16),
         "album": (False, lambda v: isinstance(v, str) and len(v) <= 64),
+        "as_file": (False, lambda v: isinstance(v, bool)),  # sent as a file: the result comes back as one too
     },
     "discord": {
         "application_id": (True, _is_id),
@@ -288,10 +289,13 @@ class Result:
 @dataclass(frozen=True)
 class Event:
     task_id: str
-    state: Literal["started", "progress", "retrying"]
+    state: Literal["queued", "started", "progress", "retrying"]
     reply: dict[str, Any]
     percent: int = 0
     at: int = field(default_factory=now_ms)
+    position: int = 0  # "queued": the place in line
+    eta_s: int = 0  # "queued": the estimated wait; 0 when run times are not known yet
+    count: int = 0  # "queued": photos still waiting under the same status message
 
     def encode(self) -> dict[str, str]:
         return {
@@ -301,6 +305,9 @@ class Event:
             "reply": _dumps(self.reply),
             "percent": str(self.percent),
             "at": str(self.at),
+            "position": str(self.position),
+            "eta_s": str(self.eta_s),
+            "count": str(self.count),
         }
 
     @classmethod
@@ -318,6 +325,9 @@ class Event:
             reply=validate_reply(_json_field(fields, "reply")),
             percent=percent,
             at=_integer(fields, "at", required=False),
+            position=_integer(fields, "position", required=False),
+            eta_s=_integer(fields, "eta_s", required=False),
+            count=_integer(fields, "count", required=False),
         )
 
 

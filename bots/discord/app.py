@@ -52,9 +52,19 @@ class RepairBot(discord.Client):
 
     async def setup_hook(self) -> None:
         settings = self.services.settings
+        self._stop_announcing = asyncio.Event()
+        self._announcer = asyncio.create_task(self.services.positions.run(self._stop_announcing))
         await self.tree.set_translator(CatalogTranslator())
         await sync_if_changed(self.tree, self.services.redis, application_id=self.application_id or 0,
                               guild_ids=settings.discord_guild_ids)
+
+    async def close(self) -> None:
+        """Stop refreshing waiting photos' places, then close the connection."""
+        if getattr(self, "_announcer", None) is not None:
+            self._stop_announcing.set()
+            await self._announcer
+            self._announcer = None
+        await super().close()
 
     async def on_ready(self) -> None:
         log.info("Discord bot ready as %s", self.user)

@@ -17,8 +17,10 @@ from discord import app_commands
 from backend.errors import Refused
 from backend.intake import Intake, Submitted
 from backend.services import Services
+from backend.status_line import QUEUED, StatusLines, known_run_s, line_id, queued_text
 from backend.texts import text
 from backend.workflows import Mode
+from bots.discord.messages import cancel_view
 from bots.discord.translations import localized
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
 
@@ -46,7 +48,7 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
             return
         await defer_once(services, interaction, ephemeral=private)
         chosen = mode or await services.intake.default_mode(user_key(interaction.user.id))
-        await queue_photos(services.intake, interaction, [image], mode=chosen, private=private)
+        await queue_photos(services, interaction, [image], mode=chosen, private=private)
 
     @tree.context_menu(name=localized("Colorize photo", "cmd_colorize_menu"))
     async def colorize_message(interaction: discord.Interaction, message: discord.Message) -> None:
@@ -56,7 +58,7 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
             return
         await defer_once(services, interaction, ephemeral=False)
         mode = await services.intake.default_mode(user_key(interaction.user.id))
-        await queue_photos(services.intake, interaction, photos, mode=mode, private=False)
+        await queue_photos(services, interaction, photos, mode=mode, private=False)
 
 
 def mode_choice(mode: Mode) -> app_commands.locale_str:
@@ -94,17 +96,23 @@ async def answered_before(intake: Intake, interaction: discord.Interaction, phot
     if any(claim is None for claim in claims):
         return False
     first = claims[0]
-    key = "queued" if len(claims) == 1 else "queued_album"
     log.info("interaction %s delivered again; answered with task %s", interaction.id, first.task_id)
+    eta = first.eta_s if await known_run_s(intake.redis) is not None else None
+    sentence = queued_text(lang_of(interaction), first.position, eta, count=len(claims))
+    line = line_id(first.reply) or ""
+    current = await StatusLines(intake.redis).current(line)
+    if current is not None and current.stage > QUEUED:  # it moved on: never back to "Queued"
+        return True
     with contextlib.suppress(discord.HTTPException):  # the first answer may be gone already: nothing to redo
-        await interaction.edit_original_response(
-            content=text(key, lang_of(interaction), position=first.position, eta=first.eta_s, count=len(claims)))
+        await interaction.edit_original_response(content=sentence)
     return True
 
 
-async def queue_photos(intake: Intake, interaction: discord.Interaction, photos: list[discord.Attachment], *,
+async def queue_photos(services: Services, interaction: discord.Interaction, photos: list[discord.Attachment], *,
                        mode: str, private: bool) -> None:
-    """Check, download and submit; answer with the place in line, or refuse (only the user sees it)."""
+    """Check, download and submit; answer with the place in line (and Cancel), or refuse (only the user
+    sees it)."""
+    intake = services.intake
     lang, user = lang_of(interaction), user_key(interaction.user.id)
     exempt = is_admin(interaction, intake.settings)
     try:
@@ -124,23 +132,41 @@ async def queue_photos(intake: Intake, interaction: discord.Interaction, photos:
         return
     queued: list[Submitted] = []
     refusals: list[Refused] = []
+    replies: list[dict] = []
     for index, (photo, data) in enumerate(zip(photos, downloads), start=1):
-        # Photos of one message share one "thinking" message: each progress line says which photo it is.
+        # Photos of one message share one "thinking" message and come back in one follow-up, numbered.
         part = f"{index}/{len(downloads)}" if len(downloads) > 1 else None
+        reply = reply_for(interaction, private=private, part=part)
         try:
-            queued.append(await intake.submit(data, mode=mode, reply=reply_for(interaction, private=private, part=part),
+            queued.append(await intake.submit(data, mode=mode, reply=reply,
                                               user=user, exempt=exempt, event_key=event_key(interaction, photo)))
+            replies.append(reply)
         except Refused as refusal:
             refusals.append(refusal)
     if not queued:
         await refuse(interaction, refusals[0], lang, deferred_ephemeral=private)
         return
-    first = queued[0]
-    key = "queued" if len(queued) == 1 else "queued_album"
-    await interaction.edit_original_response(
-        content=text(key, lang, position=first.position, eta=first.eta_s, count=len(queued)))
+    await show_queued(services, interaction, queued, replies, user)
     for sentence in dict.fromkeys(r.user_message(lang) for r in refusals):
         await interaction.followup.send(sentence, ephemeral=True)
+
+
+async def show_queued(services: Services, interaction: discord.Interaction, queued: list[Submitted],
+                      replies: list[dict], user: str) -> None:
+    """The "thinking" message becomes "Queued — #N" with Cancel (unless the worker got there first: the
+    status line only moves forward); the announcer keeps the place current from then on."""
+    lang = lang_of(interaction)
+    line = line_id(replies[0]) or ""
+    await services.lines.expect(line, len(queued), user)
+    for submitted, reply in zip(queued, replies):
+        await services.lines.add_task(line, submitted.task_id)
+        await services.positions.watch(submitted.task_id, reply)
+    places = await services.queue.places([s.task_id for s in queued])
+    if not places:  # finished already: the result is on its way
+        return
+    sentence = queued_text(lang, places[0].position, max(p.eta_s for p in places) or None, count=len(queued))
+    if await services.lines.advance(line, QUEUED, sentence):
+        await interaction.edit_original_response(content=sentence, view=cancel_view(line, lang))
 
 
 def check_declared(photo: discord.Attachment, upload_limit: int, intake: Intake) -> None:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from typing import Any, AsyncIterator, Callable
 
 import aiohttp
@@ -30,17 +29,18 @@ from backend.errors import RepairError
 from backend.notifier import SendPermanent, SendRetry
 from backend.redis_conn import connect
 from backend.settings import Settings
+from backend.status_line import StatusLines, known_run_s, line_id, render_event
+from backend.stored_results import stored_results
 from backend.tasks import Event, Result, user_lang
 from backend.texts import text
 from backend.workflows import Workflows
 from bots.discord.endpoints import bot_token, point_at
-from bots.discord.messages import ResultImage, failure_text, result_embed, result_view
+from bots.discord.messages import ResultImage, cancel_view, failure_text, failure_view, group_embed, group_view, result_embed, result_view
 from bots.discord.replies import DEFAULT_UPLOAD_LIMIT, token_alive, upload_limit
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 3.0
-REMEMBERED_TASKS = 2000
 
 
 @contextlib.asynccontextmanager
@@ -67,12 +67,12 @@ class DiscordSender:
 
     :param parts: where a result's send progress is recorded (survives a restart)
     :param progress_every_s: at most one progress edit per task this often (state changes always show)
-    :param clock: monotonic seconds, replaceable in tests
+    :param clock: wall-clock seconds (status lines are shared by processes), replaceable in tests
     :param owned: closed with the sender (its Redis connection)
     """
 
     def __init__(self, settings: Settings, blobs: BlobStore, *, parts: PartStore,
-                 progress_every_s: float = PROGRESS_EVERY_S, clock: Callable[[], float] = time.monotonic,
+                 progress_every_s: float = PROGRESS_EVERY_S, clock: Callable[[], float] = time.time,
                  owned: Redis | None = None):
         self.settings = settings
         self.parts = parts
@@ -82,7 +82,10 @@ class DiscordSender:
         self.progress_every_s = progress_every_s
         self.clock = clock
         self.client: discord.Client | None = None
-        self._last_progress: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        # The status lines (forward-only gate, photos of one message): the owned connection, else our own.
+        self._own_redis = owned is None
+        self.redis = owned if owned is not None else connect(settings)
+        self.lines = StatusLines(self.redis)
 
     async def start(self) -> None:
         point_at(self.settings)
@@ -95,6 +98,8 @@ class DiscordSender:
             await self.client.close()
         if self._owned is not None:
             await self._owned.aclose()
+        elif self._own_redis:
+            await self.redis.aclose()
 
     async def send_admin_alert(self, message: str, admin_ids: list[int]) -> int:
         """An operations alert (backend.alerts) to each admin by direct message; how many got it."""
@@ -123,27 +128,57 @@ class DiscordSender:
         await parts.done("result")
 
     async def _send_result(self, result: Result) -> None:
+        """The result as a follow-up; the photos of one message together in one follow-up once the last
+        is in. Then the "thinking" status message goes."""
         reply, lang = result.reply, user_lang(result.reply)
+        line = line_id(reply)
         async with notifier_errors():
-            message = await self._compose(result, lang)
-            if token_alive(reply):
-                try:
-                    await _send(self._webhook(reply).send, message(mention=False, outside_interaction=False),
-                                ephemeral=bool(reply.get("private")), wait=True)
-                    return
-                except discord.HTTPException as exc:
-                    if exc.status not in (401, 403, 404):
-                        raise
-                    log.info("interaction token of %s no longer works (%s); using the channel", result.task_id, exc)
-            if not reply.get("private"):
-                try:
-                    await _send(self._channel(int(reply["channel_id"])).send,
-                                message(mention=True, outside_interaction=True))
-                    return
-                except (discord.Forbidden, discord.NotFound) as exc:
-                    log.info("channel %s not writable for %s (%s); sending a DM", reply["channel_id"],
-                             result.task_id, exc)
-            await self._direct_message(reply, message)
+            if reply.get("part") and line is not None:
+                if not await self.lines.part_finished(line, result.task_id):
+                    return  # the message's other photos are still on their way
+                results = await self._line_results(line, result)
+                message = await self._compose(result, lang) if len(results) == 1 else await self._compose_group(
+                    results, lang)
+            else:
+                message = await self._compose(result, lang)
+            await self._deliver(reply, message, result.task_id)
+            if line is not None:
+                await self.lines.finish(line)
+            await self._delete_status(reply)
+
+    async def _line_results(self, line: str, last: Result) -> list[Result]:
+        """Every finished photo of the status line, in the order they were attached."""
+        found = {r.task_id: r for r in await stored_results(self.redis, await self.lines.tasks(line))}
+        found[last.task_id] = last
+        return sorted(found.values(), key=lambda r: int(str(r.reply.get("part", "1/1")).split("/")[0]))
+
+    async def _delete_status(self, reply: dict[str, Any]) -> None:
+        """The "thinking"/status message goes once the result is there (while the token lives)."""
+        if not token_alive(reply):
+            return
+        with contextlib.suppress(discord.HTTPException):  # gone already, or an ephemeral one Discord won't delete
+            await self._webhook(reply).delete_message("@original")  # type: ignore[arg-type]
+
+    async def _deliver(self, reply: dict[str, Any], message: Callable[..., dict[str, Any]], task_id: str) -> None:
+        """A follow-up while the interaction token lives, else a channel message, else a DM."""
+        if token_alive(reply):
+            try:
+                await _send(self._webhook(reply).send, message(mention=False, outside_interaction=False),
+                            ephemeral=bool(reply.get("private")), wait=True)
+                return
+            except discord.HTTPException as exc:
+                if exc.status not in (401, 403, 404):
+                    raise
+                log.info("interaction token of %s no longer works (%s); using the channel", task_id, exc)
+        if not reply.get("private"):
+            try:
+                await _send(self._channel(int(reply["channel_id"])).send,
+                            message(mention=True, outside_interaction=True))
+                return
+            except (discord.Forbidden, discord.NotFound) as exc:
+                log.info("channel %s not writable for %s (%s); sending a DM", reply["channel_id"],
+                         task_id, exc)
+        await self._direct_message(reply, message)
 
     async def _compose(self, result: Result, lang: str) -> Callable[..., dict[str, Any]]:
         """A factory of send() keyword arguments; files are rebuilt for each attempt.
@@ -167,7 +202,10 @@ class DiscordSender:
         if sentence is not None:
 
             def failure(*, mention: bool, outside_interaction: bool) -> dict[str, Any]:
-                return {"content": f"<@{user_id}> {sentence}" if mention else sentence, "allowed_mentions": mentions}
+                message = {"content": f"<@{user_id}> {sentence}" if mention else sentence, "allowed_mentions": mentions}
+                if (view := failure_view(result, lang, self.workflows)) is not None:
+                    message["view"] = view
+                return message
 
             return failure
 
@@ -183,6 +221,44 @@ class DiscordSender:
 
         return success
 
+    async def _compose_group(self, results: list[Result], lang: str) -> Callable[..., dict[str, Any]]:
+        """Up to ten images of one message in one follow-up, numbered, with one embed (mode, total time);
+        a photo that failed is named in the text. Each file gets its share of the upload limit."""
+        user_id = int(results[0].reply["user_id"])
+        mentions = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
+        count = len(results)
+        share = max(1, upload_limit(results[0].reply) // count)
+        standard_share = max(1, min(share, DEFAULT_UPLOAD_LIMIT // count))
+        pictures: list[tuple[int, Result, ResultImage, ResultImage]] = []
+        notes: list[str] = []
+        for index, result in enumerate(results[:10], start=1):
+            data = await self.blobs.get(result.output) if result.status == "ok" else None
+            problem = failure_text(result, lang) if result.status != "ok" else None
+            if result.status == "ok" and data is None:
+                problem = text("output_expired", lang)
+            if data is not None:
+                try:
+                    image = await ResultImage.fit(data, share, stem=f"colorized-{index}")
+                    standard = image if share <= standard_share else await ResultImage.fit(
+                        data, standard_share, stem=f"colorized-{index}")
+                    pictures.append((index, result, image, standard))
+                except RepairError:
+                    problem = text("output_invalid", lang)
+            if problem:
+                notes.append(text("photo_part", lang, index=index, count=count) + problem)
+
+        def group(*, mention: bool, outside_interaction: bool) -> dict[str, Any]:
+            lines = ([f"<@{user_id}>"] if mention else []) + notes
+            message: dict[str, Any] = {"content": "\n".join(lines) or None, "allowed_mentions": mentions}
+            if pictures:
+                chosen = [(i, r, standard if outside_interaction else image) for i, r, image, standard in pictures]
+                message["embed"] = group_embed([r for _, r, _ in chosen], lang, self.workflows)
+                message["files"] = [image.file() for _, _, image in chosen]
+                message["view"] = group_view([(i, r) for i, r, _ in chosen], lang, self.workflows)
+            return message
+
+        return group
+
     async def _direct_message(self, reply: dict[str, Any], message: Callable[..., dict[str, Any]]) -> None:
         try:
             channel = await self._client().http.start_private_message(int(reply["user_id"]))
@@ -193,29 +269,29 @@ class DiscordSender:
 
     # --- progress ------------------------------------------------------------------------------
     async def send_event(self, event: Event) -> None:
-        """Edit the "thinking" message; progress edits are throttled, dropped when the token is gone."""
+        """Edit the status message ("thinking" at first) with Cancel under it: only forward, only when its
+        text changes, refreshes within a stage at most every `progress_every_s`; nothing once the token is gone."""
         reply = event.reply
-        if not token_alive(reply) or not self._worth_showing(event):
+        line = line_id(reply)
+        if not token_alive(reply) or line is None:
             return
         lang = user_lang(reply)
-        content = text(event.state, lang, percent=event.percent)
-        if reply.get("part"):
+        current = await self.lines.current(line)
+        stage, content = render_event(event, current, await known_run_s(self.redis), lang)
+        if reply.get("part") and event.state != "queued":
             index, count = reply["part"].split("/")
             content = text("photo_part", lang, index=index, count=count) + content
+        if current is not None:
+            if stage < current.stage or content == current.text:
+                return
+            if stage == current.stage and self.clock() * 1000 - current.at_ms < self.progress_every_s * 1000:
+                return
+        if not await self.lines.advance(line, stage, content):
+            return
         async with notifier_errors():
             # "@original" is the deferred response; discord.py puts the id into the URL as given.
-            await self._webhook(reply).edit_message("@original", content=content)  # type: ignore[arg-type]
-
-    def _worth_showing(self, event: Event) -> bool:
-        now = self.clock()
-        last = self._last_progress.get(event.task_id)
-        if last is not None and event.state == last[1] and now - last[0] < self.progress_every_s:
-            return False
-        self._last_progress[event.task_id] = (now, event.state)
-        self._last_progress.move_to_end(event.task_id)
-        while len(self._last_progress) > REMEMBERED_TASKS:
-            self._last_progress.popitem(last=False)
-        return True
+            await self._webhook(reply).edit_message("@original", content=content,  # type: ignore[arg-type]
+                                                    view=cancel_view(line, lang))
 
     # --- plumbing ------------------------------------------------------------------------------
     def _client(self) -> discord.Client:
@@ -244,7 +320,8 @@ async def _send(send: Callable[..., Any], message: dict[str, Any], **extra: Any)
             view.stop()
 
 
-def build_sender(settings: Settings, blobs: BlobStore) -> DiscordSender:
+def build_sender(settings: Settings, blobs: BlobStore, *, progress_every_s: float = PROGRESS_EVERY_S) -> DiscordSender:
     """What `repairbot notifier` and `repairbot up` register for the "discord" platform."""
     redis = connect(settings)
-    return DiscordSender(settings, blobs, parts=PartStore(redis, ttl_s=settings.delivered_ttl_s), owned=redis)
+    return DiscordSender(settings, blobs, parts=PartStore(redis, ttl_s=settings.delivered_ttl_s), owned=redis,
+                         progress_every_s=progress_every_s)

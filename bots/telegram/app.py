@@ -92,9 +92,13 @@ async def running(app: Application, settings: Settings) -> AsyncIterator[Applica
         else:
             await app.updater.start_polling(poll_interval=0, timeout=10, drop_pending_updates=False)
         await app.start()
+        stop_announcing = asyncio.Event()
+        announcer = asyncio.create_task(app.bot_data["services"].positions.run(stop_announcing))
         try:
             yield app
         finally:
+            stop_announcing.set()
+            await announcer
             if app.updater.running:
                 await app.updater.stop()
             await app.stop()

@@ -17,10 +17,12 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
-from backend import alerts, images, keys
+from backend import alerts, images
 from backend.errors import Refused
 from backend.intake import Submitted
 from backend.services import Services
+from backend.stored_results import stored_result
+from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.texts import pick_lang, text
 from bots.telegram import albums
 from bots.telegram.keyboards import Button, cancel_markup, mode_markup, parse
@@ -112,18 +114,23 @@ def event_key(message: Message) -> str:
 
 async def answer_again(bot: Any, first: Submitted, lang: str, services: Services, *, count: int = 1) -> None:
     """A redelivered message is answered as the first delivery was: that task's status message says
-    "Queued" again (unless its result is in already); no second status, no refusal."""
+    "Queued" again (unless it has moved on: the status line only goes forward); no second status, no refusal."""
     reply = first.reply
     chat_id, status_id = reply.get("chat_id"), reply.get("status_message_id")
     log.info("telegram message delivered again; answered with task %s", first.task_id)
-    if not chat_id or not status_id or await finished_already(services, first.task_id):
+    line = line_id(reply)
+    if not chat_id or not status_id or line is None:
         return
-    if count > 1 or reply.get("album"):
-        line = text("queued_album", lang, count=count, position=first.position, eta=first.eta_s)
-    else:
-        line = text("queued", lang, position=first.position, eta=first.eta_s)
+    eta = first.eta_s if await known_run_s(services.redis) is not None else None
+    sentence = queued_text(lang, first.position, eta, count=count if count > 1 or reply.get("album") else 1)
+    current = await services.lines.current(line)
+    if current is not None and current.stage > QUEUED:  # it moved on: never back to "Queued"
+        return
+    # Said again even if recorded: a crash may have come between the record and the edit (a refused
+    # "not modified" is the price of this rare path).
+    await services.lines.advance(line, QUEUED, sentence)
     with contextlib.suppress(BadRequest):  # unchanged, or the status is gone
-        await bot.edit_message_text(line, chat_id=chat_id, message_id=status_id,
+        await bot.edit_message_text(sentence, chat_id=chat_id, message_id=status_id,
                                     reply_markup=cancel_markup(reply, first.task_id, lang))
 
 
@@ -143,40 +150,51 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
     status = await message.reply_text(text("received", asker.lang), do_quote=True)
     reply = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id,
              "status_message_id": status.message_id, "lang": asker.lang}
+    if message.document is not None:
+        reply["as_file"] = True
     try:
         data = await download(message, file_id, downloads)
         mode = services.workflows.from_words(message.caption) or await services.intake.default_mode(asker.user)
         submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user, exempt=asker.exempt,
                                                  event_key=key)
     except Refused as refusal:
-        await status.edit_text(refusal.user_message(asker.lang))
+        await settle(status, reply, services, refusal.user_message(asker.lang))
         return
     except Exception:  # noqa: BLE001 - Telegram or Redis failed mid-way: the status must not say "putting in line"
         log.exception("photo from %s could not be queued", asker.user)
         with contextlib.suppress(Exception):
-            await status.edit_text(text("error_generic", asker.lang))
+            await settle(status, reply, services, text("error_generic", asker.lang))
         return
     if submitted.duplicate:  # the same message, delivered twice at once: the other delivery's status stays
         with contextlib.suppress(BadRequest):
             await status.delete()
         await answer_again(message.get_bot(), submitted, asker.lang, services)
         return
-    await show_queued(status, submitted, reply, asker.lang, services)
+    await show_queued(status, [submitted], reply, asker.lang, services)
 
 
-async def finished_already(services: Services, task_id: str) -> bool:
-    """A fast result may have settled the status message before we got to say "Queued"."""
-    return await services.redis.hget(keys.task(task_id), "state") == b"done"
-
-
-async def show_queued(status: Message, submitted: Submitted, reply: dict[str, Any], lang: str,
-                      services: Services) -> None:
-    """Turn the status into "Queued — #N" with a Cancel button (unless the result beat us to it)."""
-    if await finished_already(services, submitted.task_id):
-        return
-    queued = text("queued", lang, position=submitted.position, eta=submitted.eta_s)
+async def settle(status: Message, reply: dict[str, Any], services: Services, sentence: str) -> None:
+    """The status ends with `sentence` (a refusal): nothing edits it afterwards."""
+    await services.lines.finish(line_id(reply) or "")
     with contextlib.suppress(BadRequest):
-        await status.edit_text(queued, reply_markup=cancel_markup(reply, submitted.task_id, lang))
+        await status.edit_text(sentence)
+
+
+async def show_queued(status: Message, queued: list[Submitted], reply: dict[str, Any], lang: str,
+                      services: Services) -> None:
+    """Turn the status into "Queued — #N" with a Cancel button, unless the worker or the result got
+    there first (the status line only moves forward); the announcer keeps the place current."""
+    for submitted in queued:
+        await services.positions.watch(submitted.task_id, reply)
+    places = await services.queue.places([s.task_id for s in queued])
+    if not places:  # finished already: the result is on its way
+        return
+    sentence = queued_text(lang, places[0].position, max(p.eta_s for p in places) or None, count=len(queued))
+    line = line_id(reply)
+    if line is None or not await services.lines.advance(line, QUEUED, sentence):
+        return
+    with contextlib.suppress(BadRequest):
+        await status.edit_text(sentence, reply_markup=cancel_markup(reply, queued[0].task_id, lang))
 
 
 async def queue_album(group: list[Message], asker: Asker, services: Services, downloads: asyncio.Semaphore) -> None:
@@ -217,6 +235,8 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
     for message, file_id in usable:
         reply = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id,
                  "status_message_id": status.message_id, "lang": asker.lang, "album": str(first.media_group_id)}
+        if message.document is not None:
+            reply["as_file"] = True
         try:
             data = await download(message, file_id, downloads)
             submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
@@ -224,7 +244,7 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
         except Refused as refusal:
             left = await albums.finish_album_item(redis, first.chat_id, status.message_id, f"refused:{message.message_id}")
             if left == 0 and not queued:
-                await status.edit_text(refusal.user_message(asker.lang))
+                await settle(status, reply, services, refusal.user_message(asker.lang))
             else:
                 refused.setdefault(refusal.user_message(asker.lang), message)
             continue
@@ -235,10 +255,8 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
         queued.append(submitted)
     for sentence, message in refused.items():
         await message.reply_text(sentence)
-    if queued and not await finished_already(services, queued[0].task_id):
-        summary = text("queued_album", asker.lang, count=len(queued), position=queued[0].position, eta=queued[-1].eta_s)
-        with contextlib.suppress(BadRequest):
-            await status.edit_text(summary, reply_markup=cancel_markup(reply, queued[0].task_id, asker.lang))
+    if queued:
+        await show_queued(status, queued, reply, asker.lang, services)
 
 
 async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -263,11 +281,15 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     if button.action in ("cancel", "cancel_album"):
         count = await cancel_from_button(button, query.message.chat_id, asker, services)
-        key = "cancelled_count" if count else "nothing_to_cancel"
-        await query.answer(text(key, asker.lang, count=count))
+        await query.answer(text("cancelled_count" if count else "button_gone", asker.lang, count=count))
+        if not count:  # finished, cancelled already, or not this user's: the button no longer applies here
+            with contextlib.suppress(BadRequest):
+                await query.message.edit_reply_markup(reply_markup=None)
     elif button.action == "other_mode":
+        await run_other_mode(query, button, asker, services)
+    elif button.action == "retry":
         await query.answer()
-        await run_other_mode(query.message, button, asker, services, press_id=query.id)
+        await run_again(query.message, button, asker, services, press_id=query.id)
     elif button.action == "compare":
         await query.answer()
         await send_comparison(query.message, button, asker, services)
@@ -285,14 +307,14 @@ async def cancel_from_button(button: Button, chat_id: int, asker: Asker, service
     return sum(flags)
 
 
-async def run_other_mode(result_message: Message, button: Button, asker: Asker, services: Services,
-                         press_id: str | None = None) -> None:
-    """Queue the stored input again in the other mode, with its own status message. The press is an
-    event like a photo: delivered twice, it is one task (keyed by the callback query's id)."""
+async def run_again(result_message: Message, button: Button, asker: Asker, services: Services,
+                    press_id: str | None = None) -> Submitted | None:
+    """Queue the stored input again (Retry, or a mode chosen by Other mode), with its own status message.
+    The press is an event like a photo: delivered twice, it is one task (keyed by the callback query's id)."""
     key = f"telegram:press:{press_id}" if press_id else None
     if key and (first := await services.intake.claimed(key)) is not None:
         await answer_again(result_message.get_bot(), first, asker.lang, services)
-        return
+        return first
     status = await result_message.reply_text(text("received", asker.lang), do_quote=True)
     reply = {"platform": "telegram", "chat_id": result_message.chat_id, "message_id": result_message.message_id,
              "status_message_id": status.message_id, "lang": asker.lang}
@@ -300,14 +322,47 @@ async def run_other_mode(result_message: Message, button: Button, asker: Asker, 
         submitted = await services.intake.resubmit(button.input_key, mode=button.mode, reply=reply,
                                                    user=asker.user, exempt=asker.exempt, event_key=key)
     except Refused as refusal:
-        await status.edit_text(refusal.user_message(asker.lang))
-        return
+        await settle(status, reply, services, refusal.user_message(asker.lang))
+        raise
     if submitted.duplicate:
         with contextlib.suppress(BadRequest):
             await status.delete()
         await answer_again(result_message.get_bot(), submitted, asker.lang, services)
+        return submitted
+    await show_queued(status, [submitted], reply, asker.lang, services)
+    return submitted
+
+
+async def run_other_mode(query: Any, button: Button, asker: Asker, services: Services) -> None:
+    """Other mode runs once per photo and mode: pressed again, it shows the first run's result."""
+    try:
+        mode = services.workflows.choosable_mode(button.mode)
+    except Refused:
+        await query.answer(text("button_gone", asker.lang))
         return
-    await show_queued(status, submitted, reply, asker.lang, services)
+    await query.answer()
+    if (first := await services.intake.claimed(f"telegram:press:{query.id}")) is not None:
+        await answer_again(query.message.get_bot(), first, asker.lang, services)  # this press, delivered again
+        return
+
+    async def queue() -> str:
+        submitted = await run_again(query.message, button, asker, services, press_id=query.id)
+        return submitted.task_id if submitted else ""
+
+    with contextlib.suppress(Refused):  # already said in its status message
+        fresh, task_id = await services.reruns.run_once(button.input_key, mode.name, queue)
+        if not fresh:
+            await show_earlier_run(query.message, task_id, mode.label(asker.lang), asker, services)
+
+
+async def show_earlier_run(message: Message, task_id: str, mode: str, asker: Asker, services: Services) -> None:
+    earlier = await stored_result(services.redis, task_id)
+    data = await services.blobs.get(earlier.output) if earlier is not None and earlier.output else None
+    if data is None:
+        await message.reply_text(text("other_mode_running", asker.lang, mode=mode))
+        return
+    await message.reply_photo(data, caption=text("other_mode_done", asker.lang, mode=mode),
+                              reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True))
 
 
 async def send_comparison(result_message: Message, button: Button, asker: Asker, services: Services) -> None:

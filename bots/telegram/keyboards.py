@@ -8,6 +8,7 @@ Telegram caps callback_data at 64 bytes, so ids travel compactly: a 32-hex task 
   o:<input>:<mode>      run the stored input again in another mode
   x:<input><output>     before/after comparison
   m:<mode>              make this mode the user's default
+  r:<input>:<mode>      run a failed photo again
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _blob_id(key: str) -> str:
 class Button:
     """A decoded callback: what to do and with which ids (blob keys restored)."""
 
-    action: str  # cancel | cancel_album | other_mode | compare | set_mode
+    action: str  # cancel | cancel_album | other_mode | retry | compare | set_mode
     task_id: str = ""
     status_message_id: int = 0
     input_key: str = ""
@@ -84,6 +85,18 @@ def result_markup(input_key: str, output_key: str, lang: str, others: Sequence[M
     return InlineKeyboardMarkup([row]) if row else None
 
 
+def failure_markup(input_key: str, mode: str, lang: str, others: Sequence[Mode] = ()) -> InlineKeyboardMarkup | None:
+    """Retry under a failure, and "Try <mode>" when another mode could help (the caller decides)."""
+    if not input_key or not _HEX32.fullmatch(_blob_id(input_key)):
+        return None
+    row = []
+    data = f"r:{pack_hex(_blob_id(input_key))}:{mode}"
+    if mode and len(data.encode()) <= CALLBACK_DATA_MAX:
+        row.append(InlineKeyboardButton(text("button_retry", lang), callback_data=data))
+    row += other_mode_buttons(input_key, others, lang)
+    return InlineKeyboardMarkup([row]) if row else None
+
+
 def mode_markup(modes: Sequence[Mode], current: str, lang: str) -> InlineKeyboardMarkup:
     """A button per mode users may choose; the current default is ticked."""
     row = [InlineKeyboardButton(("✓ " if mode.name == current else "") + mode.label(lang), callback_data=f"m:{mode.name}")
@@ -101,9 +114,10 @@ def parse(data: str) -> Button | None:
             return Button("cancel", task_id=rest)
         if kind == "C":
             return Button("cancel_album", status_message_id=int(rest))
-        if kind == "o":
+        if kind in ("o", "r"):
             packed, mode = rest.split(":")
-            return Button("other_mode", input_key=f"blob:in:{unpack_hex(packed)}", mode=mode)
+            action = "other_mode" if kind == "o" else "retry"
+            return Button(action, input_key=f"blob:in:{unpack_hex(packed)}", mode=mode)
         if kind == "m" and rest:
             return Button("set_mode", mode=rest)
         if kind == "x" and len(rest) == 44:

@@ -19,7 +19,7 @@ import logging
 from typing import Any, Awaitable, Callable, Iterator
 
 from redis.asyncio import Redis
-from telegram import InlineKeyboardMarkup, ReplyParameters
+from telegram import InlineKeyboardMarkup, InputMediaDocument, InputMediaPhoto, ReplyParameters
 from telegram.error import (
     BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError,
 )
@@ -32,12 +32,16 @@ from backend.delivery import PartStore, SendParts
 from backend.errors import RepairError
 from backend.notifier import SendPermanent, SendRetry
 from backend.redis_conn import connect
+from backend.reruns import retry_offers
 from backend.settings import Settings
+from backend.status_line import SENDING, StatusLines, known_run_s, line_id, render_event
+from backend.stored_results import stored_results
 from backend.tasks import Event, Result, user_lang
 from backend.texts import text
 from backend.workflows import Workflows
-from bots.telegram.albums import finish_album_item
-from bots.telegram.keyboards import cancel_markup, result_markup
+from bots.telegram.albums import album_tasks, finish_album_item
+from bots.telegram.keyboards import cancel_markup, failure_markup, result_markup
+from bots.telegram.photos import would_be_compressed
 from bots.telegram.ratelimit import NO_RETRY, FloodAwareRateLimiter, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,6 @@ PROGRESS_EVERY_S = 3.0
 GROUP_SLOWDOWN = 3  # group chats: one progress edit per 9 s leaves room for the results
 DOCUMENT_MAX_BYTES = 50 * 1024 * 1024  # Bot API upload limit for sendDocument
 PNG_MAGIC = b"\x89PNG"
-EVENT_TEXT_KEYS = {"started": "started", "progress": "progress", "retrying": "retrying"}
 
 
 def make_bot(settings: Settings, limiter: FloodAwareRateLimiter | None = None) -> ExtBot:
@@ -102,7 +105,8 @@ def as_send_errors() -> Iterator[None]:
 
 
 class TelegramSender:
-    """Sends a Result as photo + document (or a sentence), and Events as status-message edits.
+    """Sends a Result as the photo (the file as well when needed), an album's as one media group, a
+    failure as a sentence with Retry; Events as status-message edits through the status line.
 
     :param bot: an ExtBot with a FloodAwareRateLimiter
     :param redis: where the bot keeps which tasks share an album's status message
@@ -114,6 +118,7 @@ class TelegramSender:
                  owns_redis: bool = False, workflows: Workflows | None = None, parts: PartStore | None = None):
         self.bot = bot
         self.workflows = workflows  # mode labels and the other modes to offer; names only when absent
+        self.lines = StatusLines(redis)
         self.blobs = blobs
         self.redis = redis
         self.parts = parts or PartStore(redis)
@@ -153,11 +158,15 @@ class TelegramSender:
         lang = user_lang(reply)
         with as_send_errors():
             note = ""
+            if reply.get("album") and reply.get("status_message_id"):
+                await self._album_result(result, lang, parts)
+                return
             if result.status == "ok":
                 data = await self.blobs.get(result.output)
                 if data is None:
                     note = text("output_expired", lang)
                 else:
+                    await self._show_sending(reply, lang)
                     try:
                         await self._post_image(result, data, lang, parts)
                     except RepairError:  # the image could not be made to fit an upload
@@ -168,22 +177,26 @@ class TelegramSender:
                 note = result.message or text(result.error or "internal", lang)  # the worker's, in this language
             await self._settle_status(result, note, lang, parts)
 
-    async def _post_image(self, result: Result, data: bytes, lang: str, parts: SendParts) -> None:
-        """The colorized photo with caption and buttons, then the full-resolution file."""
-        reply = result.reply
+    def _caption(self, result: Result, lang: str, *, count: int = 1) -> str:
+        """"Colorized (person) in 13 s": the time the user waited, not only the colorizing."""
         known = self.workflows is not None and result.mode in self.workflows
         mode_name = self.workflows.get(result.mode).label(lang) if known else result.mode
-        caption = text("result_caption", lang, mode=mode_name, seconds=round(result.run_ms / 1000, 1))
+        total = round((result.queued_ms + result.run_ms) / 1000, 1)
+        key = "result_caption_album" if count > 1 else "result_caption"
+        return text(key, lang, mode=mode_name, seconds=total, run=round(result.run_ms / 1000, 1), count=count)
+
+    async def _post_image(self, result: Result, data: bytes, lang: str, parts: SendParts) -> None:
+        """The colorized photo with caption and buttons; the full-resolution file as well only when the
+        photo came as a file or Telegram would compress (or refuse) the picture as a photo."""
+        reply = result.reply
+        caption = self._caption(result, lang)
         others = self.workflows.others(result.mode) if self.workflows is not None else []
         markup = result_markup(result.input, result.output, lang, others)
-        document = await asyncio.to_thread(images.fit_for_upload, data, max_bytes=DOCUMENT_MAX_BYTES)
-        shrunk_note = text("downscaled_note", lang) if document is not data else None
-        extension = "png" if document.startswith(PNG_MAGIC) else "jpg"
-        filename = f"colorized-{result.task_id[:8]}.{extension}"
         replying = _reply_to(reply)
+        photo_ok = await asyncio.to_thread(images.telegram_photo_ok, data)
+        as_file = bool(reply.get("as_file")) or not photo_ok or await asyncio.to_thread(would_be_compressed, data)
         photo_sent = parts.sent("photo")
-        if not photo_sent and not parts.sent("photo-refused") and await asyncio.to_thread(images.telegram_photo_ok,
-                                                                                           data):
+        if not photo_sent and not parts.sent("photo-refused") and photo_ok:
             await parts.sending("photo")
             try:
                 await self.bot.send_photo(reply["chat_id"], data, caption=caption, reply_markup=markup,
@@ -195,8 +208,11 @@ class TelegramSender:
                     raise
                 log.info("photo for %s refused (%s); sending the file only", result.task_id, exc)
                 await parts.done("photo-refused")
-        if parts.sent("document"):
+        if parts.sent("photo-refused"):
+            as_file = True
+        if parts.sent("document") or not as_file:
             return
+        document, filename, shrunk_note = await self._as_document(result, data, lang)
         await parts.sending("document")
         if photo_sent:
             await self.bot.send_document(reply["chat_id"], document, filename=filename, caption=shrunk_note)
@@ -206,22 +222,105 @@ class TelegramSender:
                                          reply_markup=markup, reply_parameters=replying)
         await parts.done("document")
 
+    async def _as_document(self, result: Result, data: bytes, lang: str) -> tuple[bytes, str, str | None]:
+        """The file to upload (shrunk only past the Bot API's 50 MB), its name, and a note if shrunk."""
+        document = await asyncio.to_thread(images.fit_for_upload, data, max_bytes=DOCUMENT_MAX_BYTES)
+        shrunk_note = text("downscaled_note", lang) if document is not data else None
+        extension = "png" if document.startswith(PNG_MAGIC) else "jpg"
+        return document, f"colorized-{result.task_id[:8]}.{extension}", shrunk_note
+
+    async def _album_result(self, result: Result, lang: str, parts: SendParts) -> None:
+        """A failure in an album gets its own message (with Retry) at once; the photos wait for the
+        album's last result and go out together as one media group, then the status goes."""
+        reply = result.reply
+        chat_id, status_id = reply["chat_id"], reply["status_message_id"]
+        if result.status == "failed":
+            note = result.message or text(result.error or "internal", lang)
+            await self._once(parts, "note", self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply),
+                                                                  reply_markup=self._failure_markup(result, lang)))
+        if await finish_album_item(self.redis, chat_id, status_id, result.task_id) != 0:
+            return
+        await self._show_sending(reply, lang)
+        posted = 0
+        try:
+            posted = await self._post_album(result, lang, parts)
+        except RepairError:
+            await self._once(parts, "note-invalid", self.bot.send_message(
+                chat_id, text("output_invalid", lang), reply_parameters=_reply_to(reply)))
+        await self.lines.finish(line_id(reply) or "")
+        cancelled = not posted and result.status == "cancelled"
+        await self._once(parts, "status", self._close_status(chat_id, status_id,
+                                                             text("cancelled", lang) if cancelled else None, lang))
+
+    async def _post_album(self, last: Result, lang: str, parts: SendParts) -> int:
+        """Every colorized photo of the album as ONE media group, in the order they were sent, one caption;
+        the full-resolution files as a second group when the photos came as files or would be compressed."""
+        reply = last.reply
+        task_ids = await album_tasks(self.redis, reply["chat_id"], reply["status_message_id"])
+        results = {r.task_id: r for r in await stored_results(self.redis, task_ids)}
+        results[last.task_id] = last
+        pictures: list[tuple[Result, bytes]] = []
+        for result in sorted(results.values(), key=lambda r: int(r.reply.get("message_id") or 0)):
+            data = await self.blobs.get(result.output) if result.status == "ok" else None
+            if data is not None:
+                pictures.append((result, data))
+        pictures = pictures[:10]  # a media group holds at most ten; an album has at most ten anyway
+        if len(pictures) <= 1:
+            if pictures:
+                await self._post_image(pictures[0][0], pictures[0][1], lang, parts)
+            return len(pictures)
+        slowest = max(pictures, key=lambda p: p[0].queued_ms + p[0].run_ms)[0]
+        caption = self._caption(slowest, lang, count=len(pictures))
+        fits = [await asyncio.to_thread(images.telegram_photo_ok, data) for _, data in pictures]
+        compressed = [await asyncio.to_thread(would_be_compressed, data) for _, data in pictures]
+        as_files = bool(reply.get("as_file")) or not all(fits) or any(compressed)
+        if all(fits) and not parts.sent("album"):
+            media = [InputMediaPhoto(data, caption=caption if i == 0 else None) for i, (_, data) in enumerate(pictures)]
+            await parts.sending("album")
+            await self.bot.send_media_group(reply["chat_id"], media, reply_parameters=_reply_to(pictures[0][0].reply))
+            await parts.done("album")
+        if not as_files or parts.sent("album-files"):
+            return len(pictures)
+        documents = []
+        for i, (result, data) in enumerate(pictures):
+            document, filename, _ = await self._as_document(result, data, lang)
+            documents.append(InputMediaDocument(document, filename=filename,
+                                                caption=caption if i == 0 and not all(fits) else None))
+        await parts.sending("album-files")
+        await self.bot.send_media_group(reply["chat_id"], documents)
+        await parts.done("album-files")
+        return len(pictures)
+
     async def _settle_status(self, result: Result, note: str, lang: str, parts: SendParts) -> None:
-        """Single photo: delete the status message (or say why there is no image in it).
-        Album: failures get their own message; the status goes when the last photo is in."""
+        """Delete the status message, or say in it why there is no image (with Retry under a failure)."""
         reply = result.reply
         chat_id, status_id = reply["chat_id"], reply.get("status_message_id")
-        if reply.get("album") and status_id:
-            if note and result.status == "failed":
-                await self._once(parts, "note", self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply)))
-            if await finish_album_item(self.redis, chat_id, status_id, result.task_id) == 0:
-                final = text("cancelled", lang) if result.status == "cancelled" else ""
-                await self._once(parts, "status", self._close_status(chat_id, status_id, final or None, lang))
-            return
+        markup = self._failure_markup(result, lang)
         if status_id:
-            await self._once(parts, "status", self._close_status(chat_id, status_id, note or None, lang))
+            await self.lines.finish(line_id(reply) or "")  # no progress edit after this one
+            await self._once(parts, "status", self._close_status(chat_id, status_id, note or None, lang,
+                                                                 markup=markup))
         elif note:
-            await self._once(parts, "note", self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply)))
+            await self._once(parts, "note", self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply),
+                                                                  reply_markup=markup))
+
+    def _failure_markup(self, result: Result, lang: str) -> InlineKeyboardMarkup | None:
+        """Retry under a failure, and the other modes when another mode could help."""
+        if result.status != "failed" or not result.input:
+            return None
+        retry, other_modes = retry_offers(result.error)
+        others = self.workflows.others(result.mode) if other_modes and self.workflows is not None else []
+        return failure_markup(result.input, result.mode if retry else "", lang, others)
+
+    async def _show_sending(self, reply: dict[str, Any], lang: str) -> None:
+        """"Sending your photo…" while the upload runs (forward only: never over a finished status)."""
+        line = line_id(reply)
+        message = text("sending", lang)
+        if line is None or not await self.lines.advance(line, SENDING, message):
+            return
+        with contextlib.suppress(TelegramError):  # lossy, like progress
+            await self.bot.edit_message_text(message, chat_id=reply["chat_id"], message_id=reply["status_message_id"],
+                                             rate_limit_args=NO_RETRY)
 
     @staticmethod
     async def _once(parts: SendParts, part: str, request: Awaitable[Any]) -> None:
@@ -233,7 +332,8 @@ class TelegramSender:
         await request
         await parts.done(part)
 
-    async def _close_status(self, chat_id: Any, status_id: Any, note: str | None, lang: str) -> None:
+    async def _close_status(self, chat_id: Any, status_id: Any, note: str | None, lang: str, *,
+                            markup: InlineKeyboardMarkup | None = None) -> None:
         """Replace the status with `note`, or delete it (turning it into "Done." if it can't go)."""
         if note is None:
             try:
@@ -245,28 +345,36 @@ class TelegramSender:
                     await self.bot.edit_message_text(text("done", lang), chat_id=chat_id, message_id=status_id)
             return
         try:
-            await self.bot.edit_message_text(note, chat_id=chat_id, message_id=status_id)
+            await self.bot.edit_message_text(note, chat_id=chat_id, message_id=status_id, reply_markup=markup)
         except BadRequest as exc:  # the status is gone: say it in a new message
             if "not modified" not in str(exc).lower():
-                await self.bot.send_message(chat_id, note)
+                await self.bot.send_message(chat_id, note, reply_markup=markup)
 
     # --- progress ------------------------------------------------------------------------------
     async def send_event(self, event: Event) -> None:
-        """Edit the status message with progress, unless too soon for this chat or rate-limited."""
+        """Edit the status message, only forward and only when its text changes. A new stage shows at
+        once; a refresh within the stage (place in line, elapsed time) waits for this chat's turn.
+        Nothing while rate-limited: the next event or refresh brings the status up to date."""
         reply = event.reply
-        status_id = reply.get("status_message_id")
-        if not status_id or self._rate_limited():
+        line = line_id(reply)
+        if line is None or self._rate_limited():
             return
         chat_id = reply["chat_id"]
-        if not await self._edit_allowed(chat_id):
-            return
         lang = user_lang(reply)
-        message = text(EVENT_TEXT_KEYS[event.state], lang, percent=event.percent)
+        current = await self.lines.current(line)
+        stage, message = render_event(event, current, await known_run_s(self.redis), lang)
+        if current is not None and (stage < current.stage or message == current.text):
+            return
+        allowed = await self._edit_allowed(chat_id)  # a new stage shows anyway, and starts the interval
+        if current is not None and stage == current.stage and not allowed:
+            return
+        if not await self.lines.advance(line, stage, message):  # another notifier moved it meanwhile
+            return
         markup: InlineKeyboardMarkup = cancel_markup(reply, event.task_id, lang)
         try:
-            await self.bot.edit_message_text(message, chat_id=chat_id, message_id=status_id, reply_markup=markup,
-                                             rate_limit_args=NO_RETRY)
-        except BadRequest as exc:  # the status is gone (result delivered) or already says this
+            await self.bot.edit_message_text(message, chat_id=chat_id, message_id=reply["status_message_id"],
+                                             reply_markup=markup, rate_limit_args=NO_RETRY)
+        except BadRequest as exc:  # the status is gone (the user deleted it)
             log.debug("progress edit for %s skipped: %s", event.task_id, exc)
         except TelegramError as exc:
             log.info("progress edit for %s not shown: %s", event.task_id, exc)

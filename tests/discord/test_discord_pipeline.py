@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageStat
 
 from backend.blobs import make_blob_store
+from backend.texts import text
 from bots.discord import replies
 from bots.discord.sender import build_sender
 from tests.fakes.discord_api import APP_ID, FakeDiscord
@@ -78,7 +79,7 @@ async def test_other_mode_is_only_for_the_owner(pipeline, discord_fake, photo_by
                                       user_id=99)
     await discord_fake.push_interaction(press)
     [refusal] = await discord_fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
-    assert refusal.json["data"]["content"] == "Sorry, you're not allowed to do that."
+    assert refusal.json["data"]["content"] == text("not_yours", "en")  # with a hint to run /colorize
     assert int(refusal.json["data"]["flags"]) & 64
 
 
@@ -86,8 +87,14 @@ async def test_context_menu_results_arrive_for_each_image(pipeline, discord_fake
     photos = [discord_fake.add_file(photo_bytes, f"p{i}.jpg") for i in range(2)]
     interaction = discord_fake.message_command("Colorize photo", discord_fake.user_message(photos))
     await discord_fake.push_interaction(interaction)
-    followups = await followups_with_files(discord_fake, interaction["token"], count=2)
-    assert all(red_over_blue(f.files[0].data) for f in followups)
+    [followup] = await followups_with_files(discord_fake, interaction["token"])  # one follow-up for both
+    assert [f.filename for f in followup.files] == ["colorized-1.png", "colorized-2.png"]
+    assert all(red_over_blue(f.data) for f in followup.files)
+    [embed] = followup.json["embeds"]
+    assert embed["description"].startswith("2 photos colorized (person)")
+    labels = [b["label"] for row in followup.json["components"] for b in row["components"]]
+    assert labels == ["1: Try building", "1: Compare", "2: Try building", "2: Compare"]
+    await discord_fake.wait_for_call("DELETE", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original")
 
 
 @pytest.fixture

@@ -159,16 +159,18 @@ async def test_progress_edits_the_original_response_and_is_throttled(discord_set
     await sender.start()
     try:
         r = reply()
-        await sender.send_event(Event(TASK_ID, "started", r))
-        await sender.send_event(Event(TASK_ID, "progress", r, percent=10))
-        await sender.send_event(Event(TASK_ID, "progress", r, percent=20))  # dropped: too soon
+        await sender.send_event(Event(TASK_ID, "queued", r, position=3, eta_s=9))
+        await sender.send_event(Event(TASK_ID, "queued", r, position=2, eta_s=6))  # dropped: too soon
+        await sender.send_event(Event(TASK_ID, "started", r))  # a new stage shows at once
+        await sender.send_event(Event(TASK_ID, "queued", r, position=1, eta_s=3))  # never backwards
+        await sender.send_event(Event(TASK_ID, "progress", r, percent=10))  # the same text: not sent
         now[0] += 10
-        await sender.send_event(Event(TASK_ID, "progress", r, percent=60))
         await sender.send_event(Event(TASK_ID, "progress", reply(alive=False), percent=90))  # token gone
     finally:
         await sender.close()
     edits = discord_fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/itok-1/messages/@original")
-    assert [e.json["content"] for e in edits] == ["Colorizing…", "Colorizing… 10%", "Colorizing… 60%"]
+    assert [e.json["content"] for e in edits] == ["Queued — #3 in line, about 9 s.", "Colorizing…"]
+    assert [b["label"] for b in edits[-1].json["components"][0]["components"]] == ["Cancel"]
 
 
 async def test_network_failure_is_worth_retrying(discord_settings, blobs, discord_fake):
@@ -215,7 +217,7 @@ async def test_progress_of_one_photo_among_several_says_which_one(discord_settin
     finally:
         await sender.close()
     [edit] = discord_fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/itok-1/messages/@original")
-    assert edit.json["content"] == "第 2/3 张：正在上色… 40%"
+    assert edit.json["content"] == "第 2/3 张：正在上色…"
 
 
 async def test_a_restarted_sender_does_not_post_a_result_discord_took(discord_settings, blobs, discord_fake, redis):

@@ -60,7 +60,7 @@ async def test_metrics_match_a_known_workload(redis_url, comfy_fake, photo_bytes
 
             chat = ChatUser(telegram)
             await chat.send_photo(photo_bytes)  # through the bot: intake and a send in the `up` process
-            await telegram.wait_call("sendDocument", timeout=30)
+            await telegram.wait_call("sendPhoto", timeout=30)  # a small photo comes back as a photo alone
             await chat.send_document(b"this is not a picture", name="notes.jpg")
             await telegram.wait_for(lambda: any("doesn't look like a photo" in str(c.params.get("text", ""))
                                                 for c in telegram.calls_to("editMessageText")))

@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -51,6 +52,7 @@ class Call:
     files: list[Upload] = field(default_factory=list)
     status: int = 200
     code: int | None = None  # Discord's error code when the fake refused the request
+    at: float = field(default_factory=time.monotonic)  # when it arrived, for transcripts with timings
 
 
 @dataclass

@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -61,6 +62,7 @@ class Call:
     params: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
     result: Any = None  # what the fake answered (a Message for the send methods)
+    at: float = field(default_factory=time.monotonic)  # when it arrived, for transcripts with timings
 
     def __getitem__(self, name: str) -> Any:
         return self.params[name]
@@ -277,6 +279,30 @@ class FakeTelegram:
         document = {"file_id": f"D{len(self.calls)}", "file_unique_id": f"UD{len(self.calls)}",
                     "file_size": len(files.get("document", b""))}
         return self._sent(params, document=document, caption=params.get("caption"))
+
+    async def _m_sendMediaGroup(self, params: dict, files: dict) -> Any:
+        """An album: 2-10 photos (or 2-10 documents, not mixed), each message of it kept with its bytes."""
+        media = params.get("media")
+        if not isinstance(media, list) or not 2 <= len(media) <= 10:
+            return _error(400, "Bad Request: wrong number of media items")
+        kinds = {item.get("type") for item in media}
+        if len(kinds) != 1 or kinds - {"photo", "document"}:
+            return _error(400, "Bad Request: can't mix photos and documents in one album")
+        if any(len(str(item.get("caption") or "")) > MAX_CAPTION for item in media):
+            return _error(400, CAPTION_TOO_LONG)
+        group_id = f"G{len(self.calls)}"
+        messages = []
+        for index, item in enumerate(media):
+            part = str(item.get("media", "")).removeprefix("attach://")
+            data = files.get(part, b"")
+            files[f"{index}"] = data
+            content = ({"photo": [{"file_id": f"P{group_id}{index}", "file_unique_id": f"UP{group_id}{index}",
+                                   "width": 1, "height": 1, "file_size": len(data)}]}
+                       if item["type"] == "photo" else
+                       {"document": {"file_id": f"D{group_id}{index}", "file_unique_id": f"UD{group_id}{index}",
+                                     "file_size": len(data)}})
+            messages.append(self._sent(params, media_group_id=group_id, caption=item.get("caption"), **content))
+        return messages
 
     async def _m_editMessageText(self, params: dict, files: dict) -> Any:
         if "inline_message_id" in params:

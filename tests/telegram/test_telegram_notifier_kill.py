@@ -28,7 +28,8 @@ async def test_kill_9_mid_send_resends_only_the_part_in_flight(settings, tg_fake
     status = tg_fake.bot_message(CHAT, "Queued")
     result = Result(task_id="5" * 32, status="ok", mode="person", input=await blobs.put("in", png((32, 32))),
                     output=await blobs.put("out", png((64, 64))), run_ms=1000,
-                    reply={"platform": "telegram", "chat_id": CHAT, "status_message_id": status, "lang": "en"})
+                    reply={"platform": "telegram", "chat_id": CHAT, "status_message_id": status, "lang": "en",
+                           "as_file": True})  # sent as a file: the photo and the file come back
     await redis.xadd(system.results_stream, result.encode())
 
     answer_file = asyncio.Event()

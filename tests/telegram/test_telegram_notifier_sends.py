@@ -70,7 +70,8 @@ async def test_two_notifiers_with_one_result_entry_each_post_it_once(tg_settings
     status = tg_fake.bot_message(PRIVATE_CHATS[0], "Queued")
     result = Result(task_id="7" * 32, status="ok", mode="person", input=await blobs.put("in", png((32, 32))),
                     output=await blobs.put("out", png((64, 64))), run_ms=1000,
-                    reply={"platform": "telegram", "chat_id": PRIVATE_CHATS[0], "status_message_id": status})
+                    reply={"platform": "telegram", "chat_id": PRIVATE_CHATS[0], "status_message_id": status,
+                           "as_file": True})
     await redis.xgroup_create(stream, group, id="0", mkstream=True)
     await redis.xgroup_create(settings.events_stream, group, id="$", mkstream=True)
     host = socket.gethostname().split(".")[0] or "host"

@@ -47,13 +47,13 @@ def markup_buttons(call) -> list[str]:
 async def test_photo_comes_back_colorized(whole_system, user, tg_fake, photo_bytes):
     async with whole_system():
         message = await user.send_photo(photo_bytes)
-        [document] = await tg_fake.wait_call("sendDocument")
-        [photo] = tg_fake.calls_to("sendPhoto")
-        assert is_tinted(photo.files["photo"]) and is_tinted(document.files["document"])
+        [photo] = await tg_fake.wait_call("sendPhoto")
+        assert is_tinted(photo.files["photo"])
         assert photo["chat_id"] == user.id and photo["reply_parameters"]["message_id"] == message["message_id"]
         assert photo["caption"].startswith("Colorized (person)")
         status_id = tg_fake.calls_to("sendMessage")[0].result["message_id"]
         await tg_fake.wait_for(lambda: [c for c in tg_fake.calls_to("deleteMessage") if c["message_id"] == status_id])
+        assert not tg_fake.calls_to("sendDocument")  # sent as a photo, small: the photo alone
 
 
 async def test_document_album_other_mode_and_compare(whole_system, user, tg_fake, photo_bytes):
@@ -61,6 +61,8 @@ async def test_document_album_other_mode_and_compare(whole_system, user, tg_fake
         await user.send_document(photo_bytes)
         [first] = await tg_fake.wait_call("sendPhoto")
         assert is_tinted(first.files["photo"])
+        [document] = await tg_fake.wait_call("sendDocument")  # sent as a file: the full-resolution file too
+        assert is_tinted(document.files["document"])
 
         other, compare = markup_buttons(first)
         await user.press(other, first.result["message_id"])
@@ -73,7 +75,10 @@ async def test_document_album_other_mode_and_compare(whole_system, user, tg_fake
 
         for _ in range(2):
             await user.send_photo(photo_bytes, media_group_id="trip")
-        await tg_fake.wait_call("sendDocument", 4)
+        [album] = await tg_fake.wait_call("sendMediaGroup")  # one media group, one caption
+        assert [m.get("caption") for m in album["media"]][0].startswith("2 photos colorized"), album["media"]
+        assert [m.get("caption") for m in album["media"]][1:] == [None]
+        assert all(is_tinted(album.files[str(i)]) for i in range(2))
         album_status = [c for c in tg_fake.calls_to("sendMessage") if c["text"] == text("received", "en")][-1]
         await tg_fake.wait_for(lambda: [c for c in tg_fake.calls_to("deleteMessage")
                                         if c["message_id"] == album_status.result["message_id"]])

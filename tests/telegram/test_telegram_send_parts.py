@@ -46,7 +46,7 @@ def hold_replies(fake, method: str) -> asyncio.Event:
 
 async def test_a_restarted_sender_does_not_post_the_photo_again(tg_settings, tg_fake):
     async with fresh_sender(tg_settings) as first:
-        result = await stored_result(first, tg_fake, png((64, 64)))
+        result = await stored_result(first, tg_fake, png((64, 64)), as_file=True)
         tg_fake.fail_next("sendDocument", 502, "Bad Gateway")
         with pytest.raises(SendRetry):
             await first.send_result(result)
@@ -61,7 +61,7 @@ async def test_killed_mid_send_only_the_part_in_flight_goes_again(tg_settings, t
     gate = hold_replies(tg_fake, in_flight)
     try:
         async with fresh_sender(tg_settings) as doomed:
-            result = await stored_result(doomed, tg_fake, png((64, 64)))
+            result = await stored_result(doomed, tg_fake, png((64, 64)), as_file=True)
             sending = asyncio.create_task(doomed.send_result(result))
             await tg_fake.wait_for(lambda: tg_fake.calls_to(in_flight))
             sending.cancel()  # the process dies while Telegram's answer is on its way

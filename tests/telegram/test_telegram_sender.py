@@ -38,14 +38,15 @@ async def stored_result(sender, fake, output: bytes, **reply_extra) -> Result:
                   run_ms=4200)
 
 
-async def test_result_is_a_photo_with_buttons_then_the_file(tg_sender, tg_fake):
+async def test_result_is_the_photo_alone_with_buttons(tg_sender, tg_fake):
     output = png((300, 200))
     result = await stored_result(tg_sender, tg_fake, output)
     await tg_sender.send_result(result)
-    assert [c.method for c in tg_fake.calls] == ["getMe", "sendPhoto", "sendDocument", "deleteMessage"]
-    photo, document, delete = tg_fake.calls[1:]
-    assert photo.files["photo"] == output and document.files["document"] == output
-    assert photo["caption"] == text("result_caption", "en", mode="person", seconds=4.2)
+    assert [c.method for c in tg_fake.calls] == ["getMe", "editMessageText", "sendPhoto", "deleteMessage"]
+    sending, photo, delete = tg_fake.calls[1:]
+    assert sending["text"] == text("sending", "en")
+    assert photo.files["photo"] == output
+    assert photo["caption"] == text("result_caption", "en", mode="person", seconds=4.2, run=4.2)
     assert photo["reply_parameters"]["message_id"] == 10
     buttons = [parse(b["callback_data"]) for b in photo["reply_markup"]["inline_keyboard"][0]]
     assert [b.action for b in buttons] == ["other_mode", "compare"]
@@ -55,11 +56,21 @@ async def test_result_is_a_photo_with_buttons_then_the_file(tg_sender, tg_fake):
     assert tg_fake.was_deleted(CHAT, delete["message_id"])
 
 
+@pytest.mark.parametrize("size,reply_extra", [((300, 200), {"as_file": True}), ((3000, 2000), {})])
+async def test_full_resolution_file_as_well_when_sent_as_a_file_or_the_photo_would_be_compressed(
+        tg_sender, tg_fake, size, reply_extra):
+    output = png(size)
+    await tg_sender.send_result(await stored_result(tg_sender, tg_fake, output, **reply_extra))
+    assert [c.method for c in tg_fake.calls] == ["getMe", "editMessageText", "sendPhoto", "sendDocument",
+                                                 "deleteMessage"]
+    assert tg_fake.calls[3].files["document"] == output
+
+
 async def test_result_telegram_would_not_take_as_a_photo_goes_as_a_file(tg_sender, tg_fake):
     output = png((2100, 100))  # aspect ratio over 20
     await tg_sender.send_result(await stored_result(tg_sender, tg_fake, output))
-    assert [c.method for c in tg_fake.calls] == ["getMe", "sendDocument", "deleteMessage"]
-    document = tg_fake.calls[1]
+    assert [c.method for c in tg_fake.calls] == ["getMe", "editMessageText", "sendDocument", "deleteMessage"]
+    document = tg_fake.calls[2]
     assert document.files["document"] == output and "reply_markup" in document.params
     assert document["caption"].startswith("Colorized")
 
@@ -67,7 +78,7 @@ async def test_result_telegram_would_not_take_as_a_photo_goes_as_a_file(tg_sende
 async def test_status_that_cannot_be_deleted_becomes_done(tg_sender, tg_fake):
     tg_fake.fail_next("deleteMessage", 400, "Bad Request: message can't be deleted")
     await tg_sender.send_result(await stored_result(tg_sender, tg_fake, png((64, 64))))
-    assert tg_fake.calls_to("editMessageText")[0]["text"] == text("done", "en")
+    assert tg_fake.calls_to("editMessageText")[-1]["text"] == text("done", "en")
 
 
 @pytest.mark.parametrize("status,error,expected", [
@@ -84,7 +95,7 @@ async def test_failure_and_cancel_turn_the_status_into_a_sentence(tg_sender, tg_
 async def test_rate_limit_goes_back_to_the_notifier_with_the_full_retry_after(tg_sender, tg_fake):
     """Not slept through inside PTB (that pauses every chat): the notifier waits in this chat's queue."""
     tg_fake.fail_next("sendDocument", 429, retry_after=45)
-    result = await stored_result(tg_sender, tg_fake, png((64, 64)))
+    result = await stored_result(tg_sender, tg_fake, png((64, 64)), as_file=True)  # sent as a file: photo + file
     with pytest.raises(SendRetry) as caught:
         await tg_sender.send_result(result)
     assert caught.value.after_s == 45
@@ -107,8 +118,13 @@ async def test_rate_limit_past_the_retries_is_send_retry(tg_settings, tg_fake):
             await sender.send_result(await stored_result(sender, tg_fake, png((64, 64))))
         assert caught.value.after_s == pytest.approx(0.2)
         # The notifier retries: the photo is not posted again once it went through.
-        await sender.send_result(await stored_result(sender, tg_fake, png((64, 64))))
-        assert len(tg_fake.calls_to("sendDocument")) == 1
+        result = await stored_result(sender, tg_fake, png((64, 64)), as_file=True)
+        tg_fake.fail_next("sendDocument", 429, retry_after=0.2, times=2)
+        with pytest.raises(SendRetry):
+            await sender.send_result(result)
+        await sender.send_result(result)
+        assert len([c for c in tg_fake.calls_to("sendPhoto") if c.result is not None]) == 1
+        assert len([c for c in tg_fake.calls_to("sendDocument") if c.result is not None]) == 1
     finally:
         await sender.close()
         await redis.aclose()
@@ -149,8 +165,12 @@ async def test_progress_edits_are_throttled_per_chat(tg_sender, tg_fake):
     assert parse(cancel["callback_data"]).task_id == "d" * 32
 
     other_chat = {**reply, "chat_id": CHAT + 1, "status_message_id": tg_fake.bot_message(CHAT + 1, "Queued")}
-    await tg_sender.send_event(Event(task_id="e" * 32, state="progress", reply=other_chat, percent=40))
-    assert tg_fake.calls_to("editMessageText")[-1]["text"] == text("progress", "zh", percent=40)
+    await tg_sender.send_event(Event(task_id="e" * 32, state="queued", reply=other_chat, position=3, eta_s=9))
+    await tg_sender.send_event(Event(task_id="e" * 32, state="queued", reply=other_chat, position=2, eta_s=6))
+    assert tg_fake.calls_to("editMessageText")[-1]["text"] == text("queued", "zh", position=3, eta=9)
+    tg_sender.progress_every_s = 0  # the chat's turn has come: the new place in line shows
+    await tg_sender.send_event(Event(task_id="e" * 32, state="queued", reply=other_chat, position=2, eta_s=6))
+    assert tg_fake.calls_to("editMessageText")[-1]["text"] == text("queued", "zh", position=2, eta=6)
 
 
 async def test_progress_is_skipped_while_rate_limited(tg_sender, tg_fake):
@@ -179,7 +199,7 @@ async def test_result_after_the_user_deleted_the_status_leaves_it_at_that(tg_sen
     result = await stored_result(tg_sender, tg_fake, png((64, 64)))
     tg_fake.chats[CHAT].pop(result.reply["status_message_id"])  # the user deleted "Queued"
     await tg_sender.send_result(result)
-    assert [c.method for c in tg_fake.calls] == ["getMe", "sendPhoto", "sendDocument", "deleteMessage"]
+    assert [c.method for c in tg_fake.calls] == ["getMe", "editMessageText", "sendPhoto", "deleteMessage"]
     assert tg_fake.calls[-1].result is None  # "message to delete not found": no edit is tried on a gone message
 
 
@@ -199,9 +219,9 @@ async def test_a_progress_edit_that_changes_nothing_is_let_go(tg_sender, tg_fake
     reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
     for _ in range(2):
         await tg_sender.send_event(Event(task_id="d" * 32, state="progress", reply=reply, percent=50))
-    first, second = tg_fake.calls_to("editMessageText")
-    assert first.result is not None and second.result is None  # "message is not modified", swallowed
-    assert tg_fake.message(CHAT, reply["status_message_id"])["text"] == text("progress", "en", percent=50)
+    [edit] = tg_fake.calls_to("editMessageText")  # the same text again is not even sent
+    assert edit.result is not None
+    assert tg_fake.message(CHAT, reply["status_message_id"])["text"] == text("started", "en")
 
 
 async def test_the_progress_throttle_is_shared_by_every_notifier(tg_sender, tg_settings, tg_fake):
@@ -218,3 +238,15 @@ async def test_the_progress_throttle_is_shared_by_every_notifier(tg_sender, tg_s
         assert ttl_ms > tg_sender.progress_every_s * 1000  # groups wait longer between edits
     finally:
         await other_notifier.close()
+
+
+@pytest.mark.parametrize("error,buttons", [("comfyui_failed", ["Retry", "Try building"]), ("timeout", ["Retry"])])
+async def test_a_failure_carries_retry_and_other_mode_when_it_could_help(tg_sender, tg_fake, error, buttons):
+    input_key = await tg_sender.blobs.put("in", png((64, 64)))
+    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
+    await tg_sender.send_result(Result(task_id="b" * 32, status="failed", reply=reply, error=error, mode="person",
+                                       input=input_key))
+    [edit] = tg_fake.calls_to("editMessageText")
+    assert [b["text"] for b in edit["reply_markup"]["inline_keyboard"][0]] == buttons
+    retry = parse(edit["reply_markup"]["inline_keyboard"][0][0]["callback_data"])
+    assert retry.action == "retry" and retry.mode == "person" and retry.input_key == input_key

@@ -45,10 +45,10 @@ async def test_repairbot_telegram_process_colorizes_a_photo(settings, tg_fake, p
         try:
             async with running_pipeline(system_settings, {"telegram": sender}):
                 await ChatUser(tg_fake).send_photo(photo_bytes)
-                [document] = await tg_fake.wait_call("sendDocument", timeout=30)
+                [photo] = await tg_fake.wait_call("sendPhoto", timeout=30)
         finally:
             await redis.aclose()
-        r, _, b = Image.open(io.BytesIO(document.files["document"])).convert("RGB").resize((8, 8)).getpixel((4, 4))
+        r, _, b = Image.open(io.BytesIO(photo.files["photo"])).convert("RGB").resize((8, 8)).getpixel((4, 4))
         assert r > b
         assert tg_fake.calls_to("setMyCommands")
     finally:

@@ -1,0 +1,176 @@
+"""Keeps waiting photos' status messages current: the place in line and the wait while queued, the
+elapsed time while colorizing.
+
+The bots `watch` each task they queue. Every few seconds one announcer (a Redis lease, whichever
+bot process holds it) reads where each watched task stands and puts a "queued" event (position and
+ETA, only when they changed) or a refresh of a running one on the events stream; the notifier's
+senders turn those into edits through the status line's forward-only gate and their platform's
+throttle. Finished tasks are dropped from the watch list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from backend import keys
+from backend.admin import group_info
+from backend.settings import Settings
+from backend.status_line import RUNNING, StatusLines, known_run_s, line_id
+from backend.tasks import Event
+
+log = logging.getLogger(__name__)
+
+WATCHED = "repairbot:status:watched"  # hash: task id -> the task's reply channel (JSON)
+ANNOUNCED = "repairbot:status:announced"  # hash: task id -> "position:eta" last put on the stream
+LEASE = "repairbot:status:announcer"
+ANNOUNCE_EVERY_S = 3.0
+MAX_WATCHED = 2000
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where one of a user's photos stands, for /where and the queued status."""
+
+    task_id: str
+    state: str  # queued | running
+    position: int
+    eta_s: int  # 0 when run times are not known yet
+
+
+class QueueView:
+    """Places in line for many tasks at once, from one XINFO GROUPS."""
+
+    def __init__(self, redis: Redis, settings: Settings):
+        self.redis = redis
+        self.settings = settings
+
+    async def places(self, task_ids: list[str]) -> list[Place]:
+        """Queued and running tasks among `task_ids`, in line order; finished ones are left out.
+
+        A task the workers have not read yet is behind everything they hold (the group's pending
+        count) plus the unread entries before it. A task a worker holds but has not started is
+        behind the watched tasks before it that are not finished (chat photos are all watched)."""
+        if not task_ids:
+            return []
+        info = await group_info(self.redis, self.settings.tasks_stream, self.settings.workers_group)
+        pending = int(info.get("pending") or 0) if info else 0
+        entries_read = int(info.get("entries-read") or 0) if info else 0
+        run_s = await known_run_s(self.redis)
+        parallel = max(1, len(self.settings.comfyui_urls) * max(1, self.settings.worker_concurrency))
+        everyone = list(dict.fromkeys([*task_ids, *(_str(k) for k in await self.redis.hkeys(WATCHED))]))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in everyone:
+                pipe.hmget(keys.task(task_id), "state", "ordinal")
+            rows = dict(zip(everyone, await pipe.execute()))
+        active = sorted(int(ordinal or 0) for state, ordinal in rows.values()
+                        if _str(state) in ("queued", "in_comfyui"))
+        places = []
+        for task_id in task_ids:
+            state, ordinal = rows[task_id]
+            state, ordinal = _str(state), int(ordinal or 0)
+            if state == "queued":
+                if ordinal > entries_read:
+                    position = pending + ordinal - entries_read
+                else:
+                    position = 1 + sum(1 for other in active if other < ordinal)
+                position = max(position, 1)
+                eta = int(math.ceil(math.ceil(position / parallel) * run_s)) if run_s else 0
+                places.append(Place(task_id, "queued", position, eta))
+            elif state == "in_comfyui":  # handed to ComfyUI: running, or waiting in its queue behind others
+                position = 1 + sum(1 for other in active if other < ordinal)
+                eta = int(math.ceil(math.ceil(position / parallel) * run_s)) if run_s else 0
+                places.append(Place(task_id, "running", position, eta))
+        return sorted(places, key=lambda p: (p.state != "running", p.position))
+
+    async def of_user(self, user: str) -> list[Place]:
+        members = await self.redis.smembers(keys.user_active(user))
+        return await self.places([_str(m) for m in members])
+
+
+class PositionAnnouncer:
+    """Puts position and elapsed-time refreshes of watched tasks on the events stream."""
+
+    def __init__(self, redis: Redis, settings: Settings, *, every_s: float = ANNOUNCE_EVERY_S):
+        self.redis = redis
+        self.settings = settings
+        self.every_s = every_s
+        self.view = QueueView(redis, settings)
+        self.lines = StatusLines(redis)
+
+    async def watch(self, task_id: str, reply: dict[str, Any]) -> None:
+        """Follow this task's status message until the task is finished."""
+        if line_id(reply) is None:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(WATCHED, task_id, json.dumps(reply, separators=(",", ":")))
+            pipe.expire(WATCHED, self.settings.blob_ttl_s)
+            await pipe.execute()
+
+    async def tick(self) -> int:
+        """One round (if this process holds the lease); returns how many events it put on the stream."""
+        lease_ms = max(1, int(self.every_s * 1000) - 50)
+        if not await self.redis.set(LEASE, "1", nx=True, px=lease_ms):
+            return 0
+        watched = await self.redis.hgetall(WATCHED)
+        if len(watched) > MAX_WATCHED:  # never expected (the queue cap is lower): refresh the oldest part
+            watched = dict(list(watched.items())[:MAX_WATCHED])
+        replies = {_str(k): json.loads(v) for k, v in watched.items()}
+        places = {p.task_id: p for p in await self.view.places(list(replies))}
+        announced = {_str(k): _str(v) for k, v in (await self.redis.hgetall(ANNOUNCED)).items()}
+        gone = [task_id for task_id in replies if task_id not in places]
+        events: list[Event] = []
+        by_line: dict[str, list[Place]] = {}
+        for place in places.values():  # in line order
+            by_line.setdefault(line_id(replies[place.task_id]) or "", []).append(place)
+        for line_key, line_places in by_line.items():
+            line = await self.lines.current(line_key)
+            started = line is not None and line.stage >= RUNNING
+            first = line_places[0]
+            reply = replies[first.task_id]
+            # Handed to ComfyUI but not started (behind prefetched prompts) is still waiting for the user.
+            waiting = [p for p in line_places if p.state == "queued" or not started]
+            if not started:  # the line's first photo is the one whose place matters
+                eta = max(p.eta_s for p in waiting) if all(p.eta_s for p in waiting) else 0
+                mark = f"{first.position}:{eta}:{len(waiting)}"
+                if announced.get(first.task_id) != mark:
+                    announced[first.task_id] = mark
+                    events.append(Event(first.task_id, "queued", reply, position=first.position, eta_s=eta,
+                                        count=len(waiting)))
+            else:
+                if line is not None and line.stage == RUNNING:  # started: the elapsed time goes on
+                    events.append(Event(first.task_id, "progress", reply))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(self.settings.events_stream, event.encode(), maxlen=self.settings.events_maxlen,
+                          approximate=True)
+            if gone:
+                pipe.hdel(WATCHED, *gone)
+                pipe.hdel(ANNOUNCED, *gone)
+            for event in events:
+                if event.state == "queued":
+                    pipe.hset(ANNOUNCED, event.task_id, announced[event.task_id])
+            pipe.expire(ANNOUNCED, self.settings.blob_ttl_s)
+            await pipe.execute()
+        return len(events)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until `stop` is set; a Redis hiccup skips a round, never ends the loop."""
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception as exc:  # noqa: BLE001 - a missed refresh is fine, a dead loop is not
+                log.info("position refresh skipped: %s", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.every_s)
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")

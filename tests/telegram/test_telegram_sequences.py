@@ -1,0 +1,102 @@
+"""The whole sequence of messages a Telegram user gets, not only the last one: real PTB polling the
+Bot API fake, worker + notifier + Telegram sender, ComfyUI fake, real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import AsyncIterator
+
+import pytest
+
+from bots.telegram.sender import build_sender
+from tests.support.pipeline import running_pipeline
+from tests.support.transcripts import never_backwards, stage_of, status_histories, telegram_chat
+from tests.telegram.conftest import ChatUser, telegram_settings
+
+FAST = {"status_refresh_s": 0.2}
+
+
+@pytest.fixture
+def system(start_bot, settings, tg_fake):
+    """Bot + worker + notifier; status refreshes every 0.2 s, progress edits unthrottled."""
+
+    @contextlib.asynccontextmanager
+    async def run(**overrides) -> AsyncIterator:
+        overrides = {**FAST, **overrides}
+        system_settings = telegram_settings(settings, tg_fake, **overrides)
+        async with start_bot(**overrides) as (services, errors):
+            sender = build_sender(system_settings, services.blobs, overall_max_rate=0, group_max_rate=0,
+                                  progress_every_s=0.1)
+            async with running_pipeline(system_settings, {"telegram": sender}):
+                yield services
+        assert not errors, errors
+
+    return run
+
+
+def results_in(fake, chat_id: int) -> list:
+    return [line for line in telegram_chat(fake, chat_id) if line.kind in ("photo", "album")]
+
+
+async def test_under_load_no_status_goes_backwards_places_count_down_and_statuses_go(system, tg_fake, comfy_fake,
+                                                                                     photo_bytes):
+    comfy_fake.delay_s = 0.8
+    users = [ChatUser(tg_fake, 7000 + i) for i in range(6)]
+    async with system():
+        for user in users:
+            await user.send_photo(photo_bytes)
+        await tg_fake.wait_for(lambda: all(results_in(tg_fake, u.id) for u in users), timeout=60)
+
+        await tg_fake.wait_for(lambda: all(status_histories(telegram_chat(tg_fake, u.id))[
+            next(iter(status_histories(telegram_chat(tg_fake, u.id))))][-1] == "<deleted>" for u in users))
+    for user in users:
+        [history] = status_histories(telegram_chat(tg_fake, user.id)).values()
+        assert never_backwards(history), history
+        assert history[-1] == "<deleted>"  # the status is gone at the end
+        assert len(history) == len(set(history)), f"an unchanged edit: {history}"
+    def places(history: list[str]) -> list[int]:
+        return [int(m.group(1)) for text in history if (m := re.search(r"#(\d+) in line", text))]
+
+    # The photos are queued in whatever order the concurrent handlers get there: take the last in line.
+    histories = [next(iter(status_histories(telegram_chat(tg_fake, u.id)).values())) for u in users]
+    history = max(histories, key=lambda h: max(places(h), default=0))
+    places = places(history)
+    start = tg_fake.calls[0].at
+    everything = "\n".join(line.show(start) for u in users for line in telegram_chat(tg_fake, u.id))
+    assert len(places) >= 2 and places == sorted(places, reverse=True) and places[-1] < places[0], everything
+    assert any(stage_of(text) == 2 for text in history) and any(stage_of(text) == 3 for text in history)
+
+
+async def test_an_album_comes_back_as_one_media_group_in_order(system, tg_fake, photo_bytes):
+    user = ChatUser(tg_fake)
+    async with system():
+        for _ in range(3):
+            await user.send_photo(photo_bytes, media_group_id="holiday")
+        [album] = await tg_fake.wait_call("sendMediaGroup", timeout=60)
+        await tg_fake.wait_for(lambda: tg_fake.calls_to("deleteMessage"))
+    assert len(album["media"]) == 3 and [m.get("caption") is not None for m in album["media"]] == [True, False, False]
+    assert not tg_fake.calls_to("sendPhoto") and not tg_fake.calls_to("sendDocument")
+    [history] = status_histories(telegram_chat(tg_fake, user.id)).values()
+    assert never_backwards(history) and history[-1] == "<deleted>", history
+
+
+async def test_other_mode_pressed_twice_runs_once(system, tg_fake, photo_bytes):
+    user = ChatUser(tg_fake)
+    async with system() as services:
+        await user.send_photo(photo_bytes)
+        [photo] = await tg_fake.wait_call("sendPhoto", timeout=60)
+        other = photo["reply_markup"]["inline_keyboard"][0][0]
+        assert other["text"] == "Try building"
+        await user.press(other["callback_data"], photo.result["message_id"])
+        await user.press(other["callback_data"], photo.result["message_id"])
+        await tg_fake.wait_call("sendPhoto", 2, timeout=60)
+        await user.press(other["callback_data"], photo.result["message_id"])  # after it finished: shown again
+        await tg_fake.wait_call("sendPhoto", 3, timeout=60)
+        await asyncio.sleep(0.3)
+        modes = [f[b"mode"].decode() for _, f in await services.redis.xrange(services.settings.tasks_stream)]
+    assert modes == ["person", "building"]
+    texts = [line.text for line in telegram_chat(tg_fake, user.id)]
+    assert any(t.startswith("It's already on its way in building") for t in texts)
+    assert tg_fake.calls_to("sendPhoto")[-1]["caption"] == "Here it is again in building."
