@@ -49,13 +49,15 @@ return 0
 @dataclass(frozen=True)
 class Submitted:
     """A queued task. `duplicate`: the event was queued before, and this is that first task, whose
-    reply channel (`reply`) is where the user was answered."""
+    reply channel (`reply`) is where the user was answered; `finished`: its result is out already, so
+    there is nothing to say again."""
 
     task_id: str
     position: int
     eta_s: int
     duplicate: bool = False
     reply: dict[str, Any] = field(default_factory=dict)
+    finished: bool = False
 
 
 # KEYS: the task's hash, the tasks stream, and optionally the event's idempotency key.
@@ -248,7 +250,9 @@ class Intake:
             reply = json.loads(reply_json) if reply_json else {}
         except ValueError:
             reply = {}
-        ordinal = await self.redis.hget(keys.task(task_id), "ordinal")
+        ordinal, state = await self.redis.hmget(keys.task(task_id), ["ordinal", "state"])
+        if state is None or state == b"done":  # answered already (or so long ago that its record expired)
+            return Submitted(task_id, 0, 0, duplicate=True, reply=reply, finished=True)
         position, eta = await self._place(int(ordinal or 0))
         return Submitted(task_id, position, eta, duplicate=True, reply=reply)
 

@@ -137,6 +137,8 @@ async def retry_pressed(services: Services, interaction: discord.Interaction, ta
 
 async def say_queued_again(services: Services, interaction: discord.Interaction, first: Any) -> None:
     """A replayed press is answered as the first delivery was, unless its status has moved on."""
+    if first.finished:
+        return
     current = await services.lines.current(line_id(first.reply) or "")
     if current is not None and current.stage > QUEUED:
         return

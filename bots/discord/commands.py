@@ -97,6 +97,8 @@ async def answered_before(intake: Intake, interaction: discord.Interaction, phot
         return False
     first = claims[0]
     log.info("interaction %s delivered again; answered with task %s", interaction.id, first.task_id)
+    if all(claim.finished for claim in claims):  # the results are out: nothing to say again
+        return True
     eta = first.eta_s if await known_run_s(intake.redis) is not None else None
     sentence = queued_text(lang_of(interaction), first.position, eta, count=len(claims))
     line = line_id(first.reply) or ""

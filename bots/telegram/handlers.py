@@ -119,7 +119,7 @@ async def answer_again(bot: Any, first: Submitted, lang: str, services: Services
     chat_id, status_id = reply.get("chat_id"), reply.get("status_message_id")
     log.info("telegram message delivered again; answered with task %s", first.task_id)
     line = line_id(reply)
-    if not chat_id or not status_id or line is None:
+    if first.finished or not chat_id or not status_id or line is None:
         return
     eta = first.eta_s if await known_run_s(services.redis) is not None else None
     sentence = queued_text(lang, first.position, eta, count=count if count > 1 or reply.get("album") else 1)

@@ -116,3 +116,14 @@ async def test_a_second_delivery_is_not_refused_for_the_place_the_first_holds(se
         await finishing
         assert again.duplicate and again.task_id == "f" * 32, "it waited for the first delivery's task"
         assert await stream_ids(services) == []
+
+
+async def test_an_event_whose_task_is_done_is_finished_not_queued_again(settings, photo_bytes):
+    async with Services.open(settings) as services:
+        first = await services.intake.submit(photo_bytes, mode="preview", reply=REPLY, user=USER, event_key="test:old")
+        await services.redis.hset(keys.task(first.task_id), "state", "done")  # its result went out
+        again = await services.intake.claimed("test:old")
+        assert again.duplicate and again.finished and again.task_id == first.task_id
+        await services.redis.delete(keys.task(first.task_id))  # long ago: its record expired meanwhile
+        assert (await services.intake.claimed("test:old")).finished
+        assert await stream_ids(services) == [first.task_id]

@@ -141,3 +141,20 @@ async def test_an_other_mode_press_delivered_twice_is_one_task(bot, user, tg_fak
     await handled_again(tg_fake, edits)
     assert len(await task_ids(bot)) == 1
     assert len(tg_fake.calls_to("sendMessage")) == 1, "one status message"
+
+
+async def test_a_redelivery_after_the_result_leaves_the_chat_alone(bot, user, tg_fake, photo_bytes):
+    message = await user.send_photo(photo_bytes)
+    await user.wait_text(QUEUED_1)
+    [first] = await task_ids(bot)
+    [status] = tg_fake.calls_to("sendMessage")
+    await bot.redis.hset(keys.task(first), "state", "done")  # the result came and turned the status into a note
+    tg_fake.message(user.id, status.result["message_id"])["text"] = "Sorry, this photo couldn't be processed."
+    calls = len(tg_fake.calls)
+    again = await tg_fake.push_update({"message": message})
+    # Fetched (the next poll confirms its update_id), then given time to do anything at all.
+    await tg_fake.wait_for(lambda: any(int(c.params.get("offset") or 0) > again["update_id"]
+                                       for c in tg_fake.calls_to("getUpdates")))
+    await asyncio.sleep(0.5)
+    assert [c.method for c in tg_fake.calls[calls:] if c.method != "getUpdates"] == []
+    assert tg_fake.message(user.id, status.result["message_id"])["text"].startswith("Sorry")
