@@ -482,29 +482,35 @@ def _short(exc: BaseException) -> str:
 # --- `repairbot comfyui install` -----------------------------------------------------------------------
 def add_install_arguments(parser) -> None:
     parser.add_argument("--dir", help="install folder (default: COMFYUI_DIR, var/comfyui)")
-    parser.add_argument("--source", default=COMFYUI_GIT, help="ComfyUI git URL or local clone")
-    parser.add_argument("--ref", default=COMFYUI_REF, help="ComfyUI commit (default: the pinned v0.3.64)")
-    parser.add_argument("--node-source", default=NODE_GIT, help="ComfyUI-DDColor git URL or local clone")
-    parser.add_argument("--node-ref", default=NODE_REF, help="ComfyUI-DDColor commit (default: the pinned one)")
-    parser.add_argument("--weights", type=Path, help="a checkpoint file, or a folder of them, instead of the hub")
+    parser.add_argument("--source", help="ComfyUI git URL or local clone (COMFYUI_SOURCE; default: GitHub)")
+    parser.add_argument("--ref", help="ComfyUI commit (COMFYUI_REF; default: the pinned v0.3.64)")
+    parser.add_argument("--node-source", help="ComfyUI-DDColor git URL or local clone (COMFYUI_NODE_SOURCE)")
+    parser.add_argument("--node-ref", help="ComfyUI-DDColor commit (COMFYUI_NODE_REF; default: the pinned one)")
+    parser.add_argument("--weights", type=Path,
+                        help="a checkpoint file, or a folder of them, instead of the hub (COMFYUI_WEIGHTS)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="torch build (default: COMFYUI_DEVICE)")
     parser.add_argument("--skip-weights", action="store_true",
                         help="everything but the checkpoints (an image build; a later run fetches them)")
 
 
 def options_from(settings, args=None, say: Callable[[str], None] | None = None) -> InstallOptions:
-    """Install options from the settings, overridden by the command line where given."""
-    get = (lambda name, default: getattr(args, name, None) or default) if args is not None else (lambda n, d: d)
+    """Install options: the command line where given, else the settings, else the pinned defaults."""
+    def get(name: str, default):
+        value = getattr(args, name, None) if args is not None else None
+        if value is None:
+            value = getattr(settings, f"comfyui_{name}", None)
+        return default if value is None else value
+
     options = InstallOptions(
-        root=Path(get("dir", settings.comfyui_dir)),
+        root=Path(getattr(args, "dir", None) or settings.comfyui_dir),
         source=get("source", COMFYUI_GIT),
         ref=get("ref", COMFYUI_REF),
         node_source=get("node_source", NODE_GIT),
         node_ref=get("node_ref", NODE_REF),
         weights=get("weights", None),
-        skip_weights=bool(get("skip_weights", False)),
+        skip_weights=bool(getattr(args, "skip_weights", False)),
         checkpoints=checkpoints_named(settings.workflows_dir),
-        device=get("device", settings.comfyui_device),
+        device=get("device", "auto"),
         torch_spec=settings.comfyui_torch,
         torch_index=settings.comfyui_torch_index_url,
         python=settings.comfyui_python,

@@ -169,9 +169,9 @@ async def for_up(settings, *, allow_install: bool) -> ComfyUISupervisor | None:
         where = f"127.0.0.1:{settings.comfyui_port}"
         if not allow_install and sys.stdin.isatty() and sys.stdout.isatty():
             answer = await asyncio.to_thread(input, f"No ComfyUI answers on {where} and none is installed in "
-                                                    f"{layout.root}. Install it now (several GB)? [y/N] ")
+                                                    f"{layout.root}. Install it now (~1.5 GB download)? [y/N] ")
             allow_install = answer.strip().lower() in ("y", "yes")
-        elif not allow_install:
+        if not allow_install:
             print(f"No ComfyUI answers on {where} and none is installed in {layout.root}: run `repairbot comfyui "
                   "install`, or `repairbot up --install-comfyui` (COMFYUI_AUTO_INSTALL=true); tasks wait meanwhile.",
                   flush=True)

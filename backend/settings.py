@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     comfyui_torch: str = "torch"
     comfyui_torch_index_url: str = "auto"
     comfyui_python: Path | None = None
+    comfyui_source: str | None = None
+    comfyui_ref: str | None = None
+    comfyui_node_source: str | None = None
+    comfyui_node_ref: str | None = None
+    comfyui_weights: Path | None = None
     comfyui_port: int = 8188
     hf_endpoint: str | None = None
 

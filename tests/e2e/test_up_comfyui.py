@@ -99,3 +99,26 @@ async def test_up_with_comfyui_url_set_starts_no_comfyui(redis_url, tmp_path, co
         log = seen + await stop(process)
     assert "ComfyUI" in log and "starting ComfyUI" not in log and "install" not in log.split("try it")[0].lower()
     assert not (tmp_path / "comfy").exists()
+
+
+async def test_up_installs_comfyui_first_when_asked(redis_url, tmp_path):
+    """`up --install-comfyui` with the sources, Python and weights given by settings (an offline install)."""
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"checkpoint")
+    port = free_port()
+    env = environment(redis_url, tmp_path, port, COMFYUI_PYTHON=sys.executable, COMFYUI_TORCH="",
+                      COMFYUI_SOURCE=str(tmp_path / "c"), COMFYUI_REF=comfyui_repo(tmp_path / "c"),
+                      COMFYUI_NODE_SOURCE=str(tmp_path / "n"), COMFYUI_NODE_REF=node_repo(tmp_path / "n"),
+                      COMFYUI_WEIGHTS=str(weights))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "backend.cli", "up", "--install-comfyui", cwd=tmp_path, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    seen = ""
+    try:
+        seen = await read_until(process, "ComfyUI is ready", timeout=120)
+    finally:
+        log = seen + await stop(process)
+    assert "[6/6] checkpoints ddcolor_modelscope.pth" in log and "ComfyUI is ready" in log, log[-3000:]
+    layout = ci.Layout(tmp_path / "comfy", Path(sys.executable))
+    assert layout.installed() and (layout.checkpoints / "ddcolor_modelscope.pth").read_bytes() == b"checkpoint"
+    assert process.returncode == 0 and "stopped ComfyUI" in log
