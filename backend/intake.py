@@ -40,6 +40,15 @@ MAX_EVENT_KEY = 200
 INLINE_IMAGE_BYTES = 256 * 1024
 EVENT_TURN_MS = 30_000  # longer than a 20 MB download and its normalisation take
 
+# KEYS: the event's claim, its turn. ARGV: token, turn TTL (ms). {2, task id, reply}: queued already;
+# {1}: the turn is ours; {0}: another delivery holds it. One round trip per look.
+TAKE_TURN_SCRIPT = """
+local first = redis.call('HGET', KEYS[1], 'task_id')
+if first then return {2, first, redis.call('HGET', KEYS[1], 'reply')} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
+return {0}
+"""
+
 RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -115,6 +124,7 @@ class Intake:
         self._reserve = redis.register_script(RESERVE_SCRIPT)
         self._enqueue_script = redis.register_script(ENQUEUE_SCRIPT)
         self._release_turn = redis.register_script(RELEASE_IF_OWNER)
+        self._take_turn = redis.register_script(TAKE_TURN_SCRIPT)
 
     @metrics.counting_refusals
     def check_size(self, size: int | None) -> None:
@@ -219,14 +229,17 @@ class Intake:
         gets its task (rather than a refusal for the place the first one holds). The turn is a hint
         with a short TTL, so a delivery that crashed holding it delays a redelivery, never blocks it;
         the claim in the enqueue script is what keeps one task per event."""
-        turn = keys.event_turn(_checked_event_key(event_key))
+        checked = _checked_event_key(event_key)
+        turn = keys.event_turn(checked)
         token = new_task_id()
         deadline = asyncio.get_running_loop().time() + EVENT_TURN_MS / 1000
         while True:
-            if (first := await self.claimed(event_key)) is not None:
-                yield first
+            outcome = await self._take_turn(keys=[keys.event_claim(checked), turn], args=[token, EVENT_TURN_MS])
+            if int(outcome[0]) == 2:  # queued already
+                task_id = outcome[1].decode() if isinstance(outcome[1], bytes) else str(outcome[1])
+                yield await self._first_task(task_id, outcome[2] if len(outcome) > 2 else None)
                 return
-            if await self.redis.set(turn, token, nx=True, px=EVENT_TURN_MS):
+            if int(outcome[0]) == 1:
                 break
             if asyncio.get_running_loop().time() > deadline:
                 log.warning("event %s: the other delivery's turn outlived its TTL; queueing anyway", event_key)
