@@ -358,11 +358,13 @@ def copy_checkpoint(weights: Path, name: str, folder: Path, say: Callable[[str],
 
 def download_checkpoint(name: str, folder: Path, recorded: dict | None, options: InstallOptions,
                         say: Callable[[str], None]) -> dict:
-    """From the hub, with its progress bar; a download cut short resumes on the next run; the file must
-    match the SHA-256 the hub publishes for it (its LFS etag), or it is deleted and refused."""
+    """From the hub with huggingface_hub (its progress bar, its retries that resume a dropped connection),
+    into `<name>.part` next to the target, so a run stopped midway resumes where it stopped on the next
+    one. The file must match the SHA-256 the hub publishes for it (its LFS etag), or it is deleted."""
     try:
-        from huggingface_hub import constants, hf_hub_download, hf_hub_url, get_hf_file_metadata
-        from huggingface_hub.utils import HfHubHTTPError
+        from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.file_download import http_get
+        from huggingface_hub.utils import HfHubHTTPError, build_hf_headers
     except ImportError as exc:
         raise InstallError("huggingface_hub is not installed: pip install huggingface_hub") from exc
     endpoint = (options.hf_endpoint or constants.ENDPOINT).rstrip("/")
@@ -387,24 +389,35 @@ def download_checkpoint(name: str, folder: Path, recorded: dict | None, options:
     if meta.size:
         check_free_space(folder, meta.size / 1e9 + 0.1)
     folder.mkdir(parents=True, exist_ok=True)
-    say(f"      {name}: {meta.size / 1e6 if meta.size else 0:.0f} MB from {endpoint} (resumes if cut short)")
+    partial = target.with_name(target.name + ".part")
+    done = partial.stat().st_size if partial.is_file() else 0
+    if meta.size is not None and done > meta.size:
+        partial.unlink()
+        done = 0
+    say(f"      {name}: {(meta.size or 0) / 1e6:.0f} MB from {endpoint}"
+        + (f", resuming at {done / 1e6:.0f} MB" if done else ""))
     try:
-        path = Path(hf_hub_download(HF_REPO, name, local_dir=folder, endpoint=endpoint, force_download=target.exists()))
+        with partial.open("r+b" if done else "wb") as handle:  # not "ab": a server ignoring Range rewinds it
+            handle.seek(done)
+            http_get(meta.location or url, handle, resume_size=done, headers=build_hf_headers(),
+                     expected_size=meta.size)
     except HfHubHTTPError as exc:
         raise InstallError(f"the hub refused {HF_REPO}/{name}: {_short(exc)}") from exc
     except OSError as exc:
         if getattr(exc, "errno", None) == 28:
             raise InstallError(f"the disk filled up while downloading {name} into {folder}") from exc
         raise InstallError(f"downloading {name} failed ({_short(exc)}); run the install again to resume") from exc
-    except Exception as exc:  # noqa: BLE001 - connection drops surface as httpx/requests errors
+    except Exception as exc:  # noqa: BLE001 - connection drops surface as httpx errors
         raise InstallError(f"downloading {name} failed ({_short(exc)}); run the install again to resume") from exc
+    path = partial
     digest = sha256_of(path)
     if digest != expected:
         path.unlink(missing_ok=True)
         raise InstallError(f"{name} does not match its published SHA-256 (got {digest[:16]}…, want "
                            f"{expected[:16]}…): the file was deleted; run the install again")
+    path.replace(target)
     say(f"      {name}: verified (sha256 {digest[:16]}…)")
-    return {"sha256": digest, "size": path.stat().st_size, "from": url}
+    return {"sha256": digest, "size": target.stat().st_size, "from": url}
 
 
 def checkpoints_named(workflows_dir: Path) -> tuple[str, ...]:

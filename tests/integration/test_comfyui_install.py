@@ -85,6 +85,7 @@ async def test_a_bad_checksum_is_refused_and_the_file_removed(tmp_path, repos, h
         await run_install(options(tmp_path, repos, [], hf_endpoint=hub.url))
     layout = ci.Layout(tmp_path / "comfy")
     assert not (layout.checkpoints / CHECKPOINT).exists() and not layout.installed()
+    assert not (layout.checkpoints / f"{CHECKPOINT}.part").exists()
 
 
 def test_weights_copied_from_a_path(tmp_path, repos):
@@ -163,3 +164,14 @@ def test_requirements_leave_torch_to_its_own_step_and_take_headless_opencv(tmp_p
     node.write_text("numpy>=1.24.3\nopencv_python>=4.7.0.72\ntimm>=0.9.2\n")
     assert ci.requirement_lines(comfy, node) == ["numpy>=1.25.0", "kornia>=0.7.1", "numpy>=1.24.3",
                                                  "opencv-python-headless>=4.7.0.72", "timm>=0.9.2"]
+
+
+async def test_a_download_left_half_done_by_an_earlier_run_resumes(tmp_path, repos, hub):
+    """The install was stopped mid-download (Ctrl-C, a crash): the next run asks only for the rest."""
+    layout = await run_install(options(tmp_path, repos, [], hf_endpoint=hub.url, skip_weights=True))
+    assert not layout.installed()
+    (layout.checkpoints / f"{CHECKPOINT}.part").write_bytes(WEIGHTS[: len(WEIGHTS) // 2])  # the stopped run's
+    await run_install(options(tmp_path, repos, [], hf_endpoint=hub.url))
+    assert (layout.checkpoints / CHECKPOINT).read_bytes() == WEIGHTS
+    assert hub.ranges == [f"bytes={len(WEIGHTS) // 2}-"]
+    assert not (layout.checkpoints / f"{CHECKPOINT}.part").exists()
