@@ -173,7 +173,9 @@ async def test_task_waits_while_comfyui_is_down_and_completes_when_it_is_back(st
         stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(out), "--timeout", "60")
     )
     await stack.wait_for_log("worker", "marked down")
-    second = asyncio.create_task(stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--timeout", "60"))
+    second = asyncio.create_task(stack.run(
+        "submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(tmp_path / "second.png"), "--timeout", "60"
+    ))
     await asyncio.sleep(2)
     assert not submit.done() and not second.done(), "tasks must wait, not fail, while ComfyUI is down"
     code, status, _ = await stack.run("status", "--json")
@@ -219,7 +221,9 @@ async def test_redis_restarted_empty_groups_are_recreated(comfy_fake, tmp_path):
     await stack.start("worker", "worker")
     await stack.start("notifier", "notifier")
     try:
-        code, _, stderr = await stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait")
+        code, _, stderr = await stack.run(
+            "submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(tmp_path / "before-restart.png")
+        )
         assert code == 0, stderr
         server.restart()  # no AOF: Redis comes back empty, groups gone
         out = tmp_path / "after-restart.png"
