@@ -6,7 +6,9 @@ Conditions, looked at by one process at a time (a lease, see `backend.ops`):
 - `comfyui_down`: every ComfyUI instance of the running workers is down (out of their rotation or
   not answering its health check, as they last reported); a second message says it is back;
 - `queue_wait`: the oldest task nobody has taken yet has waited longer than `ALERT_WAIT_S`; and back;
-- `bot_error`: a bot's error handler caught an exception (`report_bot_error`, called by the bots).
+- `bot_error`: a bot's error handler caught an exception (`report_bot_error`, called by the bots);
+- `data_lost`: a worker or notifier found its consumer group gone (Redis restarted empty): tasks
+  still waiting in line then are lost and their users can't be told, so the admins are.
 
 Deduplicated and rate-limited with state in Redis, so a new leader never repeats what the old one
 sent: a lasting condition is announced once, reminded at most every `ALERT_REPEAT_S`, and its end
@@ -26,7 +28,7 @@ from typing import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from backend import metrics
+from backend import keys, metrics
 from backend.settings import Settings
 from backend.tasks import now_ms
 
@@ -78,6 +80,7 @@ class Reading:
     comfyui_up: list[bool]  # one per configured instance
     oldest_waiting_s: float
     bot_errors: dict[str, tuple[int, str]]  # platform -> (count so far, last summary)
+    data_lost: int = 0  # times a consumer group was found gone (keys.DATA_LOST), all groups together
 
 
 Deliver = Callable[[str], Awaitable[int]]  # sends one message to the admins; returns chats reached
@@ -89,6 +92,10 @@ async def read_dead_added(redis: Redis, stream: str) -> int:
     except ResponseError:
         return 0
     return int(info.get("entries-added") or info.get("length") or 0)
+
+
+async def read_data_lost(redis: Redis) -> int:
+    return sum(int(count) for count in (await redis.hgetall(keys.DATA_LOST)).values())
 
 
 async def read_bot_errors(redis: Redis) -> dict[str, tuple[int, str]]:
@@ -127,6 +134,13 @@ class Alerts:
         sent += await self._event(
             "dead_letters", reading.dead_added,
             lambda n: f"⚠️ {n} new dead letter(s). See /dlq, then /retry or /purge_dlq.",
+        )
+        sent += await self._event(
+            "data_lost", reading.data_lost,
+            lambda n: "⚠️ Redis lost its data (restarted empty?): photos still waiting in line are gone and their "
+                      "users were not told; photos a worker held still come. Run Redis with AOF "
+                      f"(appendfsync always). Seen by {n} process(es).",
+            baseline=0,  # the counter lives in the emptied Redis: it only exists once a loss was seen
         )
         for platform, (errors, last) in sorted(reading.bot_errors.items()):
             sent += await self._event(

@@ -70,6 +70,9 @@ def user_mode(user: str) -> str:
     return f"repairbot:user:{user}:mode"
 
 
+DATA_LOST = "repairbot:data_lost"  # hash: consumer group -> times a process found it gone (Redis emptied)
+
+
 def consumer_lease(group: str, name: str) -> str:
     """Held by the live process using a consumer name, so two processes never share one."""
     return f"repairbot:lease:{group}:{name}"

@@ -17,6 +17,7 @@ nobody took over meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import socket
@@ -338,6 +339,8 @@ class ConsumerGroup:
                       "of %s that no consumer held are gone and nobody can tell their users. Run Redis with "
                       "AOF (appendfsync always) to keep them", self.group, ", ".join(self.streams))
             await self.ensure_groups()
+            with contextlib.suppress(Exception):  # counted for the admins' alert (backend.alerts)
+                await self._bounded(self.redis.hincrby(keys.DATA_LOST, self.group, 1))
             return await self._bounded(make_call(), extra_s)
 
     # --- reading -------------------------------------------------------------------------------
