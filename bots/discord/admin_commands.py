@@ -16,7 +16,7 @@ from discord import app_commands
 
 from backend import alerts
 from backend.admin import format_dead_letters, format_stats, format_status
-from backend.charts import stats_chart_png
+from backend.charts import stats_chart_png, stats_series
 from backend.services import Services
 from backend.texts import text
 from bots.discord.replies import lang_of
@@ -99,7 +99,8 @@ class AdminGroup(app_commands.Group):
     async def stats(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # the chart takes a moment
         numbers = await self.services.admin.stats()
-        chart = await asyncio.to_thread(stats_chart_png, numbers)
+        series = await stats_series(self.services.redis, 3600)
+        chart = await asyncio.to_thread(stats_chart_png, numbers, series, lang_of(interaction))
         await self.answer(interaction, block(format_stats(numbers)),
                           file=discord.File(io.BytesIO(chart), filename="stats.png"))
 

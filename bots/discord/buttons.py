@@ -16,7 +16,8 @@ from typing import Any
 
 import discord
 
-from backend import images, stored_results
+from backend import stored_results
+from backend.compare import labelled_side_by_side
 from backend.errors import Refused
 from backend.services import Services
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
@@ -27,6 +28,8 @@ from bots.discord.messages import CANCEL_PREFIX, COMPARE_PREFIX, OTHER_MODE_PREF
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
 
 log = logging.getLogger(__name__)
+
+COMPARE_MAX_SIDE = 4096  # Discord shows big images; the upload limit is kept by ResultImage.fit
 
 
 async def handle_component(services: Services, interaction: discord.Interaction) -> None:
@@ -173,6 +176,6 @@ async def compare_pressed(services: Services, interaction: discord.Interaction, 
     if before is None or after is None:
         await refuse(interaction, text("compare_unavailable", lang), lang, deferred_ephemeral=private)
         return
-    pair = await asyncio.to_thread(images.side_by_side, before, after)
+    pair = await asyncio.to_thread(labelled_side_by_side, before, after, lang, max_side=COMPARE_MAX_SIDE)
     image = await ResultImage.fit(pair, interaction.filesize_limit, stem="compare")
     await interaction.edit_original_response(content=text("compare_caption", lang), attachments=[image.file()])

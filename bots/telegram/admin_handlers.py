@@ -16,7 +16,7 @@ from telegram.ext import ContextTypes
 
 from backend import alerts
 from backend.admin import format_dead_letters, format_stats, format_status
-from backend.charts import stats_chart_png
+from backend.charts import stats_chart_png, stats_series
 from backend.texts import text
 from bots.telegram.handlers import asker_of, services_of
 
@@ -96,8 +96,10 @@ async def resume_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 @admin_only
 async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Throughput and run-time percentiles over the last hour, as text and a small chart."""
-    stats = await services_of(context).admin.stats(window_s=3600)
-    chart = await asyncio.to_thread(stats_chart_png, stats)
+    services = services_of(context)
+    stats = await services.admin.stats(window_s=3600)
+    series = await stats_series(services.redis, 3600)
+    chart = await asyncio.to_thread(stats_chart_png, stats, series, asker_of(update, context).lang)
     await update.effective_message.reply_photo(chart, caption=format_stats(stats))
 
 

@@ -18,6 +18,7 @@ from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
 from backend import alerts, images
+from backend.compare import labelled_side_by_side
 from backend.errors import Refused
 from backend.intake import Submitted
 from backend.services import Services
@@ -25,6 +26,7 @@ from backend.stored_results import stored_result
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.texts import pick_lang, text
 from bots.telegram import albums
+from bots.telegram.photos import PHOTO_MAX_SIDE
 from bots.telegram.keyboards import Button, cancel_markup, mode_markup, parse
 
 log = logging.getLogger(__name__)
@@ -372,7 +374,7 @@ async def send_comparison(result_message: Message, button: Button, asker: Asker,
         await result_message.reply_text(text("compare_unavailable", asker.lang))
         return
     await result_message.get_bot().send_chat_action(result_message.chat_id, ChatAction.UPLOAD_PHOTO)
-    picture = await asyncio.to_thread(images.side_by_side, before, after)
+    picture = await asyncio.to_thread(labelled_side_by_side, before, after, asker.lang, max_side=PHOTO_MAX_SIDE)
     await result_message.reply_photo(picture, caption=text("compare_caption", asker.lang),
                                      reply_parameters=ReplyParameters(result_message.message_id,
                                                                       allow_sending_without_reply=True))
