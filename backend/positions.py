@@ -87,8 +87,16 @@ class QueueView:
             elif state == "in_comfyui":  # handed to ComfyUI: running, or waiting in its queue behind others
                 position = 1 + sum(1 for other in active if other < ordinal)
                 eta = int(math.ceil(math.ceil(position / parallel) * run_s)) if run_s else 0
-                places.append(Place(task_id, "running", position, eta))
+                started = await self._started(task_id)
+                places.append(Place(task_id, "running" if started else "queued", position, eta))
         return sorted(places, key=lambda p: (p.state != "running", p.position))
+
+    async def _started(self, task_id: str) -> bool:
+        """Whether the task's status says it is colorizing (ComfyUI may still hold it behind others)."""
+        raw = await self.redis.hget(WATCHED, task_id)
+        line = line_id(json.loads(raw)) if raw else None
+        current = await StatusLines(self.redis).current(line) if line else None
+        return current is None or current.stage >= RUNNING
 
     async def of_user(self, user: str) -> list[Place]:
         members = await self.redis.smembers(keys.user_active(user))
@@ -174,3 +182,20 @@ class PositionAnnouncer:
 
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+def where_lines(places: list[Place], lang: str) -> str:
+    """/where: each waiting photo's place and wait, one line each, in the user's language."""
+    from backend.texts import text
+
+    if not places:
+        return text("where_none", lang)
+    lines = []
+    for index, place in enumerate(places, start=1):
+        if place.state == "running":
+            lines.append(text("where_running", lang, index=index))
+        elif place.eta_s:
+            lines.append(text("where_queued", lang, index=index, position=place.position, eta=place.eta_s))
+        else:
+            lines.append(text("where_queued_no_eta", lang, index=index, position=place.position))
+    return "\n".join(lines)

@@ -79,13 +79,20 @@ CATALOG: dict[str, dict[str, str]] = {
         "other_mode_running": "It's already on its way in {mode}.",
         "other_mode_done": "Here it is again in {mode}.",
         "button_retry": "Retry",
+        "unknown_command": "I don't know {command}. Send a photo to colorize it, or try /help.",
+        "where_none": "You have no photos waiting.",
+        "where_queued": "Photo {index}: #{position} in line, about {eta} s.",
+        "where_queued_no_eta": "Photo {index}: #{position} in line.",
+        "where_running": "Photo {index}: colorizing now.",
+        "help_admin": "Admin: /queue, /stats, /dlq, /retry <task_id>, /purge_dlq, /pause, /resume, /mute_alerts <minutes>.",
+        "cmd_where": "Where your photos are in line",
         "start": "Hi! Send me an old black-and-white photo and I'll send it back in color.",
         "help": (
             "Send a black-and-white photo (as a photo, or as a file for full resolution) and I'll colorize it.\n"
             "Modes:\n{modes}\nPut a mode's name in the caption, or set your default with /mode.\n"
             "Limits: up to {max_mb} MB and {max_mp} megapixels per image, {active} photos at a time, "
             "{hourly} per hour.\n"
-            "/cancel stops your waiting photos."
+            "/cancel stops your waiting photos; /where shows where they are in line."
         ),
         "error_generic": "Sorry, something went wrong. Please try again.",
         "admin_paused": "Paused: no new tasks will start.",
@@ -168,12 +175,19 @@ CATALOG: dict[str, dict[str, str]] = {
         "other_mode_running": "{mode}模式的结果已在路上。",
         "other_mode_done": "这是{mode}模式的结果。",
         "button_retry": "重试",
+        "unknown_command": "不认识 {command}。发送照片即可上色，或试试 /help。",
+        "where_none": "您没有等待中的照片。",
+        "where_queued": "第 {index} 张：排第 {position} 位，大约 {eta} 秒。",
+        "where_queued_no_eta": "第 {index} 张：排第 {position} 位。",
+        "where_running": "第 {index} 张：正在上色。",
+        "help_admin": "管理：/queue、/stats、/dlq、/retry <任务ID>、/purge_dlq、/pause、/resume、/mute_alerts <分钟>。",
+        "cmd_where": "查看照片的排队位置",
         "start": "您好！发送一张黑白老照片，我会把它变成彩色的发回给您。",
         "help": (
             "发送一张黑白照片（以照片或文件形式发送可保留原始分辨率），我会为它上色。\n"
             "模式：\n{modes}\n可在说明文字中写模式名称，或用 /mode 设置默认模式。\n"
             "限制：每张图片最大 {max_mb} MB、{max_mp} 百万像素，同时最多 {active} 张，每小时 {hourly} 张。\n"
-            "/cancel 取消您等待中的照片。"
+            "/cancel 取消您等待中的照片；/where 查看它们的排队位置。"
         ),
         "error_generic": "抱歉，出了点问题。请重试。",
         "admin_paused": "已暂停：不会开始新任务。",

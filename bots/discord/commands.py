@@ -16,6 +16,7 @@ from discord import app_commands
 
 from backend.errors import Refused
 from backend.intake import Intake, Submitted
+from backend.positions import where_lines
 from backend.services import Services
 from backend.status_line import QUEUED, StatusLines, known_run_s, line_id, queued_text
 from backend.texts import text
@@ -49,6 +50,12 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
         await defer_once(services, interaction, ephemeral=private)
         chosen = mode or await services.intake.default_mode(user_key(interaction.user.id))
         await queue_photos(services, interaction, [image], mode=chosen, private=private)
+
+    @tree.command(name="where", description=localized("Where your photos are in line", "cmd_where"))
+    async def where(interaction: discord.Interaction) -> None:
+        """The place in line and the wait of each of this user's photos; only they see it."""
+        places = await services.queue.of_user(user_key(interaction.user.id))
+        await interaction.response.send_message(where_lines(places, lang_of(interaction)), ephemeral=True)
 
     @tree.context_menu(name=localized("Colorize photo", "cmd_colorize_menu"))
     async def colorize_message(interaction: discord.Interaction, message: discord.Message) -> None:

@@ -14,7 +14,8 @@ import secrets
 from typing import AsyncIterator
 from urllib.parse import urlsplit
 
-from telegram import BotCommand
+from telegram import BotCommand, BotCommandScopeChat
+from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from backend.services import Services
@@ -32,13 +33,25 @@ PUBLIC_COMMANDS = [
     BotCommand("start", "What this bot does"),
     BotCommand("help", "Modes and limits"),
     BotCommand("mode", "Show or choose your default mode"),
+    BotCommand("where", "Where your photos are in line"),
     BotCommand("cancel", "Cancel your waiting photos"),
 ]
 PUBLIC_COMMANDS_ZH = [
     BotCommand("start", "这个机器人能做什么"),
     BotCommand("help", "模式和限制"),
     BotCommand("mode", "查看或选择默认模式"),
+    BotCommand("where", "查看照片的排队位置"),
     BotCommand("cancel", "取消等待中的照片"),
+]
+ADMIN_MENU = [
+    BotCommand("queue", "Queue, workers and ComfyUI"),
+    BotCommand("stats", "The last hour, with a chart"),
+    BotCommand("dlq", "Dead letters, with Retry"),
+    BotCommand("retry", "Queue a dead task again"),
+    BotCommand("purge_dlq", "Drop every dead letter"),
+    BotCommand("pause", "Stop starting new photos"),
+    BotCommand("resume", "Start photos again"),
+    BotCommand("mute_alerts", "Silence alerts for N minutes"),
 ]
 NEW = filters.UpdateType.MESSAGE  # not edits (a fixed caption must not queue the photo again), not channel posts
 OTHER_MEDIA = (filters.VIDEO | filters.ANIMATION | filters.AUDIO | filters.VOICE | filters.VIDEO_NOTE
@@ -70,11 +83,13 @@ def build_application(settings: Settings, services: Services, *, rate_limiter: F
     app.add_handler(CommandHandler("help", handlers.help_command, filters=NEW))
     app.add_handler(CommandHandler("mode", handlers.mode_command, filters=NEW))
     app.add_handler(CommandHandler("cancel", handlers.cancel_command, filters=NEW))
+    app.add_handler(CommandHandler(["where", "status"], handlers.where_command, filters=NEW))
     for name, command in ADMIN_COMMANDS.items():
         app.add_handler(CommandHandler(name, command, filters=NEW))
     app.add_handler(MessageHandler(NEW & (filters.PHOTO | filters.Document.ALL), handlers.on_image))
     app.add_handler(MessageHandler(NEW & OTHER_MEDIA, handlers.on_other_media))
     app.add_handler(MessageHandler(NEW & filters.TEXT & ~filters.COMMAND, handlers.on_text))
+    app.add_handler(MessageHandler(NEW & filters.COMMAND, handlers.unknown_command))  # after every command
     app.add_handler(CallbackQueryHandler(handlers.on_button))
     app.add_error_handler(handlers.on_error)
     return app
@@ -87,6 +102,9 @@ async def running(app: Application, settings: Settings) -> AsyncIterator[Applica
     try:
         await app.bot.set_my_commands(PUBLIC_COMMANDS)
         await app.bot.set_my_commands(PUBLIC_COMMANDS_ZH, language_code="zh")
+        for admin in settings.telegram_admin_ids:  # admins see their commands too, in their own chat only
+            with contextlib.suppress(TelegramError):  # an admin who never opened the chat: no menu yet
+                await app.bot.set_my_commands(PUBLIC_COMMANDS + ADMIN_MENU, scope=BotCommandScopeChat(admin))
         if settings.telegram_webhook_url:
             await start_webhook(app, settings)
         else:

@@ -21,6 +21,7 @@ from backend import alerts, images
 from backend.compare import labelled_side_by_side
 from backend.errors import Refused
 from backend.intake import Submitted
+from backend.positions import where_lines
 from backend.services import Services
 from backend.stored_results import stored_result
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
@@ -395,7 +396,21 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         "help", asker.lang, modes=modes,
         max_mb=min(s.max_image_bytes, BOT_API_DOWNLOAD_LIMIT) // MB, max_mp=max(1, s.max_image_pixels // 1_000_000),
         active=s.user_max_active, hourly=s.user_max_per_hour,
-    ))
+    ) + ("\n\n" + text("help_admin", asker.lang) if asker.exempt else ""))
+
+
+async def where_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/where (or /status): the place in line and the wait of each of this user's photos."""
+    asker, services = asker_of(update, context), services_of(context)
+    places = await services.queue.of_user(asker.user)
+    await update.effective_message.reply_text(where_lines(places, asker.lang))
+
+
+async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A command we don't have gets a short hint instead of silence."""
+    command = (update.effective_message.text or "/?").split()[0].split("@")[0]
+    await update.effective_message.reply_text(text("unknown_command", asker_of(update, context).lang,
+                                                   command=command))
 
 
 async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -84,7 +84,7 @@ async def test_admin_group_is_hidden_from_non_administrators(bot, discord_fake):
     [group] = [c for c in discord_fake.commands["global"] if c["name"] == "repairbot"]
     assert int(group["default_member_permissions"]) == 8  # administrator
     names = {c["name"] for c in discord_fake.commands["global"]}
-    assert names == {"colorize", "Colorize photo", "repairbot"}
+    assert names == {"colorize", "where", "Colorize photo", "repairbot"}
 
 
 async def test_commands_sync_only_when_changed(discord_settings, discord_fake, start_bot):
@@ -102,7 +102,7 @@ async def test_commands_sync_to_configured_guilds(discord_settings, discord_fake
     assert not discord_fake.calls_to("PUT", rf"/applications/{APP_ID}/commands")
     for guild in ("700", "701"):
         [call] = discord_fake.calls_to("PUT", rf"/applications/{APP_ID}/guilds/{guild}/commands")
-        assert {c["name"] for c in call.json} == {"colorize", "Colorize photo", "repairbot"}
+        assert {c["name"] for c in call.json} == {"colorize", "where", "Colorize photo", "repairbot"}
         colorize = next(c for c in call.json if c["name"] == "colorize")
         assert colorize["description_localizations"]["zh-CN"] == "为黑白老照片上色"  # Chinese clients see Chinese
 

@@ -107,3 +107,15 @@ async def test_the_place_in_line_counts_down_while_waiting(pipeline, discord_fak
     places = [[int(t.split("#")[1].split()[0]) for t in h if t.startswith("Queued — #")] for h in histories]
     longest = max(places, key=len)
     assert len(longest) >= 2 and longest == sorted(longest, reverse=True) and longest[-1] < longest[0], histories
+
+
+async def test_where_lists_the_users_photos(pipeline, discord_fake, comfy_fake, photo_bytes):
+    comfy_fake.delay_s = 2
+    interaction = colorize(discord_fake, photo_bytes)
+    await discord_fake.push_interaction(interaction)
+    await wait_original(discord_fake, interaction["token"], 1)
+    where = discord_fake.slash("where", [])
+    await discord_fake.push_interaction(where)
+    [answer] = await discord_fake.wait_for_call("POST", rf"/interactions/{where['id']}/.*/callback")
+    assert answer.json["data"]["content"].startswith("Photo 1: ")
+    assert int(answer.json["data"]["flags"]) & 64  # only the user sees it

@@ -100,3 +100,25 @@ async def test_other_mode_pressed_twice_runs_once(system, tg_fake, photo_bytes):
     texts = [line.text for line in telegram_chat(tg_fake, user.id)]
     assert any(t.startswith("It's already on its way in building") for t in texts)
     assert tg_fake.calls_to("sendPhoto")[-1]["caption"] == "Here it is again in building."
+
+
+async def test_where_unknown_commands_and_the_admins_menu(system, tg_fake, comfy_fake, photo_bytes):
+    comfy_fake.delay_s = 2
+    user, admin = ChatUser(tg_fake), ChatUser(tg_fake, 9001)
+    async with system():
+        await user.command("/where")
+        await user.wait_text("You have no photos waiting.")
+        await user.send_photo(photo_bytes)
+        await user.send_photo(photo_bytes)
+        await user.wait_text("Colorizing")
+        await user.command("/status")
+        answer = await user.wait_text("Photo 2: #")
+        assert answer.startswith("Photo 1: colorizing now.\nPhoto 2: #1 in line") or "Photo 2: #2" in answer, answer
+        await user.command("/foo")
+        await user.wait_text("I don't know /foo. Send a photo to colorize it, or try /help.")
+        await admin.command("/help")
+        await admin.wait_text("Admin: /queue, /stats")
+    scoped = [c for c in tg_fake.calls_to("setMyCommands") if c.params.get("scope")]
+    assert scoped and scoped[0]["scope"] == {"type": "chat", "chat_id": 9001}
+    assert {"stats", "dlq", "where"} <= {c["command"] for c in scoped[0]["commands"]}
+    assert all("Admin:" not in t for t in user.texts())
