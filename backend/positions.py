@@ -106,7 +106,9 @@ class QueueView:
 class PositionAnnouncer:
     """Puts position and elapsed-time refreshes of watched tasks on the events stream."""
 
-    def __init__(self, redis: Redis, settings: Settings, *, every_s: float = ANNOUNCE_EVERY_S):
+    def __init__(self, redis: Redis, settings: Settings, *, every_s: float = ANNOUNCE_EVERY_S,
+                 backlog: Any = None):
+        self.backlog = backlog  # backend.backlog.Backlog: its waiting photos are started from here
         self.redis = redis
         self.settings = settings
         self.every_s = every_s
@@ -127,6 +129,8 @@ class PositionAnnouncer:
         lease_ms = max(1, int(self.every_s * 1000) - 50)
         if not await self.redis.set(LEASE, "1", nx=True, px=lease_ms):
             return 0
+        if self.backlog is not None:
+            await self.backlog.pump()
         watched = await self.redis.hgetall(WATCHED)
         if len(watched) > MAX_WATCHED:  # never expected (the queue cap is lower): refresh the oldest part
             watched = dict(list(watched.items())[:MAX_WATCHED])

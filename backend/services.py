@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from backend.settings import Settings
 
@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # imported when built: a CLI command pays only for what it us
     from redis.asyncio import Redis
 
     from backend.admin import Admin
+    from backend.backlog import Backlog
     from backend.blobs import BlobStore
     from backend.intake import Intake
     from backend.positions import PositionAnnouncer, QueueView
@@ -32,18 +33,20 @@ class Services:
     positions: PositionAnnouncer  # keeps waiting photos' place in line current
     queue: QueueView  # where a user's photos are
     reruns: Reruns  # "Other mode" once per photo and mode
+    backlog: Backlog  # photos beyond the concurrent cap, started by themselves
 
     @classmethod
     def create(cls, settings: Settings, *, comfyui: bool = True) -> "Services":
         """Admin gets HTTP-only ComfyUI clients (no WebSocket) for the instances' health and queues;
         with comfyui=False it gets none (and the HTTP client library is not even imported)."""
         from backend.admin import Admin
+        from backend.backlog import Backlog
         from backend.blobs import make_blob_store
         from backend.intake import Intake
         from backend.positions import PositionAnnouncer, QueueView
         from backend.redis_conn import connect
         from backend.reruns import Reruns
-        from backend.status_line import StatusLines
+        from backend.status_line import StatusLines, line_id
         from backend.workflows import Workflows
 
         if comfyui:
@@ -55,17 +58,28 @@ class Services:
         redis = connect(settings)
         blobs = make_blob_store(settings, redis)
         workflows = Workflows.load(settings.workflows_dir)
+        intake = Intake(redis, settings, blobs, workflows)
+        lines = StatusLines(redis)
+        backlog = Backlog(redis, settings, intake, blobs)
+        positions = PositionAnnouncer(redis, settings, every_s=settings.status_refresh_s, backlog=backlog)
+
+        async def started_from_backlog(submitted: Any, reply: dict[str, Any]) -> None:
+            await lines.add_task(line_id(reply) or "", submitted.task_id)
+            await positions.watch(submitted.task_id, reply)
+
+        backlog.on_queued = started_from_backlog
         return cls(
             settings=settings,
             redis=redis,
             blobs=blobs,
             workflows=workflows,
-            intake=Intake(redis, settings, blobs, workflows),
+            intake=intake,
             admin=Admin(redis, settings, clients),
-            lines=StatusLines(redis),
-            positions=PositionAnnouncer(redis, settings, every_s=settings.status_refresh_s),
+            lines=lines,
+            positions=positions,
             queue=QueueView(redis, settings),
             reruns=Reruns(redis, settings.blob_ttl_s),
+            backlog=backlog,
         )
 
     @classmethod

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
 
     # Intake limits (shared by every bot).
     user_max_active: int = 3
+    user_backlog: int = 10  # photos beyond user_max_active kept to start by themselves, first in first out
     user_max_per_hour: int = 30
     queue_cap: int = 500
     idempotency_ttl_s: int = 48 * 3600  # how long a chat event is remembered, so a redelivery is not queued again

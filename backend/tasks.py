@@ -111,6 +111,7 @@ _REPLY_FIELDS: dict[str, dict[str, tuple[bool, Any]]] = {
         "lang": (False, lambda v: isinstance(v, str) and len(v) <= 16),
         "album": (False, lambda v: isinstance(v, str) and len(v) <= 64),
         "as_file": (False, lambda v: isinstance(v, bool)),  # sent as a file: the result comes back as one too
+        "burst": (False, lambda v: isinstance(v, bool)),  # one of several photos sent at once, under one status
     },
     "discord": {
         "application_id": (True, _is_id),

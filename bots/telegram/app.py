@@ -28,6 +28,7 @@ from bots.telegram.sender import initialize_bot, upload_request
 
 log = logging.getLogger(__name__)
 
+BURST_WINDOW_S = 0.6
 MAX_PARALLEL_DOWNLOADS = 8  # photos of up to 20 MB each: bounded, so a burst can't exhaust memory
 PUBLIC_COMMANDS = [
     BotCommand("start", "What this bot does"),
@@ -77,6 +78,7 @@ def build_application(settings: Settings, services: Services, *, rate_limiter: F
     app = builder.build()
     app.bot_data["services"] = services
     app.bot_data["albums"] = AlbumCollector()
+    app.bot_data["bursts"] = AlbumCollector(BURST_WINDOW_S)  # photos sent one by one in a moment: one status
     app.bot_data["downloads"] = asyncio.Semaphore(MAX_PARALLEL_DOWNLOADS)
 
     app.add_handler(CommandHandler("start", handlers.start, filters=NEW))

@@ -94,12 +94,15 @@ async def download(message: Message, file_id: str, downloads: asyncio.Semaphore)
 async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A photo or an image file: queued, with a status message that follows it to the result."""
     message = update.effective_message
-    if message.media_group_id:
-        group = await context.application.bot_data["albums"].collect(message)
-        if group is not None:
-            await queue_album(group, asker_of(update, context), services_of(context), downloads_of(context))
+    collector = context.application.bot_data["albums" if message.media_group_id else "bursts"]
+    group = await collector.collect(message)  # an album, or photos sent one by one within a moment
+    if group is None:
         return
-    await queue_single(message, asker_of(update, context), services_of(context), downloads_of(context))
+    asker, services, downloads = asker_of(update, context), services_of(context), downloads_of(context)
+    if len(group) == 1 and not message.media_group_id:
+        await queue_single(message, asker, services, downloads)
+    else:
+        await queue_album(group, asker, services, downloads, burst=not message.media_group_id)
 
 
 def event_key(message: Message) -> str:
@@ -146,7 +149,7 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
     try:
         file_id, size = image_file(message)
         check_declared_size(services, size)
-        await services.intake.check_open(asker.user, exempt=asker.exempt, event_key=key)
+        await open_or_backlog(services, asker, event_key=key)
     except Refused as refusal:
         await message.reply_text(refusal.user_message(asker.lang))
         return
@@ -158,8 +161,15 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
     try:
         data = await download(message, file_id, downloads)
         mode = services.workflows.from_words(message.caption) or await services.intake.default_mode(asker.user)
-        submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user, exempt=asker.exempt,
-                                                 event_key=key)
+        try:
+            submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
+                                                     exempt=asker.exempt, event_key=key)
+        except Refused as refusal:
+            if refusal.code != "too_many_active":
+                raise
+            await services.backlog.hold(data, user=asker.user, mode=mode, reply=reply, exempt=asker.exempt)
+            await show_backlogged(status, reply, asker.lang, services, count=1)
+            return
     except Refused as refusal:
         await settle(status, reply, services, refusal.user_message(asker.lang))
         return
@@ -176,6 +186,24 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
     await show_queued(status, [submitted], reply, asker.lang, services)
 
 
+async def open_or_backlog(services: Services, asker: Asker, *, event_key: str | None = None) -> None:
+    """check_open, except that a user at the concurrent cap may still send while the backlog has room."""
+    try:
+        await services.intake.check_open(asker.user, exempt=asker.exempt, event_key=event_key)
+    except Refused as refusal:
+        if refusal.code != "too_many_active" or await services.backlog.room(asker.user) <= 0:
+            raise
+
+
+async def show_backlogged(status: Message, reply: dict[str, Any], lang: str, services: Services, *,
+                          count: int) -> None:
+    """Everything of this status waits in the backlog: say so (it starts by itself)."""
+    sentence = text("backlog_only", lang, count=count)
+    if await services.lines.advance(line_id(reply) or "", QUEUED, sentence):
+        with contextlib.suppress(BadRequest):
+            await status.edit_text(sentence)
+
+
 async def settle(status: Message, reply: dict[str, Any], services: Services, sentence: str) -> None:
     """The status ends with `sentence` (a refusal): nothing edits it afterwards."""
     await services.lines.finish(line_id(reply) or "")
@@ -184,7 +212,7 @@ async def settle(status: Message, reply: dict[str, Any], services: Services, sen
 
 
 async def show_queued(status: Message, queued: list[Submitted], reply: dict[str, Any], lang: str,
-                      services: Services) -> None:
+                      services: Services, *, waiting: int = 0) -> None:
     """Turn the status into "Queued — #N" with a Cancel button, unless the worker or the result got
     there first (the status line only moves forward); the announcer keeps the place current."""
     for submitted in queued:
@@ -193,15 +221,22 @@ async def show_queued(status: Message, queued: list[Submitted], reply: dict[str,
     if not places:  # finished already: the result is on its way
         return
     sentence = queued_text(lang, places[0].position, max(p.eta_s for p in places) or None, count=len(queued))
+    if waiting:
+        sentence += "\n" + text("backlog_waiting", lang, count=waiting)
     line = line_id(reply)
+    for submitted in queued:
+        await services.lines.add_task(line or "", submitted.task_id)
     if line is None or not await services.lines.advance(line, QUEUED, sentence):
         return
     with contextlib.suppress(BadRequest):
         await status.edit_text(sentence, reply_markup=cancel_markup(reply, queued[0].task_id, lang))
 
 
-async def queue_album(group: list[Message], asker: Asker, services: Services, downloads: asyncio.Semaphore) -> None:
-    """One task per photo of an album, all under one status message."""
+async def queue_album(group: list[Message], asker: Asker, services: Services, downloads: asyncio.Semaphore, *,
+                      burst: bool = False) -> None:
+    """One task per photo of an album (or of a burst of photos sent one by one), all under one status
+    message. Photos beyond the user's concurrent cap wait in the backlog; past the backlog, ONE reply
+    says how many were taken and how many to send again."""
     first = group[0]
     keys_of = {message.message_id: event_key(message) for message in group}
     claims = {m.message_id: await services.intake.claimed(keys_of[m.message_id]) for m in group}
@@ -224,26 +259,46 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
         return
     try:
         # Room for one; each is checked below.
-        await services.intake.check_open(asker.user, exempt=asker.exempt, event_key=keys_of[usable[0][0].message_id])
+        await open_or_backlog(services, asker, event_key=keys_of[usable[0][0].message_id])
     except Refused as refusal:
         await first.reply_text(refusal.user_message(asker.lang))
         return
-    status = await first.reply_text(text("received", asker.lang), do_quote=True)
+    status = await first.reply_text(text("received_many" if len(usable) > 1 else "received", asker.lang,
+                                         count=len(usable)), do_quote=True)
     redis, ttl = services.redis, services.settings.blob_ttl_s
     await albums.open_album(redis, first.chat_id, status.message_id, len(usable), ttl)
     caption_mode = next(filter(None, (services.workflows.from_words(m.caption) for m in group)), None)
     mode = caption_mode or await services.intake.default_mode(asker.user)
     queued: list[Submitted] = []
+    waiting = dropped = 0
     refused: dict[str, Message] = {}  # each distinct refusal is said once, under the first photo it hit
     for message, file_id in usable:
         reply = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id,
-                 "status_message_id": status.message_id, "lang": asker.lang, "album": str(first.media_group_id)}
+                 "status_message_id": status.message_id, "lang": asker.lang}
+        if burst:
+            reply["burst"] = True
+        else:
+            reply["album"] = str(first.media_group_id)
         if message.document is not None:
             reply["as_file"] = True
         try:
             data = await download(message, file_id, downloads)
-            submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
-                                                     exempt=asker.exempt, event_key=keys_of[message.message_id])
+            try:
+                submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
+                                                         exempt=asker.exempt, event_key=keys_of[message.message_id])
+            except Refused as refusal:
+                if refusal.code != "too_many_active":
+                    raise
+                try:
+                    await services.backlog.hold(data, user=asker.user, mode=mode, reply=reply, exempt=asker.exempt)
+                    waiting += 1
+                except Refused as full:
+                    if full.code != "too_many_active":
+                        raise
+                    dropped += 1
+                    await albums.finish_album_item(redis, first.chat_id, status.message_id,
+                                                   f"dropped:{message.message_id}")
+                continue
         except Refused as refusal:
             left = await albums.finish_album_item(redis, first.chat_id, status.message_id, f"refused:{message.message_id}")
             if left == 0 and not queued:
@@ -258,8 +313,16 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
         queued.append(submitted)
     for sentence, message in refused.items():
         await message.reply_text(sentence)
+    if dropped:  # one reply for the whole burst: how many were taken, how many to send again
+        taken = len(queued) + waiting
+        await first.reply_text(text("backlog_full", asker.lang, taken=taken, sent=taken + dropped, count=dropped))
     if queued:
-        await show_queued(status, queued, reply, asker.lang, services)
+        await show_queued(status, queued, reply, asker.lang, services, waiting=waiting)
+    elif waiting:
+        await show_backlogged(status, reply, asker.lang, services, count=waiting)
+    elif dropped:
+        await settle(status, reply, services, text("too_many_active", asker.lang,
+                                                    limit=services.settings.user_max_active))
 
 
 async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -305,7 +368,9 @@ async def cancel_from_button(button: Button, chat_id: int, asker: Asker, service
     if button.action == "cancel":
         task_ids = [button.task_id]
     else:
-        task_ids = await albums.album_tasks(services.redis, chat_id, button.status_message_id)
+        line = f"telegram:{chat_id}:{button.status_message_id}"  # what status_line.line_id names it
+        task_ids = sorted({*await albums.album_tasks(services.redis, chat_id, button.status_message_id),
+                           *await services.lines.tasks(line)})
     flags = [await services.admin.cancel(task_id, user=owner) for task_id in task_ids]
     return sum(flags)
 

@@ -53,7 +53,7 @@ class Button:
 
 def cancel_markup(reply: dict, task_id: str, lang: str) -> InlineKeyboardMarkup:
     """The Cancel button under a status message (the whole album's when the task is in one)."""
-    if reply.get("album"):
+    if reply.get("album") or reply.get("burst"):
         data = f"C:{reply['status_message_id']}"
     elif _HEX32.fullmatch(task_id):
         data = f"c:{pack_hex(task_id)}"

@@ -161,6 +161,9 @@ class TelegramSender:
             if reply.get("album") and reply.get("status_message_id"):
                 await self._album_result(result, lang, parts)
                 return
+            if reply.get("burst") and reply.get("status_message_id"):
+                await self._burst_result(result, lang, parts)
+                return
             if result.status == "ok":
                 data = await self.blobs.get(result.output)
                 if data is None:
@@ -252,11 +255,38 @@ class TelegramSender:
         await self._once(parts, "status", self._close_status(chat_id, status_id,
                                                              text("cancelled", lang) if cancelled else None, lang))
 
+    async def _burst_result(self, result: Result, lang: str, parts: SendParts) -> None:
+        """One of several photos sent one by one under one status: its result (or failure) at once, as
+        its own reply; the shared status goes with the last."""
+        reply = result.reply
+        chat_id, status_id = reply["chat_id"], reply["status_message_id"]
+        note = ""
+        if result.status == "ok":
+            data = await self.blobs.get(result.output)
+            if data is None:
+                note = text("output_expired", lang)
+            else:
+                try:
+                    await self._post_image(result, data, lang, parts)
+                except RepairError:
+                    note = text("output_invalid", lang)
+        elif result.status == "failed":
+            note = result.message or text(result.error or "internal", lang)
+        if note:
+            await self._once(parts, "note", self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply),
+                                                                  reply_markup=self._failure_markup(result, lang)))
+        if await finish_album_item(self.redis, chat_id, status_id, result.task_id) != 0:
+            return
+        await self.lines.finish(line_id(reply) or "")
+        final = text("cancelled", lang) if result.status == "cancelled" else None
+        await self._once(parts, "status", self._close_status(chat_id, status_id, final, lang))
+
     async def _post_album(self, last: Result, lang: str, parts: SendParts) -> int:
         """Every colorized photo of the album as ONE media group, in the order they were sent, one caption;
         the full-resolution files as a second group when the photos came as files or would be compressed."""
         reply = last.reply
-        task_ids = await album_tasks(self.redis, reply["chat_id"], reply["status_message_id"])
+        task_ids = sorted({*await album_tasks(self.redis, reply["chat_id"], reply["status_message_id"]),
+                           *await self.lines.tasks(line_id(reply) or "")})  # the latter has backlogged ones
         results = {r.task_id: r for r in await stored_results(self.redis, task_ids)}
         results[last.task_id] = last
         pictures: list[tuple[Result, bytes]] = []

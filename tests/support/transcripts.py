@@ -15,7 +15,7 @@ from backend.texts import CATALOG
 
 # A status message's stage, from its text in either language (the order they must come in).
 _STAGE_PATTERNS = [
-    (0, [CATALOG[lang]["received"] for lang in CATALOG]),
+    (0, [CATALOG[lang][key].split("{")[0] for lang in CATALOG for key in ("received", "received_many")]),
     (1, ["Queued", "已排队"]),
     (2, ["Colorizing", "Still working", "正在上色", "仍在处理"]),
     (3, [CATALOG[lang]["sending"] for lang in CATALOG]),

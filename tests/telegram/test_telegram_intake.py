@@ -112,11 +112,20 @@ async def test_rate_limited(start_bot, user, photo_bytes):
 
 
 async def test_too_many_active(start_bot, user, photo_bytes):
-    async with start_bot(user_max_active=1):
+    async with start_bot(user_max_active=1, user_backlog=0):
         await user.send_photo(photo_bytes)
         await user.wait_text("Queued — #1")
         await user.send_photo(photo_bytes)
         await user.wait_text(text("too_many_active", "en", limit=1))
+
+
+async def test_over_the_active_limit_a_photo_waits_in_the_backlog(start_bot, user, photo_bytes):
+    async with start_bot(user_max_active=1, user_backlog=2) as (services, _):
+        await user.send_photo(photo_bytes)
+        await user.wait_text("Queued — #1")
+        await user.send_photo(photo_bytes)
+        await user.wait_text(text("backlog_only", "en", count=1))
+        assert len(await queued_tasks(services)) == 1  # queued by itself once the first is done
 
 
 async def test_queue_full(start_bot, user, admin, photo_bytes):
@@ -144,7 +153,7 @@ async def test_album_is_one_status_and_one_task_per_photo(bot, user, tg_fake, ph
     for _ in range(3):
         await user.send_photo(photo_bytes, media_group_id="album-1")
     await user.wait_text(text("queued_album", "en", count=3, position=1, eta=30)[:18])
-    received = [t for t in user.texts() if t == text("received", "en")]
+    received = [t for t in user.texts() if t == text("received_many", "en", count=3)]
     assert len(received) == 1
     tasks = await queued_tasks(bot)
     replies = [json.loads(t["reply"]) for t in tasks]
@@ -161,13 +170,15 @@ async def test_album_is_one_status_and_one_task_per_photo(bot, user, tg_fake, ph
 
 
 async def test_album_over_the_active_limit_queues_what_fits_and_says_why_not_the_rest(start_bot, user, photo_bytes):
-    async with start_bot(user_max_active=2) as (services, _):
+    async with start_bot(user_max_active=2, user_backlog=0) as (services, _):
         for _ in range(3):
             await user.send_photo(photo_bytes, media_group_id="album-2")
-        await user.wait_text(text("too_many_active", "en", limit=2))
+        sentence = text("backlog_full", "en", taken=2, sent=3, count=1)
+        assert sentence == "I took 2 of your 3 photos; please send the other one again once these are done."
+        await user.wait_text(sentence)
         await user.wait_text("Queued 2 photos")
         assert len(await queued_tasks(services)) == 2
-        assert user.texts().count(text("too_many_active", "en", limit=2)) == 1
+        assert user.texts().count(sentence) == 1
 
 
 async def test_cancel_button_and_cancel_command(bot, user, tg_fake, photo_bytes):

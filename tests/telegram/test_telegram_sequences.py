@@ -109,11 +109,12 @@ async def test_where_unknown_commands_and_the_admins_menu(system, tg_fake, comfy
         await user.command("/where")
         await user.wait_text("You have no photos waiting.")
         await user.send_photo(photo_bytes)
-        await user.send_photo(photo_bytes)
         await user.wait_text("Colorizing")
+        await user.send_photo(photo_bytes)  # a moment later: its own status
+        await tg_fake.wait_for(lambda: sum(t.startswith("Queued — #") for t in user.texts()) >= 2)
         await user.command("/status")
-        answer = await user.wait_text("Photo 2: #")
-        assert answer.startswith("Photo 1: colorizing now.\nPhoto 2: #1 in line") or "Photo 2: #2" in answer, answer
+        answer = await user.wait_text("Photo 2: ")
+        assert answer.startswith("Photo 1: colorizing now.\nPhoto 2: #") and "in line" in answer, (answer, user.texts())
         await user.command("/foo")
         await user.wait_text("I don't know /foo. Send a photo to colorize it, or try /help.")
         await admin.command("/help")
@@ -122,3 +123,28 @@ async def test_where_unknown_commands_and_the_admins_menu(system, tg_fake, comfy
     assert scoped and scoped[0]["scope"] == {"type": "chat", "chat_id": 9001}
     assert {"stats", "dlq", "where"} <= {c["command"] for c in scoped[0]["commands"]}
     assert all("Admin:" not in t for t in user.texts())
+
+
+async def test_a_burst_of_ten_gives_at_most_two_replies_and_all_ten_results(system, tg_fake, comfy_fake, photo_bytes):
+    comfy_fake.delay_s = 0.2
+    user = ChatUser(tg_fake)
+    async with system(user_max_active=3, user_backlog=10):
+        for _ in range(10):
+            await user.send_photo(photo_bytes)
+        await tg_fake.wait_for(lambda: len(results_in(tg_fake, user.id)) == 10, timeout=90)
+        await tg_fake.wait_for(lambda: tg_fake.calls_to("deleteMessage"))
+    replies = [line for line in telegram_chat(tg_fake, user.id) if line.kind == "sent"]
+    assert len(replies) <= 2, [r.text for r in replies]
+    [history] = status_histories(telegram_chat(tg_fake, user.id)).values()
+    assert never_backwards(history) and history[-1] == "<deleted>", history
+
+
+async def test_past_the_backlog_one_reply_says_how_many_to_send_again(system, tg_fake, comfy_fake, photo_bytes):
+    comfy_fake.delay_s = 0.2
+    user = ChatUser(tg_fake)
+    async with system(user_max_active=2, user_backlog=3):
+        for _ in range(7):
+            await user.send_photo(photo_bytes)
+        await user.wait_text("I took 5 of your 7 photos; please send the other 2 again once these are done.")
+        await tg_fake.wait_for(lambda: len(results_in(tg_fake, user.id)) == 5, timeout=90)
+    assert len([line for line in telegram_chat(tg_fake, user.id) if line.kind == "sent"]) == 2
