@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import os
 import shutil
 import signal
@@ -166,6 +167,16 @@ class ChaosStack:
                 return pending["consumer"].decode()
         return None
 
+    def consumer_of(self, name: str) -> str:
+        """The Redis consumer name component `name` announced at its latest start."""
+        since = self.components[name].log().rsplit("===== start", 1)[-1]
+        match = re.search(r"(?:worker|notifier) (\S+) started", since)
+        assert match, f"{name} has not said its consumer name"
+        return match.group(1)
+
+    async def entries_of(self, stream: str, group: str, consumer: str) -> set[bytes]:
+        return {p["message_id"] for p in await self.pending(stream, group) if p["consumer"].decode() == consumer}
+
     def component_named(self, consumer: str) -> Component:
         """The running component that announced itself under Redis consumer name `consumer`."""
         for component in self.components.values():
@@ -206,8 +217,6 @@ class ChaosStack:
         component = self.components.get(name)
         if component is None:
             component = Component(name, role, {**self.base_env(), **(env or {})}, self.workdir / f"{name}.log")
-            if role != "discord":
-                component.env.pop("DISCORD_BOT_TOKEN", None)
             self.components[name] = component
         assert not component.alive, f"{name} is running"
         log = open(component.log_path, "ab")
@@ -296,6 +305,22 @@ class ChaosStack:
             if pause_s:
                 await asyncio.sleep(pause_s)
         return subs
+
+    def discord_interaction(self, user_id: int, photo: bytes) -> dict[str, Any]:
+        assert self.discord is not None
+        attachment = self.discord.add_file(photo, f"photo-{user_id}.jpg")
+        return self.discord.slash("colorize", [{"name": "image", "type": 11, "value": attachment["id"]}],
+                                  attachments=[attachment], user_id=user_id, channel_id=user_id)
+
+    async def send_discord_photo(self, user_id: int | None = None) -> Submission:
+        assert self.discord is not None
+        user_id = user_id or self.new_chat()
+        photo = self.photo()
+        interaction = self.discord_interaction(user_id, photo)
+        await self.discord.push_interaction(interaction)
+        sub = Submission("discord", user_id, token=interaction["token"], photo=photo)
+        self.subs.append(sub)
+        return sub
 
     # --- reading what happened -----------------------------------------------------------------------
     def outcomes(self) -> tuple[dict[Any, Any], int]:

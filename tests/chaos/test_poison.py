@@ -1,0 +1,61 @@
+"""A photo that kills whichever worker takes it: dead-lettered after MAX_DELIVERIES, its user told once,
+every other photo delivered, including those the same worker held when it died.
+
+detect: the kill that starts it all → the poison in the dead-letter stream; recover: → its user told."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from backend.texts import text
+from tests.chaos.ledger import assert_clean
+
+
+@pytest.mark.timeout(200)
+async def test_poison_photo(chaos, ledger):
+    async with chaos(env={"MIN_IDLE_MS": "2000", "MAX_DELIVERIES": "3"}, comfy_delay_s=0.1) as stack:
+        await stack.start_default(workers=1)
+        poison = await stack.send_telegram_photo()
+        crashes = 0
+
+        async def crash_on_poison(task_id: str) -> None:
+            nonlocal crashes
+            if task_id in (await stack.task_ids()).get(poison.chat_id, []):
+                crashes += 1
+                ledger.fault()
+                stack.send_signal("worker1")  # as if decoding this photo took the process down
+                await asyncio.sleep(30)
+
+        stack.on_upload = crash_on_poison
+
+        async def supervise() -> None:
+            """What systemd or Kubernetes would do: start the worker again when it dies."""
+            while True:
+                component = stack.components["worker1"]
+                if not component.alive:
+                    await component.proc.wait()
+                    await stack.spawn("worker1", "worker")
+                await asyncio.sleep(0.2)
+
+        supervisor = asyncio.create_task(supervise())
+        others = await stack.send_telegram_photos(3)
+        try:
+            await stack.wait_for(stack.dead_letters, timeout=150)
+            ledger.detected()
+            await stack.wait_for(lambda: stack.outcome(poison).refused, timeout=30)
+            ledger.recovered()
+            assert await stack.wait_answered(others, timeout=60), stack.logs()
+        finally:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        await stack.settle(extra_s=3)
+        told = [t for t in stack.outcome(poison).texts if t == text("too_many_attempts", "en")]
+        ledger.note(f"worker crashed {crashes} times on the poison; user told {len(told)} time(s)")
+        await stack.fill_ledger()
+    assert_clean(ledger, dead=1)
+    assert len(told) == 1, ledger
+    assert ledger.delivered == 3 and ledger.refused == 1, ledger
