@@ -23,7 +23,7 @@ from backend.texts import text
 from tests.fakes.discord_api import APP_ID, FakeDiscord, _error
 from tests.fakes.telegram_api import FakeTelegram
 
-UPLOAD_NAME = re.compile(r"repairbot-(?P<task>.+)-(?P<attempt>\d+)\.png$")
+UPLOAD_NAME = re.compile(r"repairbot-(?P<task>[0-9a-f]{8,})-(?P<attempt>\d+)\.[a-z]+$")
 GENERIC_ERRORS = ("something went wrong",)
 IN_PROGRESS = tuple(text(key, "en").split("{")[0].split("—")[0].strip()
                     for key in ("received", "queued", "queued_album", "started", "progress", "retrying"))

@@ -16,7 +16,7 @@ from tests.chaos.ledger import assert_clean
 
 @pytest.mark.timeout(200)
 async def test_poison_photo(chaos, ledger):
-    async with chaos(env={"MIN_IDLE_MS": "2000", "MAX_DELIVERIES": "3"}, comfy_delay_s=0.1) as stack:
+    async with chaos(env={"MIN_IDLE_MS": "3000", "MAX_DELIVERIES": "3"}, comfy_delay_s=0.1) as stack:
         await stack.start_default(workers=1)
         poison = await stack.send_telegram_photo()
         crashes = 0

@@ -8,9 +8,11 @@ import time
 
 import pytest
 
+from backend.settings import Settings
+
 from tests.chaos.ledger import assert_clean
 
-LEASE_S = 30  # the consumer lease at default settings (backend/streams.py)
+LEASE_S = Settings.model_fields["consumer_lease_s"].default  # the consumer lease at default settings
 
 
 async def kill_owner_when(stack, sub, ledger, event: str) -> str:
