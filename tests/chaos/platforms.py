@@ -2,7 +2,7 @@
 
 - ChaosTelegram can hold sendPhoto's *answer* after Telegram has accepted the photo (the message is in
   the chat; the reply is in flight), so a kill in that window is a send whose outcome the notifier never
-  learnt. `in_flight` counts those sends right now.
+  learnt. `in_flight` counts the send requests (photo, file, message) it is handling right now.
 - ChaosDiscord answers 5xx on demand (the plain fake knows 429 only).
 - comfy_runs() reads, from the ComfyUI fake, how many prompts each task got.
 """
@@ -25,6 +25,7 @@ from tests.fakes.telegram_api import FakeTelegram
 
 UPLOAD_NAME = re.compile(r"repairbot-(?P<task>[0-9a-f]{8,})-(?P<attempt>\d+)\.[a-z]+$")
 GENERIC_ERRORS = ("something went wrong",)
+SEND_METHODS = ("sendPhoto", "sendDocument", "sendMessage")
 IN_PROGRESS = tuple(text(key, "en").split("{")[0].split("—")[0].strip()
                     for key in ("received", "queued", "queued_album", "started", "progress", "retrying"))
 
@@ -44,16 +45,22 @@ class ChaosTelegram(FakeTelegram):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.photo_answer_delay_s = 0.0
-        self.in_flight: set[int] = set()  # message ids accepted whose answer is still being held
+        self.in_flight: set[object] = set()  # send requests received and not yet answered
+
+    async def _api(self, request: web.Request) -> web.Response:
+        if request.match_info["method"] not in SEND_METHODS:
+            return await super()._api(request)
+        token = object()
+        self.in_flight.add(token)
+        try:
+            return await super()._api(request)
+        finally:
+            self.in_flight.discard(token)
 
     async def _m_sendPhoto(self, params: dict, files: dict) -> Any:
         result = await super()._m_sendPhoto(params, files)
         if self.photo_answer_delay_s > 0 and not isinstance(result, web.Response):
-            self.in_flight.add(result["message_id"])
-            try:
-                await asyncio.sleep(self.photo_answer_delay_s)
-            finally:
-                self.in_flight.discard(result["message_id"])
+            await asyncio.sleep(self.photo_answer_delay_s)
         return result
 
 

@@ -11,7 +11,7 @@ import pytest
 from tests.chaos.conftest import CHAOS_LONG
 from tests.chaos.ledger import assert_clean
 
-OUTAGE_S = 60 if CHAOS_LONG else 12  # the issue's 60 s under CHAOS_LONG; 12 s keeps CI short
+OUTAGE_S = 60 if CHAOS_LONG else 8  # the issue's 60 s under CHAOS_LONG; 8 s keeps CI short
 
 
 async def start_behind_comfy_proxy(stack, workers: int = 1):
@@ -68,9 +68,9 @@ async def test_comfyui_websocket_silent_while_prompts_complete(chaos, ledger):
 
 @pytest.mark.timeout(150)
 async def test_task_slower_than_min_idle(chaos, ledger):
-    """Each prompt takes 7 s, MIN_IDLE_MS is 4 s, two workers: a healthy worker's long task must not
+    """Each prompt takes 6 s, MIN_IDLE_MS is 4 s, two workers: a healthy worker's long task must not
     be taken over (no second ComfyUI run, no second post)."""
-    async with chaos(env={"MIN_IDLE_MS": "4000", "BLOCK_MS": "500"}, comfy_delay_s=7) as stack:
+    async with chaos(env={"MIN_IDLE_MS": "4000", "BLOCK_MS": "500"}, comfy_delay_s=6) as stack:
         await stack.start_default(workers=2)
         subs = await stack.send_telegram_photos(2)
         assert await stack.wait_answered(subs, timeout=90), stack.logs()

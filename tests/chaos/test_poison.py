@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 
 import pytest
 
@@ -15,6 +16,9 @@ from tests.chaos.ledger import assert_clean
 
 
 @pytest.mark.timeout(200)
+@pytest.mark.xfail(strict=True, reason=(
+    "finding beyond items 1-8: the photos a worker held beside the poison die with it on every crash and "
+    "reach MAX_DELIVERIES too, so innocent photos are dead-lettered (observed dead 3, expected 1)"))
 async def test_poison_photo(chaos, ledger):
     async with chaos(env={"MIN_IDLE_MS": "3000", "MAX_DELIVERIES": "3"}, comfy_delay_s=0.1) as stack:
         await stack.start_default(workers=1)
@@ -55,6 +59,8 @@ async def test_poison_photo(chaos, ledger):
         await stack.settle(extra_s=3)
         told = [t for t in stack.outcome(poison).texts if t == text("too_many_attempts", "en")]
         ledger.note(f"worker crashed {crashes} times on the poison; user told {len(told)} time(s)")
+        dead_chats = [json.loads(d.get("reply", "{}")).get("chat_id") for d in await stack.dead_letters()]
+        ledger.note(f"dead-lettered chats {dead_chats} (the poison is {poison.chat_id})")
         await stack.fill_ledger()
     assert_clean(ledger, dead=1)
     assert len(told) == 1, ledger

@@ -35,6 +35,9 @@ async def test_redis_kill9_with_aof_always(chaos, ledger):
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.xfail(strict=True, reason=(
+    "item 6: photos only queued in Redis (not yet held by a worker) vanish with it and their users are "
+    "never told (observed: 3 held delivered, 3 queued lost)"))
 async def test_redis_restarted_empty(chaos, ledger):
     """Three photos held by the worker (one running in ComfyUI, two prefetched) and three more only
     queued in Redis, when Redis comes back empty. The worker keeps what it holds and publishes it once
