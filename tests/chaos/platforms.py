@@ -23,7 +23,6 @@ from backend.texts import text
 from tests.fakes.discord_api import APP_ID, FakeDiscord, _error
 from tests.fakes.telegram_api import FakeTelegram
 
-UPLOAD_NAME = re.compile(r"repairbot-(?P<task>[0-9a-f]{8,})-(?P<attempt>\d+)\.[a-z]+$")
 GENERIC_ERRORS = ("something went wrong",)
 SEND_METHODS = ("sendPhoto", "sendDocument", "sendMessage")
 IN_PROGRESS = tuple(text(key, "en").split("{")[0].split("—")[0].strip()
@@ -190,13 +189,8 @@ def discord_outcomes(fake: FakeDiscord, subs: list[Submission]) -> tuple[dict[st
 
 
 # --- ComfyUI ----------------------------------------------------------------------------------------
-def comfy_runs(fake: Any) -> Counter[str]:
-    """Prompts queued per task id, from the LoadImage input name the worker gives each upload."""
-    runs: Counter[str] = Counter()
-    for body in fake.prompts.values():
-        for node in (body.get("prompt") or {}).values():
-            if node.get("class_type") == "LoadImage":
-                match = UPLOAD_NAME.search(str(node.get("inputs", {}).get("image", "")))
-                if match:
-                    runs[match.group("task")] += 1
-    return runs
+def comfy_runs(fake: Any, prompt_tasks: dict[str, str]) -> tuple[int, Counter[str]]:
+    """All prompts ComfyUI was given, and how many of them each task had (prompts whose task could not
+    be told, e.g. written into a Redis that was then emptied, are left out of the per-task count)."""
+    runs: Counter[str] = Counter(prompt_tasks[pid] for pid in fake.prompts if pid in prompt_tasks)
+    return len(fake.prompts), runs

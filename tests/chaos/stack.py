@@ -27,7 +27,7 @@ from aiohttp import web
 from backend.settings import REPO_ROOT
 from tests.chaos.ledger import Ledger
 from tests.chaos.platforms import (
-    UPLOAD_NAME, ChaosDiscord, ChaosTelegram, Submission, comfy_runs, discord_outcomes, gray_photo, telegram_outcomes,
+    ChaosDiscord, ChaosTelegram, Submission, comfy_runs, discord_outcomes, gray_photo, telegram_outcomes,
 )
 from tests.fakes.comfyui import FakeComfyUI
 from tests.support.redis_server import RedisServer
@@ -86,9 +86,9 @@ class ChaosStack:
         self._next_seed = 0
         self._closers: list[Callable[[], Awaitable[Any]]] = []
         self._filled = False
-        # Scenario hooks, awaited with the task id before ComfyUI handles an upload or a prompt.
-        self.on_upload: Callable[[str], Awaitable[None]] | None = None
-        self.on_prompt: Callable[[str], Awaitable[None]] | None = None
+        # A scenario hook awaited before ComfyUI handles an upload (uploads carry no task id).
+        self.on_upload: Callable[[], Awaitable[None]] | None = None
+        self.prompt_tasks: dict[str, str] = {}  # ComfyUI prompt_id -> task id, see _map_prompts
         self._hook_comfy()
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -104,6 +104,8 @@ class ChaosStack:
             self._closers.append(self.discord.stop)
         self.redis = aioredis.Redis.from_url(self.redis_server.url, socket_timeout=5)
         self._closers.append(self.redis.aclose)
+        mapper = asyncio.create_task(self._map_prompts())
+        self._closers.append(lambda: _cancel(mapper))
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -128,22 +130,33 @@ class ChaosStack:
 
         async def hooked_upload(request: web.Request) -> web.StreamResponse:
             if self.on_upload is not None:
-                image = (await request.post()).get("image")
-                match = UPLOAD_NAME.search(str(getattr(image, "filename", "")))
-                if match:
-                    await self.on_upload(match.group("task"))
+                await self.on_upload()
             return await upload(request)
 
-        async def hooked_prompt(request: web.Request) -> web.StreamResponse:
-            if self.on_prompt is not None:
-                with contextlib.suppress(ValueError):
-                    for node in ((await request.json()).get("prompt") or {}).values():
-                        match = UPLOAD_NAME.search(str((node.get("inputs") or {}).get("image", "")))
-                        if node.get("class_type") == "LoadImage" and match:
-                            await self.on_prompt(match.group("task"))
-            return await prompt(request)
+        fake.upload_image = hooked_upload  # bound by start()
 
-        fake.upload_image, fake.post_prompt = hooked_upload, hooked_prompt  # bound by start()
+    async def _map_prompts(self) -> None:
+        """Which task each ComfyUI prompt belongs to. Prompts carry no task id; the worker writes the
+        prompt_id into the task's hash as soon as ComfyUI accepted it, and keeps it there until the next
+        attempt, so polling the hashes finds every attempt."""
+        while True:
+            await asyncio.sleep(0.05)
+            if all(pid in self.prompt_tasks for pid in list(self.comfy.prompts)):
+                continue
+            with contextlib.suppress(Exception):
+                names = [key async for key in self.redis.scan_iter(match="repairbot:task:*", count=500)]  # type: ignore[union-attr]
+                async with self.redis.pipeline(transaction=False) as pipe:  # type: ignore[union-attr]
+                    for name in names:
+                        pipe.hget(name, "prompt_id")
+                    found = await pipe.execute()
+                for name, prompt_id in zip(names, found):
+                    if prompt_id:
+                        self.prompt_tasks[prompt_id.decode()] = name.decode().rsplit(":", 1)[-1]
+
+    def running_task(self) -> str | None:
+        """The task whose prompt ComfyUI is executing right now, once known."""
+        running = self.comfy.executor.running
+        return self.prompt_tasks.get(running.prompt_id) if running is not None else None
 
     async def task_ids(self) -> dict[int, list[str]]:
         """Task ids per chat, read from the task stream."""
@@ -404,9 +417,10 @@ class ChaosStack:
         ledger.lost = sum(1 for o in outcomes.values() if not o.delivered and not o.refused)
         ledger.generic_errors = sum(1 for o in outcomes.values() if o.generic_error)
         ledger.duplicates = duplicates
-        runs = comfy_runs(self.comfy)
-        ledger.runs = sum(runs.values())
+        ledger.runs, runs = comfy_runs(self.comfy, self.prompt_tasks)
         ledger.reruns = sum(count - 1 for count in runs.values())
+        if ledger.runs > sum(runs.values()):
+            ledger.note(f"{ledger.runs - sum(runs.values())} prompts of unknown tasks")
         ledger.dead = len(await self.dead_letters())
         extra_tasks = len(runs) - len(self.subs)
         if extra_tasks > 0:
@@ -423,6 +437,12 @@ class ChaosStack:
     def logs(self, tail: int = 3000) -> str:
         """The end of every component's log (the whole logs stay in the test's tmp_path)."""
         return "\n".join(f"--- {c.name} ---\n{c.log()[-tail:]}" for c in self.components.values())
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def remove_redis_data(server: RedisServer) -> None:

@@ -25,15 +25,21 @@ async def test_poison_photo(chaos, ledger):
         poison = await stack.send_telegram_photo()
         crashes = 0
 
-        async def crash_on_poison(task_id: str) -> None:
+        async def crash_on_poison() -> None:
+            """As if running this photo took the worker down: each new ComfyUI prompt for the poison
+            kills the worker that queued it."""
             nonlocal crashes
-            if task_id in (await stack.task_ids()).get(poison.chat_id, []):
-                crashes += 1
-                ledger.fault()
-                stack.send_signal("worker1")  # as if decoding this photo took the process down
-                await asyncio.sleep(30)
-
-        stack.on_upload = crash_on_poison
+            seen: set[str] = set()
+            while True:
+                poison_tasks = (await stack.task_ids()).get(poison.chat_id, [])
+                fresh = {pid for pid, task in list(stack.prompt_tasks.items()) if task in poison_tasks} - seen
+                if fresh:
+                    seen |= fresh
+                    if stack.components["worker1"].alive:
+                        crashes += 1
+                        ledger.fault()
+                        await stack.kill("worker1")
+                await asyncio.sleep(0.02)
 
         async def supervise() -> None:
             """What systemd or Kubernetes would do: start the worker again when it dies."""
@@ -45,6 +51,7 @@ async def test_poison_photo(chaos, ledger):
                 await asyncio.sleep(0.2)
 
         supervisor = asyncio.create_task(supervise())
+        crasher = asyncio.create_task(crash_on_poison())
         others = await stack.send_telegram_photos(3)
         try:
             await stack.wait_for(stack.dead_letters, timeout=150)
@@ -53,9 +60,10 @@ async def test_poison_photo(chaos, ledger):
             ledger.recovered()
             assert await stack.wait_answered(others, timeout=60), stack.logs()
         finally:
-            supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+            for helper in (crasher, supervisor):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
         await stack.settle(extra_s=3)
         told = [t for t in stack.outcome(poison).texts if t == text("too_many_attempts", "en")]
         ledger.note(f"worker crashed {crashes} times on the poison; user told {len(told)} time(s)")

@@ -16,27 +16,36 @@ LEASE_S = Settings.model_fields["consumer_lease_s"].default  # the consumer leas
 
 
 async def kill_owner_when(stack, sub, ledger, event: str) -> str:
-    """Hold the photo's task at `event` ("upload" or "prompt"), kill -9 the worker holding it, let go."""
-    arrived, release = asyncio.Event(), asyncio.Event()
-    victim: dict[str, str] = {}
+    """kill -9 the worker holding the photo's task during its upload (held there until the kill) or
+    while ComfyUI runs it. Uploads carry no task id: for "upload" the photo must be alone in flight."""
+    if event == "upload":
+        arrived, release = asyncio.Event(), asyncio.Event()
 
-    async def hold(task_id: str) -> None:
-        if victim or task_id not in (await stack.task_ids()).get(sub.chat_id, []):
-            return
-        victim["task"] = task_id
-        arrived.set()
-        await release.wait()
+        async def hold() -> None:
+            if not arrived.is_set():
+                arrived.set()
+                await release.wait()
 
-    setattr(stack, f"on_{event}", hold)
-    await asyncio.wait_for(arrived.wait(), 60)
-    owner = await stack.owner_of(victim["task"])
+        stack.on_upload = hold
+        await asyncio.wait_for(arrived.wait(), 60)
+        task_id = (await stack.task_ids())[sub.chat_id][0]
+    else:
+        release = None
+
+        async def running_mine() -> str | None:
+            task = stack.running_task()
+            return task if task in (await stack.task_ids()).get(sub.chat_id, []) else None
+
+        task_id = await stack.wait_for(running_mine, timeout=60, step=0.02)
+    owner = await stack.owner_of(task_id)
     component = stack.component_named(owner)
     ledger.fault()
     await stack.kill(component.name)
     ledger.note(f"killed {component.name} ({owner}) at {event}")
-    release.set()
-    setattr(stack, f"on_{event}", None)
-    return victim["task"]
+    if release is not None:
+        release.set()
+        stack.on_upload = None
+    return task_id
 
 
 async def watch_takeover(stack, ledger, task_id: str, killed: str) -> None:
@@ -51,12 +60,11 @@ async def watch_takeover(stack, ledger, task_id: str, killed: str) -> None:
 async def test_kill9_worker_mid_task(chaos, ledger, moment):
     """Two workers; the one holding a photo dies during its upload / while ComfyUI runs it. Small
     MIN_IDLE_MS: the point here is that nothing is lost or posted twice (timing at defaults: below)."""
-    async with chaos(env={"MIN_IDLE_MS": "4000"}, comfy_delay_s=0.5) as stack:
+    async with chaos(env={"MIN_IDLE_MS": "4000"}, comfy_delay_s=1.0) as stack:
         await stack.start_default(workers=2)
         target = await stack.send_telegram_photo()
+        task_id = await kill_owner_when(stack, target, ledger, moment)
         others = await stack.send_telegram_photos(3)
-        owner_task = asyncio.create_task(kill_owner_when(stack, target, ledger, moment))
-        task_id = await owner_task
         killed = ledger.notes[-1].split("(")[1].split(")")[0]
         await watch_takeover(stack, ledger, task_id, killed)
         assert await stack.wait_answered([target, *others], timeout=90), stack.logs()
