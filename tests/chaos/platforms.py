@@ -25,6 +25,7 @@ from tests.fakes.telegram_api import FakeTelegram
 
 GENERIC_ERRORS = ("something went wrong",)
 SEND_METHODS = ("sendPhoto", "sendDocument", "sendMessage")
+FILE_RERUN = "-file"  # prompt_id suffix of a run repeated with SaveImage (backend/comfyui.py)
 IN_PROGRESS = tuple(text(key, "en").split("{")[0].split("—")[0].strip()
                     for key in ("received", "queued", "queued_album", "started", "progress", "retrying"))
 
@@ -192,5 +193,9 @@ def discord_outcomes(fake: FakeDiscord, subs: list[Submission]) -> tuple[dict[st
 def comfy_runs(fake: Any, prompt_tasks: dict[str, str]) -> tuple[int, Counter[str]]:
     """All prompts ComfyUI was given, and how many of them each task had (prompts whose task could not
     be told, e.g. written into a Redis that was then emptied, are left out of the per-task count)."""
-    runs: Counter[str] = Counter(prompt_tasks[pid] for pid in fake.prompts if pid in prompt_tasks)
+    runs: Counter[str] = Counter()
+    for pid in fake.prompts:
+        base = pid.removesuffix(FILE_RERUN)  # the worker's second run when the socket lost the image
+        if base in prompt_tasks:
+            runs[prompt_tasks[base]] += 1
     return len(fake.prompts), runs

@@ -141,7 +141,7 @@ class ChaosStack:
         attempt, so polling the hashes finds every attempt."""
         while True:
             await asyncio.sleep(0.05)
-            if all(pid in self.prompt_tasks for pid in list(self.comfy.prompts)):
+            if all(pid.removesuffix("-file") in self.prompt_tasks for pid in list(self.comfy.prompts)):
                 continue
             with contextlib.suppress(Exception):
                 names = [key async for key in self.redis.scan_iter(match="repairbot:task:*", count=500)]  # type: ignore[union-attr]

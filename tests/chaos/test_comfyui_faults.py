@@ -50,7 +50,8 @@ async def test_comfyui_unreachable_then_back(chaos, ledger, mode):
 
 @pytest.mark.timeout(120)
 async def test_comfyui_websocket_silent_while_prompts_complete(chaos, ledger):
-    """The socket stays open but carries nothing; the worker must notice through /history."""
+    """The socket stays open but carries nothing; the worker must notice through /history. The result
+    image travels over that socket (SaveImageWebsocket), so each photo may run once more with SaveImage."""
     async with chaos(env={"MIN_IDLE_MS": "4000"}, comfy_delay_s=0.2) as stack:
         stack.comfy.stall_ws = True
         await stack.start_default(workers=1)
@@ -63,7 +64,7 @@ async def test_comfyui_websocket_silent_while_prompts_complete(chaos, ledger):
         await stack.settle()
         await stack.fill_ledger()
     assert_clean(ledger)
-    assert ledger.delivered == 3 and ledger.reruns == 0, ledger
+    assert ledger.delivered == 3 and ledger.reruns <= 3, ledger
 
 
 @pytest.mark.timeout(150)
