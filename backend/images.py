@@ -195,6 +195,38 @@ def finalize_output(data: bytes, *, max_pixels: int) -> bytes:
         ) from refused
 
 
+def png_top_rows(data: bytes, rows: int) -> bytes | None:
+    """A PNG of the first `rows` rows of an 8-bit grey, RGB or RGBA PNG, inflating only those: a cheap
+    sample of a big image (a colour check need not decode 12 MP). None for any other PNG or input."""
+    header = _png_header(data)
+    if header is None or header[2] != 8 or header[3] not in (0, 2, 6) or header[4] != 0:
+        return None
+    width, height, _, colour, _ = header
+    rows = min(rows, height)
+    wanted = rows * (1 + width * {0: 1, 2: 3, 6: 4}[colour])
+    inflater, raw = zlib.decompressobj(), bytearray()
+    position = len(_PNG_SIGNATURE)
+    try:
+        while len(raw) < wanted and position + 12 <= len(data):
+            length, kind = struct.unpack(">I4s", data[position:position + 8])
+            if kind == b"IDAT":
+                raw += inflater.decompress(data[position + 8:position + 8 + length], wanted - len(raw))
+            if kind == b"IEND":
+                break
+            position += 12 + length
+    except zlib.error:
+        return None
+    if len(raw) < wanted:
+        return None
+    ihdr = struct.pack(">IIBBBBB", width, rows, 8, colour, 0, 0, 0)
+    return _PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(bytes(raw[:wanted]), 0)) \
+        + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(payload, zlib.crc32(kind)))
+
+
 # --- senders --------------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image
 
+from backend import images
 from backend.errors import PermanentTaskError, TransientTaskError
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ COLORIZING_NODES = frozenset({"DDColor_Colorize", "D_DDColor"})
 GREY_INPUT_MAX = 4.0
 GREY_OUTPUT_MAX = 4.0
 THUMB = 96
+STRIP_ROWS = 16
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 MODEL_MISSING_SIGNS = ("Checkpoint load failed", "/checkpoints/")
 
 
@@ -47,8 +50,10 @@ def colorizes(mode: Any) -> bool:
 
 
 def chroma(data: bytes) -> float:
-    """Mean chroma of an encoded image (0 = perfectly grey)."""
+    """Mean chroma of an encoded image (0 = perfectly grey; a single-channel file is, undecoded)."""
     with Image.open(io.BytesIO(data)) as image:
+        if image.mode in GREY_MODES:
+            return 0.0
         image.draft("RGB", (THUMB, THUMB))
         small = image.convert("RGB")
         small.thumbnail((THUMB, THUMB))
@@ -64,7 +69,12 @@ def grey_result_of_grey_input(mode: Any, source: bytes, output: bytes) -> tuple[
         before = chroma(source)
         if before > GREY_INPUT_MAX:
             return False, before, 0.0  # a colour photo may legitimately come back muted
-        after = chroma(output)
+        # A top strip first: a colourful one settles it without decoding the whole (12 MP) output; a
+        # grey one may be a grey sky, so then the whole image decides.
+        strip = images.png_top_rows(output, STRIP_ROWS)
+        after = chroma(strip) if strip is not None else GREY_OUTPUT_MAX
+        if after <= GREY_OUTPUT_MAX:
+            after = chroma(output)
     except Exception:  # noqa: BLE001 - unreadable images are judged elsewhere
         return False, 0.0, 0.0
     return after <= GREY_OUTPUT_MAX, before, after

@@ -686,3 +686,20 @@ def test_recheck_refuses_a_truncated_input(photo_bytes, converted: bool):
     with pytest.raises(Refused) as caught:
         images.recheck_input(whole[: len(whole) // 2], **LIMITS, digest=images.content_digest(whole))
     assert caught.value.code == "image_broken"
+
+
+# --- sampling a big output -------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_png_top_rows_is_the_top_of_the_image_inflated_alone(mode: str):
+    image = noise((50, 40)).convert(mode)
+    strip = images.png_top_rows(encode(image, "PNG"), 8)
+    top = decoded(strip)
+    assert top.size == (50, 8) and top.mode == mode
+    assert top.tobytes() == image.crop((0, 0, 50, 8)).tobytes()
+    assert decoded(images.png_top_rows(encode(image, "PNG"), 400)).size == (50, 40)  # no more than there is
+
+
+@pytest.mark.parametrize("data", [b"", b"not a png", encode(Image.new("RGB", (9, 9)), "JPEG"),
+                                  encode(Image.new("P", (9, 9)), "PNG"), encode(noise((64, 64)), "PNG")[:300]])
+def test_png_top_rows_declines_what_it_cannot_sample(data: bytes):
+    assert images.png_top_rows(data, 8) is None
