@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from backend import images, keys, metrics, stale_model
 from backend.blobs import BlobStore, BlobTooLarge
+from backend.event_buffer import EventBuffer
 from backend.errors import HandedBack, PermanentTaskError, Refused, TransientTaskError
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN
@@ -128,6 +129,7 @@ class ComfyUIExecutor:
 
         self.settings = settings
         self.redis = redis
+        self.events = EventBuffer(redis, settings.events_stream, maxlen=settings.events_maxlen)
         self.blobs = blobs
         self.on_capacity = on_capacity
         made = clients or [
@@ -158,6 +160,7 @@ class ComfyUIExecutor:
 
     async def close(self) -> None:
         self._closing.set()
+        await self.events.flush()
         for instance in self.instances:
             if instance.probing:
                 instance.probing.cancel()
@@ -364,11 +367,8 @@ class ComfyUIExecutor:
 
     # --- progress ---------------------------------------------------------------------------------
     async def _event(self, task: Task, state: str, percent: int = 0) -> None:
-        event = Event(task.task_id, state, task.reply, percent=percent)  # type: ignore[arg-type]
-        with contextlib.suppress(Exception):  # progress is lossy by design
-            await self.redis.xadd(
-                self.settings.events_stream, event.encode(), maxlen=self.settings.events_maxlen, approximate=True
-            )
+        """Lossy by design, and batched with every other task's events (backend.event_buffer)."""
+        self.events.emit(Event(task.task_id, state, task.reply, percent=percent))  # type: ignore[arg-type]
 
 
 

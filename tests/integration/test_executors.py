@@ -43,3 +43,22 @@ async def test_comfyui_gets_the_stored_jpeg_as_sent_under_its_digest(settings, p
         assert name.endswith(".jpg") and uploaded == stored
         output = Image.open(io.BytesIO(await services.blobs.get(result.output)))
         assert output.format == "PNG" and "prompt" not in output.info
+
+
+async def test_events_emitted_together_go_out_in_one_pipeline_newest_progress_kept(redis, settings):
+    from backend.event_buffer import EventBuffer
+    from backend.tasks import Event
+
+    buffer = EventBuffer(redis, settings.events_stream, maxlen=1000)
+    reply = {"platform": "test"}
+    buffer.emit(Event("a" * 32, "started", reply))
+    for percent in (10, 20, 30):
+        buffer.emit(Event("a" * 32, "progress", reply, percent=percent))
+    buffer.emit(Event("b" * 32, "started", reply))
+    await buffer.flush()
+    written = [Event.decode(fields) for _, fields in await redis.xrange(settings.events_stream)]
+    assert [(e.task_id[0], e.state, e.percent) for e in written] == [("a", "started", 0), ("a", "progress", 30),
+                                                                     ("b", "started", 0)]
+    await redis.aclose()
+    buffer.emit(Event("c" * 32, "started", reply))  # Redis gone: dropped quietly, nothing raised
+    await buffer.flush()
