@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from backend import keys
+from backend.backoff import Backoff, wait_event
 from backend.errors import Refused
 from backend.logs import setup_logging
 from backend.redact import redact_url
@@ -182,16 +183,15 @@ async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
 async def _restarting(name: str, start: Callable[[], Awaitable[Any]], stop: asyncio.Event) -> None:
     """A bot that fails (Telegram or Discord unreachable at start, say) is started again with backoff,
     so one platform's outage neither stops the others nor leaves that bot dead until a restart."""
-    backoff = 1.0
+    backoff = Backoff(1.0, 60.0)
     while not stop.is_set():
+        delay = backoff.next_delay()
         try:
             await start()
             return
         except Exception:  # noqa: BLE001 - report, wait, try again
-            log.exception("%s bot stopped with an error; starting it again in %.0f s", name, backoff)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=backoff)
-        backoff = min(backoff * 2, 60.0)
+            log.exception("%s bot stopped with an error; starting it again in %.0f s", name, delay)
+        await wait_event(stop, delay)
 
 
 async def _logged(name: str, part: Awaitable[Any]) -> None:

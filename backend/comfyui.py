@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from backend.backoff import Backoff
 from backend.errors import PermanentTaskError, RepairError, TransientTaskError
 from backend.stale_model import PromptTakenBack
 
@@ -390,7 +391,7 @@ class ComfyUIClient:
 
     # -- the socket ------------------------------------------------------------------------------
     async def _read_socket_forever(self) -> None:
-        backoff = RECONNECT_BACKOFF_S[0]
+        backoff = Backoff(*RECONNECT_BACKOFF_S)
         url = f"{self.base_url}/ws?clientId={self.client_id}"
         while True:
             try:
@@ -398,7 +399,7 @@ class ComfyUIClient:
                 async with self._ensure_session().ws_connect(url, heartbeat=30.0, timeout=aiohttp.ClientWSTimeout(
                         ws_receive=None, ws_close=5.0)) as ws:
                     self.connected = True
-                    backoff = RECONNECT_BACKOFF_S[0]
+                    backoff.reset()
                     # binary previews then carry their prompt_id (type 4 frames)
                     await ws.send_str(json.dumps({"type": "feature_flags",
                                                   "data": {"supports_preview_metadata": True}}))
@@ -416,8 +417,7 @@ class ComfyUIClient:
                 log.warning("ComfyUI %s socket failed: %r", self.base_url, error)
             finally:
                 self.connected = False
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, RECONNECT_BACKOFF_S[1])
+            await asyncio.sleep(backoff.next_delay())
 
     def _after_reconnect(self) -> None:
         """Events sent while we were away are lost: let every waiter check /history now."""

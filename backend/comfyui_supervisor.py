@@ -21,6 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from backend.backoff import Backoff, wait_event
 from backend.comfyui_install import InstallError, Layout, install, options_from
 
 log = logging.getLogger(__name__)
@@ -116,27 +117,25 @@ class ComfyUISupervisor:
 
     async def supervise(self, stop: asyncio.Event) -> None:
         """Keep ComfyUI running until `stop`; a child that dies is started again with backoff."""
-        backoff = self.backoff_s[0]
+        backoff = Backoff(*self.backoff_s)
         try:
             if self.proc is None:
                 await self.start(stop)
             while not stop.is_set():
                 up_since = time.monotonic()
                 while not stop.is_set() and self.proc is not None and self.proc.poll() is None:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=0.5)
+                    await wait_event(stop, 0.5)
                 if stop.is_set():
                     break
                 if time.monotonic() - up_since > STABLE_AFTER_S:
-                    backoff = self.backoff_s[0]
+                    backoff.reset()
                 code = self.proc.returncode if self.proc else None
-                log.warning("ComfyUI exited (code %s); starting it again in %.0f s (log: %s)", code, backoff,
+                delay = backoff.next_delay()
+                log.warning("ComfyUI exited (code %s); starting it again in %.0f s (log: %s)", code, delay,
                             self.log_path)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                await wait_event(stop, delay)
                 if stop.is_set():
                     break
-                backoff = min(backoff * 2, self.backoff_s[1])
                 if await self.start(stop):
                     log.info("ComfyUI is back after a restart")
         finally:

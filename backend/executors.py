@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, Callable, Protocol
 from redis.asyncio import Redis
 
 from backend import images, keys, metrics, stale_model
+from backend.backoff import Backoff, wait_event
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.event_buffer import EventBuffer
 from backend.errors import HandedBack, PermanentTaskError, Refused, TransientTaskError
@@ -202,14 +202,14 @@ class ComfyUIExecutor:
 
     async def _store_output(self, data: bytes) -> str:
         """The output is the costly part: while Redis is unreachable keep it and try again, don't re-run."""
-        backoff = self.settings.retry_backoff_s
+        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
         while True:
             try:
                 return await self.blobs.put("out", data)
             except REDIS_DOWN as exc:
-                log.warning("output blob not stored yet (%s); keeping it, retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+                delay = backoff.next_delay()
+                log.warning("output blob not stored yet (%s); keeping it, retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
 
     # --- the circuit breaker ---------------------------------------------------------------------
     def _mark_down(self, instance: Instance, why: str) -> None:
@@ -221,10 +221,9 @@ class ComfyUIExecutor:
         instance.probing = asyncio.create_task(self._probe_until_up(instance))
 
     async def _probe_until_up(self, instance: Instance) -> None:
-        delay = self.settings.retry_backoff_s
+        backoff = Backoff(self.settings.retry_backoff_s, self.settings.breaker_probe_max_s)
         while not self._closing.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=delay)
+            await wait_event(self._closing, backoff.next_delay())
             if self._closing.is_set():
                 return
             if await instance.client.health():
@@ -234,7 +233,6 @@ class ComfyUIExecutor:
                 self._freed.set()
                 self.on_capacity()
                 return
-            delay = min(delay * 2, self.settings.breaker_probe_max_s)
 
     async def _acquire_instance(self) -> Instance:
         """The healthy instance with the most free slots; waits while none has one (not once stopping)."""
@@ -249,8 +247,7 @@ class ComfyUIExecutor:
                 return best
             if self._stopping.is_set():
                 raise HandedBack()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._freed.wait(), timeout=1.0)
+            await wait_event(self._freed, 1.0)
 
     def _release_instance(self, instance: Instance) -> None:
         instance.busy -= 1
@@ -266,7 +263,7 @@ class ComfyUIExecutor:
         taken out of rotation instead, and the task waits for one that works.
         """
         counted = tries = greys = 0
-        backoff = self.settings.retry_backoff_s
+        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
         while True:
             tries += 1
             instance = await self._acquire_instance()
@@ -308,9 +305,7 @@ class ComfyUIExecutor:
                 raise
             finally:
                 self._release_instance(instance)
-            with contextlib.suppress(asyncio.TimeoutError):  # a stopping worker doesn't sit out a backoff
-                await asyncio.wait_for(self._stopping.wait(), timeout=backoff + random.uniform(0, backoff / 2))
-            backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+            await wait_event(self._stopping, backoff.next_delay())
 
     async def _run_once(
         self, task: Task, mode: Any, data: bytes, instance: Instance, attempt: int

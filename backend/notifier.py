@@ -20,12 +20,12 @@ import collections
 import contextlib
 import json
 import logging
-import random
 from typing import Protocol
 
 from redis.asyncio import Redis
 
 from backend import keys, metrics
+from backend.backoff import Backoff, jittered, wait_event
 from backend.delivery import ACQUIRED, DELIVERED, SendClaim, SendClaims
 from backend.logs import about_task
 from backend.redact import scrub
@@ -209,7 +209,7 @@ class Notifier:
         loop = asyncio.get_running_loop()
         maintain_every = max(0.5, min(10.0, self.settings.min_idle_ms / 3000))  # well within min_idle
         next_maintenance = 0.0
-        backoff = self.settings.retry_backoff_s
+        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
         while not self._stopping.is_set():
             try:
                 if loop.time() >= next_maintenance:
@@ -218,24 +218,22 @@ class Notifier:
                 self._slot_freed.clear()
                 free = self.max_held - len(self._inflight)
                 if free <= 0:  # read no more than we can keep owned
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._slot_freed.wait(), timeout=1.0)
+                    await wait_event(self._slot_freed, 1.0)
                     continue
                 for entry in await self.group.read_new(min(free, self.settings.read_batch)):
                     self._spawn(entry)
-                backoff = self.settings.retry_backoff_s
+                backoff.reset()
             except REDIS_DOWN as exc:
-                log.warning("notifier lost Redis (%s); retrying in %.1f s", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+                delay = backoff.next_delay()
+                log.warning("notifier lost Redis (%s); retrying in %.1f s", exc, delay)
+                await self._sleep(delay)
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any single bad moment
                 if not is_nogroup(exc):
                     log.exception("notifier loop error: %s", exc)
-                await self._sleep(backoff)
+                await self._sleep(backoff.next_delay())
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        await wait_event(self._stopping, seconds)
 
     async def _maintain(self) -> None:
         """Pick up what a dead notifier left behind, take back waiting results, trim what all acknowledged."""
@@ -373,7 +371,7 @@ class Notifier:
         """Send with retries. A retry-after is waited out in full, and every wait happens outside the
         platform-call slots: only this chat waits."""
         last_error = ""
-        backoff = self.settings.retry_backoff_s
+        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
         for attempt in range(1, self.settings.send_retries + 1):
             if claim.lost or self._stopping.is_set():
                 log.warning("result %s left pending: %s", result.task_id,
@@ -391,11 +389,12 @@ class Notifier:
                 return
             except SendRetry as exc:
                 last_error = scrub(str(exc))
-                wait = exc.after_s if exc.after_s is not None else backoff
+                # a retry-after is waited out in full (a little more, so chats asked to wait don't all return at once)
+                wait = backoff.next_delay() if exc.after_s is None else jittered(exc.after_s, 0.1)
                 metrics.send_retried(platform.name, rate_limited=exc.after_s is not None)
             except Exception as exc:  # noqa: BLE001 - unknown send errors are retried, then left pending
                 last_error = scrub(f"{type(exc).__name__}: {exc}")
-                wait = backoff
+                wait = backoff.next_delay()
                 metrics.send_retried(platform.name, rate_limited=False)
             else:
                 async with self.redis.pipeline(transaction=True) as pipe:
@@ -408,8 +407,7 @@ class Notifier:
                 return
             log.info("send of %s failed (attempt %d): %s; next try in %.1f s", result.task_id, attempt, last_error,
                      wait)
-            await self._sleep(wait + random.uniform(0, 0.1))
-            backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+            await self._sleep(wait)
         log.warning("result %s left pending after %d tries: %s", result.task_id, attempt, last_error)
         metrics.send_ended(platform.name, "left_pending")
 

@@ -27,6 +27,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from backend import alerts, metrics, retention
+from backend.backoff import wait_event
 from backend.comfyui import ComfyUIClient
 from backend.health import Check, HealthServer, redis_check
 from backend.redact import redact_url
@@ -130,8 +131,7 @@ class Ops:
                     log.debug("ops round skipped, Redis unreachable: %s", exc)
                 except Exception:  # noqa: BLE001 - operations must never take the process down
                     log.exception("ops round failed")
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.settings.ops_interval_s)
+                await wait_event(stop, self.settings.ops_interval_s)
         finally:
             metrics.REGISTRY.unregister(self.collector)
             if self.server is not None:

@@ -11,7 +11,6 @@ throttle. Finished tasks are dropped from the watch list.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -22,6 +21,7 @@ from redis.asyncio import Redis
 
 from backend import keys
 from backend.admin import group_info
+from backend.backoff import wait_event
 from backend.settings import Settings
 from backend.status_line import RUNNING, StatusLines, known_run_s, line_id
 from backend.tasks import Event
@@ -180,8 +180,7 @@ class PositionAnnouncer:
                 await self.tick()
             except Exception as exc:  # noqa: BLE001 - a missed refresh is fine, a dead loop is not
                 log.info("position refresh skipped: %s", exc)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.every_s)
+            await wait_event(stop, self.every_s)
 
 
 def _str(value: Any) -> str:

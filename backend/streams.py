@@ -29,6 +29,7 @@ from redis import exceptions as redis_errors
 from redis.exceptions import ResponseError
 
 from backend import keys
+from backend.backoff import Backoff, wait_event
 from backend.tasks import dead_letter_fields
 
 log = logging.getLogger(__name__)
@@ -77,19 +78,16 @@ REDIS_DOWN = (ConnectionError, OSError, asyncio.TimeoutError, redis_errors.Conne
 
 async def retry_while_redis_down(call: Any, settings: Any, stopping: asyncio.Event) -> Any:
     """Await `call()` until Redis answers, backing off; a process may start before its Redis does."""
-    backoff = settings.retry_backoff_s
+    backoff = Backoff(settings.retry_backoff_s, settings.retry_backoff_max_s)
     while True:
         try:
             return await call()
         except REDIS_DOWN as exc:
             if stopping.is_set():
                 raise
-            log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
-            try:
-                await asyncio.wait_for(stopping.wait(), timeout=backoff)
-            except asyncio.TimeoutError:
-                pass
-            backoff = min(backoff * 2, settings.retry_backoff_max_s)
+            delay = backoff.next_delay()
+            log.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
+            await wait_event(stopping, delay)
 
 
 MIN_REDIS = (7, 0)

@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
 from backend import keys, metrics
+from backend.backoff import Backoff, wait_event
 from backend.blobs import BlobStore, make_blob_store
 from backend.errors import HandedBack, Refused, RepairError
 from backend.executors import Executor, make_executor
@@ -157,7 +157,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         maintain_every = max(0.5, min(10.0, self.settings.min_idle_ms / 3000))
         next_maintenance = 0.0
-        backoff = self.settings.retry_backoff_s
+        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
         while not self._stopping.is_set():
             try:
                 if loop.time() >= next_maintenance:
@@ -173,14 +173,14 @@ class Worker:
                     await self._wait_for_slot(min(1.0, maintain_every))
                     continue
                 await self._spawn_all(await self.group.read_new(min(free, self.settings.read_batch)))
-                backoff = self.settings.retry_backoff_s
+                backoff.reset()
             except REDIS_DOWN as exc:
-                log.warning("worker lost Redis (%s); retrying in %.1f s", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+                delay = backoff.next_delay()
+                log.warning("worker lost Redis (%s); retrying in %.1f s", exc, delay)
+                await self._sleep(delay)
             except Exception as exc:  # noqa: BLE001 - the loop outlives any single bad moment
                 log.exception("worker loop error: %s", exc)
-                await self._sleep(backoff)
+                await self._sleep(backoff.next_delay())
 
     def _capacity(self) -> int:
         """The executor's slots minus tasks already in hand (running or waiting for a slot)."""
@@ -188,12 +188,10 @@ class Worker:
 
     async def _wait_for_slot(self, timeout: float) -> None:
         """Wait until a slot is freed (or an instance comes back); callers clear the event first."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._slot_freed.wait(), timeout=timeout)
+        await wait_event(self._slot_freed, timeout)
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        await wait_event(self._stopping, seconds)
 
     async def _maintain(self) -> None:
         """Take over stale entries (unless paused), trim what is acknowledged.
@@ -267,7 +265,7 @@ class Worker:
             return
         about_task(task.task_id)
         result: Result | None = None
-        backoff = self.settings.retry_backoff_s
+        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
         while True:
             try:
                 if result is None:
@@ -287,10 +285,10 @@ class Worker:
                 # Keep what we hold (the task, or its result) until Redis is back, then write it: after a
                 # restart that lost everything, this copy is the only one left.
                 held = "its result" if result is not None else "the task"
+                delay = backoff.next_delay()
                 log.warning("task %s: Redis unreachable (%s); keeping %s, retrying in %.1f s",
-                            task.task_id, exc, held, backoff)
-                await asyncio.sleep(backoff + random.uniform(0, backoff / 4))
-                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+                            task.task_id, exc, held, delay)
+                await asyncio.sleep(delay)
                 checks = None
             except Exception as exc:  # noqa: BLE001 - leave it pending: redelivery counts towards the DLQ
                 log.exception("task %s failed unexpectedly, left for redelivery: %s", task.task_id, exc)
