@@ -282,17 +282,7 @@ class Admin:
     async def resume(self) -> None:
         await self.redis.delete(keys.PAUSED)
 
-    async def is_paused(self) -> bool:
-        return bool(await self.redis.exists(keys.PAUSED))
-
     # --- for the bots --------------------------------------------------------------------------
-    async def position(self, task_id: str) -> tuple[int, int] | None:
-        """(place in line, estimated seconds) for a task still waiting or running, else None."""
-        state = await self.redis.hmget(keys.task(task_id), "state", "ordinal")
-        if state[0] is None or _text(state[0]) == "done":
-            return None
-        return await estimate_wait(self.redis, self.settings, int(state[1] or 0))
-
     async def cancel(self, task_id: str, *, user: str | None = None) -> bool:
         """Flag a task as cancelled (its owner, or anyone when `user` is None). False if too late."""
         owner, state = await self.redis.hmget(keys.task(task_id), "user", "state")

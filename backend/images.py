@@ -95,15 +95,6 @@ _SRGB = ImageCms.createProfile("sRGB")
 
 
 @dataclass(frozen=True)
-class ImageInfo:
-    """What the header says, before any pixel is decoded."""
-
-    format: str  # Pillow format name, one of ALLOWED_FORMATS
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
 class PreparedImage:
     """An input ready for ComfyUI, upright and without metadata: the sender's own JPEG or PNG bytes
     (`converted` False), else an 8-bit RGB PNG made from it."""
@@ -133,14 +124,8 @@ def check_size(size: int | None, max_bytes: int) -> None:
         raise _too_large(size, max_bytes)
 
 
-def probe(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
-    """Identify an image from its header alone and check it against the limits."""
-    with _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels) as image:
-        return ImageInfo(_format_of(image), image.width, image.height)
-
-
 def prepare_input(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedImage:
-    """Probe, then keep the photo as sent when ComfyUI reads it right, else convert its first frame
+    """Check the header against the limits, then keep the photo as sent when ComfyUI reads it right, else convert its first frame
     to a clean 8-bit RGB PNG."""
     with _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels) as image:
         width, height, source_format = image.width, image.height, _format_of(image)

@@ -183,15 +183,16 @@ def test_check_size_refuses_only_a_declared_size_over_the_limit():
 
 
 def test_zero_bytes_is_empty():
-    refused("image_empty", images.probe, b"", **LIMITS)
+    refused("image_empty", images.prepare_input, b"", **LIMITS)
     refused("image_empty", images.prepare_input, b"", **LIMITS)
 
 
 def test_bytes_over_max_bytes_are_too_large(photo_bytes: bytes):
     limit = len(photo_bytes) - 1
-    error = refused("too_large", images.probe, photo_bytes, max_bytes=limit, max_pixels=MAX_PIXELS)
+    error = refused("too_large", images.prepare_input, photo_bytes, max_bytes=limit, max_pixels=MAX_PIXELS)
     assert error.values == {"max_mb": 1}
-    assert images.probe(photo_bytes, max_bytes=len(photo_bytes), max_pixels=MAX_PIXELS).format == "JPEG"
+    kept = images.prepare_input(photo_bytes, max_bytes=len(photo_bytes), max_pixels=MAX_PIXELS)
+    assert kept.source_format == "JPEG"
 
 
 # --- not images, other formats, damaged files -----------------------------------------------------
@@ -207,7 +208,7 @@ def test_bytes_over_max_bytes_are_too_large(photo_bytes: bytes):
     ],
 )
 def test_non_images_are_refused_as_not_an_image(data: bytes):
-    refused("not_an_image", images.probe, data, **LIMITS)
+    refused("not_an_image", images.prepare_input, data, **LIMITS)
     refused("not_an_image", images.prepare_input, data, **LIMITS)
 
 
@@ -230,21 +231,20 @@ def _svg() -> bytes:
 )
 def test_formats_outside_the_whitelist_are_unsupported(make):
     data = make()
-    refused("unsupported_format", images.probe, data, **LIMITS)
+    refused("unsupported_format", images.prepare_input, data, **LIMITS)
     refused("unsupported_format", images.prepare_input, data, **LIMITS)
 
 
 def test_truncated_jpeg_is_broken(photo_bytes: bytes):
     cut = photo_bytes[: len(photo_bytes) // 2]
-    assert images.probe(cut, **LIMITS).format == "JPEG"  # the header alone looks fine
-    refused("image_broken", images.prepare_input, cut, **LIMITS)
+    refused("image_broken", images.prepare_input, cut, **LIMITS)  # though the header alone looks fine
     assert not ImageFile.LOAD_TRUNCATED_IMAGES
 
 
 def test_truncated_png_is_broken():
     data = (PHOTOS / "camera_gray.png").read_bytes()
     refused("image_broken", images.prepare_input, data[: len(data) // 2], **LIMITS)
-    refused("image_broken", images.probe, data[:20], **LIMITS)  # cut inside IHDR
+    refused("image_broken", images.prepare_input, data[:20], **LIMITS)  # cut inside IHDR
 
 
 def test_png_with_corrupted_pixel_data_is_broken():
@@ -255,7 +255,7 @@ def test_png_with_corrupted_pixel_data_is_broken():
 
 
 def test_zero_width_header_is_broken():
-    refused("image_broken", images.probe, png_header_only(0, 100), **LIMITS)
+    refused("image_broken", images.prepare_input, png_header_only(0, 100), **LIMITS)
 
 
 def test_unexpected_pillow_exception_becomes_image_broken(monkeypatch: pytest.MonkeyPatch):
@@ -285,15 +285,15 @@ def test_decompression_bombs_are_refused_without_decoding(make, forbid_decoding)
     data = make()
     forbid_decoding()
     assert len(data) < 200_000
-    error = refused("too_many_pixels", images.probe, data, **LIMITS)
+    error = refused("too_many_pixels", images.prepare_input, data, **LIMITS)
     assert error.values == {"max_mp": 40}
     refused("too_many_pixels", images.prepare_input, data, **LIMITS)
 
 
-def test_exactly_at_the_pixel_limit_passes_the_header_check(forbid_decoding):
+def test_exactly_at_the_pixel_limit_passes_the_header_check():
     data = jpeg_claiming(8000, 5000)
-    forbid_decoding()
-    assert images.probe(data, **LIMITS) == images.ImageInfo("JPEG", 8000, 5000)
+    prepared = images.prepare_input(data, **LIMITS)
+    assert (prepared.width, prepared.height, prepared.source_format) == (8000, 5000, "JPEG")
 
 
 def test_pixel_limit_boundary_on_a_real_image():
@@ -307,7 +307,7 @@ def test_pillow_bomb_warning_turned_error_still_means_too_many_pixels(forbid_dec
     forbid_decoding()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        refused("too_many_pixels", images.probe, png_header_only(10000, 10000), **LIMITS)
+        refused("too_many_pixels", images.prepare_input, png_header_only(10000, 10000), **LIMITS)
 
 
 def test_our_pixel_limit_governs_over_pillows(monkeypatch: pytest.MonkeyPatch):
@@ -324,23 +324,18 @@ def test_our_pixel_limit_governs_over_pillows(monkeypatch: pytest.MonkeyPatch):
 # --- probing reads headers only -------------------------------------------------------------------
 
 
-def test_probe_reads_the_header_only(photo_bytes: bytes, forbid_decoding):
-    forbid_decoding()
-    assert images.probe(photo_bytes, **LIMITS) == images.ImageInfo("JPEG", 512, 512)
-
-
 # --- normalisation to clean 8-bit RGB -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("photo", ["astronaut_gray.jpg", "camera_gray.png", "rocket_gray.jpg"])
 def test_real_photos_are_kept_as_sent(photo: str):
     data = (PHOTOS / photo).read_bytes()
-    info = images.probe(data, **LIMITS)
+    sent = decoded(data)
     prepared = prepare(data)
     assert not prepared.converted
     image = assert_clean_input(prepared, data)
-    assert (prepared.width, prepared.height) == (info.width, info.height) == image.size
-    assert prepared.source_format == info.format
+    assert (prepared.width, prepared.height) == sent.size == image.size
+    assert prepared.source_format == sent.format
     assert prepared.extension == ("png" if photo.endswith(".png") else "jpg")
     rgb = image.convert("RGB")
     red, green, blue = rgb.split()
@@ -476,7 +471,6 @@ def test_multi_picture_jpeg_is_taken_as_jpeg():
     first, second = Image.new("RGB", (20, 10), "white"), Image.new("RGB", (20, 10), "black")
     data = encode(first, "MPO", save_all=True, append_images=[second])
     assert decoded(data).format == "MPO"
-    assert images.probe(data, **LIMITS).format == "JPEG"
     prepared = prepare(data)
     assert prepared.source_format == "JPEG"
     assert min(assert_clean_rgb_png(prepared.data).getpixel((10, 5))) > 230
@@ -487,7 +481,7 @@ def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6
     data = encode(halves("L", (40, 20), 0, 255), "JPEG", exif=exif.tobytes(), quality=95)
-    assert images.probe(data, **LIMITS) == images.ImageInfo("JPEG", 40, 20)  # header, as stored
+    assert decoded(data).size == (40, 20)  # as stored
     prepared = prepare(data)
     assert (prepared.width, prepared.height) == (20, 40)
     image = assert_clean_rgb_png(prepared.data)
@@ -501,7 +495,6 @@ def test_exif_orientation_is_applied():
 )
 def test_whitelisted_formats_are_accepted(fmt: str, params: dict):
     data = encode(Image.new("RGB", (30, 20), (10, 120, 200)), fmt, **params)
-    assert images.probe(data, **LIMITS) == images.ImageInfo(fmt, 30, 20)
     prepared = prepare(data)
     assert (prepared.width, prepared.height, prepared.source_format) == (30, 20, fmt)
     assert_clean_rgb_png(prepared.data)
