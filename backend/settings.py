@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     # Image limits.
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    max_image_pixels_ceiling: int = 150_000_000  # over max_image_pixels: shrunk to it up to here, refused past
 
     # Worker.
     executor: Literal["comfyui", "noop"] = "comfyui"

@@ -65,6 +65,7 @@ class Line:
     text: str
     since_ms: int  # when the current stage began
     at_ms: int  # when the text was last written
+    note: str = ""  # said under every later status text (e.g. "your image was shrunk")
 
 
 class StatusLines:
@@ -75,10 +76,17 @@ class StatusLines:
         self._advance = redis.register_script(ADVANCE_SCRIPT)
 
     async def current(self, line: str) -> Line | None:
-        stage, shown, since, at = await self.redis.hmget(_key(line), "stage", "text", "since", "at")
+        stage, shown, since, at, note = await self.redis.hmget(_key(line), "stage", "text", "since", "at", "note")
         if stage is None:
             return None
-        return Line(int(stage), _str(shown), int(since or 0), int(at or 0))
+        return Line(int(stage), _str(shown), int(since or 0), int(at or 0), _str(note))
+
+    async def keep_note(self, line: str, note: str) -> None:
+        """A sentence every later status of this line repeats, so no refresh loses it."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(_key(line), "note", note)
+            pipe.expire(_key(line), LINE_TTL_S)
+            await pipe.execute()
 
     async def advance(self, line: str, stage: int, shown: str) -> bool:
         """Record `shown` as the line's text if that moves it forward (or changes it within its stage)."""
@@ -150,12 +158,13 @@ def running_text(lang: str, *, elapsed_s: float, estimate_s: float | None, retry
 def render_event(event: Event, line: Line | None, run_s: float | None, lang: str, *, now_ms: int | None = None
                  ) -> tuple[int, str]:
     """The stage and the sentence an event puts on its status message."""
+    note = f"\n{line.note}" if line is not None and line.note else ""
     if event.state == "queued":
-        return QUEUED, queued_text(lang, event.position, event.eta_s or None, count=max(1, event.count))
+        return QUEUED, queued_text(lang, event.position, event.eta_s or None, count=max(1, event.count)) + note
     running_since = line.since_ms if line is not None and line.stage == RUNNING else None
     elapsed = ((now_ms or _now_ms()) - running_since) / 1000 if running_since else 0.0
     return RUNNING, running_text(lang, elapsed_s=max(0.0, elapsed), estimate_s=run_s,
-                                 retrying=event.state == "retrying")
+                                 retrying=event.state == "retrying") + note
 
 
 def _str(value: Any) -> str:

@@ -7,6 +7,7 @@ through the shared intake and edit the "thinking" message to the place in line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -16,6 +17,7 @@ from discord import app_commands
 
 from backend.errors import Refused
 from backend.intake import Intake, Submitted
+from backend.oversize import shrink_to_limit
 from backend.positions import where_lines
 from backend.services import Services
 from backend.status_line import QUEUED, StatusLines, known_run_s, line_id, queued_text
@@ -132,6 +134,13 @@ async def queue_photos(services: Services, interaction: discord.Interaction, pho
         # Room for at least one; each photo is then checked on its own.
         await intake.check_open(user, exempt=exempt, event_key=event_key(interaction, photos[0]))
         downloads = [await photo.read() for photo in photos]
+        notes = []
+        for index, data in enumerate(downloads):  # over the pixel limit: a shrunk copy, with a note
+            shrunk = await asyncio.to_thread(shrink_to_limit, data, max_pixels=intake.settings.max_image_pixels,
+                                             ceiling_pixels=intake.settings.max_image_pixels_ceiling)
+            if shrunk is not None:
+                downloads[index] = shrunk.data
+                notes.append(text("shrunk_note", lang, **shrunk.note_values()))
     except Refused as refusal:
         await refuse(interaction, refusal, lang, deferred_ephemeral=private)
         return
@@ -155,18 +164,20 @@ async def queue_photos(services: Services, interaction: discord.Interaction, pho
     if not queued:
         await refuse(interaction, refusals[0], lang, deferred_ephemeral=private)
         return
-    await show_queued(services, interaction, queued, replies, user)
+    await show_queued(services, interaction, queued, replies, user, note="\n".join(notes))
     for sentence in dict.fromkeys(r.user_message(lang) for r in refusals):
         await interaction.followup.send(sentence, ephemeral=True)
 
 
 async def show_queued(services: Services, interaction: discord.Interaction, queued: list[Submitted],
-                      replies: list[dict], user: str) -> None:
+                      replies: list[dict], user: str, *, note: str = "") -> None:
     """The "thinking" message becomes "Queued — #N" with Cancel (unless the worker got there first: the
     status line only moves forward); the announcer keeps the place current from then on."""
     lang = lang_of(interaction)
     line = line_id(replies[0]) or ""
     await services.lines.expect(line, len(queued), user)
+    if note:
+        await services.lines.keep_note(line, note)
     for submitted, reply in zip(queued, replies):
         await services.lines.add_task(line, submitted.task_id)
         await services.positions.watch(submitted.task_id, reply)
@@ -174,6 +185,8 @@ async def show_queued(services: Services, interaction: discord.Interaction, queu
     if not places:  # finished already: the result is on its way
         return
     sentence = queued_text(lang, places[0].position, max(p.eta_s for p in places) or None, count=len(queued))
+    if note:
+        sentence += "\n" + note
     if await services.lines.advance(line, QUEUED, sentence):
         await interaction.edit_original_response(content=sentence, view=cancel_view(line, lang))
 

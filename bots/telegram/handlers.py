@@ -21,6 +21,7 @@ from backend import alerts, images
 from backend.compare import labelled_side_by_side
 from backend.errors import Refused
 from backend.intake import Submitted
+from backend.oversize import shrink_to_limit
 from backend.positions import where_lines
 from backend.services import Services
 from backend.stored_results import stored_result
@@ -160,6 +161,9 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
         reply["as_file"] = True
     try:
         data = await download(message, file_id, downloads)
+        data, note = await shrunk_if_over(data, services, asker.lang)
+        if note:
+            await services.lines.keep_note(line_id(reply) or "", note)
         mode = services.workflows.from_words(message.caption) or await services.intake.default_mode(asker.user)
         try:
             submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
@@ -183,7 +187,17 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
             await status.delete()
         await answer_again(message.get_bot(), submitted, asker.lang, services)
         return
-    await show_queued(status, [submitted], reply, asker.lang, services)
+    await show_queued(status, [submitted], reply, asker.lang, services, note=note)
+
+
+async def shrunk_if_over(data: bytes, services: Services, lang: str) -> tuple[bytes, str]:
+    """An image over the pixel limit becomes a copy shrunk to it, with a note saying so."""
+    s = services.settings
+    shrunk = await asyncio.to_thread(shrink_to_limit, data, max_pixels=s.max_image_pixels,
+                                     ceiling_pixels=s.max_image_pixels_ceiling)
+    if shrunk is None:
+        return data, ""
+    return shrunk.data, text("shrunk_note", lang, **shrunk.note_values())
 
 
 async def open_or_backlog(services: Services, asker: Asker, *, event_key: str | None = None) -> None:
@@ -212,7 +226,7 @@ async def settle(status: Message, reply: dict[str, Any], services: Services, sen
 
 
 async def show_queued(status: Message, queued: list[Submitted], reply: dict[str, Any], lang: str,
-                      services: Services, *, waiting: int = 0) -> None:
+                      services: Services, *, waiting: int = 0, note: str = "") -> None:
     """Turn the status into "Queued — #N" with a Cancel button, unless the worker or the result got
     there first (the status line only moves forward); the announcer keeps the place current."""
     for submitted in queued:
@@ -223,6 +237,8 @@ async def show_queued(status: Message, queued: list[Submitted], reply: dict[str,
     sentence = queued_text(lang, places[0].position, max(p.eta_s for p in places) or None, count=len(queued))
     if waiting:
         sentence += "\n" + text("backlog_waiting", lang, count=waiting)
+    if note:
+        sentence += "\n" + note
     line = line_id(reply)
     for submitted in queued:
         await services.lines.add_task(line or "", submitted.task_id)
@@ -271,6 +287,7 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
     mode = caption_mode or await services.intake.default_mode(asker.user)
     queued: list[Submitted] = []
     waiting = dropped = 0
+    notes: list[str] = []
     refused: dict[str, Message] = {}  # each distinct refusal is said once, under the first photo it hit
     for message, file_id in usable:
         reply = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id,
@@ -283,6 +300,10 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
             reply["as_file"] = True
         try:
             data = await download(message, file_id, downloads)
+            data, note = await shrunk_if_over(data, services, asker.lang)
+            if note:
+                notes.append(note)
+                await services.lines.keep_note(line_id(reply) or "", "\n".join(notes))
             try:
                 submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
                                                          exempt=asker.exempt, event_key=keys_of[message.message_id])
@@ -317,7 +338,8 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
         taken = len(queued) + waiting
         await first.reply_text(text("backlog_full", asker.lang, taken=taken, sent=taken + dropped, count=dropped))
     if queued:
-        await show_queued(status, queued, reply, asker.lang, services, waiting=waiting)
+        await show_queued(status, queued, reply, asker.lang, services, waiting=waiting,
+                          note="\n".join(filter(None, notes)))
     elif waiting:
         await show_backlogged(status, reply, asker.lang, services, count=waiting)
     elif dropped:

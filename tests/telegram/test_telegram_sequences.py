@@ -148,3 +148,24 @@ async def test_past_the_backlog_one_reply_says_how_many_to_send_again(system, tg
         await user.wait_text("I took 5 of your 7 photos; please send the other 2 again once these are done.")
         await tg_fake.wait_for(lambda: len(results_in(tg_fake, user.id)) == 5, timeout=90)
     assert len([line for line in telegram_chat(tg_fake, user.id) if line.kind == "sent"]) == 2
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", size, 128).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_over_the_pixel_limit_is_shrunk_with_a_note_and_past_the_ceiling_refused(system, tg_fake):
+    user = ChatUser(tg_fake)
+    async with system(max_image_pixels=1_000_000, max_image_pixels_ceiling=3_000_000):
+        await user.send_document(_png((1500, 1000)), mime="image/png", name="big.png")
+        note = await user.wait_text("Your image was 1500×1000 (1.5 MP), over my limit")
+        assert "1224×816" in note or "1224" in note, note
+        await tg_fake.wait_for(lambda: results_in(tg_fake, user.id), timeout=60)
+        await user.send_document(_png((2000, 2000)), mime="image/png", name="huge.png")
+        await user.wait_text("This image is 2000×2000 (4.0 megapixels), more than the 3 megapixels")
