@@ -111,6 +111,7 @@ async def test_bytes_that_are_not_an_image_are_refused_after_download(bot, disco
 
 async def test_too_many_pixels_is_refused(bot, discord_fake, photo_bytes):
     bot.services.settings.max_image_pixels = 1_000_000 // 10
+    bot.services.settings.max_image_pixels_ceiling = 150_000  # past it: refused, not shrunk
     interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes))
     await discord_fake.push_interaction(interaction)
     assert "megapixels" in await ephemeral_refusal(discord_fake, interaction)

@@ -97,9 +97,9 @@ async def test_over_our_own_size_limit_is_refused_before_get_file(start_bot, use
 
 
 async def test_too_many_pixels_is_refused(start_bot, user, photo_bytes):
-    async with start_bot(max_image_pixels=100_000) as (services, _):
-        await user.send_photo(photo_bytes)
-        await user.wait_text(text("too_many_pixels", "en", max_mp=1))
+    async with start_bot(max_image_pixels=100_000, max_image_pixels_ceiling=150_000) as (services, _):
+        await user.send_photo(photo_bytes)  # 512×512: over the limit and past the ceiling, so not shrunk
+        await user.wait_text(text("too_many_pixels_ceiling", "en", width=512, height=512, mp=0.3, max_mp=1))
         assert await queued_tasks(services) == []
 
 
