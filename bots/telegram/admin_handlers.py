@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import Awaitable, Callable
 
-from telegram import Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import ContextTypes
 
 from backend import alerts
-from backend.admin import format_dead_letters, format_stats, format_status
+from backend.admin import format_status
 from backend.charts import stats_chart_png, stats_series
 from backend.texts import text
 from bots.telegram.handlers import asker_of, services_of
+from bots.telegram.keyboards import dead_retry_data, parse
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,10 @@ async def dlq_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     """The latest dead letters with their reasons."""
     letters = await services_of(context).admin.dead_letters(limit=10)
     lang = asker_of(update, context).lang
-    await _say(update, format_dead_letters(letters) if letters else text("admin_dlq_empty", lang))
+    if not letters:
+        await _say(update, text("admin_dlq_empty", lang))
+        return
+    await update.effective_message.reply_text(dead_letter_lines(letters, lang), reply_markup=dlq_markup(letters, lang))
 
 
 @admin_only
@@ -100,19 +105,55 @@ async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     stats = await services.admin.stats(window_s=3600)
     series = await stats_series(services.redis, 3600)
     chart = await asyncio.to_thread(stats_chart_png, stats, series, asker_of(update, context).lang)
-    await update.effective_message.reply_photo(chart, caption=format_stats(stats))
+    await update.effective_message.reply_photo(chart, caption=stats_caption(stats, asker_of(update, context).lang))
 
 
 @admin_only
 async def mute_alerts_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Silence the operations alerts for N minutes (`/mute_alerts 60`; 0 lifts the mute)."""
     args = context.args or []
+    lang = asker_of(update, context).lang
     if len(args) != 1 or not args[0].isdigit():
-        await _say(update, "usage: /mute_alerts MINUTES (0 lifts the mute)")
+        await _say(update, text("admin_mute_usage", lang))
         return
     minutes = int(args[0])
     await alerts.mute(services_of(context).redis, minutes)
-    await _say(update, f"alerts muted for {minutes} min" if minutes else "alerts are on again")
+    await _say(update, text("admin_muted", lang, minutes=minutes) if minutes else text("admin_unmuted", lang))
+
+
+def dead_letter_lines(letters: list, lang: str) -> str:
+    """The dead letters, one line each, in the admin's language."""
+    lines = []
+    for letter in letters:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(letter.dead_at / 1000)) if letter.dead_at else "?"
+        lines.append(text("admin_dlq_line", lang, task=letter.task_id or letter.entry_id, when=when,
+                          reason=letter.reason))
+    return "\n".join(lines)
+
+
+def dlq_markup(letters: list, lang: str) -> InlineKeyboardMarkup | None:
+    """A Retry button per dead letter whose task id fits a button."""
+    rows = [[InlineKeyboardButton(text("admin_dlq_retry", lang, task=letter.task_id[:8]),
+                                  callback_data=dead_retry_data(letter.task_id))]
+            for letter in letters if letter.task_id and dead_retry_data(letter.task_id)]
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+def stats_caption(stats: dict, lang: str) -> str:
+    return text("admin_stats", lang, minutes=stats["window_s"] // 60, done=stats["completed"], failed=stats["failed"],
+                cancelled=stats["cancelled"], per_min=stats["throughput_per_min"], p50=stats["p50_s"],
+                p90=stats["p90_s"], p99=stats["p99_s"])
+
+
+async def dead_retry_pressed(query, asker, services) -> None:
+    """A dead letter's Retry button: admins only; the button goes once it has done its job."""
+    if not asker.exempt:
+        await query.answer(text("not_allowed", asker.lang))
+        return
+    button = parse(query.data or "")
+    outcome = await services.admin.retry_dead(button.task_id)
+    key = "admin_retried" if outcome.ok else "admin_retry_missing"
+    await query.answer(text(key, asker.lang, task_id=button.task_id))
 
 
 ADMIN_COMMANDS: dict[str, Handler] = {

@@ -383,6 +383,10 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await send_comparison(query.message, button, asker, services)
     elif button.action == "set_mode":
         await choose_mode(query.message, button.mode, asker, services, query=query)
+    elif button.action == "dead_retry":
+        from bots.telegram.admin_handlers import dead_retry_pressed  # admin_handlers imports this module
+
+        await dead_retry_pressed(query, asker, services)
 
 
 async def cancel_from_button(button: Button, chat_id: int, asker: Asker, services: Services) -> int:

@@ -9,6 +9,7 @@ Telegram caps callback_data at 64 bytes, so ids travel compactly: a 32-hex task 
   x:<input><output>     before/after comparison
   m:<mode>              make this mode the user's default
   r:<input>:<mode>      run a failed photo again
+  d:<task>              an admin's Retry of a dead letter
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _blob_id(key: str) -> str:
 class Button:
     """A decoded callback: what to do and with which ids (blob keys restored)."""
 
-    action: str  # cancel | cancel_album | other_mode | retry | compare | set_mode
+    action: str  # cancel | cancel_album | other_mode | retry | compare | set_mode | dead_retry
     task_id: str = ""
     status_message_id: int = 0
     input_key: str = ""
@@ -97,6 +98,12 @@ def failure_markup(input_key: str, mode: str, lang: str, others: Sequence[Mode] 
     return InlineKeyboardMarkup([row]) if row else None
 
 
+def dead_retry_data(task_id: str) -> str:
+    """Callback data of a dead letter's Retry button ("" when the id can't fit)."""
+    data = f"d:{pack_hex(task_id)}" if _HEX32.fullmatch(task_id) else f"d:{task_id}"
+    return data if len(data.encode()) <= CALLBACK_DATA_MAX else ""
+
+
 def mode_markup(modes: Sequence[Mode], current: str, lang: str) -> InlineKeyboardMarkup:
     """A button per mode users may choose; the current default is ticked."""
     row = [InlineKeyboardButton(("✓ " if mode.name == current else "") + mode.label(lang), callback_data=f"m:{mode.name}")
@@ -118,6 +125,8 @@ def parse(data: str) -> Button | None:
             packed, mode = rest.split(":")
             action = "other_mode" if kind == "o" else "retry"
             return Button(action, input_key=f"blob:in:{unpack_hex(packed)}", mode=mode)
+        if kind == "d" and rest:
+            return Button("dead_retry", task_id=unpack_hex(rest) if len(rest) == 22 else rest)
         if kind == "m" and rest:
             return Button("set_mode", mode=rest)
         if kind == "x" and len(rest) == 44:

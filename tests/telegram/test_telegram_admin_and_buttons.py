@@ -50,8 +50,13 @@ async def test_dead_letters_listed_and_retried(bot, admin):
     await bot.redis.xadd(bot.settings.dead_stream, fields)
     await admin.command("/dlq")
     await admin.wait_text(f"{task.task_id} (")
-    await admin.command(f"/retry {task.task_id}")
-    await admin.wait_text(text("admin_retried", "en", task_id=task.task_id))
+    listing = [c for c in admin.fake.calls_to("sendMessage") if f"{task.task_id} (" in str(c.params.get("text"))][-1]
+    [[retry]] = listing["reply_markup"]["inline_keyboard"]
+    assert retry["text"] == f"Retry {task.task_id[:8]}"
+    await admin.press(retry["callback_data"], listing.result["message_id"])
+    answer = await admin.fake.wait_for(lambda: [c for c in admin.fake.calls_to("answerCallbackQuery")
+                                                if c.params.get("text")])
+    assert answer[-1]["text"] == text("admin_retried", "en", task_id=task.task_id)
     assert await bot.redis.xlen(bot.settings.tasks_stream) == 1
 
 

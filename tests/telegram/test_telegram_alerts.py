@@ -9,13 +9,13 @@ from backend.texts import text
 
 async def test_admin_mutes_and_unmutes_alerts(bot, admin):
     await admin.command("/mute_alerts 30")
-    await admin.wait_text("alerts muted for 30 min")
+    await admin.wait_text("Alerts muted for 30 min.")
     assert 1700 < await alerts.muted_for_s(bot.redis) <= 1800
     await admin.command("/mute_alerts 0")
-    await admin.wait_text("alerts are on again")
+    await admin.wait_text("Alerts are on again.")
     assert await alerts.muted_for_s(bot.redis) == 0
     await admin.command("/mute_alerts soon")
-    await admin.wait_text("usage: /mute_alerts MINUTES")
+    await admin.wait_text("Use /mute_alerts <minutes>")
 
 
 async def test_mute_alerts_is_refused_for_others(bot, user):
