@@ -93,12 +93,13 @@ async def retry_while_redis_down(call: Any, settings: Any, stopping: asyncio.Eve
 MIN_REDIS = (7, 0)
 
 
-async def require_redis_7(redis: Redis) -> None:
-    """Refuse to run on a Redis older than 7.0: XINFO's lag and entries-read are 7.0 features."""
+async def require_redis_7(redis: Redis) -> str:
+    """Refuse to run on a Redis older than 7.0 (XINFO's lag and entries-read are 7.0 features); its version."""
     info = await redis.info("server")
     version = str(info.get("redis_version", "0"))
     if tuple(int(part) for part in version.split(".")[:2]) < MIN_REDIS:
         raise RuntimeError(f"Redis {version} is too old: repairbot needs Redis 7.0 or newer")
+    return version
 
 
 def is_nogroup(exc: BaseException) -> bool:
