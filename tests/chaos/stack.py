@@ -421,7 +421,11 @@ class ChaosStack:
         ledger.reruns = sum(count - 1 for count in runs.values())
         if ledger.runs > sum(runs.values()):
             ledger.note(f"{ledger.runs - sum(runs.values())} prompts of unknown tasks")
-        ledger.dead = len(await self.dead_letters())
+        dead = await self.dead_letters()
+        ledger.dead = len(dead)
+        for letter in dead[:5]:
+            ledger.note(f"dead letter {letter.get('task_id', '?')[:8]}: {letter.get('reason', '?')} "
+                        f"after {letter.get('deliveries', '?')} deliveries ({letter.get('last_error', '')[:80]})")
         extra_tasks = len(runs) - len(self.subs)
         if extra_tasks > 0:
             ledger.note(f"{extra_tasks} more tasks ran than photos were sent")
