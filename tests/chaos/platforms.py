@@ -109,16 +109,20 @@ def _reply_to(params: dict) -> int | None:
     return None
 
 
-def telegram_outcomes(fake: FakeTelegram, subs: list[Submission]) -> tuple[dict[int, Outcome], int]:
+def telegram_outcomes(fake: FakeTelegram, subs: list[Submission], *, final: bool = False
+                      ) -> tuple[dict[int, Outcome], int]:
     """Per submission (keyed by the user's message id) what reached the chat, and the duplicate posts.
 
     Photos are matched by the message they reply to; documents (sent without a reply after the photo)
-    per chat: more documents in a chat than tasks delivered there are duplicates."""
+    per chat: more documents in a chat than tasks delivered there are duplicates. A text to a chat with
+    several photos that replies to none of them (the bot's one answer to a burst: "I took 13 of your 20
+    photos…") counts, once the run is over (`final`), for each of that chat's photos left without a result."""
     mine = {(s.chat_id, s.message_id) for s in subs if s.platform == "telegram"}
     outcomes = {mid: Outcome() for _, mid in mine}
     photos: Counter[tuple[int, int]] = Counter()
     docs_per_chat: Counter[int] = Counter()
     replies_of: dict[tuple[int, int], int] = {}  # (chat, bot message) -> the user's message it answers
+    chat_texts: dict[int, list[str]] = {}  # texts to a chat with several photos, replying to none of them
     for call in fake.calls:
         if call.result is None or "chat_id" not in call.params:
             continue
@@ -137,8 +141,14 @@ def telegram_outcomes(fake: FakeTelegram, subs: list[Submission]) -> tuple[dict[
             if call.method == "sendMessage" and answered is None:
                 chat_subs = [m for c, m in mine if c == chat]
                 answered = chat_subs[0] if len(chat_subs) == 1 else None
+                if answered is None and chat_subs:  # one answer for a burst ("I took 13 of your 20 photos…")
+                    chat_texts.setdefault(chat, []).append(str(call.params.get("text", "")))
             if answered is not None:
                 outcomes[answered].texts.append(str(call.params.get("text", "")))
+    for chat, texts in chat_texts.items() if final else ():
+        for c, mid in mine:
+            if c == chat and not photos[(chat, mid)] and not outcomes[mid].refused:
+                outcomes[mid].texts.extend(texts)
     duplicates = 0
     for (chat, mid), count in photos.items():
         outcomes[mid].photos = count

@@ -336,16 +336,16 @@ class ChaosStack:
         return sub
 
     # --- reading what happened -----------------------------------------------------------------------
-    def outcomes(self) -> tuple[dict[Any, Any], int]:
-        outcomes, duplicates = telegram_outcomes(self.telegram, self.subs)
+    def outcomes(self, *, final: bool = False) -> tuple[dict[Any, Any], int]:
+        outcomes, duplicates = telegram_outcomes(self.telegram, self.subs, final=final)
         if self.discord is not None:
             d_outcomes, d_duplicates = discord_outcomes(self.discord, self.subs)
             outcomes.update(d_outcomes)
             duplicates += d_duplicates
         return outcomes, duplicates
 
-    def outcome(self, sub: Submission) -> Any:
-        return self.outcomes()[0][sub.message_id if sub.platform == "telegram" else sub.token]
+    def outcome(self, sub: Submission, *, final: bool = False) -> Any:
+        return self.outcomes(final=final)[0][self.key(sub)]
 
     def answered(self, sub: Submission) -> bool:
         outcome = self.outcome(sub)
@@ -410,7 +410,7 @@ class ChaosStack:
         """Count what the fakes and Redis saw into the ledger."""
         ledger = self.ledger
         self._filled = True
-        outcomes, duplicates = self.outcomes()
+        outcomes, duplicates = self.outcomes(final=True)
         ledger.submitted = len(self.subs)
         ledger.delivered = sum(1 for o in outcomes.values() if o.delivered)
         ledger.refused = sum(1 for o in outcomes.values() if o.refused)
