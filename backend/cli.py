@@ -60,9 +60,15 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    async with Services.open(settings) as services:
-        status = await services.admin.status()
-    from backend.admin import format_status
+    from backend.admin import Admin, format_status
+    from backend.comfy_probe import ComfyProbe
+    from backend.redis_conn import connect
+
+    redis = connect(settings)  # Admin alone: no intake, images or workflows to load for a look
+    try:
+        status = await Admin(redis, settings, [ComfyProbe(url) for url in settings.comfyui_urls]).status()
+    finally:
+        await redis.aclose()
 
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return EXIT_OK
