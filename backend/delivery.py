@@ -22,10 +22,13 @@ from typing import AsyncIterator
 from redis.asyncio import Redis
 
 from backend import keys
+from backend.backoff import Backoff
+from backend.streams import REDIS_DOWN
 
 log = logging.getLogger(__name__)
 
 CLAIM_TTL_MS = 10_000  # the notifier uses its consumer lease: a dead owner's claim lapses as its entries move on
+MARK_RETRY_FIRST_S, MARK_RETRY_MAX_S = 0.2, 5.0  # a sent part's mark, written again while Redis is away
 IN_FLIGHT = "sending"
 SENT = "sent"
 
@@ -141,8 +144,22 @@ class SendParts:
         await self._mark(part, IN_FLIGHT)
 
     async def done(self, part: str) -> None:
-        """Recorded once the platform answered; a later try skips this part."""
-        await self._mark(part, SENT)
+        """Recorded once the platform answered; a later try skips this part.
+
+        The chat has the part now, so a Redis outage at this moment must not turn into a second post:
+        the mark is kept and written again until Redis answers (or this process is stopped).
+        """
+        self.state[part] = SENT
+        backoff = Backoff(MARK_RETRY_FIRST_S, MARK_RETRY_MAX_S)
+        while True:
+            try:
+                await self._mark(part, SENT)
+                return
+            except REDIS_DOWN as exc:
+                delay = backoff.next_delay()
+                log.warning("%s of %s was sent but Redis is away (%s): keeping the mark, retrying in %.1f s",
+                            part, self.task_id, exc, delay)
+                await asyncio.sleep(delay)
 
     async def _mark(self, part: str, value: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
