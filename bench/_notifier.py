@@ -31,6 +31,7 @@ class CountingSender:
         self.expect, self.report = expect, report
         self.count, self.first, self.last = 0, 0.0, 0.0
         self.times: dict[str, float] = {}
+        self.finished: dict[str, float] = {}  # when the worker made each result (ms resolution)
 
     async def start(self) -> None:
         pass
@@ -43,14 +44,17 @@ class CountingSender:
 
     async def send_result(self, result) -> None:
         now = time.time()
-        self.count += 1
+        if result.task_id in self.times:
+            return  # sent twice (a redelivery): the user's first copy is the one that counts
         self.first = self.first or now
         self.last = now
         self.times[result.task_id] = now
+        self.finished[result.task_id] = result.finished_at / 1000
+        self.count = len(self.times)
         if self.count == self.expect:
             partial = self.report.with_suffix(".part")
             partial.write_text(json.dumps({"count": self.count, "first": self.first, "last": self.last,
-                                           "times": self.times}))
+                                           "times": self.times, "finished": self.finished}))
             partial.rename(self.report)
 
 

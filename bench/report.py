@@ -40,7 +40,7 @@ def main() -> None:
         f = latency["figures"]
         rows.append((f"latency at {latency['rate']:g}/s, submit → delivered p50 / p99",
                      f"{cell(f['p50'], '{:.1f}')} / {cell(f['p99'], '{:.1f}')} ms", "p50 ≤ 3, p99 ≤ 15 ms"))
-        rows.append((f"latency at {latency['rate']:g}/s, submit → result entry p50 / p99",
+        rows.append((f"latency at {latency['rate']:g}/s, submit → worker result p50 / p99",
                      f"{cell(f['result_p50'], '{:.0f}')} / {cell(f['result_p99'], '{:.0f}')} ms", ""))
     intake = load("intake").get("sizes", {})
     for name, figures in intake.items():
