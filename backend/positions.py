@@ -82,11 +82,11 @@ class QueueView:
                 else:
                     position = 1 + sum(1 for other in active if other < ordinal)
                 position = max(position, 1)
-                eta = int(math.ceil(math.ceil(position / parallel) * run_s)) if run_s else 0
+                eta = max(1, round(math.ceil(position / parallel) * run_s)) if run_s else 0
                 places.append(Place(task_id, "queued", position, eta))
             elif state == "in_comfyui":  # handed to ComfyUI: running, or waiting in its queue behind others
                 position = 1 + sum(1 for other in active if other < ordinal)
-                eta = int(math.ceil(math.ceil(position / parallel) * run_s)) if run_s else 0
+                eta = max(1, round(math.ceil(position / parallel) * run_s)) if run_s else 0
                 started = await self._started(task_id)
                 places.append(Place(task_id, "running" if started else "queued", position, eta))
         return sorted(places, key=lambda p: (p.state != "running", p.position))

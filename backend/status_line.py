@@ -150,8 +150,9 @@ def running_text(lang: str, *, elapsed_s: float, estimate_s: float | None, retry
     if retrying:
         return text("retrying", lang)
     elapsed = int(elapsed_s)
-    if estimate_s and elapsed < math.ceil(estimate_s):  # past the estimate: only the time it has taken
-        return text("running_eta", lang, elapsed=elapsed, eta=math.ceil(estimate_s))
+    eta = max(1, round(estimate_s)) if estimate_s else 0
+    if eta and elapsed < eta:  # past the estimate: only the time it has taken
+        return text("running_eta", lang, elapsed=elapsed, eta=eta)
     return text("running", lang, elapsed=elapsed) if elapsed else text("started", lang)
 
 

@@ -15,10 +15,12 @@ import discord
 from discord import app_commands
 
 from backend import alerts
-from backend.admin import format_dead_letters, format_stats, format_status
+from backend.admin import format_status
+from backend.admin_texts import dead_letter_lines, stats_caption
 from backend.charts import stats_chart_png, stats_series
 from backend.services import Services
 from backend.texts import text
+from bots.discord.messages import DEAD_RETRY_PREFIX
 from bots.discord.replies import lang_of
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,14 @@ class AdminGroup(app_commands.Group):
         if not letters:
             await self.answer(interaction, text("admin_dlq_empty", lang_of(interaction)))
             return
-        await self.answer(interaction, block(format_dead_letters(letters)))
+        lang = lang_of(interaction)
+        view = discord.ui.View(timeout=None)
+        for letter in letters[:25]:
+            if letter.task_id:
+                view.add_item(discord.ui.Button(label=text("admin_dlq_retry", lang, task=letter.task_id[:8]),
+                                                style=discord.ButtonStyle.secondary,
+                                                custom_id=f"{DEAD_RETRY_PREFIX}{letter.task_id}"[:100]))
+        await self.answer(interaction, block(dead_letter_lines(letters, lang)), view=view)
 
     @app_commands.command(description="Queue a dead task again")
     @app_commands.describe(task="Task id or dead-letter entry id")
@@ -101,7 +110,7 @@ class AdminGroup(app_commands.Group):
         numbers = await self.services.admin.stats()
         series = await stats_series(self.services.redis, 3600)
         chart = await asyncio.to_thread(stats_chart_png, numbers, series, lang_of(interaction))
-        await self.answer(interaction, block(format_stats(numbers)),
+        await self.answer(interaction, block(stats_caption(numbers, lang_of(interaction))),
                           file=discord.File(io.BytesIO(chart), filename="stats.png"))
 
     @app_commands.command(name="mute_alerts", description="Silence the operations alerts for some minutes (0 lifts)")

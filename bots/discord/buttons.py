@@ -24,7 +24,9 @@ from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.tasks import Result
 from backend.texts import text
 from bots.discord.commands import defer_once, refuse, show_queued
-from bots.discord.messages import CANCEL_PREFIX, COMPARE_PREFIX, OTHER_MODE_PREFIX, RETRY_PREFIX, ResultImage
+from bots.discord.messages import (
+    CANCEL_PREFIX, COMPARE_PREFIX, DEAD_RETRY_PREFIX, OTHER_MODE_PREFIX, RETRY_PREFIX, ResultImage,
+)
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ async def handle_component(services: Services, interaction: discord.Interaction)
     custom_id = str((interaction.data or {}).get("custom_id", ""))
     if custom_id.startswith(CANCEL_PREFIX):
         await cancel_pressed(services, interaction, custom_id.removeprefix(CANCEL_PREFIX))
+    elif custom_id.startswith(DEAD_RETRY_PREFIX):
+        await dead_retry_pressed(services, interaction, custom_id.removeprefix(DEAD_RETRY_PREFIX))
     elif custom_id.startswith(RETRY_PREFIX):
         await retry_pressed(services, interaction, custom_id.removeprefix(RETRY_PREFIX))
     elif custom_id.startswith(OTHER_MODE_PREFIX):
@@ -110,6 +114,17 @@ async def other_mode_pressed(services: Services, interaction: discord.Interactio
         await show_queued(services, interaction, [submitted], [reply], user)
         return
     await show_earlier_run(services, interaction, task_id, chosen.label(lang), lang)
+
+
+async def dead_retry_pressed(services: Services, interaction: discord.Interaction, task_id: str) -> None:
+    """An admin's Retry under a dead letter: the task goes back in line."""
+    lang = lang_of(interaction)
+    if not is_admin(interaction, services.settings):
+        await interaction.response.send_message(text("not_allowed", lang), ephemeral=True)
+        return
+    outcome = await services.admin.retry_dead(task_id)
+    key = "admin_retried" if outcome.ok else "admin_retry_missing"
+    await interaction.response.send_message(text(key, lang, task_id=task_id), ephemeral=True)
 
 
 async def retry_pressed(services: Services, interaction: discord.Interaction, task_id: str) -> None:

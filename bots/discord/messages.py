@@ -23,6 +23,7 @@ OTHER_MODE_PREFIX = "repairbot:other:"
 COMPARE_PREFIX = "repairbot:compare:"
 CANCEL_PREFIX = "repairbot:cancel:"
 RETRY_PREFIX = "repairbot:retry:"
+DEAD_RETRY_PREFIX = "repairbot:dlq-retry:"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

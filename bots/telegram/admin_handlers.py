@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from typing import Awaitable, Callable
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
@@ -17,6 +16,7 @@ from telegram.ext import ContextTypes
 
 from backend import alerts
 from backend.admin import format_status
+from backend.admin_texts import dead_letter_lines, stats_caption
 from backend.charts import stats_chart_png, stats_series
 from backend.texts import text
 from bots.telegram.handlers import asker_of, services_of
@@ -121,28 +121,12 @@ async def mute_alerts_command(update: Update, context: ContextTypes.DEFAULT_TYPE
     await _say(update, text("admin_muted", lang, minutes=minutes) if minutes else text("admin_unmuted", lang))
 
 
-def dead_letter_lines(letters: list, lang: str) -> str:
-    """The dead letters, one line each, in the admin's language."""
-    lines = []
-    for letter in letters:
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(letter.dead_at / 1000)) if letter.dead_at else "?"
-        lines.append(text("admin_dlq_line", lang, task=letter.task_id or letter.entry_id, when=when,
-                          reason=letter.reason))
-    return "\n".join(lines)
-
-
 def dlq_markup(letters: list, lang: str) -> InlineKeyboardMarkup | None:
     """A Retry button per dead letter whose task id fits a button."""
     rows = [[InlineKeyboardButton(text("admin_dlq_retry", lang, task=letter.task_id[:8]),
                                   callback_data=dead_retry_data(letter.task_id))]
             for letter in letters if letter.task_id and dead_retry_data(letter.task_id)]
     return InlineKeyboardMarkup(rows) if rows else None
-
-
-def stats_caption(stats: dict, lang: str) -> str:
-    return text("admin_stats", lang, minutes=stats["window_s"] // 60, done=stats["completed"], failed=stats["failed"],
-                cancelled=stats["cancelled"], per_min=stats["throughput_per_min"], p50=stats["p50_s"],
-                p90=stats["p90_s"], p99=stats["p99_s"])
 
 
 async def dead_retry_pressed(query, asker, services) -> None:

@@ -54,12 +54,18 @@ async def test_admin_dead_letters_retry_and_purge(bot, discord_fake, redis, disc
     await discord_fake.push_interaction(dlq)
     assert (await answer(discord_fake, dlq)).json["data"]["content"] == "No dead letters."
     await redis.xadd(discord_settings.dead_stream, {"task_id": "deadbeef01", "reason": "broken", "dead_at": "0"})
+    listing = admin_command(discord_fake, "dlq")
+    await discord_fake.push_interaction(listing)
+    shown = (await answer(discord_fake, listing)).json["data"]
+    assert shown["content"].startswith("```") and "deadbeef01 (? UTC): broken" in shown["content"]
+    [[button]] = [row["components"] for row in shown["components"]]
+    assert button["label"] == "Retry deadbeef"  # each dead letter carries its Retry
     retry = admin_command(discord_fake, "retry", options=[{"name": "task", "type": 3, "value": "nope-nope"}])
     await discord_fake.push_interaction(retry)
     assert (await answer(discord_fake, retry)).json["data"]["content"] == "No dead letter for nope-nope."
     purge = admin_command(discord_fake, "purge")
     await discord_fake.push_interaction(purge)
-    assert (await answer(discord_fake, purge)).json["data"]["content"] == "Purged 1 dead letter(s)."
+    assert (await answer(discord_fake, purge)).json["data"]["content"] == "Purged 1 dead letter."
 
 
 async def test_admin_stats_come_with_a_chart(bot, discord_fake):
