@@ -25,14 +25,12 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from backend import keys, metrics
-from backend.backoff import Backoff, jittered, wait_event
+from backend.backoff import Backoff, jittered
 from backend.delivery import ACQUIRED, DELIVERED, SendClaim, SendClaims
 from backend.logs import about_task
 from backend.redact import scrub
 from backend.settings import Settings
-from backend.streams import (
-    REDIS_DOWN, ConsumerGroup, Entry, is_nogroup, require_redis_7, retry_while_redis_down,
-)
+from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, StreamConsumer
 from backend.tasks import Event, MalformedRecord, Result
 
 log = logging.getLogger(__name__)
@@ -109,8 +107,9 @@ class _ChatQueue:
         self.task: asyncio.Task[None] | None = None
 
 
-class Notifier:
-    """Consumes results and events and hands them to the platform senders.
+class Notifier(StreamConsumer):
+    """Consumes results and events and hands them to the platform senders (the lifecycle is
+    streams.StreamConsumer's).
 
     Every chat has its own queue, sent in order; a platform call takes one of `concurrency` slots only
     while it runs, so a chat that waits out a retry-after or a backoff holds up no other chat.
@@ -120,7 +119,11 @@ class Notifier:
     """
 
     def __init__(self, redis: Redis, settings: Settings, senders: dict[str, Sender], *, concurrency: int = 8):
-        self.redis = redis
+        super().__init__(
+            redis, role="notifier", min_idle_ms=settings.min_idle_ms, read_batch=settings.read_batch,
+            shutdown_grace_s=settings.shutdown_grace_s, retry_backoff_s=settings.retry_backoff_s,
+            retry_backoff_max_s=settings.retry_backoff_max_s,
+        )
         self.settings = settings
         self.platforms = {name: _Platform(name, sender) for name, sender in senders.items()}
         self.concurrency = concurrency
@@ -141,16 +144,11 @@ class Notifier:
         self._inflight: dict[tuple[str, str], Entry] = {}
         self._chats: dict[str, _ChatQueue] = {}
         self._slots = asyncio.Semaphore(concurrency)
-        self._slot_freed = asyncio.Event()
         self._warned_missing: set[str] = set()
-        self._stopping = asyncio.Event()
         self._move_back = redis.register_script(MOVE_BACK_SCRIPT)
         # As long as a consumer lease: when a dead notifier's entries move on, its claim has lapsed too.
         self._claims = SendClaims(redis, ttl_ms=int(settings.consumer_lease_s * 1000),
                                   rounds_ttl_s=settings.delivered_ttl_s)
-
-    def stop(self) -> None:
-        self._stopping.set()
 
     async def alert_admins(self, message: str) -> int:
         """An operations alert (backend.alerts) to each platform's admins through its sender."""
@@ -167,75 +165,28 @@ class Notifier:
                 log.warning("could not alert the %s admins: %s", name, exc)
         return reached
 
-    async def run(self) -> None:
-        try:
-            await retry_while_redis_down(lambda: require_redis_7(self.redis), self.settings, self._stopping)
-            await retry_while_redis_down(self.group.acquire_name, self.settings, self._stopping)
-            log.info("notifier %s started (platforms: %s)", self.group.consumer, ", ".join(self.platforms) or "none")
-            for platform in self.platforms.values():
-                with contextlib.suppress(SendRetry):
-                    await platform.ensure_started()
-            await retry_while_redis_down(self.group.ensure_groups, self.settings, self._stopping)
-            await retry_while_redis_down(self._take_back_waiting, self.settings, self._stopping)
-            for entry in await retry_while_redis_down(self.group.read_own_pending, self.settings, self._stopping):
-                self._spawn(entry)
-            await self._loop()
-        except REDIS_DOWN:
-            if not self._stopping.is_set():
-                raise
-            log.warning("notifier stopped while Redis was unreachable")
-        finally:
-            await self._drain()
-            await self.group.release_name()
-            for platform in self.platforms.values():
-                if platform.started:
-                    await platform.sender.close()
+    # --- the lifecycle's parts (streams.StreamConsumer) --------------------------------------------
+    async def open(self) -> None:
+        for platform in self.platforms.values():
+            with contextlib.suppress(SendRetry):  # tried again before its first send
+                await platform.ensure_started()
 
-    async def _drain(self) -> None:
-        """Let sends in flight finish within the grace period; the rest stay pending for the next notifier."""
-        tasks = [chat.task for chat in self._chats.values() if chat.task is not None]
-        if not tasks:
-            return
-        _, unfinished = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
-        left = len(self._inflight)
-        for task in unfinished:
-            task.cancel()
-        if unfinished:
-            await asyncio.wait(unfinished, timeout=5)
-        if left:
-            log.warning("handed back %d unsent entr(ies): they stay pending for the next notifier", left)
+    async def close(self) -> None:
+        for platform in self.platforms.values():
+            if platform.started:
+                await platform.sender.close()
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        maintain_every = max(0.5, min(10.0, self.settings.min_idle_ms / 3000))  # well within min_idle
-        next_maintenance = 0.0
-        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
-        while not self._stopping.is_set():
-            try:
-                if loop.time() >= next_maintenance:
-                    next_maintenance = loop.time() + maintain_every
-                    await self._maintain()
-                self._slot_freed.clear()
-                free = self.max_held - len(self._inflight)
-                if free <= 0:  # read no more than we can keep owned
-                    await wait_event(self._slot_freed, 1.0)
-                    continue
-                for entry in await self.group.read_new(min(free, self.settings.read_batch)):
-                    self._spawn(entry)
-                backoff.reset()
-            except REDIS_DOWN as exc:
-                delay = backoff.next_delay()
-                log.warning("notifier lost Redis (%s); retrying in %.1f s", exc, delay)
-                await self._sleep(delay)
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any single bad moment
-                if not is_nogroup(exc):
-                    log.exception("notifier loop error: %s", exc)
-                await self._sleep(backoff.next_delay())
+    def describe(self) -> str:
+        return f"platforms: {', '.join(self.platforms) or 'none'}"
 
-    async def _sleep(self, seconds: float) -> None:
-        await wait_event(self._stopping, seconds)
+    def running(self) -> list[asyncio.Task[None]]:
+        return [chat.task for chat in self._chats.values() if chat.task is not None]
 
-    async def _maintain(self) -> None:
+    async def handle(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._spawn(entry)
+
+    async def maintain(self) -> None:
         """Pick up what a dead notifier left behind, take back waiting results, trim what all acknowledged."""
         free = self.max_held - len(self._inflight)
         if free > 0:

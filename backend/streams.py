@@ -22,7 +22,7 @@ import logging
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol, TypeVar
 
 from redis.asyncio import Redis
 from redis import exceptions as redis_errors
@@ -33,6 +33,8 @@ from backend.backoff import Backoff, wait_event
 from backend.tasks import dead_letter_fields
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_SLOTS = 256
 
@@ -76,9 +78,12 @@ class Entry:
 REDIS_DOWN = (ConnectionError, OSError, asyncio.TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError)
 
 
-async def retry_while_redis_down(call: Any, settings: Any, stopping: asyncio.Event) -> Any:
-    """Await `call()` until Redis answers, backing off; a process may start before its Redis does."""
-    backoff = Backoff(settings.retry_backoff_s, settings.retry_backoff_max_s)
+async def retry_while_redis_down(
+    call: Callable[[], Awaitable[T]], stopping: asyncio.Event, *, first_s: float = 1.0, max_s: float = 30.0
+) -> T:
+    """Await `call()` until Redis answers, backing off from `first_s` up to `max_s` between tries; a
+    process may start before its Redis does. Gives up (raises) only once `stopping` is set."""
+    backoff = Backoff(first_s, max_s)
     while True:
         try:
             return await call()
@@ -567,3 +572,140 @@ class ConsumerGroup:
             floor = point if floor is None or point < floor else floor
         if floor and floor > (0, 0):
             await self._bounded(self.redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True))
+
+
+class StreamConsumer:
+    """The life of a consumer of a group, which the worker and the notifier share: start, read,
+    maintain, drain, stop.
+
+    Start waits for Redis (7.0 or newer) and backs off while it is away, takes a consumer name, makes
+    sure the groups exist and takes this name's own pending entries back. The loop runs `maintain()`
+    every few seconds (well within `min_idle_ms`), reads no more than `free_slots()`, and backs off
+    while Redis is away. `stop()` ends the loop; what is in hand gets `shutdown_grace_s` to finish and
+    the rest stays pending for the next consumer. A subclass supplies `handle` (take entries on) and
+    `maintain`, says what runs (`running`), and may `open` and `close` its own parts around it all.
+
+    :param role: "worker" or "notifier", for the logs
+    :param min_idle_ms: an entry unacknowledged this long is stale (maintenance runs well within it)
+    :param read_batch: entries read at most at once
+    :param shutdown_grace_s: how long `stop` waits for the work in hand
+    :param retry_backoff_s: the first wait while Redis is away
+    :param retry_backoff_max_s: the longest wait while Redis is away
+    """
+
+    group: ConsumerGroup  # made by the subclass, with itself as the holder
+
+    def __init__(
+        self, redis: Redis, *, role: str, min_idle_ms: int = 60_000, read_batch: int = 16,
+        shutdown_grace_s: float = 30.0, retry_backoff_s: float = 1.0, retry_backoff_max_s: float = 30.0,
+    ) -> None:
+        self.redis = redis
+        self.role = role
+        self.log = logging.getLogger(type(self).__module__)  # log lines name the worker or the notifier
+        self.min_idle_ms = min_idle_ms
+        self.read_batch = read_batch
+        self.shutdown_grace_s = shutdown_grace_s
+        self.retry_backoff_s = retry_backoff_s
+        self.retry_backoff_max_s = retry_backoff_max_s
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()  # set when work in hand ends: the loop may read again
+
+    # --- what a consumer supplies ------------------------------------------------------------------
+    async def handle(self, entries: list[Entry]) -> None:
+        """Take these entries on (they are ours until acknowledged)."""
+        raise NotImplementedError
+
+    async def maintain(self) -> None:
+        """The periodic pass: stale entries taken over, streams trimmed, idle consumers forgotten."""
+        raise NotImplementedError
+
+    def running(self) -> list[asyncio.Task[None]]:
+        """The tasks doing the work in hand, which `stop` waits for."""
+        raise NotImplementedError
+
+    def room(self) -> int:
+        """How many more entries it can take on now (streams.Holder)."""
+        raise NotImplementedError
+
+    async def free_slots(self) -> int:
+        """How many entries to read now; the worker also looks whether the queue is paused."""
+        return self.room()
+
+    def describe(self) -> str:
+        """What the start-up log line says about it."""
+        return ""
+
+    async def open(self) -> None:
+        """Start its own parts, before Redis is asked anything."""
+
+    async def close(self) -> None:
+        """Close its own parts, once the work in hand is done or handed back."""
+
+    # --- the lifecycle -----------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        try:
+            await self.open()
+            await self._until_redis_answers(lambda: require_redis_7(self.redis))
+            await self._until_redis_answers(self.group.acquire_name)
+            self.log.info("%s %s started (%s)", self.role, self.group.consumer, self.describe())
+            await self._until_redis_answers(self.group.ensure_groups)
+            await self.handle(await self._until_redis_answers(self.group.read_own_pending))
+            await self._loop()
+        except REDIS_DOWN:
+            if not self._stopping.is_set():
+                raise
+            self.log.warning("%s stopped while Redis was unreachable", self.role)
+        finally:
+            await self._drain()
+            await self.group.release_name()
+            await self.close()
+            self.log.info("%s %s stopped", self.role, self.group.consumer or "(no name yet)")
+
+    async def _until_redis_answers(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await retry_while_redis_down(call, self._stopping, first_s=self.retry_backoff_s,
+                                            max_s=self.retry_backoff_max_s)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        maintain_every = max(0.5, min(10.0, self.min_idle_ms / 3000))  # well within min_idle
+        next_maintenance = 0.0
+        backoff = Backoff(self.retry_backoff_s, self.retry_backoff_max_s)
+        while not self._stopping.is_set():
+            try:
+                if loop.time() >= next_maintenance:
+                    next_maintenance = loop.time() + maintain_every  # first: a failing pass must not repeat at once
+                    await self.maintain()
+                self._slot_freed.clear()  # before looking, so a slot freed meanwhile still wakes us
+                free = await self.free_slots()
+                if free <= 0:  # read no more than we can keep owned
+                    await wait_event(self._slot_freed, min(1.0, maintain_every))
+                    continue
+                await self.handle(await self.group.read_new(min(free, self.read_batch)))
+                backoff.reset()
+            except REDIS_DOWN as exc:
+                delay = backoff.next_delay()
+                self.log.warning("%s lost Redis (%s); retrying in %.1f s", self.role, exc, delay)
+                await self._sleep(delay)
+            except Exception as exc:  # noqa: BLE001 - the loop outlives any single bad moment
+                if not is_nogroup(exc):  # Redis restarted empty: the group makes its groups again
+                    self.log.exception("%s loop error: %s", self.role, exc)
+                await self._sleep(backoff.next_delay())
+
+    async def _sleep(self, seconds: float) -> None:
+        await wait_event(self._stopping, seconds)
+
+    async def _drain(self) -> None:
+        tasks = self.running()
+        if not tasks:
+            return
+        self.log.info("waiting up to %.0f s for %d task(s) in flight", self.shutdown_grace_s, len(tasks))
+        _, unfinished = await asyncio.wait(tasks, timeout=self.shutdown_grace_s)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=5)
+            self.log.warning("handed back %d unfinished task(s): what they held stays pending for the next %s",
+                             len(unfinished), self.role)

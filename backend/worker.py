@@ -23,14 +23,14 @@ from typing import Any
 from redis.asyncio import Redis
 
 from backend import keys, metrics
-from backend.backoff import Backoff, wait_event
+from backend.backoff import Backoff
 from backend.blobs import BlobStore, make_blob_store
 from backend.errors import HandedBack, Refused, RepairError
 from backend.executors import Executor, make_executor
 from backend.logs import about_task
 from backend.publishing import ResultPublisher
 from backend.settings import Settings
-from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, require_redis_7, retry_while_redis_down
+from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, StreamConsumer
 from backend.tasks import MalformedRecord, Result, Task, now_ms, user_lang, validate_reply
 from backend.texts import text
 from backend.workflows import Workflows
@@ -41,8 +41,8 @@ DONE_LOG_KEEP_MS = 24 * 3600 * 1000
 FORGET_CONSUMER_MS = 3600 * 1000  # a consumer name silent this long, holding nothing, is forgotten
 
 
-class Worker:
-    """Consumes tasks and runs them through its executor.
+class Worker(StreamConsumer):
+    """Consumes tasks and runs them through its executor (the lifecycle is streams.StreamConsumer's).
 
     :param blobs: where inputs are read and outputs written (default: per settings)
     :param workflows: the modes (default: loaded from settings.workflows_dir)
@@ -60,11 +60,14 @@ class Worker:
         clients: list[Any] | None = None,
         executor: Executor | None = None,
     ):
-        self.redis = redis
+        super().__init__(
+            redis, role="worker", min_idle_ms=settings.min_idle_ms, read_batch=settings.read_batch,
+            shutdown_grace_s=settings.shutdown_grace_s, retry_backoff_s=settings.retry_backoff_s,
+            retry_backoff_max_s=settings.retry_backoff_max_s,
+        )
         self.settings = settings
         self.blobs = blobs or make_blob_store(settings, redis)
         self.workflows = workflows or Workflows.load(settings.workflows_dir)
-        self._slot_freed = asyncio.Event()
         self.executor = executor or make_executor(
             settings, redis, self.blobs, clients=clients, on_capacity=self._slot_freed.set
         )
@@ -83,7 +86,6 @@ class Worker:
         self.publisher = ResultPublisher(redis, settings, group=settings.workers_group)
         self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
         self._taken_away: set[str] = set()
-        self._stopping = asyncio.Event()
         self._paused = False
 
     @property
@@ -92,42 +94,29 @@ class Worker:
 
     def stop(self) -> None:
         """Stop reading; running tasks get `shutdown_grace_s` to finish, waiting ones are handed back now."""
-        self._stopping.set()
+        super().stop()
         self.executor.stop()
 
-    # --- lifecycle ---------------------------------------------------------------------------------
-    async def run(self) -> None:
-        try:
-            await self.executor.start()
-            await retry_while_redis_down(lambda: require_redis_7(self.redis), self.settings, self._stopping)
-            await retry_while_redis_down(self.group.acquire_name, self.settings, self._stopping)
-            log.info("worker %s started (executor %s, %d slot(s))", self.name, self.settings.executor,
-                     self.executor.capacity())
-            await retry_while_redis_down(self.group.ensure_groups, self.settings, self._stopping)
-            await self._spawn_all(await retry_while_redis_down(self.group.read_own_pending, self.settings,
-                                                               self._stopping))
-            await self._read_loop()
-        except REDIS_DOWN:
-            if not self._stopping.is_set():
-                raise
-            log.warning("worker stopped while Redis was unreachable")
-        finally:
-            await self._drain()
-            await self.executor.close()
-            await self.group.release_name()
-            log.info("worker %s stopped", self.name or "(no name yet)")
+    # --- the lifecycle's parts (streams.StreamConsumer) --------------------------------------------
+    async def open(self) -> None:
+        await self.executor.start()
 
-    async def _drain(self) -> None:
-        if not self._inflight:
-            return
-        tasks = [task for _, task in self._inflight.values()]
-        log.info("waiting up to %.0f s for %d task(s) in flight", self.settings.shutdown_grace_s, len(tasks))
-        _, still_running = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
-        for task in still_running:
-            task.cancel()
-        if still_running:
-            await asyncio.wait(still_running, timeout=5)
-            log.warning("handed back %d unfinished task(s): they stay pending for the next worker", len(still_running))
+    async def close(self) -> None:
+        await self.executor.close()
+
+    def describe(self) -> str:
+        return f"executor {self.settings.executor}, {self.executor.capacity()} slot(s)"
+
+    def running(self) -> list[asyncio.Task[None]]:
+        return [task for _, task in self._inflight.values()]
+
+    async def free_slots(self) -> int:
+        """Free slots, none while the queue is paused (asked on every pass, so a pause holds at once)."""
+        self._paused = bool(await self.redis.exists(keys.PAUSED))
+        return 0 if self._paused else self._capacity()
+
+    async def handle(self, entries: list[Entry]) -> None:
+        await self._spawn_all(entries)
 
     # --- what the group's heartbeat keeps (streams.Holder) --------------------------------------------
     def in_hand(self) -> list[Entry]:
@@ -152,48 +141,12 @@ class Worker:
                 self._taken_away.add(entry.entry_id)
                 held[1].cancel()
 
-    # --- the read loop -------------------------------------------------------------------------------
-    async def _read_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        maintain_every = max(0.5, min(10.0, self.settings.min_idle_ms / 3000))
-        next_maintenance = 0.0
-        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
-        while not self._stopping.is_set():
-            try:
-                if loop.time() >= next_maintenance:
-                    next_maintenance = loop.time() + maintain_every  # first: a failing pass must not repeat at once
-                    await self._maintain()
-                self._paused = bool(await self.redis.exists(keys.PAUSED))
-                if self._paused:
-                    await self._sleep(min(1.0, self.settings.block_ms / 1000))
-                    continue
-                self._slot_freed.clear()  # before looking, so a slot freed meanwhile still wakes us
-                free = self._capacity()
-                if free <= 0:
-                    await self._wait_for_slot(min(1.0, maintain_every))
-                    continue
-                await self._spawn_all(await self.group.read_new(min(free, self.settings.read_batch)))
-                backoff.reset()
-            except REDIS_DOWN as exc:
-                delay = backoff.next_delay()
-                log.warning("worker lost Redis (%s); retrying in %.1f s", exc, delay)
-                await self._sleep(delay)
-            except Exception as exc:  # noqa: BLE001 - the loop outlives any single bad moment
-                log.exception("worker loop error: %s", exc)
-                await self._sleep(backoff.next_delay())
-
+    # --- reading and maintenance -----------------------------------------------------------------------
     def _capacity(self) -> int:
         """The executor's slots minus tasks already in hand (running or waiting for a slot)."""
         return self.executor.capacity() - len(self._inflight)
 
-    async def _wait_for_slot(self, timeout: float) -> None:
-        """Wait until a slot is freed (or an instance comes back); callers clear the event first."""
-        await wait_event(self._slot_freed, timeout)
-
-    async def _sleep(self, seconds: float) -> None:
-        await wait_event(self._stopping, seconds)
-
-    async def _maintain(self) -> None:
+    async def maintain(self) -> None:
         """Take over stale entries (unless paused), trim what is acknowledged.
 
         Our own entries are kept ours by the group's heartbeat, and a dead worker's are taken over
