@@ -2,7 +2,8 @@
 
 - `SendClaim`: one notifier process at a time sends a given result (SET NX with a token and a TTL,
   renewed while sending, released only by its owner), so two result entries for one task, or two
-  notifiers holding one entry each, never post it concurrently.
+  notifiers holding one entry each, never post it concurrently. Each claim opens a delivery round;
+  rounds that failed and rounds a crash cut short are counted apart (budgets in the notifier).
 - `PartStore` / `SendParts`: which parts of a multi-part result (photo, file, status edit, a note)
   went out. A part is marked in flight before its request and sent after its reply, so a notifier
   killed mid-send re-sends at most the one part whose reply was in flight. The senders use it; they
@@ -32,21 +33,50 @@ MARK_RETRY_FIRST_S, MARK_RETRY_MAX_S = 0.2, 5.0  # a sent part's mark, written a
 IN_FLIGHT = "sending"
 SENT = "sent"
 
-# KEYS: the claim, the task's delivered mark, its send-rounds counter. ARGV: token, claim TTL (ms), rounds
-# TTL (s). {2, 0}: delivered already; {0, 0}: another process holds the claim; {1, rounds}: ours, and this
-# delivery round counted. One round trip for what a result needs before it is sent.
+# A result's delivery rounds (`keys.send_rounds`, a hash) tell two endings apart:
+# - `failed`: rounds that ended with every send retry used up ("left pending"): the result's fault, or
+#   its chat's, as far as anyone can tell; MAX_DELIVERIES of them dead-letter it.
+# - `interrupted`: rounds cut short by a crash: a claim was taken and no outcome was recorded. Its own,
+#   larger budget (MAX_INTERRUPTED_DELIVERIES), so a notifier killed at random never dead-letters a
+#   healthy result, and one that kills the notifier on every try is still dead-lettered in the end.
+# - `open`: the token of the round under way. A round that ends in this process (delivered, failed,
+#   handed back, an error) clears it on release; one still open at the next claim died with its notifier.
+#
+# KEYS: the claim, the task's delivered mark, its rounds. ARGV: token, claim TTL (ms), rounds TTL (s).
+# {2, 0, 0}: delivered already; {0, 0, 0}: another process holds the claim; {1, failed, interrupted}: ours,
+# and a round is open. One round trip for what a result needs before it is sent.
 _BEGIN = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0} end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 0} end
-local rounds = redis.call('INCR', KEYS[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0, 0} end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 0, 0} end
+if redis.call('TYPE', KEYS[3]).ok == 'string' then
+  local legacy = redis.call('GET', KEYS[3])
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[3], 'interrupted', legacy)
+end
+local interrupted = tonumber(redis.call('HGET', KEYS[3], 'interrupted') or '0')
+if redis.call('HEXISTS', KEYS[3], 'open') == 1 then
+  interrupted = redis.call('HINCRBY', KEYS[3], 'interrupted', 1)
+end
+redis.call('HSET', KEYS[3], 'open', ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-return {1, rounds}
+return {1, tonumber(redis.call('HGET', KEYS[3], 'failed') or '0'), interrupted}
+"""
+# KEYS: the rounds. ARGV: token, rounds TTL (s). Our open round ended with every retry used up.
+_ROUND_FAILED = """
+if redis.call('HGET', KEYS[1], 'open') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'open')
+local failed = redis.call('HINCRBY', KEYS[1], 'failed', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return failed
 """
 _RENEW_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+# KEYS: the claim, the rounds. ARGV: token. The round closes (a crash is the only way to skip this), the
+# claim goes. The round is closed even when the claim lapsed meanwhile: the token says it is still ours.
 _RELEASE_IF_OWNER = """
+if redis.call('HGET', KEYS[2], 'open') == ARGV[1] then redis.call('HDEL', KEYS[2], 'open') end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -58,7 +88,7 @@ class SendClaims:
     """Makes the send claim of each result; the scripts are registered once.
 
     :param ttl_ms: how long a claim outlives a silent owner; renewed every third of it while held
-    :param rounds_ttl_s: how long a result's delivery-round counter is kept
+    :param rounds_ttl_s: how long a result's delivery-round counters are kept
     """
 
     def __init__(self, redis: Redis, *, ttl_ms: int = CLAIM_TTL_MS, rounds_ttl_s: int = 7 * 24 * 3600):
@@ -66,6 +96,7 @@ class SendClaims:
         self.ttl_ms = ttl_ms
         self.rounds_ttl_s = rounds_ttl_s
         self.begin_script = redis.register_script(_BEGIN)
+        self.round_failed_script = redis.register_script(_ROUND_FAILED)
         self.renew_script = redis.register_script(_RENEW_IF_OWNER)
         self.release_script = redis.register_script(_RELEASE_IF_OWNER)
 
@@ -82,16 +113,22 @@ class SendClaim:
         self.key = keys.send_claim(task_id)
         self.ttl_ms = claims.ttl_ms
         self.token = uuid.uuid4().hex
-        self.rounds = 0  # delivery rounds of this result so far, this one included (once acquired)
+        self.rounds_key = keys.send_rounds(task_id)
+        self.failed_rounds = 0  # earlier rounds of this result that used up every send retry (once acquired)
+        self.interrupted_rounds = 0  # earlier rounds cut short by a crash, no outcome recorded (once acquired)
         self.lost = False  # the claim lapsed while held (a stall longer than the TTL): stop sending
 
     async def try_acquire(self) -> int:
-        """ACQUIRED (and this round counted in `rounds`), HELD_ELSEWHERE, or DELIVERED already."""
-        state, rounds = await self.claims.begin_script(
-            keys=[self.key, keys.delivered(self.task_id), keys.send_rounds(self.task_id)],
+        """ACQUIRED (a round is open, and the earlier ones counted), HELD_ELSEWHERE, or DELIVERED already."""
+        state, failed, interrupted = await self.claims.begin_script(
+            keys=[self.key, keys.delivered(self.task_id), self.rounds_key],
             args=[self.token, self.ttl_ms, self.claims.rounds_ttl_s])
-        self.rounds = int(rounds)
+        self.failed_rounds, self.interrupted_rounds = int(failed), int(interrupted)
         return int(state)
+
+    async def round_failed(self) -> None:
+        """This round used up every send retry: it counts against MAX_DELIVERIES."""
+        await self.claims.round_failed_script(keys=[self.rounds_key], args=[self.token, self.claims.rounds_ttl_s])
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator["SendClaim"]:
@@ -104,9 +141,10 @@ class SendClaim:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
             try:
-                await self.claims.release_script(keys=[self.key], args=[self.token])
+                await self.claims.release_script(keys=[self.key, self.rounds_key], args=[self.token])
             except Exception as exc:  # noqa: BLE001 - it lapses by itself within its TTL
-                log.info("send claim %s not released (%s); it lapses in %d ms", self.key, exc, self.ttl_ms)
+                log.info("send claim %s not released (%s); it lapses in %d ms, and this round counts as "
+                         "interrupted", self.key, exc, self.ttl_ms)
 
     async def _keep_renewed(self) -> None:
         while True:

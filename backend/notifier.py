@@ -6,7 +6,9 @@ reads its result itself). Effectively once for the user: a result is sent under 
 claim (`backend.delivery`), `delivered:<task_id>` is checked under that claim and set right after a
 successful send, and the senders record each part of a result before sending it. Sender errors say
 what happens next: SendRetry (wait out the retry-after in full, back off), SendPermanent (logged and
-dead-lettered); anything else is retried.
+dead-lettered); anything else is retried. A delivery round whose every retry failed counts against
+MAX_DELIVERIES; one cut short by a notifier crash counts against MAX_INTERRUPTED_DELIVERIES, so a
+notifier killed at random never dead-letters a healthy result.
 
 Each chat has its own queue: its entries go out in order, and its waits hold up no other chat. A
 result for a platform this notifier has no sender for waits in that platform's waiting stream
@@ -26,12 +28,13 @@ from redis.asyncio import Redis
 
 from backend import keys, metrics
 from backend.backoff import Backoff, jittered
-from backend.delivery import ACQUIRED, DELIVERED, SendClaim, SendClaims
+from backend.delivery import ACQUIRED, DELIVERED, SENT, SendClaim, SendClaims
 from backend.logs import about_task
 from backend.redact import scrub
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, StreamConsumer
-from backend.tasks import Event, MalformedRecord, Result
+from backend.tasks import Event, MalformedRecord, Result, user_lang
+from backend.texts import text
 
 log = logging.getLogger(__name__)
 
@@ -292,12 +295,48 @@ class Notifier(StreamConsumer):
         if not await self._claim(claim, entry):
             return
         async with claim.held():
-            # Counted per real delivery round, not per XPENDING delivery (a parked result was read too).
-            if claim.rounds > self.settings.max_deliveries:
-                await self.group.dead_letter(entry, reason="delivery failed too many times")
-                metrics.send_ended(platform.name, "dead_lettered")
+            # Counted per real delivery round, not per XPENDING delivery (a parked result was read too),
+            # and a round a crash cut short is not counted as one that failed (backend.delivery).
+            if claim.interrupted_rounds:
+                log.info("result %s: %d earlier delivery round(s) cut short by a crash (limit %d)", result.task_id,
+                         claim.interrupted_rounds, self.settings.max_interrupted_deliveries)
+            if (claim.failed_rounds >= self.settings.max_deliveries
+                    or claim.interrupted_rounds >= self.settings.max_interrupted_deliveries):
+                await self._give_up(entry, result, platform, claim)
                 return
             await self._deliver(entry, result, platform, claim)
+
+    async def _give_up(self, entry: Entry, result: Result, platform: _Platform, claim: SendClaim) -> None:
+        """Dead-letter a result out of delivery rounds. Its user is told first, in a short note, unless
+        part of the result is in the chat already or a note tried before was itself cut short by a crash
+        (the note must not be what keeps killing the notifier)."""
+        if claim.failed_rounds >= self.settings.max_deliveries:
+            reason = (f"delivery failed too many times ({claim.failed_rounds} rounds of "
+                      f"{self.settings.send_retries} tries)")
+        else:
+            reason = f"the notifier died mid-send {claim.interrupted_rounds} times (crashed or killed while sending it)"
+        if claim.interrupted_rounds <= self.settings.max_interrupted_deliveries:
+            await self._tell_undeliverable(result, platform)
+        await self.group.dead_letter(entry, reason=reason, last_error=reason)
+        metrics.send_ended(platform.name, "dead_lettered")
+
+    async def _tell_undeliverable(self, result: Result, platform: _Platform) -> None:
+        """One try at a failure note in place of the result; `dlq retry` later sends the result afresh."""
+        parts = await self.redis.hgetall(keys.send_parts(result.task_id))
+        if any(value in (SENT, SENT.encode()) for value in parts.values()):
+            log.info("result %s partly reached its chat: no failure note", result.task_id)
+            return
+        note = Result(result.task_id, "failed", result.reply, mode=result.mode, input=result.input,
+                      error="undeliverable", message=text("undeliverable", user_lang(result.reply)),
+                      user=result.user, worker=result.worker)
+        try:
+            await platform.ensure_started()
+            async with self._slots:
+                await platform.sender.send_result(note)
+        except Exception as exc:  # noqa: BLE001 - it is dead-lettered either way; the admins see it there
+            log.warning("could not tell the user that result %s can't be delivered: %s", result.task_id,
+                        scrub(f"{type(exc).__name__}: {exc}"))
+        await self.redis.delete(keys.send_parts(result.task_id))
 
     async def _claim(self, claim: SendClaim, entry: Entry) -> bool:
         """Take the task's send claim, waiting while another notifier process holds it. `delivered:` is
@@ -350,7 +389,7 @@ class Notifier(StreamConsumer):
             else:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.set(keys.delivered(result.task_id), "1", ex=self.settings.delivered_ttl_s)
-                    pipe.delete(keys.send_parts(result.task_id))
+                    pipe.delete(keys.send_parts(result.task_id), keys.send_rounds(result.task_id))
                     await pipe.execute()
                 await self.group.ack(entry)
                 metrics.send_delivered(platform.name, result.finished_at)
@@ -359,7 +398,9 @@ class Notifier(StreamConsumer):
             log.info("send of %s failed (attempt %d): %s; next try in %.1f s", result.task_id, attempt, last_error,
                      wait)
             await self._sleep(wait)
-        log.warning("result %s left pending after %d tries: %s", result.task_id, attempt, last_error)
+        await claim.round_failed()
+        log.warning("result %s left pending after %d tries (a failed delivery round): %s", result.task_id, attempt,
+                    last_error)
         metrics.send_ended(platform.name, "left_pending")
 
     # --- results no notifier here can send ---------------------------------------------------------

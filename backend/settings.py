@@ -80,6 +80,7 @@ class Settings(BaseSettings):
 
     # Notifier.
     send_retries: int = 5
+    max_interrupted_deliveries: int = 20  # rounds cut short by a notifier crash; failed rounds count in max_deliveries
     delivered_ttl_s: int = 7 * 24 * 3600
 
     # Intake limits (shared by every bot).

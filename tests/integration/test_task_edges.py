@@ -53,15 +53,17 @@ async def test_a_task_with_a_bad_blob_key_is_dead_lettered_on_first_sight(settin
 
 async def test_a_dead_result_retried_is_sent_though_its_send_rounds_ran_out(settings, redis):
     result = Result(task_id="r" * 32, status="failed", reply=REPLY, error="timeout", message="Sorry")
-    await redis.set(keys.send_rounds(result.task_id), settings.max_deliveries)  # every round already used
+    await redis.hset(keys.send_rounds(result.task_id), "failed", settings.max_deliveries)  # every round used
     await redis.xadd(settings.results_stream, result.encode())
     sender = RecordingSender()
     async with running_pipeline(settings, {"test": sender}) as services:
         [letter] = await wait_for_dead(services.admin)
-        assert letter.reason == "delivery failed too many times" and sender.attempts == 0
+        assert letter.reason.startswith("delivery failed too many times")
+        [note] = sender.results  # the result itself was not sent; its user was told it can't be
+        assert note.error == "undeliverable" and sender.attempts == 1
         assert (await services.admin.retry_dead(result.task_id)).ok
-        [sent] = await sender.wait_for_results(1)
-        assert sent.task_id == result.task_id
+        [_, sent] = await sender.wait_for_results(2)
+        assert sent.task_id == result.task_id and sent.error == "timeout"
         assert await services.admin.dead_letters() == []
 
 
