@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from redis.asyncio import Redis
@@ -97,6 +97,60 @@ class RetryOutcome:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class WorkerStatus:
+    name: str
+    pending: int  # entries in its hands
+    idle_s: int
+
+
+@dataclass(frozen=True)
+class ComfyUIStatus:
+    url: str  # credentials removed
+    healthy: bool
+    queue_running: int
+    queue_pending: int
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """The status numbers (`repairbot status`, /queue); `to_json()` is `status --json`'s contract (DESIGN.md)."""
+
+    queued: int
+    running: int
+    dead: int
+    paused: bool
+    oldest_pending_s: int
+    avg_run_ms: int
+    to_notify: int
+    # Results parked by a notifier that has no sender for their platform, by platform.
+    waiting_for_sender: dict[str, int] = field(default_factory=dict)
+    workers: list[WorkerStatus] = field(default_factory=list)
+    comfyui: list[ComfyUIStatus] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Integers, a paused boolean, and lists of objects for the workers and ComfyUI instances."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Throughput and run-time percentiles over a window (`repairbot stats`, /stats)."""
+
+    window_s: int
+    completed: int
+    failed: int
+    cancelled: int
+    per_minute: list[int]  # results finished in each minute of the window, oldest first
+    throughput_per_min: float
+    p50_s: float
+    p90_s: float
+    p99_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Admin:
     """Operator actions and numbers; `comfy_clients` (ComfyUIClient objects) add instance health."""
 
@@ -106,7 +160,7 @@ class Admin:
         self.comfy_clients = list(comfy_clients)
 
     # --- numbers -----------------------------------------------------------------------------
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> QueueStatus:
         s = self.settings
         info = await group_info(self.redis, s.tasks_stream, s.workers_group)
         notifier_info = await group_info(self.redis, s.results_stream, s.notifiers_group)
@@ -120,7 +174,7 @@ class Admin:
         lag = info.get("lag") if info else tasks_len
         running = int(info.get("pending") or 0) if info else 0
         oldest_age = 0
-        workers: list[dict[str, Any]] = []
+        workers: list[WorkerStatus] = []
         if info is not None:
             summary = await self.redis.xpending(s.tasks_stream, s.workers_group)
             oldest = summary.get("min")
@@ -128,31 +182,27 @@ class Admin:
                 oldest_ms = int(_text(oldest).split("-")[0])
                 oldest_age = max(0, (now_ms() - oldest_ms) // 1000)
             for consumer in await self.redis.xinfo_consumers(s.tasks_stream, s.workers_group):
-                workers.append(
-                    {
-                        "name": _text(consumer.get("name", "")),
-                        "pending": int(consumer.get("pending") or 0),
-                        "idle_s": int(consumer.get("idle") or 0) // 1000,
-                    }
-                )
-        return {
-            "queued": int(lag if lag is not None else tasks_len),
-            "running": running,
-            "dead": int(dead),
-            "paused": bool(paused),
-            "oldest_pending_s": int(oldest_age),
-            "avg_run_ms": int(await average_run_s(self.redis) * 1000),
-            "to_notify": int(notifier_info.get("lag") or 0) + int(notifier_info.get("pending") or 0)
-            if notifier_info
-            else 0,
-            # Results parked by a notifier that has no sender for their platform, by platform.
-            "waiting_for_sender": {p: int(n) for p, n in zip(PLATFORMS, waiting) if n},
-            "workers": workers,
-            "comfyui": await self.comfyui_health(),
-        }
+                workers.append(WorkerStatus(
+                    name=_text(consumer.get("name", "")),
+                    pending=int(consumer.get("pending") or 0),
+                    idle_s=int(consumer.get("idle") or 0) // 1000,
+                ))
+        to_notify = int(notifier_info.get("lag") or 0) + int(notifier_info.get("pending") or 0) if notifier_info else 0
+        return QueueStatus(
+            queued=int(lag if lag is not None else tasks_len),
+            running=running,
+            dead=int(dead),
+            paused=bool(paused),
+            oldest_pending_s=int(oldest_age),
+            avg_run_ms=int(await average_run_s(self.redis) * 1000),
+            to_notify=to_notify,
+            waiting_for_sender={p: int(n) for p, n in zip(PLATFORMS, waiting) if n},
+            workers=workers,
+            comfyui=await self.comfyui_health(),
+        )
 
-    async def comfyui_health(self) -> list[dict[str, Any]]:
-        async def one(client: Any) -> dict[str, Any]:
+    async def comfyui_health(self) -> list[ComfyUIStatus]:
+        async def one(client: Any) -> ComfyUIStatus:
             healthy = await client.health()
             running: list[str] = []
             pending: list[str] = []
@@ -161,16 +211,11 @@ class Admin:
                     running, pending = await client.queue()
                 except Exception:  # noqa: BLE001 - a flaky instance is reported, not fatal
                     healthy = False
-            return {
-                "url": redact_url(client.base_url),
-                "healthy": healthy,
-                "queue_running": len(running),
-                "queue_pending": len(pending),
-            }
+            return ComfyUIStatus(redact_url(client.base_url), healthy, len(running), len(pending))
 
         return list(await asyncio.gather(*(one(c) for c in self.comfy_clients)))
 
-    async def stats(self, window_s: int = 3600) -> dict[str, Any]:
+    async def stats(self, window_s: int = 3600) -> Stats:
         """Throughput and run-time percentiles over the last `window_s`, with per-minute counts."""
         now = now_ms()
         start = now - window_s * 1000
@@ -195,17 +240,17 @@ class Admin:
             return round(run_times[rank] / 1000.0, 2)
 
         total = sum(counts.values())
-        return {
-            "window_s": window_s,
-            "completed": counts.get("ok", 0),
-            "failed": counts.get("failed", 0),
-            "cancelled": counts.get("cancelled", 0),
-            "per_minute": per_minute,
-            "throughput_per_min": round(total / minutes, 2),
-            "p50_s": percentile(50),
-            "p90_s": percentile(90),
-            "p99_s": percentile(99),
-        }
+        return Stats(
+            window_s=window_s,
+            completed=counts.get("ok", 0),
+            failed=counts.get("failed", 0),
+            cancelled=counts.get("cancelled", 0),
+            per_minute=per_minute,
+            throughput_per_min=round(total / minutes, 2),
+            p50_s=percentile(50),
+            p90_s=percentile(90),
+            p99_s=percentile(99),
+        )
 
     # --- dead letters ------------------------------------------------------------------------
     async def dead_letters(self, limit: int = 10) -> list[DeadLetter]:
@@ -301,23 +346,23 @@ class Admin:
         return flagged
 
 
-def format_status(status: dict[str, Any]) -> str:
+def format_status(status: QueueStatus) -> str:
     """The status numbers as a few readable lines, for chat and the CLI."""
     lines = [
-        f"Queued: {status['queued']}   Running: {status['running']}   Dead letters: {status['dead']}",
-        f"Paused: {'yes' if status['paused'] else 'no'}   Oldest in flight: {status['oldest_pending_s']} s"
-        f"   Avg run: {status['avg_run_ms'] / 1000:.1f} s   Results to send: {status['to_notify']}",
+        f"Queued: {status.queued}   Running: {status.running}   Dead letters: {status.dead}",
+        f"Paused: {'yes' if status.paused else 'no'}   Oldest in flight: {status.oldest_pending_s} s"
+        f"   Avg run: {status.avg_run_ms / 1000:.1f} s   Results to send: {status.to_notify}",
     ]
-    for platform, count in status.get("waiting_for_sender", {}).items():
+    for platform, count in status.waiting_for_sender.items():
         lines.append(f"Waiting for a {platform} notifier: {count} result(s) (no running notifier has its sender)")
-    if status["workers"]:
+    if status.workers:
         lines.append("Workers:")
-        lines += [f"  {w['name']}: {w['pending']} in hand, idle {w['idle_s']} s" for w in status["workers"]]
+        lines += [f"  {w.name}: {w.pending} in hand, idle {w.idle_s} s" for w in status.workers]
     else:
         lines.append("Workers: none registered")
-    for c in status["comfyui"]:
-        health = "up" if c["healthy"] else "DOWN"
-        lines.append(f"ComfyUI {c['url']}: {health}, running {c['queue_running']}, waiting {c['queue_pending']}")
+    for c in status.comfyui:
+        health = "up" if c.healthy else "DOWN"
+        lines.append(f"ComfyUI {c.url}: {health}, running {c.queue_running}, waiting {c.queue_pending}")
     return "\n".join(lines)
 
 
@@ -331,9 +376,9 @@ def format_dead_letters(letters: list[DeadLetter]) -> str:
     return "\n".join(lines)
 
 
-def format_stats(stats: dict[str, Any]) -> str:
+def format_stats(stats: Stats) -> str:
     return (
-        f"Last {stats['window_s'] // 60} min: {stats['completed']} done, {stats['failed']} failed, "
-        f"{stats['cancelled']} cancelled ({stats['throughput_per_min']}/min)\n"
-        f"Run time p50 {stats['p50_s']} s, p90 {stats['p90_s']} s, p99 {stats['p99_s']} s"
+        f"Last {stats.window_s // 60} min: {stats.completed} done, {stats.failed} failed, "
+        f"{stats.cancelled} cancelled ({stats.throughput_per_min}/min)\n"
+        f"Run time p50 {stats.p50_s} s, p90 {stats.p90_s} s, p99 {stats.p99_s} s"
     )

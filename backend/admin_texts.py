@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
+from backend.admin import Stats
 from backend.tasks import DeadLetter
 from backend.texts import text
 
@@ -19,7 +19,7 @@ def dead_letter_lines(letters: list[DeadLetter], lang: str) -> str:
     return "\n".join(lines)
 
 
-def stats_caption(stats: dict[str, Any], lang: str) -> str:
-    return text("admin_stats", lang, minutes=stats["window_s"] // 60, done=stats["completed"], failed=stats["failed"],
-                cancelled=stats["cancelled"], per_min=stats["throughput_per_min"], p50=stats["p50_s"],
-                p90=stats["p90_s"], p99=stats["p99_s"])
+def stats_caption(stats: Stats, lang: str) -> str:
+    return text("admin_stats", lang, minutes=stats.window_s // 60, done=stats.completed, failed=stats.failed,
+                cancelled=stats.cancelled, per_min=stats.throughput_per_min, p50=stats.p50_s,
+                p90=stats.p90_s, p99=stats.p99_s)

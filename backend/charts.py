@@ -10,13 +10,16 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
 from backend import keys
 from backend.tasks import now_ms
 from backend.texts import text
+
+if TYPE_CHECKING:
+    from backend.admin import Stats
 
 DONE, FAILED, CANCELLED = "#2e9d5b", "#d64541", "#9aa0a6"
 P50, P90 = "#1f5fbf", "#e08a00"
@@ -79,7 +82,7 @@ def _font_for(lang: str) -> tuple[str, list[str]]:
     return "en", ["DejaVu Sans"]
 
 
-def stats_chart_png(stats: dict[str, Any], series: Series | None = None, lang: str = "en") -> bytes:
+def stats_chart_png(stats: Stats, series: Series | None = None, lang: str = "en") -> bytes:
     """A 1200×600 PNG: stacked per-minute bars by status, p50/p90 run-time lines, legend and axes."""
     import matplotlib
 
@@ -88,7 +91,7 @@ def stats_chart_png(stats: dict[str, Any], series: Series | None = None, lang: s
     from matplotlib.ticker import MaxNLocator
 
     if series is None:  # only totals known: one bar per minute of everything finished
-        per_minute = list(stats.get("per_minute") or [0])
+        per_minute = list(stats.per_minute or [0])
         series = Series(len(per_minute), per_minute, [0] * len(per_minute), [0] * len(per_minute),
                         [None] * len(per_minute), [None] * len(per_minute))
     lang, families = _font_for(lang)
@@ -118,10 +121,8 @@ def stats_chart_png(stats: dict[str, Any], series: Series | None = None, lang: s
         times.set_ylabel(text("chart_run_time", lang))
         slowest = max((v for v in series.p90 if v is not None), default=0)
         times.set_ylim(0, max(1.0, slowest) * 1.35)
-        bars.set_title(text("chart_title", lang, minutes=minutes, done=stats.get("completed", sum(series.done)),
-                            failed=stats.get("failed", sum(series.failed)),
-                            cancelled=stats.get("cancelled", sum(series.cancelled)),
-                            p50=stats.get("p50_s", 0), p90=stats.get("p90_s", 0)))
+        bars.set_title(text("chart_title", lang, minutes=minutes, done=stats.completed,
+                            failed=stats.failed, cancelled=stats.cancelled, p50=stats.p50_s, p90=stats.p90_s))
         handles, labels = bars.get_legend_handles_labels()
         more_handles, more_labels = times.get_legend_handles_labels()
         bars.legend(handles + more_handles, labels + more_labels, loc="upper left", ncol=5, frameon=False)

@@ -70,7 +70,7 @@ async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio
     finally:
         await redis.aclose()
 
-    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    print(json.dumps(status.to_json(), indent=2) if args.json else format_status(status))
     return EXIT_OK
 
 
@@ -111,7 +111,7 @@ async def cmd_stats(settings: Settings, args: argparse.Namespace, stop: asyncio.
         stats = await services.admin.stats(window_s=args.window)
     from backend.admin import format_stats
 
-    print(json.dumps(stats) if args.json else format_stats(stats))
+    print(json.dumps(stats.to_json()) if args.json else format_stats(stats))
     return EXIT_OK
 
 

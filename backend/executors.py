@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from redis.asyncio import Redis
 
@@ -32,6 +32,9 @@ from backend.errors import HandedBack, PermanentTaskError, Refused, TransientTas
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN
 from backend.tasks import Event, Task
+
+if TYPE_CHECKING:
+    from backend.workflows import Mode
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,31 @@ class Execution:
     run_ms: int
 
 
+class ComfyUI(Protocol):
+    """What the executor needs of one ComfyUI instance: backend.comfyui.ComfyUIClient, or a test's own."""
+
+    base_url: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def health(self) -> bool: ...
+
+    async def run(self, workflow_for: Callable[[str], dict[str, Any]], data: bytes, upload_name: str,
+                  output_node: str, *, prompt_id: str, deadline: float, run_timeout_s: float | None = None,
+                  on_progress: Callable[[int], Any] | None = None, on_queued: Callable[[], Any] | None = None,
+                  on_started: Callable[[], Any] | None = None, socket_output: bool = True) -> tuple[bytes, int]: ...
+
+    async def interrupt(self, prompt_id: str) -> None: ...
+
+    async def delete_queued(self, prompt_id: str) -> None: ...
+
+    async def take_back_waiting(self) -> list[str]: ...
+
+    async def free(self) -> None: ...
+
+
 class Executor(Protocol):
     """Runs one task's work; raises `Refused` or a `RepairError` (transient ones already retried)."""
 
@@ -67,11 +95,11 @@ class Executor(Protocol):
 
     async def close(self) -> None: ...
 
-    async def execute(self, task: Task, mode: Any) -> Execution: ...
+    async def execute(self, task: Task, mode: Mode) -> Execution: ...
 
 
 def make_executor(
-    settings: Settings, redis: Redis, blobs: BlobStore, *, clients: list[Any] | None = None,
+    settings: Settings, redis: Redis, blobs: BlobStore, *, clients: list[ComfyUI] | None = None,
     on_capacity: Callable[[], None] = lambda: None,
 ) -> Executor:
     """The executor `settings.executor` names; `on_capacity` is called whenever capacity grows."""
@@ -95,7 +123,7 @@ class NoopExecutor:
     async def close(self) -> None:
         pass
 
-    async def execute(self, task: Task, mode: Any) -> Execution:
+    async def execute(self, task: Task, mode: Mode) -> Execution:
         return Execution(task.input, 0)
 
 
@@ -103,7 +131,7 @@ class NoopExecutor:
 class Instance:
     """One ComfyUI instance as the worker sees it: its client, free slots and health."""
 
-    client: Any
+    client: ComfyUI
     slots: int
     busy: int = 0
     healthy: bool = False
@@ -122,7 +150,7 @@ class ComfyUIExecutor:
     """
 
     def __init__(
-        self, settings: Settings, redis: Redis, blobs: BlobStore, *, clients: list[Any] | None = None,
+        self, settings: Settings, redis: Redis, blobs: BlobStore, *, clients: list[ComfyUI] | None = None,
         on_capacity: Callable[[], None] = lambda: None,
     ):
         from backend.comfyui import ComfyUIClient
@@ -166,7 +194,7 @@ class ComfyUIExecutor:
                 instance.probing.cancel()
             await instance.client.close()
 
-    async def execute(self, task: Task, mode: Any) -> Execution:
+    async def execute(self, task: Task, mode: Mode) -> Execution:
         """Run the task; a cancel is noticed at any point (waiting for a slot, uploading, queued, running)."""
         work = asyncio.create_task(self._execute(task, mode))
         watcher = asyncio.create_task(self._watch_cancel(task.task_id, work))
@@ -182,7 +210,7 @@ class ComfyUIExecutor:
                 work.cancel()  # its prompt is taken out of ComfyUI on the way out: let that finish
                 await asyncio.wait([work], timeout=12)
 
-    async def _execute(self, task: Task, mode: Any) -> Execution:
+    async def _execute(self, task: Task, mode: Mode) -> Execution:
         source = await self.blobs.get(task.input)
         if source is None:
             raise Refused("input_expired")
@@ -255,7 +283,7 @@ class ComfyUIExecutor:
         self.on_capacity()
 
     # --- one task --------------------------------------------------------------------------------
-    async def _run_with_retries(self, task: Task, mode: Any, data: bytes) -> tuple[bytes, int]:
+    async def _run_with_retries(self, task: Task, mode: Mode, data: bytes) -> tuple[bytes, int]:
         """The output image and its run time in ms (ComfyUI's own, else our wall clock for the attempt).
 
         Transient errors are retried with backoff. They count against the task's budget only while
@@ -308,7 +336,7 @@ class ComfyUIExecutor:
             await wait_event(self._stopping, backoff.next_delay())
 
     async def _run_once(
-        self, task: Task, mode: Any, data: bytes, instance: Instance, attempt: int
+        self, task: Task, mode: Mode, data: bytes, instance: Instance, attempt: int
     ) -> tuple[bytes, int]:
         client = instance.client
         prompt_id = str(uuid.uuid4())
@@ -354,7 +382,7 @@ class ComfyUIExecutor:
         return False
 
     @staticmethod
-    async def _abandon_prompt(client: Any, prompt_id: str) -> None:
+    async def _abandon_prompt(client: ComfyUI, prompt_id: str) -> None:
         """Best effort: a waiting prompt is deleted from the queue, a running one interrupted."""
         for action in (client.delete_queued, client.interrupt):
             with contextlib.suppress(Exception):

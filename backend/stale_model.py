@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from backend import images
 from backend.errors import PermanentTaskError, TransientTaskError
+
+if TYPE_CHECKING:
+    from backend.executors import ComfyUI
+    from backend.workflows import Mode
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ class PromptTakenBack(TransientTaskError):
     code = "comfyui_unavailable"
 
 
-def colorizes(mode: Any) -> bool:
+def colorizes(mode: Mode) -> bool:
     """A mode whose workflow runs a colorizing node: its output must have colour."""
     return any(node.get("class_type") in COLORIZING_NODES for node in mode.template.values())
 
@@ -61,7 +65,7 @@ def chroma(data: bytes) -> float:
     return sum(max(p) - min(p) for p in pixels) / max(len(pixels), 1)
 
 
-def grey_result_of_grey_input(mode: Any, source: bytes, output: bytes) -> tuple[bool, float, float]:
+def grey_result_of_grey_input(mode: Mode, source: bytes, output: bytes) -> tuple[bool, float, float]:
     """(stale?, input chroma, output chroma): True when a colorizing mode gave grey for a grey photo."""
     if not colorizes(mode):
         return False, 0.0, 0.0
@@ -85,21 +89,21 @@ def model_missing(detail: str) -> bool:
     return any(sign in detail for sign in MODEL_MISSING_SIGNS)
 
 
-async def recover_instance(client: Any, why: str) -> list[str]:
+async def recover_instance(client: ComfyUI, why: str) -> list[str]:
     """Take back this process's other prompts on the instance, then /free it; returns the ids taken."""
     taken: list[str] = []
     try:
         taken = await client.take_back_waiting()
         await client.free()
     except Exception as exc:  # noqa: BLE001 - a failed recovery leaves the grey check as the backstop
-        log.warning("could not free ComfyUI %s after %s: %s", getattr(client, "base_url", "?"), why, exc)
+        log.warning("could not free ComfyUI %s after %s: %s", client.base_url, why, exc)
         return taken
     log.warning("ComfyUI %s freed after %s; %d waiting prompt(s) taken back to run again",
-                getattr(client, "base_url", "?"), why, len(taken))
+                client.base_url, why, len(taken))
     return taken
 
 
-def broken_model_error(mode: Any, base_url: str, before: float, after: float) -> PermanentTaskError:
+def broken_model_error(mode: Mode, base_url: str, before: float, after: float) -> PermanentTaskError:
     """Grey twice, even after /free: the checkpoint itself is missing or broken on that instance."""
     log.error("ComfyUI %s: mode %s gave a grey image for a grey photo twice (chroma %.1f -> %.1f), even "
               "after /free: its DDColor checkpoint is missing or broken there. Check with "

@@ -23,7 +23,7 @@ async def test_noop_executor_hands_the_input_back_without_comfyui(settings, phot
         results = await sender.wait_for_results(5)
         assert {r.task_id for r in results} == {s.task_id for s in submitted}
         assert all(r.status == "ok" and r.output == r.input for r in results)
-        assert (await services.admin.status())["running"] == 0
+        assert (await services.admin.status()).running == 0
     assert not [path for method, path in comfy_fake.requests if path.endswith("/prompt")]
 
 

@@ -129,7 +129,7 @@ async def test_a_result_nobody_here_can_send_waits_parked_then_goes_out(redis, s
         assert await pending(redis, settings.results_stream, settings.notifiers_group) == 0
         assert await redis.xlen(waiting) == 1
         status = await Admin(redis, settings).status()  # what the operator sees
-        assert status["waiting_for_sender"] == {"test": 1} and status["to_notify"] == 0
+        assert status.waiting_for_sender == {"test": 1} and status.to_notify == 0
         assert "Waiting for a test notifier: 1 result(s)" in format_status(status)
         # Nothing of the results stream is held back for it: everything acknowledged can be trimmed.
         for n in range(300):

@@ -39,8 +39,8 @@ async def test_photo_is_colorized_and_delivered_once(settings, photo_bytes):
         states = [e.state for e in sender.events if e.task_id == result.task_id]
         assert "started" in states
         status = await services.admin.status()
-        assert status["queued"] == 0 and status["running"] == 0
-        assert status["workers"] and status["comfyui"][0]["healthy"] is True
+        assert status.queued == 0 and status.running == 0
+        assert status.workers and status.comfyui[0].healthy is True
         await asyncio.sleep(1)
         assert len(sender.results) == 1, "delivered once"
 
@@ -56,7 +56,7 @@ async def test_validation_error_fails_once_without_retry_loop(settings, photo_by
         await asyncio.sleep(1.0)
         assert len(sender.results) == 1
         assert sum(1 for method, path in comfy_fake.requests if path.endswith("/prompt") and method == "POST") == 1
-        assert (await services.admin.status())["running"] == 0
+        assert (await services.admin.status()).running == 0
 
 
 async def test_runtime_error_gives_failed_result_with_message(settings, photo_bytes, comfy_fake):
@@ -69,7 +69,7 @@ async def test_runtime_error_gives_failed_result_with_message(settings, photo_by
         assert "try again" in result.message
         await asyncio.sleep(0.5)
         assert len(sender.results) == 1
-        assert (await services.admin.status())["running"] == 0
+        assert (await services.admin.status()).running == 0
 
 
 async def test_malformed_entry_is_dead_lettered_on_first_sight(settings):
@@ -132,9 +132,9 @@ async def test_paused_intake_refuses(settings, photo_bytes):
         await services.admin.pause()
         with pytest.raises(Refused) as refused:
             await services.intake.submit(photo_bytes, mode="preview", reply=REPLY, user="test:1")
-        assert refused.value.code == "paused" and (await services.admin.status())["paused"] is True
+        assert refused.value.code == "paused" and (await services.admin.status()).paused is True
         await services.admin.resume()
-        assert (await services.admin.status())["paused"] is False
+        assert (await services.admin.status()).paused is False
     finally:
         await services.close()
 

@@ -81,7 +81,7 @@ async def test_dead_result_can_be_retried_and_purged(settings, photo_bytes):
         assert await services.redis.exists(keys.delivered(submitted.task_id))
         await services.redis.xadd(settings.dead_stream, {"reason": "x"})
         assert await services.admin.purge_dead() == 1
-        assert (await services.admin.status())["dead"] == 0
+        assert (await services.admin.status()).dead == 0
 
 
 async def test_trimming_keeps_everything_some_group_still_needs(redis, settings):

@@ -24,10 +24,10 @@ async def test_admin_commands(bot, admin, tg_fake):
     await admin.wait_text("Queued: 0")
     await admin.command("/pause")
     await admin.wait_text(text("admin_paused", "en"))
-    assert (await bot.admin.status())["paused"]
+    assert (await bot.admin.status()).paused
     await admin.command("/resume")
     await admin.wait_text(text("admin_resumed", "en"))
-    assert not (await bot.admin.status())["paused"]
+    assert not (await bot.admin.status()).paused
     await admin.command("/dlq")
     await admin.wait_text(text("admin_dlq_empty", "en"))
     await admin.command("/retry")
@@ -65,7 +65,7 @@ async def test_admin_commands_refused_for_others(bot, user, caplog):
     for command in ("/queue", "/dlq", "/retry x", "/purge_dlq", "/pause", "/resume", "/stats"):
         await user.command(command)
     await user.fake.wait_for(lambda: user.texts().count(text("not_allowed", "en")) == 7)
-    assert not (await bot.admin.status())["paused"]
+    assert not (await bot.admin.status()).paused
     refused = [r.getMessage() for r in caplog.records if "refused admin command" in r.getMessage()]
     assert len(refused) == 7 and all(f"telegram:{user.id}" in line for line in refused)
 

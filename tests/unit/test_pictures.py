@@ -7,6 +7,7 @@ import io
 from PIL import Image, ImageChops, ImageOps
 
 from backend import images
+from backend.admin import Stats
 from backend.charts import CANCELLED, DONE, FAILED, series_from_log, stats_chart_png
 from backend.compare import labelled_side_by_side
 from backend.settings import REPO_ROOT
@@ -25,7 +26,7 @@ def test_the_chart_stacks_done_failed_and_cancelled_in_their_colours():
     assert sum(series.done) == 12 and sum(series.failed) == 3 and sum(series.cancelled) == 2
     assert any(v is not None for v in series.p50) and all(
         a is None or b >= a for a, b in zip(series.p50, series.p90))
-    chart = Image.open(io.BytesIO(stats_chart_png({"completed": 12, "failed": 3, "cancelled": 2}, series, "en")))
+    chart = Image.open(io.BytesIO(stats_chart_png(Stats(600, 12, 3, 2, [], 1.7, 3.5, 4.0, 4.0), series, "en")))
     assert chart.size == (1200, 600)
     colours = {colour for _, colour in chart.convert("RGB").getcolors(1_000_000)}
     assert {_rgb(DONE), _rgb(FAILED), _rgb(CANCELLED)} <= colours
