@@ -37,7 +37,7 @@ async def group_info(redis: Redis, stream: str, group: str) -> dict[str, Any] | 
         return None
     for info in groups:
         if _text(info.get("name", "")) == group:
-            return info
+            return dict(info)
     return None
 
 

@@ -21,9 +21,10 @@ ends is announced then, and one that began and ended within the mute is never me
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -101,8 +102,15 @@ async def read_data_lost(redis: Redis) -> int:
 async def read_bot_errors(redis: Redis) -> dict[str, tuple[int, str]]:
     counts = await redis.hgetall(BOT_ERRORS)
     last = await redis.hgetall(BOT_ERROR_LAST)
-    text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
-    return {text(k): (int(v), text(last.get(k, b"?"))) for k, v in counts.items()}
+    return {_text(k): (int(v), _text(last.get(k, b"?"))) for k, v in counts.items()}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bot_error_message(platform: str, last: str, n: int) -> str:
+    return f"⚠️ The {platform} bot caught {n} error(s) in its handlers (last: {last}). See its logs."
 
 
 class Alerts:
@@ -145,8 +153,7 @@ class Alerts:
         for platform, (errors, last) in sorted(reading.bot_errors.items()):
             sent += await self._event(
                 f"bot_error:{platform}", errors,
-                lambda n, p=platform, e=last: f"⚠️ The {p} bot caught {n} error(s) in its handlers (last: {e}). "
-                                              "See its logs.",
+                functools.partial(_bot_error_message, platform, last),
                 baseline=0,  # the counter itself only exists once a bot caught something
             )
         return sent

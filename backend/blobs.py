@@ -67,7 +67,8 @@ class RedisBlobStore:
 
     async def get(self, key: str) -> bytes | None:
         parse_blob_key(key)
-        return await self.redis.get(key)
+        data: bytes | None = await self.redis.get(key)
+        return data
 
     async def delete(self, key: str) -> None:
         parse_blob_key(key)

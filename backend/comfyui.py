@@ -92,7 +92,7 @@ class ComfyUIClient:
         self.request_timeout_s = request_timeout_s
         self.connected = False
         self._session: aiohttp.ClientSession | None = None
-        self._reader: asyncio.Task | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._waiters: dict[str, _Waiter] = {}
         self._cancelled: set[str] = set()
         self._taken_back: set[str] = set()
@@ -169,8 +169,9 @@ class ComfyUIClient:
         pending = [item[1] for item in sorted(queue.get("queue_pending", []), key=lambda item: item[0])]
         return running, pending
 
-    async def object_info(self) -> dict:
-        return await self._json("GET", "/object_info")
+    async def object_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await self._json("GET", "/object_info")
+        return info
 
     async def upload_image(self, data: bytes, name: str, *, overwrite: bool = False) -> str:
         """Upload to input/; returns the value for LoadImage.inputs.image."""
@@ -183,7 +184,7 @@ class ComfyUIClient:
         subfolder = stored.get("subfolder") or ""
         return f"{subfolder}/{stored['name']}" if subfolder else stored["name"]
 
-    async def queue_prompt(self, workflow: dict, prompt_id: str) -> None:
+    async def queue_prompt(self, workflow: dict[str, Any], prompt_id: str) -> None:
         """POST /prompt under our own prompt_id; any node error rejects the task."""
         waiter = self._waiters.setdefault(prompt_id, _Waiter())
         waiter.total_nodes = max(len(workflow), 1)
@@ -204,7 +205,7 @@ class ComfyUIClient:
             self._waiters.pop(prompt_id, None)
             raise
 
-    async def fetch_image(self, image: dict) -> bytes:
+    async def fetch_image(self, image: dict[str, Any]) -> bytes:
         params = {"filename": image["filename"], "subfolder": image.get("subfolder", ""),
                   "type": image.get("type", "output")}
         return await self._call_ok("GET", "/view", params=params)
@@ -251,7 +252,7 @@ class ComfyUIClient:
                 log.debug("ComfyUI cleanup call failed: %s", error)
 
     # -- one whole task --------------------------------------------------------------------------
-    async def run(self, workflow_for: Callable[[str], dict], data: bytes, upload_name: str, output_node: str, *,
+    async def run(self, workflow_for: Callable[[str], dict[str, Any]], data: bytes, upload_name: str, output_node: str, *,
                   prompt_id: str, deadline: float, run_timeout_s: float | None = None,
                   on_progress: ProgressCallback | None = None,
                   on_queued: Callable[[], Any] | None = None,
@@ -308,7 +309,7 @@ class ComfyUIClient:
         extension = os.path.splitext(upload_name)[1] or ".png"
         return f"{self.upload_prefix}-{slot}{extension}"
 
-    async def _socket_output(self, workflow: dict, output_node: str) -> bool:
+    async def _socket_output(self, workflow: dict[str, Any], output_node: str) -> bool:
         """Turn the SaveImage output node into SaveImageWebsocket (in place) when the server has it."""
         node = workflow.get(output_node) or {}
         if node.get("class_type") != "SaveImage":
@@ -327,7 +328,7 @@ class ComfyUIClient:
     # -- waiting ---------------------------------------------------------------------------------
     async def wait_for(self, prompt_id: str, *, deadline: float, run_timeout_s: float | None = None,
                        on_progress: ProgressCallback | None = None,
-                       on_started: Callable[[], Any] | None = None) -> dict:
+                       on_started: Callable[[], Any] | None = None) -> dict[str, Any]:
         """Wait until `prompt_id` is done and return its history entry, or raise what went wrong."""
         loop = asyncio.get_running_loop()
         waiter = self._waiters.get(prompt_id)
@@ -363,7 +364,7 @@ class ComfyUIClient:
         finally:
             self._waiters.pop(prompt_id, None)
 
-    async def _look_up(self, prompt_id: str) -> dict | None:
+    async def _look_up(self, prompt_id: str) -> dict[str, Any] | None:
         """The finished history entry, None while queued or running; raises if the prompt is gone."""
         history = await self._json("GET", f"/history/{prompt_id}")
         if prompt_id in history:
@@ -382,7 +383,7 @@ class ComfyUIClient:
         raise TransientTaskError(code="comfyui_unavailable",
                                  detail=f"prompt {prompt_id} is neither queued nor in history (ComfyUI restarted?)")
 
-    def _unless_taken_back(self, prompt_id: str, entry: dict) -> dict:
+    def _unless_taken_back(self, prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
         """A prompt we took back that still finished (it had started) is not trusted: run it again."""
         if prompt_id in self._taken_back:
             self._taken_back.discard(prompt_id)
@@ -451,7 +452,7 @@ class ComfyUIClient:
             kind, data = message["type"], message.get("data") or {}
         except (ValueError, KeyError, TypeError):
             return
-        waiter = self._waiters.get(data.get("prompt_id")) if isinstance(data, dict) else None
+        waiter = self._waiters.get(str(data.get("prompt_id"))) if isinstance(data, dict) else None
         if waiter is None:
             return
         waiter.last_heard = asyncio.get_running_loop().time()
@@ -475,7 +476,7 @@ class ComfyUIClient:
 STARTED_EVENTS = ("execution_start", "execution_cached", "executing", "progress", "progress_state")
 
 
-def execution_ms(entry: dict) -> int:
+def execution_ms(entry: dict[str, Any]) -> int:
     """Milliseconds between execution_start and execution_success in a history entry (0 if unknown)."""
     stamps = {event: data.get("timestamp") for event, data in (entry.get("status") or {}).get("messages") or []
               if isinstance(data, dict)}
@@ -485,7 +486,7 @@ def execution_ms(entry: dict) -> int:
     return 0
 
 
-def outcome(prompt_id: str, entry: dict) -> dict:
+def outcome(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     """The history entry of a successful prompt; otherwise the error it ended with."""
     status = entry.get("status") or {}
     if status.get("status_str") == "success" and status.get("completed"):
@@ -502,7 +503,7 @@ def outcome(prompt_id: str, entry: dict) -> dict:
     raise PermanentTaskError(code="comfyui_failed", detail=f"prompt {prompt_id} ended with status {status}")
 
 
-def summarize_rejection(answer: dict, status: int, raw: bytes) -> str:
+def summarize_rejection(answer: dict[str, Any], status: int, raw: bytes) -> str:
     """A short readable line out of POST /prompt's error and node_errors."""
     parts = []
     for node_id, node in (answer.get("node_errors") or {}).items():

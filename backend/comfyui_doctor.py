@@ -94,7 +94,7 @@ def probe_image(size: tuple[int, int] = PROBE_SIZE) -> bytes:
     return buffer.getvalue()
 
 
-def expected_size(workflow: dict, size: tuple[int, int]) -> tuple[int, int]:
+def expected_size(workflow: dict[str, Any], size: tuple[int, int]) -> tuple[int, int]:
     """The size the workflow's core scaling nodes give; DDColor keeps the input's size."""
     width, height = size
     for node in workflow.values():

@@ -15,6 +15,7 @@ every failure ends in one `InstallError` sentence that says what to do (no netwo
 from __future__ import annotations
 
 import hashlib
+import argparse
 import json
 import os
 import re
@@ -25,7 +26,10 @@ import venv
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
 
 COMFYUI_GIT = "https://github.com/Comfy-Org/ComfyUI.git"
 COMFYUI_REF = "a125cd84b054a57729b5eecab930ca9408719832"  # v0.3.64, the release the protocol was read from
@@ -83,13 +87,14 @@ class Layout:
     def state_file(self) -> Path:
         return self.root / "install.json"
 
-    def read_state(self) -> dict:
+    def read_state(self) -> dict[str, Any]:
         try:
-            return json.loads(self.state_file.read_text())
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
+            return state
         except (OSError, ValueError):
             return {}
 
-    def write_state(self, state: dict) -> None:
+    def write_state(self, state: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
@@ -298,7 +303,7 @@ def requirement_lines(*files: Path) -> list[str]:
     return lines
 
 
-def install_requirements(layout: Layout, state: dict, extra: tuple[str, ...], say: Callable[[str], None]) -> None:
+def install_requirements(layout: Layout, state: dict[str, Any], extra: tuple[str, ...], say: Callable[[str], None]) -> None:
     lines = requirement_lines(layout.comfyui / "requirements.txt", layout.node / "requirements.txt")
     lines += [line for line in extra if line not in lines]
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
@@ -325,7 +330,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def copy_checkpoint(weights: Path, name: str, folder: Path, say: Callable[[str], None]) -> dict:
+def copy_checkpoint(weights: Path, name: str, folder: Path, say: Callable[[str], None]) -> dict[str, Any]:
     """`--weights` is a checkpoint file (used for every name) or a folder holding files by those names."""
     source = weights / name if weights.is_dir() else weights
     if not source.is_file():
@@ -356,15 +361,15 @@ def copy_checkpoint(weights: Path, name: str, folder: Path, say: Callable[[str],
     return {"sha256": digest, "size": size, "from": str(source)}
 
 
-def download_checkpoint(name: str, folder: Path, recorded: dict | None, options: InstallOptions,
-                        say: Callable[[str], None]) -> dict:
+def download_checkpoint(name: str, folder: Path, recorded: dict[str, Any] | None, options: InstallOptions,
+                        say: Callable[[str], None]) -> dict[str, Any]:
     """From the hub with huggingface_hub (its progress bar, its retries that resume a dropped connection),
     into `<name>.part` next to the target, so a run stopped midway resumes where it stopped on the next
     one. The file must match the SHA-256 the hub publishes for it (its LFS etag), or it is deleted."""
     try:
         from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
         from huggingface_hub.file_download import http_get
-        from huggingface_hub.utils import HfHubHTTPError, build_hf_headers
+        from huggingface_hub.utils import HfHubHTTPError, build_hf_headers  # type: ignore[attr-defined]
     except ImportError as exc:
         raise InstallError("huggingface_hub is not installed: pip install huggingface_hub") from exc
     endpoint = (options.hf_endpoint or constants.ENDPOINT).rstrip("/")
@@ -468,7 +473,7 @@ def _run(command: list[str], what: str, cwd: Path | None = None) -> None:
         raise InstallError(f"{what}: cannot run {command[0]} ({exc.strerror})") from exc
     assert proc.stdout is not None
     buffered = b""
-    while chunk := proc.stdout.read1(4096):
+    while chunk := proc.stdout.read1(4096):  # type: ignore[attr-defined]  # a BufferedReader
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
         buffered = (buffered + chunk)[-8192:]
@@ -493,7 +498,7 @@ def _short(exc: BaseException) -> str:
 
 
 # --- `repairbot comfyui install` -----------------------------------------------------------------------
-def add_install_arguments(parser) -> None:
+def add_install_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", help="install folder (default: COMFYUI_DIR, var/comfyui)")
     parser.add_argument("--source", help="ComfyUI git URL or local clone (COMFYUI_SOURCE; default: GitHub)")
     parser.add_argument("--ref", help="ComfyUI commit (COMFYUI_REF; default: the pinned v0.3.64)")
@@ -506,9 +511,9 @@ def add_install_arguments(parser) -> None:
                         help="everything but the checkpoints (an image build; a later run fetches them)")
 
 
-def options_from(settings, args=None, say: Callable[[str], None] | None = None) -> InstallOptions:
+def options_from(settings: Settings, args: argparse.Namespace | None = None, say: Callable[[str], None] | None = None) -> InstallOptions:
     """Install options: the command line where given, else the settings, else the pinned defaults."""
-    def get(name: str, default):
+    def get(name: str, default: Any) -> Any:
         value = getattr(args, name, None) if args is not None else None
         if value is None:
             value = getattr(settings, f"comfyui_{name}", None)
@@ -534,7 +539,7 @@ def options_from(settings, args=None, say: Callable[[str], None] | None = None) 
     return options
 
 
-def run_install(settings, args) -> int:
+def run_install(settings: Settings, args: argparse.Namespace) -> int:
     try:
         install(options_from(settings, args))
     except InstallError as exc:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from backend.backoff import Backoff, wait_event
 from backend.comfyui_install import InstallError, Layout, install, options_from
+from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class ComfyUISupervisor:
         print("stopped ComfyUI", flush=True)
 
 
-async def for_up(settings, *, allow_install: bool) -> ComfyUISupervisor | None:
+async def for_up(settings: Settings, *, allow_install: bool) -> ComfyUISupervisor | None:
     """What `repairbot up` does about ComfyUI when COMFYUI_URL is unset and nothing answers.
 
     Installed: a supervisor, started. Not installed: one line; installed first when allowed (the

@@ -26,7 +26,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from PIL import Image, ImageCms, ImageOps
 
@@ -171,7 +171,9 @@ def finalize_output(data: bytes, *, max_pixels: int) -> bytes:
                 raise Refused("image_broken", detail=f"header says {width}x{height}")
             if width * height > max_pixels:
                 raise _too_many_pixels(max_pixels, detail=f"header says {width}x{height}")
-            return _png_pixel_chunks(data, check_crc=True)
+            cleaned = _png_pixel_chunks(data, check_crc=True)
+            if cleaned is not None:  # None only for a chunk in refuse_if, and none is named here
+                return cleaned
         with _open_checked(data, max_bytes=max(1, len(data)), max_pixels=max_pixels) as image:
             return _encode_png(_decode_to_rgb(image, max_pixels=max_pixels))
     except Refused as refused:
@@ -445,7 +447,7 @@ def _png_pixel_chunks(
     the pixel data must inflate to exactly that many bytes, read in bounded steps (no bomb).
     A chunk in refuse_if returns None (the caller converts instead)."""
     view = memoryview(data)
-    kept = [_PNG_SIGNATURE]
+    kept: list[bytes | memoryview] = [_PNG_SIGNATURE]
     inflater = zlib.decompressobj() if inflated_size is not None else None
     inflated = 0
     position = len(_PNG_SIGNATURE)
@@ -534,7 +536,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     if not (image.mode.startswith("I") or image.mode == "F"):
         return image
     wide = image.convert("F") if image.mode == "F" else image.convert("I")
-    low, high = wide.getextrema()
+    low, high = cast(tuple[float, float], wide.getextrema())  # one band: its (min, max)
     if low >= 0 and high <= 255:
         scaled = wide
     elif low >= 0 and high <= 65535:

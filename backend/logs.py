@@ -113,8 +113,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if getattr(record, "task_id", None):
-            entry["task_id"] = record.task_id
+        task_id = getattr(record, "task_id", None)
+        if task_id:
+            entry["task_id"] = task_id
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

@@ -432,7 +432,7 @@ def chat_of(entry: Entry) -> str:
     """The chat an entry goes to: its queue. Unreadable entries get a queue of their own."""
     raw = entry.fields.get(b"reply", entry.fields.get("reply"))
     try:
-        reply = json.loads(raw)
+        reply = json.loads(raw or "")
         platform = reply["platform"]
     except (TypeError, ValueError, KeyError):
         return f"entry:{entry.stream}:{entry.entry_id}"

@@ -58,11 +58,11 @@ def shrink_to_limit(data: bytes, *, max_pixels: int, ceiling_pixels: int) -> Shr
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.draft("RGB", target)  # JPEG: decode at a reduced scale already
-            image = image.convert("RGB")
-            image.thumbnail(target, Image.Resampling.LANCZOS)
+            rgb = image.convert("RGB")
+            rgb.thumbnail(target, Image.Resampling.LANCZOS)
             out = io.BytesIO()
-            image.save(out, "PNG")
-            return Shrunk(out.getvalue(), size, image.size)
+            rgb.save(out, "PNG")
+            return Shrunk(out.getvalue(), size, rgb.size)
     except Exception as exc:  # noqa: BLE001 - a damaged big file: intake gives the precise refusal
         raise Refused("image_broken", detail=f"{type(exc).__name__}: {exc}") from None
     finally:

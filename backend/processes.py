@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import sys
 from typing import Any
@@ -102,7 +103,7 @@ async def run_up(settings: Settings, stop: asyncio.Event, *, install_comfyui: bo
             ops = Ops(services.redis, settings, worker=worker, deliver=notifier.alert_admins, blobs=services.blobs,
                       modes=services.workflows.names)
             parts = [logged("worker", serve(worker, stop)), logged("notifier", serve(notifier, stop))]
-            parts += [restarting(p, lambda p=p: bot_module(p, "app").serve(settings, stop), stop) for p in bots]
+            parts += [restarting(p, functools.partial(bot_module(p, "app").serve, settings, stop), stop) for p in bots]
             if comfy_child is not None:
                 parts.append(logged("comfyui", comfy_child.supervise(stop)))
             await with_ops(ops, asyncio.gather(*parts))

@@ -20,7 +20,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from backend.settings import Settings
 
 
-class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionPool):  # type: ignore[misc]
     """The Sentinel pool (follows the master) with the blocking pool's wait for a free connection."""
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from PIL import Image
 
@@ -61,7 +61,8 @@ def chroma(data: bytes) -> float:
         image.draft("RGB", (THUMB, THUMB))
         small = image.convert("RGB")
         small.thumbnail((THUMB, THUMB))
-    pixels = list(small.get_flattened_data()) if hasattr(small, "get_flattened_data") else list(small.getdata())
+    pixels = cast(list[tuple[int, ...]], list(small.get_flattened_data()) if hasattr(small, "get_flattened_data")
+                  else list(small.getdata()))  # an RGB image: one (r, g, b) per pixel
     return sum(max(p) - min(p) for p in pixels) / max(len(pixels), 1)
 
 

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
 from backend.backoff import Backoff, wait_event
 
 log = logging.getLogger("repairbot")
+
+T = TypeVar("T")
 
 
 class Component(Protocol):
@@ -21,7 +23,7 @@ class Component(Protocol):
     def stop(self) -> None: ...
 
 
-async def run_until_signal(main: Callable[[asyncio.Event], Awaitable[Any]]) -> Any:
+async def run_until_signal(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
     """Run `main(stop)`; SIGINT and SIGTERM set `stop` so every part can finish cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
