@@ -368,15 +368,23 @@ class ConsumerGroup:
         )
         return self._entries(reply)
 
-    async def read_own_pending(self, count: int = 100) -> list[Entry]:
-        """Entries this consumer name was given before a restart and never acknowledged."""
-        reply = await self._with_groups(
-            lambda: self.redis.xreadgroup(self.group, self.consumer, {s: "0" for s in self.streams}, count=count)
-        )
-        entries = self._entries(reply)
-        for gone in (e for e in entries if not e.fields):  # trimmed away while pending: nothing left to do
-            await self.ack(gone)
-        return [await self._with_deliveries(e) for e in entries if e.fields]
+    async def read_own_pending(self, count: int = 100, *, after: str = "0") -> list[Entry]:
+        """Entries this consumer name was given before a restart and never acknowledged (those after `after`).
+
+        Each entry read counts one more delivery, as XPENDING then says.
+        """
+        while True:
+            reply = await self._with_groups(
+                lambda: self.redis.xreadgroup(self.group, self.consumer, {s: after for s in self.streams},
+                                              count=count)
+            )
+            entries = self._entries(reply)
+            for gone in (e for e in entries if not e.fields):  # trimmed away while pending: nothing left to do
+                await self.ack(gone)
+            kept = [e for e in entries if e.fields]
+            if kept or not entries:
+                return [await self._with_deliveries(e) for e in kept]
+            after = entries[-1].entry_id
 
     @staticmethod
     def _entries(reply: Any) -> list[Entry]:
@@ -631,6 +639,10 @@ class StreamConsumer:
         """How many entries to read now; the worker also looks whether the queue is paused."""
         return self.room()
 
+    async def take_back_own_pending(self) -> None:
+        """At start: the entries this name was given before a restart and never acknowledged."""
+        await self.handle(await self._until_redis_answers(self.group.read_own_pending))
+
     def describe(self) -> str:
         """What the start-up log line says about it."""
         return ""
@@ -652,7 +664,7 @@ class StreamConsumer:
             await self._until_redis_answers(self.group.acquire_name)
             self.log.info("%s %s started (%s)", self.role, self.group.consumer, self.describe())
             await self._until_redis_answers(self.group.ensure_groups)
-            await self.handle(await self._until_redis_answers(self.group.read_own_pending))
+            await self.take_back_own_pending()
             await self._loop()
         except REDIS_DOWN:
             if not self._stopping.is_set():

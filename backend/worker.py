@@ -9,6 +9,13 @@ Per task: stored result → re-published; cancelled → `cancelled` result; othe
 it, the result is written, and only then XACK. Permanent errors fail the task at once, and a task delivered more than
 `max_deliveries` times (graceful hand-backs at shutdown not counted) is dead-lettered, after a failed
 result has told its user.
+
+A suspect, a task delivered before and never finished (it was in hand when a worker died), runs
+alone: while one is in hand the worker reads and takes over nothing more, the suspect starts once
+the tasks beside it are done, and suspects run one at a time. If it is what kills workers, it kills
+no other task with it (their deliveries would count towards the DLQ too), and it alone reaches
+`max_deliveries`. Our own entries from before a restart are read one at a time for the same reason:
+each read counts a delivery.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from backend import keys, metrics
-from backend.backoff import Backoff
+from backend.backoff import Backoff, wait_event
 from backend.blobs import BlobStore, make_blob_store
 from backend.errors import HandedBack, Refused, RepairError
 from backend.executors import Executor, make_executor
@@ -86,6 +93,9 @@ class Worker(StreamConsumer):
         self.publisher = ResultPublisher(redis, settings, group=settings.workers_group)
         self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
         self._taken_away: set[str] = set()
+        self._suspects: set[str] = set()  # entries in hand that were in flight when a worker died
+        self._one_suspect = asyncio.Lock()
+        self._task_done = asyncio.Event()
         self._paused = False
 
     @property
@@ -125,7 +135,7 @@ class Worker(StreamConsumer):
     def room(self) -> int:
         if self._stopping.is_set() or self._paused:
             return 0
-        return max(0, self._capacity())
+        return max(0, min(1, self._capacity()))  # taken over from the dead: suspects, one at a time
 
     def adopt(self, entry: Entry) -> None:
         log.info("took over task entry %s from a dead worker (delivery %d)", entry.entry_id, entry.deliveries)
@@ -143,8 +153,25 @@ class Worker(StreamConsumer):
 
     # --- reading and maintenance -----------------------------------------------------------------------
     def _capacity(self) -> int:
-        """The executor's slots minus tasks already in hand (running or waiting for a slot)."""
+        """The executor's slots minus tasks already in hand (running or waiting for a slot); none beside a suspect."""
+        if self._suspects:
+            return 0
         return self.executor.capacity() - len(self._inflight)
+
+    async def take_back_own_pending(self) -> None:
+        """Our entries from before a restart, one per read: a read counts a delivery for each entry it
+        returns, and one that turns out a suspect must not leave others counted beside it."""
+        after = "0"
+        while not self._stopping.is_set():
+            self._slot_freed.clear()
+            if self._capacity() <= 0:
+                await wait_event(self._slot_freed, 1.0)
+                continue
+            entries = await self._until_redis_answers(lambda: self.group.read_own_pending(1, after=after))
+            if not entries:
+                return
+            after = entries[-1].entry_id
+            await self._spawn_all(entries)
 
     async def maintain(self) -> None:
         """Take over stale entries (unless paused), trim what is acknowledged.
@@ -154,8 +181,8 @@ class Worker(StreamConsumer):
         alive but hung.
         """
         if not self._stopping.is_set() and self._capacity() > 0 and not await self.redis.exists(keys.PAUSED):
-            reclaimed = [entry for entry in await self.group.reclaim_stale(self.settings.min_idle_ms,
-                                                                           count=self._capacity())
+            # One at a time: each is a suspect, run alone (and XAUTOCLAIM counts a delivery for all it returns).
+            reclaimed = [entry for entry in await self.group.reclaim_stale(self.settings.min_idle_ms, count=1)
                          if entry.entry_id not in self._inflight]
             for entry in reclaimed:
                 log.info("reclaimed stale task entry %s (delivery %d)", entry.entry_id, entry.deliveries)
@@ -199,13 +226,17 @@ class Worker(StreamConsumer):
     def _spawn(self, entry: Entry, checks: _Prechecks | None = None) -> None:
         if entry.entry_id in self._inflight:
             return
+        if entry.deliveries - (checks.handed_back if checks else 0) > 1:
+            self._suspects.add(entry.entry_id)  # from now on nothing more is read (see _capacity)
         task = asyncio.create_task(self._handle(entry, checks), name=f"task-{entry.entry_id}")
         self._inflight[entry.entry_id] = (entry, task)
 
         def done(_: asyncio.Task[None]) -> None:
             self._inflight.pop(entry.entry_id, None)
             self._taken_away.discard(entry.entry_id)
+            self._suspects.discard(entry.entry_id)
             self._slot_freed.set()
+            self._task_done.set()
 
         task.add_done_callback(done)
 
@@ -261,7 +292,22 @@ class Worker(StreamConsumer):
             return None
         if checks.cancelled:
             return self._result(task, "cancelled", "cancelled")
+        if deliveries > 1:
+            return await self._run_alone(entry, task, deliveries)
+        if entry.entry_id in self._suspects:  # its deliveries were graceful hand-backs: not a suspect after all
+            self._suspects.discard(entry.entry_id)
+            self._slot_freed.set()
         return await self._run(task)
+
+    async def _run_alone(self, entry: Entry, task: Task, deliveries: int) -> Result:
+        """Run a suspect with no other task beside it: once those in hand are done, one suspect at a time."""
+        async with self._one_suspect:
+            while any(entry_id not in self._suspects for entry_id in self._inflight):
+                self._task_done.clear()
+                await wait_event(self._task_done, 1.0)
+            log.warning("running task %s alone: it was in flight when a worker died (delivery %d of at most %d)",
+                        task.task_id, deliveries, self.settings.max_deliveries)
+            return await self._run(task)
 
     async def _handed_back(self, task: Task) -> int:
         """Deliveries that ended in a graceful hand-back at shutdown: they are not the task's fault."""

@@ -16,9 +16,6 @@ from tests.chaos.ledger import assert_clean
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.xfail(strict=True, reason=(
-    "finding beyond items 1-8: the photos a worker held beside the poison die with it on every crash and "
-    "reach MAX_DELIVERIES too, so innocent photos are dead-lettered (observed dead 3, expected 1)"))
 async def test_poison_photo(chaos, ledger):
     async with chaos(env={"MIN_IDLE_MS": "3000", "MAX_DELIVERIES": "3"}, comfy_delay_s=0.1) as stack:
         await stack.start_default(workers=1)
