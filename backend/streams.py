@@ -375,7 +375,7 @@ class ConsumerGroup:
         """
         while True:
             reply = await self._with_groups(
-                lambda: self.redis.xreadgroup(self.group, self.consumer, {s: after for s in self.streams},
+                lambda after=after: self.redis.xreadgroup(self.group, self.consumer, {s: after for s in self.streams},
                                               count=count)
             )
             entries = self._entries(reply)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -167,7 +168,7 @@ class Worker(StreamConsumer):
             if self._capacity() <= 0:
                 await wait_event(self._slot_freed, 1.0)
                 continue
-            entries = await self._until_redis_answers(lambda: self.group.read_own_pending(1, after=after))
+            entries = await self._until_redis_answers(functools.partial(self.group.read_own_pending, 1, after=after))
             if not entries:
                 return
             after = entries[-1].entry_id
