@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -182,11 +183,13 @@ class Admin:
                 oldest_ms = int(_text(oldest).split("-")[0])
                 oldest_age = max(0, (now_ms() - oldest_ms) // 1000)
             for consumer in await self.redis.xinfo_consumers(s.tasks_stream, s.workers_group):
-                workers.append(WorkerStatus(
-                    name=_text(consumer.get("name", "")),
-                    pending=int(consumer.get("pending") or 0),
-                    idle_s=int(consumer.get("idle") or 0) // 1000,
-                ))
+                workers.append(
+                    WorkerStatus(
+                        name=_text(consumer.get("name", "")),
+                        pending=int(consumer.get("pending") or 0),
+                        idle_s=int(consumer.get("idle") or 0) // 1000,
+                    )
+                )
         to_notify = int(notifier_info.get("lag") or 0) + int(notifier_info.get("pending") or 0) if notifier_info else 0
         return QueueStatus(
             queued=int(lag if lag is not None else tasks_len),
@@ -301,8 +304,9 @@ class Admin:
             pipe.xinfo_stream(s.tasks_stream)
             replies = await pipe.execute()
         entry_id, info = replies[-3], replies[-1]
-        await self.redis.hset(keys.task(tid), mapping={"ordinal": int(info.get("entries-added") or 0),
-                                                       "entry_id": entry_id})
+        await self.redis.hset(
+            keys.task(tid), mapping={"ordinal": int(info.get("entries-added") or 0), "entry_id": entry_id}
+        )
         return RetryOutcome(True, task_id=tid)
 
     async def _requeue(self, letter: DeadLetter, stream: str, fields: dict[str, str], task_id: str) -> None:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -128,31 +129,38 @@ class Alerts:
         down = bool(reading.comfyui_up) and not any(reading.comfyui_up)
         count = len(reading.comfyui_up)
         sent += await self._condition(
-            "comfyui_down", down,
+            "comfyui_down",
+            down,
             f"⚠️ Every ComfyUI instance is down ({count}). Tasks wait in the queue; nothing fails for it.",
             "✅ ComfyUI is back: tasks run again.",
         )
         waiting = reading.oldest_waiting_s > s.alert_wait_s
         sent += await self._condition(
-            "queue_wait", waiting,
+            "queue_wait",
+            waiting,
             f"⚠️ The oldest task has waited {int(reading.oldest_waiting_s // 60)} min "
             f"(threshold {s.alert_wait_s // 60} min). Add workers or GPUs, or check that workers run.",
             "✅ Tasks no longer wait longer than the threshold.",
         )
         sent += await self._event(
-            "dead_letters", reading.dead_added,
+            "dead_letters",
+            reading.dead_added,
             lambda n: f"⚠️ {n} new dead letter(s). See /dlq, then /retry or /purge_dlq.",
         )
         sent += await self._event(
-            "data_lost", reading.data_lost,
-            lambda n: "⚠️ Redis lost its data (restarted empty?): photos still waiting in line are gone and their "
-                      "users were not told; photos a worker held still come. Run Redis with AOF "
-                      f"(appendfsync always). Seen by {n} process(es).",
+            "data_lost",
+            reading.data_lost,
+            lambda n: (
+                "⚠️ Redis lost its data (restarted empty?): photos still waiting in line are gone and their "
+                "users were not told; photos a worker held still come. Run Redis with AOF "
+                f"(appendfsync always). Seen by {n} process(es)."
+            ),
             baseline=0,  # the counter lives in the emptied Redis: it only exists once a loss was seen
         )
         for platform, (errors, last) in sorted(reading.bot_errors.items()):
             sent += await self._event(
-                f"bot_error:{platform}", errors,
+                f"bot_error:{platform}",
+                errors,
                 functools.partial(_bot_error_message, platform, last),
                 baseline=0,  # the counter itself only exists once a bot caught something
             )
@@ -184,8 +192,9 @@ class Alerts:
             return await self._send(name, cleared) if announced else []
         return []
 
-    async def _event(self, name: str, counter: int, message: Callable[[int], str], *,
-                     baseline: int | None = None) -> list[str]:
+    async def _event(
+        self, name: str, counter: int, message: Callable[[int], str], *, baseline: int | None = None
+    ) -> list[str]:
         """A monotonic counter: alert on growth since the last alert, at most once per ALERT_REPEAT_S.
 
         :param baseline: where a counter never seen before starts; None means "now" (what happened
@@ -225,4 +234,3 @@ class Alerts:
         else:  # no admin ids set, or no platform reachable: the log is where it goes
             log.warning("alert %s (no admin chat reached): %s", name, message)
         return [message]
-

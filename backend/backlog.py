@@ -14,7 +14,8 @@ import asyncio
 import json
 import logging
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -51,8 +52,12 @@ class Backlog:
         self.intake.workflows.get(mode)
         if await self.room(user) <= 0:
             raise Refused("too_many_active", limit=self.settings.user_max_active)
-        prepared = await asyncio.to_thread(images.prepare_input, data, max_bytes=self.settings.max_image_bytes,
-                                           max_pixels=self.settings.max_image_pixels)
+        prepared = await asyncio.to_thread(
+            images.prepare_input,
+            data,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+        )
         input_key = await self.blobs.put("in", prepared.data)
         item = {"id": uuid.uuid4().hex, "input": input_key, "mode": mode, "reply": reply, "exempt": exempt}
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -71,9 +76,14 @@ class Backlog:
             while (head := await self.redis.lindex(_key(user), 0)) is not None:
                 item = json.loads(head)
                 try:
-                    submitted = await self.intake.resubmit(item["input"], mode=item["mode"], reply=item["reply"],
-                                                           user=user, exempt=bool(item.get("exempt")),
-                                                           event_key=f"backlog:{item['id']}")
+                    submitted = await self.intake.resubmit(
+                        item["input"],
+                        mode=item["mode"],
+                        reply=item["reply"],
+                        user=user,
+                        exempt=bool(item.get("exempt")),
+                        event_key=f"backlog:{item['id']}",
+                    )
                 except Refused as refusal:
                     if refusal.code in WAITS_FOR:
                         break

@@ -56,8 +56,14 @@ def series_from_log(entries: list[tuple[Any, float]], *, start_ms: int, minutes:
         counts.setdefault(status, [0] * minutes)[index] += 1
         if status == "ok":
             runs[index].append(int(run_ms))
-    return Series(minutes, counts["ok"], counts["failed"], counts["cancelled"],
-                  [_percentile(r, 50) for r in runs], [_percentile(r, 90) for r in runs])
+    return Series(
+        minutes,
+        counts["ok"],
+        counts["failed"],
+        counts["cancelled"],
+        [_percentile(r, 50) for r in runs],
+        [_percentile(r, 90) for r in runs],
+    )
 
 
 async def stats_series(redis: Redis, window_s: int = 3600) -> Series:
@@ -92,19 +98,25 @@ def stats_chart_png(stats: Stats, series: Series | None = None, lang: str = "en"
 
     if series is None:  # only totals known: one bar per minute of everything finished
         per_minute = list(stats.per_minute or [0])
-        series = Series(len(per_minute), per_minute, [0] * len(per_minute), [0] * len(per_minute),
-                        [None] * len(per_minute), [None] * len(per_minute))
+        series = Series(
+            len(per_minute),
+            per_minute,
+            [0] * len(per_minute),
+            [0] * len(per_minute),
+            [None] * len(per_minute),
+            [None] * len(per_minute),
+        )
     lang, families = _font_for(lang)
     minutes = series.minutes
     x = [i - minutes + 1 for i in range(minutes)]  # minutes ago, now at 0
-    with plt.rc_context({"font.family": families, "font.size": 13, "axes.titlesize": 17,
-                         "axes.labelsize": 14, "legend.fontsize": 12}):
+    with plt.rc_context(
+        {"font.family": families, "font.size": 13, "axes.titlesize": 17, "axes.labelsize": 14, "legend.fontsize": 12}
+    ):
         figure, bars = plt.subplots(figsize=(12, 6), dpi=100)
         bars.bar(x, series.done, width=0.85, color=DONE, label=text("chart_done", lang))
         bars.bar(x, series.failed, width=0.85, bottom=series.done, color=FAILED, label=text("chart_failed", lang))
         stacked = [d + f for d, f in zip(series.done, series.failed)]
-        bars.bar(x, series.cancelled, width=0.85, bottom=stacked, color=CANCELLED,
-                 label=text("chart_cancelled", lang))
+        bars.bar(x, series.cancelled, width=0.85, bottom=stacked, color=CANCELLED, label=text("chart_cancelled", lang))
         bars.set_xlabel(text("chart_x", lang))
         bars.set_ylabel(text("chart_y", lang))
         bars.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
@@ -114,15 +126,40 @@ def stats_chart_png(stats: Stats, series: Series | None = None, lang: str = "en"
         bars.grid(axis="y", color="#e6e6e6")
         bars.set_axisbelow(True)
         times = bars.twinx()
-        times.plot(x, [v if v is not None else float("nan") for v in series.p50], color=P50, linewidth=2.2,
-                   marker="o", markersize=3, label=text("chart_p50", lang))
-        times.plot(x, [v if v is not None else float("nan") for v in series.p90], color=P90, linewidth=2.2,
-                   linestyle="--", marker="o", markersize=3, label=text("chart_p90", lang))
+        times.plot(
+            x,
+            [v if v is not None else float("nan") for v in series.p50],
+            color=P50,
+            linewidth=2.2,
+            marker="o",
+            markersize=3,
+            label=text("chart_p50", lang),
+        )
+        times.plot(
+            x,
+            [v if v is not None else float("nan") for v in series.p90],
+            color=P90,
+            linewidth=2.2,
+            linestyle="--",
+            marker="o",
+            markersize=3,
+            label=text("chart_p90", lang),
+        )
         times.set_ylabel(text("chart_run_time", lang))
         slowest = max((v for v in series.p90 if v is not None), default=0)
         times.set_ylim(0, max(1.0, slowest) * 1.35)
-        bars.set_title(text("chart_title", lang, minutes=minutes, done=stats.completed,
-                            failed=stats.failed, cancelled=stats.cancelled, p50=stats.p50_s, p90=stats.p90_s))
+        bars.set_title(
+            text(
+                "chart_title",
+                lang,
+                minutes=minutes,
+                done=stats.completed,
+                failed=stats.failed,
+                cancelled=stats.cancelled,
+                p50=stats.p50_s,
+                p90=stats.p90_s,
+            )
+        )
         handles, labels = bars.get_legend_handles_labels()
         more_handles, more_labels = times.get_legend_handles_labels()
         bars.legend(handles + more_handles, labels + more_labels, loc="upper left", ncol=5, frameon=False)

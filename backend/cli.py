@@ -12,8 +12,8 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from backend.logs import setup_logging
 from backend.redact import redact_url
@@ -55,8 +55,15 @@ async def cmd_up(settings: Settings, args: argparse.Namespace, stop: asyncio.Eve
 async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     from backend.submit_client import submit_file
 
-    return await submit_file(settings, Path(args.path), stop, mode=args.mode, wait=args.wait,
-                             out=Path(args.out) if args.out else None, timeout_s=args.timeout)
+    return await submit_file(
+        settings,
+        Path(args.path),
+        stop,
+        mode=args.mode,
+        wait=args.wait,
+        out=Path(args.out) if args.out else None,
+        timeout_s=args.timeout,
+    )
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
@@ -128,8 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run tasks through ComfyUI")
     sub.add_parser("notifier", help="deliver results to the chats")
     up = sub.add_parser("up", help="worker + notifier + every bot whose token is set, in one process")
-    up.add_argument("--install-comfyui", action="store_true",
-                    help="install ComfyUI first when COMFYUI_URL is unset and none is installed")
+    up.add_argument(
+        "--install-comfyui",
+        action="store_true",
+        help="install ComfyUI first when COMFYUI_URL is unset and none is installed",
+    )
     sub.add_parser("telegram", help="run the Telegram bot alone")
     sub.add_parser("discord", help="run the Discord bot alone")
     submit = sub.add_parser("submit", help="queue a photo from the command line")
@@ -150,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("pause", help="stop starting new tasks")
     sub.add_parser("resume", help="start new tasks again")
     doctor = sub.add_parser("doctor", help="check Redis, ComfyUI and the workflows")
-    doctor.add_argument("--probe", action="store_true",
-                        help="also run every mode on a small generated image and check size and colour")
+    doctor.add_argument(
+        "--probe", action="store_true", help="also run every mode on a small generated image and check size and colour"
+    )
     comfyui = sub.add_parser("comfyui", help="a local ComfyUI with the DDColor node: install")
     comfyui_sub = comfyui.add_subparsers(dest="comfyui_command", required=True)
     from backend.comfyui_install import add_install_arguments

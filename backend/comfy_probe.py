@@ -54,8 +54,12 @@ class ComfyProbe:
         port = url.port or (443 if secure else 80)
         reader, writer = await asyncio.open_connection(url.hostname, port, ssl=ssl_context)
         try:
-            headers = [f"GET {url.path.rstrip('/')}{path} HTTP/1.1", f"Host: {url.hostname}:{port}",
-                       "Accept: application/json", "Connection: close"]
+            headers = [
+                f"GET {url.path.rstrip('/')}{path} HTTP/1.1",
+                f"Host: {url.hostname}:{port}",
+                "Accept: application/json",
+                "Connection: close",
+            ]
             if url.username is not None:
                 pair = f"{unquote(url.username)}:{unquote(url.password or '')}".encode()
                 headers.append("Authorization: Basic " + base64.b64encode(pair).decode())

@@ -75,8 +75,15 @@ class _Waiter:
 class ComfyUIClient:
     """One per ComfyUI instance per process."""
 
-    def __init__(self, base_url: str, *, client_id: str | None = None, quiet_poll_s: float = 5.0,
-                 request_timeout_s: float = 30.0, bounded_disk: bool = True):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        client_id: str | None = None,
+        quiet_poll_s: float = 5.0,
+        request_timeout_s: float = 30.0,
+        bounded_disk: bool = True,
+    ):
         """
         :param base_url: e.g. ``http://127.0.0.1:8188``
         :param client_id: WebSocket clientId; unique per process unless given
@@ -124,17 +131,19 @@ class ComfyUIClient:
         return self._session
 
     # -- HTTP ------------------------------------------------------------------------------------
-    async def _request(self, method: str, path: str, *, timeout: float | None = None,
-                       **kwargs: Any) -> tuple[int, bytes]:
+    async def _request(
+        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> tuple[int, bytes]:
         """One request; unreachable, reset, timed out or 5xx become TransientTaskError."""
         session = self._ensure_session()
         client_timeout = aiohttp.ClientTimeout(total=timeout or self.request_timeout_s)
         try:
             async with session.request(method, self.base_url + path, timeout=client_timeout, **kwargs) as resp:
                 body = await resp.read()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
-            raise TransientTaskError(code="comfyui_unavailable",
-                                     detail=f"{method} {path}: {type(error).__name__} {error}".strip()) from error
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            raise TransientTaskError(
+                code="comfyui_unavailable", detail=f"{method} {path}: {type(error).__name__} {error}".strip()
+            ) from error
         if resp.status >= 500:
             raise TransientTaskError(code="comfyui_unavailable", detail=f"{method} {path}: HTTP {resp.status}")
         return resp.status, body
@@ -176,8 +185,9 @@ class ComfyUIClient:
     async def upload_image(self, data: bytes, name: str, *, overwrite: bool = False) -> str:
         """Upload to input/; returns the value for LoadImage.inputs.image."""
         form = aiohttp.FormData()
-        form.add_field("image", data, filename=name,
-                       content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+        form.add_field(
+            "image", data, filename=name, content_type=mimetypes.guess_type(name)[0] or "application/octet-stream"
+        )
         if overwrite:
             form.add_field("overwrite", "true")
         stored = await self._json("POST", "/upload/image", data=form)
@@ -199,15 +209,17 @@ class ComfyUIClient:
             if status >= 400 or answer.get("node_errors"):
                 if status < 400:  # queued with only some outputs valid: take it back
                     await self._best_effort(self.delete_queued(prompt_id), self.interrupt(prompt_id))
-                raise PermanentTaskError(code="comfyui_rejected",
-                                         detail=summarize_rejection(answer, status, raw))
+                raise PermanentTaskError(code="comfyui_rejected", detail=summarize_rejection(answer, status, raw))
         except BaseException:
             self._waiters.pop(prompt_id, None)
             raise
 
     async def fetch_image(self, image: dict[str, Any]) -> bytes:
-        params = {"filename": image["filename"], "subfolder": image.get("subfolder", ""),
-                  "type": image.get("type", "output")}
+        params = {
+            "filename": image["filename"],
+            "subfolder": image.get("subfolder", ""),
+            "type": image.get("type", "output"),
+        }
         return await self._call_ok("GET", "/view", params=params)
 
     async def interrupt(self, prompt_id: str) -> None:
@@ -252,11 +264,21 @@ class ComfyUIClient:
                 log.debug("ComfyUI cleanup call failed: %s", error)
 
     # -- one whole task --------------------------------------------------------------------------
-    async def run(self, workflow_for: Callable[[str], dict[str, Any]], data: bytes, upload_name: str, output_node: str, *,
-                  prompt_id: str, deadline: float, run_timeout_s: float | None = None,
-                  on_progress: ProgressCallback | None = None,
-                  on_queued: Callable[[], Any] | None = None,
-                  on_started: Callable[[], Any] | None = None, socket_output: bool = True) -> tuple[bytes, int]:
+    async def run(
+        self,
+        workflow_for: Callable[[str], dict[str, Any]],
+        data: bytes,
+        upload_name: str,
+        output_node: str,
+        *,
+        prompt_id: str,
+        deadline: float,
+        run_timeout_s: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_queued: Callable[[], Any] | None = None,
+        on_started: Callable[[], Any] | None = None,
+        socket_output: bool = True,
+    ) -> tuple[bytes, int]:
         """Upload, queue, wait, and get the first image of `output_node`.
 
         `deadline` bounds the whole wait; with `run_timeout_s`, it bounds only the wait until
@@ -279,8 +301,13 @@ class ComfyUIClient:
             try:
                 if on_queued is not None:
                     await _call(on_queued)
-                entry = await self.wait_for(prompt_id, deadline=deadline, run_timeout_s=run_timeout_s,
-                                            on_progress=on_progress, on_started=on_started)
+                entry = await self.wait_for(
+                    prompt_id,
+                    deadline=deadline,
+                    run_timeout_s=run_timeout_s,
+                    on_progress=on_progress,
+                    on_started=on_started,
+                )
             finally:
                 self._waiters.pop(prompt_id, None)
         finally:
@@ -289,11 +316,22 @@ class ComfyUIClient:
         if over_socket:
             if waiter.image is not None:
                 return waiter.image, execution_ms(entry)
-            log.info("ComfyUI %s: the result of %s was lost with the socket; running it again with SaveImage",
-                     self.base_url, prompt_id)
-            return await self.run(workflow_for, data, upload_name, output_node, prompt_id=f"{prompt_id}-file",
-                                  deadline=deadline, run_timeout_s=run_timeout_s, on_progress=on_progress,
-                                  socket_output=False)
+            log.info(
+                "ComfyUI %s: the result of %s was lost with the socket; running it again with SaveImage",
+                self.base_url,
+                prompt_id,
+            )
+            return await self.run(
+                workflow_for,
+                data,
+                upload_name,
+                output_node,
+                prompt_id=f"{prompt_id}-file",
+                deadline=deadline,
+                run_timeout_s=run_timeout_s,
+                on_progress=on_progress,
+                socket_output=False,
+            )
         images = (entry.get("outputs", {}).get(output_node) or {}).get("images") or []
         if not images:
             raise PermanentTaskError(code="comfyui_failed", detail=f"no image from output node {output_node}")
@@ -321,14 +359,23 @@ class ComfyUIClient:
                 return False  # ask again next time
         if not self._ws_output:
             return False
-        workflow[output_node] = {**node, "class_type": "SaveImageWebsocket",
-                                 "inputs": {"images": node["inputs"]["images"]}}
+        workflow[output_node] = {
+            **node,
+            "class_type": "SaveImageWebsocket",
+            "inputs": {"images": node["inputs"]["images"]},
+        }
         return True
 
     # -- waiting ---------------------------------------------------------------------------------
-    async def wait_for(self, prompt_id: str, *, deadline: float, run_timeout_s: float | None = None,
-                       on_progress: ProgressCallback | None = None,
-                       on_started: Callable[[], Any] | None = None) -> dict[str, Any]:
+    async def wait_for(
+        self,
+        prompt_id: str,
+        *,
+        deadline: float,
+        run_timeout_s: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_started: Callable[[], Any] | None = None,
+    ) -> dict[str, Any]:
         """Wait until `prompt_id` is done and return its history entry, or raise what went wrong."""
         loop = asyncio.get_running_loop()
         waiter = self._waiters.get(prompt_id)
@@ -359,7 +406,7 @@ class ComfyUIClient:
                 quiet_left = waiter.last_heard + self.quiet_poll_s - loop.time()
                 try:
                     await asyncio.wait_for(waiter.wakeup.wait(), timeout=max(0.0, min(remaining, quiet_left)))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             self._waiters.pop(prompt_id, None)
@@ -380,8 +427,10 @@ class ComfyUIClient:
             raise PromptTakenBack(detail=f"prompt {prompt_id} taken back to run after /free")
         if prompt_id in self._cancelled:
             raise PermanentTaskError(code="cancelled", detail=f"prompt {prompt_id} was removed from the queue")
-        raise TransientTaskError(code="comfyui_unavailable",
-                                 detail=f"prompt {prompt_id} is neither queued nor in history (ComfyUI restarted?)")
+        raise TransientTaskError(
+            code="comfyui_unavailable",
+            detail=f"prompt {prompt_id} is neither queued nor in history (ComfyUI restarted?)",
+        )
 
     def _unless_taken_back(self, prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
         """A prompt we took back that still finished (it had started) is not trusted: run it again."""
@@ -397,13 +446,15 @@ class ComfyUIClient:
         while True:
             try:
                 # `async with` closes the old socket completely before we ever reconnect
-                async with self._ensure_session().ws_connect(url, heartbeat=30.0, timeout=aiohttp.ClientWSTimeout(
-                        ws_receive=None, ws_close=5.0)) as ws:
+                async with self._ensure_session().ws_connect(
+                    url, heartbeat=30.0, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
+                ) as ws:
                     self.connected = True
                     backoff.reset()
                     # binary previews then carry their prompt_id (type 4 frames)
-                    await ws.send_str(json.dumps({"type": "feature_flags",
-                                                  "data": {"supports_preview_metadata": True}}))
+                    await ws.send_str(
+                        json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+                    )
                     self._after_reconnect()
                     async for message in ws:
                         if message.type == aiohttp.WSMsgType.TEXT:
@@ -412,7 +463,7 @@ class ComfyUIClient:
                             self._dispatch_binary(message.data)
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+            except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 log.debug("ComfyUI %s socket: %s", self.base_url, error)  # down: the worker says so
             except Exception as error:  # noqa: BLE001 - anything else is a bug worth seeing, then reconnect
                 log.warning("ComfyUI %s socket failed: %r", self.base_url, error)
@@ -435,10 +486,10 @@ class ComfyUIClient:
         if kind == 4:
             size = int.from_bytes(frame[4:8], "big")
             try:
-                prompt_id = json.loads(frame[8:8 + size]).get("prompt_id")
+                prompt_id = json.loads(frame[8 : 8 + size]).get("prompt_id")
             except (ValueError, AttributeError):
                 return
-            image = frame[8 + size:]
+            image = frame[8 + size :]
         elif kind == 1:
             prompt_id, image = self._executing, frame[8:]
         waiter = self._waiters.get(prompt_id) if prompt_id else None
@@ -478,8 +529,11 @@ STARTED_EVENTS = ("execution_start", "execution_cached", "executing", "progress"
 
 def execution_ms(entry: dict[str, Any]) -> int:
     """Milliseconds between execution_start and execution_success in a history entry (0 if unknown)."""
-    stamps = {event: data.get("timestamp") for event, data in (entry.get("status") or {}).get("messages") or []
-              if isinstance(data, dict)}
+    stamps = {
+        event: data.get("timestamp")
+        for event, data in (entry.get("status") or {}).get("messages") or []
+        if isinstance(data, dict)
+    }
     start, end = stamps.get("execution_start"), stamps.get("execution_success")
     if isinstance(start, (int, float)) and isinstance(end, (int, float)) and end >= start:
         return int(end - start)
@@ -493,12 +547,14 @@ def outcome(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
         return entry
     for event, data in reversed(status.get("messages") or []):
         if event == "execution_interrupted":
-            raise PermanentTaskError(code="cancelled",
-                                     detail=f"interrupted at node {data.get('node_id')} ({data.get('node_type')})")
+            raise PermanentTaskError(
+                code="cancelled", detail=f"interrupted at node {data.get('node_id')} ({data.get('node_type')})"
+            )
         if event == "execution_error":
             message = str(data.get("exception_message", "")).strip()
-            detail = f"{data.get('exception_type', 'Error')}: {message} (node {data.get('node_id')} " \
-                     f"{data.get('node_type')})"
+            detail = (
+                f"{data.get('exception_type', 'Error')}: {message} (node {data.get('node_id')} {data.get('node_type')})"
+            )
             raise PermanentTaskError(code="comfyui_failed", detail=detail[:DETAIL_LIMIT])
     raise PermanentTaskError(code="comfyui_failed", detail=f"prompt {prompt_id} ended with status {status}")
 

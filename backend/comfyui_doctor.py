@@ -15,8 +15,9 @@ import io
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from PIL import Image, ImageDraw
@@ -31,8 +32,11 @@ PROBE_TIMEOUT_S = 900.0  # a cold CPU start builds the network and loads ~1 GB f
 
 
 def checkpoints_of(mode: Any) -> list[str]:
-    return [node["inputs"]["checkpoint"] for node in mode.build("probe.png", task_id="doctor").values()
-            if node.get("class_type") in stale_model.COLORIZING_NODES and isinstance(node["inputs"].get("checkpoint"), str)]
+    return [
+        node["inputs"]["checkpoint"]
+        for node in mode.build("probe.png", task_id="doctor").values()
+        if node.get("class_type") in stale_model.COLORIZING_NODES and isinstance(node["inputs"].get("checkpoint"), str)
+    ]
 
 
 async def check_checkpoints(client: Any, modes: dict[str, Any], settings: Any, report: Report) -> None:
@@ -44,15 +48,29 @@ async def check_checkpoints(client: Any, modes: dict[str, Any], settings: Any, r
     local = _own_install(client.base_url, settings)
     for name in wanted:
         if listed is not None:
-            report(name in listed, f"  checkpoint {name}: " + ("in ComfyUI's models/ddcolor" if name in listed else
-                   "listed by the node but not in ComfyUI's models/ddcolor: it cannot load; run `repairbot "
-                   "comfyui install` or copy it there, then restart ComfyUI"))
+            report(
+                name in listed,
+                f"  checkpoint {name}: "
+                + (
+                    "in ComfyUI's models/ddcolor"
+                    if name in listed
+                    else "listed by the node but not in ComfyUI's models/ddcolor: it cannot load; run `repairbot "
+                    "comfyui install` or copy it there, then restart ComfyUI"
+                ),
+            )
         elif local is not None:
             path = local.checkpoints / name
             there = path.is_file() and path.stat().st_size > 0
-            report(there, f"  checkpoint {name}: " + (f"{path} ({path.stat().st_size / 1e6:.0f} MB)" if there else
-                   f"listed by the node but {path} is missing: it cannot load; run `repairbot comfyui install` "
-                   "(or --weights PATH), then restart ComfyUI or POST /free"))
+            report(
+                there,
+                f"  checkpoint {name}: "
+                + (
+                    f"{path} ({path.stat().st_size / 1e6:.0f} MB)"
+                    if there
+                    else f"listed by the node but {path} is missing: it cannot load; run `repairbot comfyui install` "
+                    "(or --weights PATH), then restart ComfyUI or POST /free"
+                ),
+            )
         else:
             print(f"     checkpoint {name}: this ComfyUI doesn't show the node's files; `doctor --probe` loads it")
 
@@ -103,7 +121,10 @@ def expected_size(workflow: dict[str, Any], size: tuple[int, int]) -> tuple[int,
             width, height = max(1, round(width * inputs["scale_by"])), max(1, round(height * inputs["scale_by"]))
         elif node.get("class_type") == "ImageScale" and (inputs.get("width") or inputs.get("height")):
             new_w, new_h = inputs.get("width") or 0, inputs.get("height") or 0
-            width, height = new_w or max(1, round(width * new_h / height)), new_h or max(1, round(height * new_w / width))
+            width, height = (
+                new_w or max(1, round(width * new_h / height)),
+                new_h or max(1, round(height * new_w / width)),
+            )
     return width, height
 
 
@@ -124,15 +145,22 @@ async def probe_mode(client: Any, name: str, mode: Any, report: Report) -> bool:
     prompt_id = f"doctor-{uuid.uuid4()}"
     loop = asyncio.get_running_loop()
     try:
-        output, _ = await client.run(lambda image: mode.build(image, task_id="doctor-probe", params=params), source,
-                                     f"repairbot-doctor-{name}.png", mode.output_node, prompt_id=prompt_id,
-                                     deadline=loop.time() + PROBE_TIMEOUT_S)
+        output, _ = await client.run(
+            lambda image: mode.build(image, task_id="doctor-probe", params=params),
+            source,
+            f"repairbot-doctor-{name}.png",
+            mode.output_node,
+            prompt_id=prompt_id,
+            deadline=loop.time() + PROBE_TIMEOUT_S,
+        )
     except RepairError as exc:
         detail = exc.detail or exc.code
         if stale_model.model_missing(detail):
-            advice = ("the DDColor checkpoint is missing or unreadable on this ComfyUI: install it with `repairbot "
-                      "comfyui install` (or --weights PATH, into custom_nodes/ComfyUI-DDColor/checkpoints/); this "
-                      "probe sent POST /free so the next run loads it fresh")
+            advice = (
+                "the DDColor checkpoint is missing or unreadable on this ComfyUI: install it with `repairbot "
+                "comfyui install` (or --weights PATH, into custom_nodes/ComfyUI-DDColor/checkpoints/); this "
+                "probe sent POST /free so the next run loads it fresh"
+            )
         elif exc.code == "comfyui_rejected":
             advice = "ComfyUI refused the workflow: see plain `repairbot doctor` for the node or value it lacks"
         else:
@@ -149,17 +177,23 @@ async def probe_mode(client: Any, name: str, mode: Any, report: Report) -> bool:
         report(False, f"  probe {name}: the output is not an image ({len(output)} bytes)")
         return False
     if got != want:
-        report(False, f"  probe {name}: output is {got[0]}x{got[1]}, expected {want[0]}x{want[1]}: the workflow "
-                      "changes the size; check workflows/")
+        report(
+            False,
+            f"  probe {name}: output is {got[0]}x{got[1]}, expected {want[0]}x{want[1]}: the workflow "
+            "changes the size; check workflows/",
+        )
         return False
     if stale_model.colorizes(mode):
         colour = stale_model.chroma(output)
         if colour <= stale_model.GREY_OUTPUT_MAX:
             await stale_model.recover_instance(client, "a grey probe")
-            report(False, f"  probe {name}: the output is grey (chroma {colour:.1f}): DDColor ran on a network that "
-                          "never loaded its checkpoint (stale after a missing file) or the checkpoint is broken.\n"
-                          "       what to do: this probe sent POST /free; run `repairbot doctor --probe` again, and if it "
-                          "stays grey reinstall the checkpoint (`repairbot comfyui install`) or restart ComfyUI")
+            report(
+                False,
+                f"  probe {name}: the output is grey (chroma {colour:.1f}): DDColor ran on a network that "
+                "never loaded its checkpoint (stale after a missing file) or the checkpoint is broken.\n"
+                "       what to do: this probe sent POST /free; run `repairbot doctor --probe` again, and if it "
+                "stays grey reinstall the checkpoint (`repairbot comfyui install`) or restart ComfyUI",
+            )
             return False
         report(True, f"  probe {name}: {got[0]}x{got[1]} in colour (chroma {colour:.0f}) in {took:.1f} s")
     else:

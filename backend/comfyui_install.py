@@ -14,8 +14,8 @@ every failure ends in one `InstallError` sentence that says what to do (no netwo
 
 from __future__ import annotations
 
-import hashlib
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -24,9 +24,10 @@ import subprocess
 import sys
 import venv
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from backend.settings import Settings
@@ -189,13 +190,17 @@ def detect_device(wanted: str, say: Callable[[str], None]) -> str:
     try:
         listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise InstallError(f"nvidia-smi did not answer ({exc}): the NVIDIA driver is not working; fix it, "
-                           "or install the CPU build with --device cpu") from exc
+        raise InstallError(
+            f"nvidia-smi did not answer ({exc}): the NVIDIA driver is not working; fix it, "
+            "or install the CPU build with --device cpu"
+        ) from exc
     gpus = [line for line in listed.stdout.splitlines() if line.startswith("GPU ")]
     if listed.returncode != 0 or not gpus:
         detail = (listed.stderr or listed.stdout).strip().splitlines()[:1]
-        raise InstallError(f"nvidia-smi is installed but sees no GPU ({' '.join(detail) or 'no output'}): the "
-                           "NVIDIA driver is not working; fix it, or install the CPU build with --device cpu")
+        raise InstallError(
+            f"nvidia-smi is installed but sees no GPU ({' '.join(detail) or 'no output'}): the "
+            "NVIDIA driver is not working; fix it, or install the CPU build with --device cpu"
+        )
     say(f"      {gpus[0]}: CUDA build of torch")
     return "cuda"
 
@@ -206,8 +211,10 @@ def check_free_space(root: Path, needed_gb: float) -> None:
         probe = probe.parent
     free_gb = shutil.disk_usage(probe).free / 1e9
     if free_gb < needed_gb:
-        raise InstallError(f"not enough disk: {free_gb:.1f} GB free in {probe}, the install needs about "
-                           f"{needed_gb:.0f} GB; free some space or choose another folder with --dir")
+        raise InstallError(
+            f"not enough disk: {free_gb:.1f} GB free in {probe}, the install needs about "
+            f"{needed_gb:.0f} GB; free some space or choose another folder with --dir"
+        )
 
 
 def checkout(source: str, ref: str, target: Path, say: Callable[[str], None]) -> None:
@@ -231,10 +238,14 @@ def checkout(source: str, ref: str, target: Path, say: Callable[[str], None]) ->
         target.parent.mkdir(parents=True, exist_ok=True)
         _run(["git", "clone", "--progress", "--no-checkout", source, str(target)], what=f"cloning {source}")
     if _resolve(target, ref) is None:
-        raise InstallError(f"{source} has no commit {ref}: pass the pinned repository, or another commit with "
-                           "--ref / --node-ref")
-    _run(["git", "-c", "advice.detachedHead=false", "checkout", "--force", ref], cwd=target,
-         what=f"checking out {ref[:12]}")
+        raise InstallError(
+            f"{source} has no commit {ref}: pass the pinned repository, or another commit with --ref / --node-ref"
+        )
+    _run(
+        ["git", "-c", "advice.detachedHead=false", "checkout", "--force", ref],
+        cwd=target,
+        what=f"checking out {ref[:12]}",
+    )
 
 
 def make_venv(layout: Layout, say: Callable[[str], None]) -> None:
@@ -272,7 +283,10 @@ def install_torch(layout: Layout, device: str, options: InstallOptions, say: Cal
     index = CPU_TORCH_INDEX if options.torch_index == "auto" and device == "cpu" else options.torch_index
     if index and index != "auto":
         command += ["--extra-index-url", index]
-    say(f"      pip install {options.torch_spec} torchvision" + (f" (also from {index})" if index and index != "auto" else ""))
+    say(
+        f"      pip install {options.torch_spec} torchvision"
+        + (f" (also from {index})" if index and index != "auto" else "")
+    )
     _run(command, what="installing torch")
     installed = torch_flavour(layout)
     if installed is None:
@@ -299,11 +313,13 @@ def requirement_lines(*files: Path) -> list[str]:
             if name.lower() in SKIPPED_REQUIREMENTS:
                 continue
             renamed = RENAMED_REQUIREMENTS.get(name.lower()) or RENAMED_REQUIREMENTS.get(name)
-            lines.append(renamed + line[len(name):] if renamed else line)
+            lines.append(renamed + line[len(name) :] if renamed else line)
     return lines
 
 
-def install_requirements(layout: Layout, state: dict[str, Any], extra: tuple[str, ...], say: Callable[[str], None]) -> None:
+def install_requirements(
+    layout: Layout, state: dict[str, Any], extra: tuple[str, ...], say: Callable[[str], None]
+) -> None:
     lines = requirement_lines(layout.comfyui / "requirements.txt", layout.node / "requirements.txt")
     lines += [line for line in extra if line not in lines]
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
@@ -346,9 +362,11 @@ def copy_checkpoint(weights: Path, name: str, folder: Path, say: Callable[[str],
     from tqdm.auto import tqdm
 
     try:
-        with source.open("rb") as src, partial.open("wb") as dst, tqdm(
-            total=size, unit="B", unit_scale=True, desc=f"      {name}"
-        ) as bar:
+        with (
+            source.open("rb") as src,
+            partial.open("wb") as dst,
+            tqdm(total=size, unit="B", unit_scale=True, desc=f"      {name}") as bar,
+        ):
             for chunk in iter(lambda: src.read(1 << 22), b""):
                 dst.write(chunk)
                 bar.update(len(chunk))
@@ -361,8 +379,9 @@ def copy_checkpoint(weights: Path, name: str, folder: Path, say: Callable[[str],
     return {"sha256": digest, "size": size, "from": str(source)}
 
 
-def download_checkpoint(name: str, folder: Path, recorded: dict[str, Any] | None, options: InstallOptions,
-                        say: Callable[[str], None]) -> dict[str, Any]:
+def download_checkpoint(
+    name: str, folder: Path, recorded: dict[str, Any] | None, options: InstallOptions, say: Callable[[str], None]
+) -> dict[str, Any]:
     """From the hub with huggingface_hub (its progress bar, its retries that resume a dropped connection),
     into `<name>.part` next to the target, so a run stopped midway resumes where it stopped on the next
     one. The file must match the SHA-256 the hub publishes for it (its LFS etag), or it is deleted."""
@@ -399,13 +418,16 @@ def download_checkpoint(name: str, folder: Path, recorded: dict[str, Any] | None
     if meta.size is not None and done > meta.size:
         partial.unlink()
         done = 0
-    say(f"      {name}: {(meta.size or 0) / 1e6:.0f} MB from {endpoint}"
-        + (f", resuming at {done / 1e6:.0f} MB" if done else ""))
+    say(
+        f"      {name}: {(meta.size or 0) / 1e6:.0f} MB from {endpoint}"
+        + (f", resuming at {done / 1e6:.0f} MB" if done else "")
+    )
     try:
         with partial.open("r+b" if done else "wb") as handle:  # not "ab": a server ignoring Range rewinds it
             handle.seek(done)
-            http_get(meta.location or url, handle, resume_size=done, headers=build_hf_headers(),
-                     expected_size=meta.size)
+            http_get(
+                meta.location or url, handle, resume_size=done, headers=build_hf_headers(), expected_size=meta.size
+            )
     except HfHubHTTPError as exc:
         raise InstallError(f"the hub refused {HF_REPO}/{name}: {_short(exc)}") from exc
     except OSError as exc:
@@ -418,8 +440,10 @@ def download_checkpoint(name: str, folder: Path, recorded: dict[str, Any] | None
     digest = sha256_of(path)
     if digest != expected:
         path.unlink(missing_ok=True)
-        raise InstallError(f"{name} does not match its published SHA-256 (got {digest[:16]}…, want "
-                           f"{expected[:16]}…): the file was deleted; run the install again")
+        raise InstallError(
+            f"{name} does not match its published SHA-256 (got {digest[:16]}…, want "
+            f"{expected[:16]}…): the file was deleted; run the install again"
+        )
     path.replace(target)
     say(f"      {name}: verified (sha256 {digest[:16]}…)")
     return {"sha256": digest, "size": target.stat().st_size, "from": url}
@@ -448,8 +472,9 @@ def _pip(layout: Layout) -> list[str]:
 
 
 def _resolve(repo: Path, ref: str) -> str | None:
-    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=repo,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=repo, capture_output=True, text=True
+    )
     return done.stdout.strip() if done.returncode == 0 else None
 
 
@@ -457,9 +482,19 @@ def _git(args: list[str], cwd: Path) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
 
-NETWORK_SIGNS = ("could not resolve", "name or service not known", "temporary failure in name resolution",
-                 "network is unreachable", "connection refused", "newconnectionerror", "failed to establish",
-                 "connection timed out", "no route to host", "failed to connect", "couldn't connect")
+NETWORK_SIGNS = (
+    "could not resolve",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "network is unreachable",
+    "connection refused",
+    "newconnectionerror",
+    "failed to establish",
+    "connection timed out",
+    "no route to host",
+    "failed to connect",
+    "couldn't connect",
+)
 DISK_SIGNS = ("no space left on device", "errno 28", "disk quota exceeded")
 
 
@@ -485,8 +520,10 @@ def _run(command: list[str], what: str, cwd: Path | None = None) -> None:
     if any(sign in text for sign in DISK_SIGNS):
         raise InstallError(f"{what} failed: the disk is full; free some space and run the install again")
     if any(sign in text for sign in NETWORK_SIGNS):
-        raise InstallError(f"{what} failed: no network (see above); connect, or install from local copies with "
-                           "--source/--node-source and --weights")
+        raise InstallError(
+            f"{what} failed: no network (see above); connect, or install from local copies with "
+            "--source/--node-source and --weights"
+        )
     last = next((line for line in reversed(tail) if line.strip()), "")
     raise InstallError(f"{what} failed (exit {code}): {last.strip()[:300]}")
 
@@ -496,7 +533,6 @@ def _short(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-
 # --- `repairbot comfyui install` -----------------------------------------------------------------------
 def add_install_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", help="install folder (default: COMFYUI_DIR, var/comfyui)")
@@ -504,15 +540,22 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref", help="ComfyUI commit (COMFYUI_REF; default: the pinned v0.3.64)")
     parser.add_argument("--node-source", help="ComfyUI-DDColor git URL or local clone (COMFYUI_NODE_SOURCE)")
     parser.add_argument("--node-ref", help="ComfyUI-DDColor commit (COMFYUI_NODE_REF; default: the pinned one)")
-    parser.add_argument("--weights", type=Path,
-                        help="a checkpoint file, or a folder of them, instead of the hub (COMFYUI_WEIGHTS)")
+    parser.add_argument(
+        "--weights", type=Path, help="a checkpoint file, or a folder of them, instead of the hub (COMFYUI_WEIGHTS)"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="torch build (default: COMFYUI_DEVICE)")
-    parser.add_argument("--skip-weights", action="store_true",
-                        help="everything but the checkpoints (an image build; a later run fetches them)")
+    parser.add_argument(
+        "--skip-weights",
+        action="store_true",
+        help="everything but the checkpoints (an image build; a later run fetches them)",
+    )
 
 
-def options_from(settings: Settings, args: argparse.Namespace | None = None, say: Callable[[str], None] | None = None) -> InstallOptions:
+def options_from(
+    settings: Settings, args: argparse.Namespace | None = None, say: Callable[[str], None] | None = None
+) -> InstallOptions:
     """Install options: the command line where given, else the settings, else the pinned defaults."""
+
     def get(name: str, default: Any) -> Any:
         value = getattr(args, name, None) if args is not None else None
         if value is None:

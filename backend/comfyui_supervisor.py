@@ -55,9 +55,16 @@ def answers(url: str, timeout: float = 2.0) -> bool:
 class ComfyUISupervisor:
     """Starts, watches and stops the installed ComfyUI under `layout`."""
 
-    def __init__(self, layout: Layout, port: int, *, cpu: bool | None = None,
-                 ready_timeout_s: float = READY_TIMEOUT_S, backoff_s: tuple[float, float] = BACKOFF_S,
-                 stop_grace_s: float = STOP_GRACE_S):
+    def __init__(
+        self,
+        layout: Layout,
+        port: int,
+        *,
+        cpu: bool | None = None,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+        backoff_s: tuple[float, float] = BACKOFF_S,
+        stop_grace_s: float = STOP_GRACE_S,
+    ):
         self.layout = layout
         self.port = port
         self.cpu = (not has_gpu()) if cpu is None else cpu
@@ -82,12 +89,20 @@ class ComfyUISupervisor:
     def spawn(self) -> None:
         self.starts += 1
         log_file = self.log_path.open("ab")
-        log_file.write(f"\n--- repairbot starts ComfyUI ({time.strftime('%Y-%m-%d %H:%M:%S')}): "
-                       f"{' '.join(self.command())}\n".encode())
+        log_file.write(
+            f"\n--- repairbot starts ComfyUI ({time.strftime('%Y-%m-%d %H:%M:%S')}): "
+            f"{' '.join(self.command())}\n".encode()
+        )
         log_file.flush()
-        self.proc = subprocess.Popen(self.command(), cwd=self.layout.comfyui, stdout=log_file, stderr=log_file,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=self.layout.comfyui,
+            stdout=log_file,
+            stderr=log_file,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
         log_file.close()
 
     async def wait_ready(self, stop: asyncio.Event | None = None) -> bool:
@@ -103,8 +118,11 @@ class ComfyUISupervisor:
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         self.spawn()
-        print(f"starting ComfyUI from {self.layout.comfyui} on {self.url}{' (--cpu)' if self.cpu else ''}; "
-              f"log in {self.log_path}", flush=True)
+        print(
+            f"starting ComfyUI from {self.layout.comfyui} on {self.url}{' (--cpu)' if self.cpu else ''}; "
+            f"log in {self.log_path}",
+            flush=True,
+        )
         started = time.monotonic()
         if await self.wait_ready(stop):
             print(f"ComfyUI is ready on {self.url} ({time.monotonic() - started:.0f} s)", flush=True)
@@ -112,8 +130,12 @@ class ComfyUISupervisor:
         if stop is not None and stop.is_set():
             return False
         code = self.proc.poll() if self.proc else None
-        print(f"ComfyUI did not become ready ({'exit code ' + str(code) if code is not None else 'timed out'}); "
-              f"see {self.log_path}", file=sys.stderr, flush=True)
+        print(
+            f"ComfyUI did not become ready ({'exit code ' + str(code) if code is not None else 'timed out'}); "
+            f"see {self.log_path}",
+            file=sys.stderr,
+            flush=True,
+        )
         return False
 
     async def supervise(self, stop: asyncio.Event) -> None:
@@ -132,8 +154,9 @@ class ComfyUISupervisor:
                     backoff.reset()
                 code = self.proc.returncode if self.proc else None
                 delay = backoff.next_delay()
-                log.warning("ComfyUI exited (code %s); starting it again in %.0f s (log: %s)", code, delay,
-                            self.log_path)
+                log.warning(
+                    "ComfyUI exited (code %s); starting it again in %.0f s (log: %s)", code, delay, self.log_path
+                )
                 await wait_event(stop, delay)
                 if stop.is_set():
                     break
@@ -168,13 +191,18 @@ async def for_up(settings: Settings, *, allow_install: bool) -> ComfyUISuperviso
     if not layout.installed():
         where = f"127.0.0.1:{settings.comfyui_port}"
         if not allow_install and sys.stdin.isatty() and sys.stdout.isatty():
-            answer = await asyncio.to_thread(input, f"No ComfyUI answers on {where} and none is installed in "
-                                                    f"{layout.root}. Install it now (~1.5 GB download)? [y/N] ")
+            answer = await asyncio.to_thread(
+                input,
+                f"No ComfyUI answers on {where} and none is installed in "
+                f"{layout.root}. Install it now (~1.5 GB download)? [y/N] ",
+            )
             allow_install = answer.strip().lower() in ("y", "yes")
         if not allow_install:
-            print(f"No ComfyUI answers on {where} and none is installed in {layout.root}: run `repairbot comfyui "
-                  "install`, or `repairbot up --install-comfyui` (COMFYUI_AUTO_INSTALL=true); tasks wait meanwhile.",
-                  flush=True)
+            print(
+                f"No ComfyUI answers on {where} and none is installed in {layout.root}: run `repairbot comfyui "
+                "install`, or `repairbot up --install-comfyui` (COMFYUI_AUTO_INSTALL=true); tasks wait meanwhile.",
+                flush=True,
+            )
             return None
         try:
             await asyncio.to_thread(install, options_from(settings))
@@ -182,7 +210,6 @@ async def for_up(settings: Settings, *, allow_install: bool) -> ComfyUISuperviso
             print(f"ComfyUI install failed: {exc}", file=sys.stderr, flush=True)
             return None
     state = layout.read_state()
-    supervisor = ComfyUISupervisor(layout, settings.comfyui_port,
-                                   cpu=True if state.get("device") == "cpu" or not has_gpu() else False)
+    supervisor = ComfyUISupervisor(layout, settings.comfyui_port, cpu=state.get("device") == "cpu" or not has_gpu())
     await supervisor.start()
     return supervisor

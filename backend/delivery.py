@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
@@ -100,7 +100,7 @@ class SendClaims:
         self.renew_script = redis.register_script(_RENEW_IF_OWNER)
         self.release_script = redis.register_script(_RELEASE_IF_OWNER)
 
-    def for_task(self, task_id: str) -> "SendClaim":
+    def for_task(self, task_id: str) -> SendClaim:
         return SendClaim(self, task_id)
 
 
@@ -122,7 +122,8 @@ class SendClaim:
         """ACQUIRED (a round is open, and the earlier ones counted), HELD_ELSEWHERE, or DELIVERED already."""
         state, failed, interrupted = await self.claims.begin_script(
             keys=[self.key, keys.delivered(self.task_id), self.rounds_key],
-            args=[self.token, self.ttl_ms, self.claims.rounds_ttl_s])
+            args=[self.token, self.ttl_ms, self.claims.rounds_ttl_s],
+        )
         self.failed_rounds, self.interrupted_rounds = int(failed), int(interrupted)
         return int(state)
 
@@ -131,7 +132,7 @@ class SendClaim:
         await self.claims.round_failed_script(keys=[self.rounds_key], args=[self.token, self.claims.rounds_ttl_s])
 
     @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator["SendClaim"]:
+    async def held(self) -> AsyncIterator[SendClaim]:
         """Keep the (acquired) claim renewed while the body runs; released by its owner on the way out."""
         renewing = asyncio.create_task(self._keep_renewed(), name=f"claim-{self.key}")
         try:
@@ -143,8 +144,12 @@ class SendClaim:
             try:
                 await self.claims.release_script(keys=[self.key, self.rounds_key], args=[self.token])
             except Exception as exc:  # noqa: BLE001 - it lapses by itself within its TTL
-                log.info("send claim %s not released (%s); it lapses in %d ms, and this round counts as "
-                         "interrupted", self.key, exc, self.ttl_ms)
+                log.info(
+                    "send claim %s not released (%s); it lapses in %d ms, and this round counts as interrupted",
+                    self.key,
+                    exc,
+                    self.ttl_ms,
+                )
 
     async def _keep_renewed(self) -> None:
         while True:
@@ -195,8 +200,13 @@ class SendParts:
                 return
             except REDIS_DOWN as exc:
                 delay = backoff.next_delay()
-                log.warning("%s of %s was sent but Redis is away (%s): keeping the mark, retrying in %.1f s",
-                            part, self.task_id, exc, delay)
+                log.warning(
+                    "%s of %s was sent but Redis is away (%s): keeping the mark, retrying in %.1f s",
+                    part,
+                    self.task_id,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
 
     async def _mark(self, part: str, value: str) -> None:

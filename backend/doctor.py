@@ -53,7 +53,9 @@ async def run_doctor(settings: Settings, *, probe: bool = False) -> int:
             object_info = await client.object_info()
             for name, mode in modes.items():
                 issues = check_against_object_info(mode, object_info)
-                report(not issues, f"  mode {name}: " + ("; ".join(issues) if issues else "all nodes and values accepted"))
+                report(
+                    not issues, f"  mode {name}: " + ("; ".join(issues) if issues else "all nodes and values accepted")
+                )
             await comfyui_doctor.check_checkpoints(client, modes, settings, report)
             if probe:
                 await comfyui_doctor.probe_all(client, modes, report)

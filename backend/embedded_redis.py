@@ -49,9 +49,25 @@ def start_embedded_redis(settings: Settings) -> EmbeddedRedis | None:
     data_dir = (settings.var_dir / "redis").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [binary, "--port", str(PORT), "--bind", HOST, "--dir", str(data_dir), "--appendonly", "yes",
-         "--appendfsync", "always", "--save", "", "--logfile", str(data_dir / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(PORT),
+            "--bind",
+            HOST,
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--logfile",
+            str(data_dir / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     for _ in range(100):
         if port_open(HOST, PORT):

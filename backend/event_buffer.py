@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
 from redis.asyncio import Redis
 
 from backend.tasks import Event

@@ -19,16 +19,17 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import Redis
 
 from backend import images, keys, metrics, stale_model
 from backend.backoff import Backoff, wait_event
 from backend.blobs import BlobStore, BlobTooLarge
-from backend.event_buffer import EventBuffer
 from backend.errors import HandedBack, PermanentTaskError, Refused, TransientTaskError
+from backend.event_buffer import EventBuffer
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN
 from backend.tasks import Event, Task
@@ -66,10 +67,21 @@ class ComfyUI(Protocol):
 
     async def health(self) -> bool: ...
 
-    async def run(self, workflow_for: Callable[[str], dict[str, Any]], data: bytes, upload_name: str,
-                  output_node: str, *, prompt_id: str, deadline: float, run_timeout_s: float | None = None,
-                  on_progress: Callable[[int], Any] | None = None, on_queued: Callable[[], Any] | None = None,
-                  on_started: Callable[[], Any] | None = None, socket_output: bool = True) -> tuple[bytes, int]: ...
+    async def run(
+        self,
+        workflow_for: Callable[[str], dict[str, Any]],
+        data: bytes,
+        upload_name: str,
+        output_node: str,
+        *,
+        prompt_id: str,
+        deadline: float,
+        run_timeout_s: float | None = None,
+        on_progress: Callable[[int], Any] | None = None,
+        on_queued: Callable[[], Any] | None = None,
+        on_started: Callable[[], Any] | None = None,
+        socket_output: bool = True,
+    ) -> tuple[bytes, int]: ...
 
     async def interrupt(self, prompt_id: str) -> None: ...
 
@@ -99,7 +111,11 @@ class Executor(Protocol):
 
 
 def make_executor(
-    settings: Settings, redis: Redis, blobs: BlobStore, *, clients: list[ComfyUI] | None = None,
+    settings: Settings,
+    redis: Redis,
+    blobs: BlobStore,
+    *,
+    clients: list[ComfyUI] | None = None,
     on_capacity: Callable[[], None] = lambda: None,
 ) -> Executor:
     """The executor `settings.executor` names; `on_capacity` is called whenever capacity grows."""
@@ -150,7 +166,12 @@ class ComfyUIExecutor:
     """
 
     def __init__(
-        self, settings: Settings, redis: Redis, blobs: BlobStore, *, clients: list[ComfyUI] | None = None,
+        self,
+        settings: Settings,
+        redis: Redis,
+        blobs: BlobStore,
+        *,
+        clients: list[ComfyUI] | None = None,
         on_capacity: Callable[[], None] = lambda: None,
     ):
         from backend.comfyui import ComfyUIClient
@@ -215,8 +236,12 @@ class ComfyUIExecutor:
         if source is None:
             raise Refused("input_expired")
         checked = await _maybe_in_thread(
-            images.recheck_input, source, size=len(source),
-            max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels, digest=task.digest,
+            images.recheck_input,
+            source,
+            size=len(source),
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+            digest=task.digest,
         )
         raw, run_ms = await self._run_with_retries(task, mode, checked)
         final = await _maybe_in_thread(
@@ -243,8 +268,9 @@ class ComfyUIExecutor:
     def _mark_down(self, instance: Instance, why: str) -> None:
         if instance.probing is not None and not instance.probing.done():
             return
-        log.warning("ComfyUI %s marked down (%s): no new tasks go there until it answers",
-                    instance.client.base_url, why)
+        log.warning(
+            "ComfyUI %s marked down (%s): no new tasks go there until it answers", instance.client.base_url, why
+        )
         instance.healthy = False
         instance.probing = asyncio.create_task(self._probe_until_up(instance))
 
@@ -304,8 +330,11 @@ class ComfyUIExecutor:
                 greys += 1
                 if greys > 1:
                     raise stale_model.broken_model_error(mode, instance.client.base_url, before, after)
-                log.warning("task %s: grey output from ComfyUI %s (stale model?); freeing it and retrying once",
-                            task.task_id, instance.client.base_url)
+                log.warning(
+                    "task %s: grey output from ComfyUI %s (stale model?); freeing it and retrying once",
+                    task.task_id,
+                    instance.client.base_url,
+                )
                 await stale_model.recover_instance(instance.client, "a grey result")
                 continue
             except stale_model.PromptTakenBack:
@@ -352,8 +381,10 @@ class ComfyUIExecutor:
 
         async def record() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.task(task.task_id),
-                          mapping={"state": "in_comfyui", "instance": client.base_url, "prompt_id": prompt_id})
+                pipe.hset(
+                    keys.task(task.task_id),
+                    mapping={"state": "in_comfyui", "instance": client.base_url, "prompt_id": prompt_id},
+                )
                 pipe.expire(keys.task(task.task_id), self.settings.blob_ttl_s)
                 await pipe.execute()
 
@@ -361,9 +392,14 @@ class ComfyUIExecutor:
         try:
             image, comfy_ms = await client.run(
                 lambda image_name: mode.build(image_name, task_id=task.task_id, params=task.params),
-                data, upload_name, mode.output_node,
-                prompt_id=prompt_id, deadline=deadline, run_timeout_s=self.settings.task_timeout_s,
-                on_progress=progress, on_queued=queued,
+                data,
+                upload_name,
+                mode.output_node,
+                prompt_id=prompt_id,
+                deadline=deadline,
+                run_timeout_s=self.settings.task_timeout_s,
+                on_progress=progress,
+                on_queued=queued,
                 on_started=lambda: self._event(task, "started"),
             )
             return image, comfy_ms or int((time.monotonic() - started) * 1000)
@@ -394,7 +430,6 @@ class ComfyUIExecutor:
         self.events.emit(Event(task.task_id, state, task.reply, percent=percent))  # type: ignore[arg-type]
 
 
-
 class _ProgressThrottle:
     """Turns ComfyUI progress into events, skipping steps smaller than PROGRESS_MIN_STEP percent."""
 
@@ -409,7 +444,6 @@ class _ProgressThrottle:
         if percent - self.last >= PROGRESS_MIN_STEP or (percent == 100 and self.last != 100):
             self.last = percent
             await self.emit(percent)
-
 
 
 async def _maybe_in_thread(function: Callable[..., Any], data: bytes, *, size: int, **kwargs: Any) -> Any:

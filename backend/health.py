@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -44,7 +44,7 @@ class HealthServer:
         self.port = 0
         self._runner: web.AppRunner | None = None
 
-    async def start(self) -> "HealthServer":
+    async def start(self) -> HealthServer:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/livez", self._livez)

@@ -195,9 +195,9 @@ def png_top_rows(data: bytes, rows: int) -> bytes | None:
     position = len(_PNG_SIGNATURE)
     try:
         while len(raw) < wanted and position + 12 <= len(data):
-            length, kind = struct.unpack(">I4s", data[position:position + 8])
+            length, kind = struct.unpack(">I4s", data[position : position + 8])
             if kind == b"IDAT":
-                raw += inflater.decompress(data[position + 8:position + 8 + length], wanted - len(raw))
+                raw += inflater.decompress(data[position + 8 : position + 8 + length], wanted - len(raw))
             if kind == b"IEND":
                 break
             position += 12 + length
@@ -206,8 +206,12 @@ def png_top_rows(data: bytes, rows: int) -> bytes | None:
     if len(raw) < wanted:
         return None
     ihdr = struct.pack(">IIBBBBB", width, rows, 8, colour, 0, 0, 0)
-    return _PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(bytes(raw[:wanted]), 0)) \
+    return (
+        _PNG_SIGNATURE
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(bytes(raw[:wanted]), 0))
         + _chunk(b"IEND", b"")
+    )
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
@@ -255,9 +259,8 @@ def telegram_photo_ok(data: bytes) -> bool:
         return False
     if width < 1 or height < 1:
         return False
-    return (
-        width + height <= TELEGRAM_PHOTO_MAX_SIDES_SUM
-        and max(width, height) <= TELEGRAM_PHOTO_MAX_RATIO * min(width, height)
+    return width + height <= TELEGRAM_PHOTO_MAX_SIDES_SUM and max(width, height) <= TELEGRAM_PHOTO_MAX_RATIO * min(
+        width, height
     )
 
 
@@ -373,8 +376,9 @@ def _kept_as_sent(data: bytes, image: Image.Image, *, max_pixels: int) -> bytes 
             return None  # 16-bit, palette, alpha, interlaced, animated: converted
         width, height, _, colour, _ = header
         channels = 3 if colour == 2 else 1
-        cleaned = _png_pixel_chunks(data, check_crc=True, inflated_size=height * (1 + width * channels),
-                                    refuse_if=(b"eXIf", b"acTL"))
+        cleaned = _png_pixel_chunks(
+            data, check_crc=True, inflated_size=height * (1 + width * channels), refuse_if=(b"eXIf", b"acTL")
+        )
         return cleaned
     return None
 
@@ -410,7 +414,7 @@ def _strip_jpeg(data: bytes) -> bytes:
             position += 1
             continue
         if marker in _JPEG_STANDALONE:
-            kept.append(data[position:position + 2])
+            kept.append(data[position : position + 2])
             position += 2
             continue
         if marker == 0xDA:  # start of scan: from here on, pixels up to the first end marker
@@ -418,10 +422,10 @@ def _strip_jpeg(data: bytes) -> bytes:
             if end < 0:
                 kept.append(data[position:])
             else:
-                kept.append(data[position:end + 2])
+                kept.append(data[position : end + 2])
                 changed = changed or end + 2 < len(data)
             return b"".join(kept) if changed else data
-        (length,) = struct.unpack(">H", data[position + 2:position + 4])
+        (length,) = struct.unpack(">H", data[position + 2 : position + 4])
         segment_end = position + 2 + length
         if (0xE0 <= marker <= 0xEF and marker not in _JPEG_KEEP_APPS) or marker == 0xFE:
             changed = True
@@ -454,20 +458,20 @@ def _png_pixel_chunks(
     while True:
         if position + 12 > len(data):
             raise Refused("image_broken", detail="PNG ends before IEND")
-        length, kind = struct.unpack(">I4s", view[position:position + 8])
+        length, kind = struct.unpack(">I4s", view[position : position + 8])
         end = position + 12 + length
         if end > len(data):
             raise Refused("image_broken", detail=f"PNG chunk {kind!r} runs past the end")
         if kind in refuse_if:
             return None
         if check_crc:
-            stored = int.from_bytes(view[end - 4:end], "big")
-            if zlib.crc32(view[position + 8:end - 4], zlib.crc32(kind)) != stored:
+            stored = int.from_bytes(view[end - 4 : end], "big")
+            if zlib.crc32(view[position + 8 : end - 4], zlib.crc32(kind)) != stored:
                 raise Refused("image_broken", detail=f"PNG chunk {kind!r} fails its CRC")
         if kind in _PNG_PIXEL_CHUNKS:
             kept.append(view[position:end])
         if kind == b"IDAT" and inflater is not None:
-            inflated += _inflate_counting(inflater, view[position + 8:end - 4], inflated, inflated_size)
+            inflated += _inflate_counting(inflater, view[position + 8 : end - 4], inflated, inflated_size)
         if kind == b"IEND":
             break
         position = end
@@ -606,9 +610,7 @@ def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def _side_by_side_layout(
-    left: tuple[int, int], right: tuple[int, int], max_side: int
-) -> tuple[int, int, int]:
+def _side_by_side_layout(left: tuple[int, int], right: tuple[int, int], max_side: int) -> tuple[int, int, int]:
     """(height, left width, right width): a shared height no taller than the shorter image, chosen
     so that both widths plus the gap, and the height, stay within max_side."""
     left_aspect = left[0] / left[1]
@@ -624,9 +626,7 @@ def _side_by_side_layout(
 
 
 def _too_large(size: int, max_bytes: int) -> Refused:
-    return Refused(
-        "too_large", detail=f"{size} bytes > {max_bytes}", max_mb=max(1, max_bytes // (1024 * 1024))
-    )
+    return Refused("too_large", detail=f"{size} bytes > {max_bytes}", max_mb=max(1, max_bytes // (1024 * 1024)))
 
 
 def _too_many_pixels(max_pixels: int, *, detail: str) -> Refused:

@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -132,7 +133,9 @@ class Intake:
         images.check_size(size, self.settings.max_image_bytes)
 
     @metrics.counting_refusals
-    async def check_open(self, user: str, *, exempt: bool = False, count: int = 1, event_key: str | None = None) -> None:
+    async def check_open(
+        self, user: str, *, exempt: bool = False, count: int = 1, event_key: str | None = None
+    ) -> None:
         """Refuse when paused, when the queue is full, or when `user` is over a limit for `count` more.
 
         Everything it looks at is read in one round trip. With the `event_key` of a photo that another
@@ -199,11 +202,21 @@ class Intake:
         async with self._sole_delivery(event_key) as first:
             if first is not None:
                 return first
-            return await self._submit(data, mode=mode, reply=reply, user=user, params=checked_params, exempt=exempt,
-                                      event_key=event_key)
+            return await self._submit(
+                data, mode=mode, reply=reply, user=user, params=checked_params, exempt=exempt, event_key=event_key
+            )
 
-    async def _submit(self, data: bytes, *, mode: str, reply: dict[str, Any], user: str, params: dict[str, Any],
-                      exempt: bool, event_key: str | None = None) -> Submitted:
+    async def _submit(
+        self,
+        data: bytes,
+        *,
+        mode: str,
+        reply: dict[str, Any],
+        user: str,
+        params: dict[str, Any],
+        exempt: bool,
+        event_key: str | None = None,
+    ) -> Submitted:
         await self.check_open(user, exempt=exempt)
         task_id = new_task_id()
         async with self._reserved(user, task_id, exempt=exempt) as reservation:
@@ -216,9 +229,17 @@ class Intake:
                 input_key = await self.blobs.put("in", prepared.data)
             except BlobTooLarge as exc:
                 raise Refused("too_large", detail=str(exc), max_mb=self.settings.max_image_bytes // MB) from None
-            submitted = await self._enqueue(task_id, input_key, mode=mode, reply=reply, user=user,
-                                            params=params, event_key=event_key, reservation=reservation,
-                                            digest=images.content_digest(prepared.data))
+            submitted = await self._enqueue(
+                task_id,
+                input_key,
+                mode=mode,
+                reply=reply,
+                user=user,
+                params=params,
+                event_key=event_key,
+                reservation=reservation,
+                digest=images.content_digest(prepared.data),
+            )
             if submitted.duplicate:  # a second delivery of the event raced us to the XADD: its task stands
                 await self.blobs.delete(input_key)
             return submitted
@@ -271,7 +292,13 @@ class Intake:
 
     @metrics.counting_refusals
     async def resubmit(
-        self, input_key: str, *, mode: str, reply: dict[str, Any], user: str, exempt: bool = False,
+        self,
+        input_key: str,
+        *,
+        mode: str,
+        reply: dict[str, Any],
+        user: str,
+        exempt: bool = False,
         event_key: str | None = None,
     ) -> Submitted:
         """Run an already stored input again (the "Other mode" button); limits apply as for a new photo.
@@ -283,27 +310,44 @@ class Intake:
         async with self._sole_delivery(event_key) as first:
             if first is not None:
                 return first
-            return await self._resubmit(input_key, mode=mode, reply=reply, user=user, exempt=exempt,
-                                        event_key=event_key)
+            return await self._resubmit(
+                input_key, mode=mode, reply=reply, user=user, exempt=exempt, event_key=event_key
+            )
 
-    async def _resubmit(self, input_key: str, *, mode: str, reply: dict[str, Any], user: str, exempt: bool,
-                        event_key: str | None = None) -> Submitted:
+    async def _resubmit(
+        self, input_key: str, *, mode: str, reply: dict[str, Any], user: str, exempt: bool, event_key: str | None = None
+    ) -> Submitted:
         await self.check_open(user, exempt=exempt)
         if await self.blobs.get(input_key) is None:
             raise Refused("input_expired")
         task_id = new_task_id()
         async with self._reserved(user, task_id, exempt=exempt) as reservation:
-            return await self._enqueue(task_id, input_key, mode=mode, reply=reply, user=user, params={},
-                                       event_key=event_key, reservation=reservation)
+            return await self._enqueue(
+                task_id,
+                input_key,
+                mode=mode,
+                reply=reply,
+                user=user,
+                params={},
+                event_key=event_key,
+                reservation=reservation,
+            )
 
     @contextlib.asynccontextmanager
-    async def _reserved(self, user: str, task_id: str, *, exempt: bool) -> AsyncIterator["_Reservation"]:
+    async def _reserved(self, user: str, task_id: str, *, exempt: bool) -> AsyncIterator[_Reservation]:
         """Take one of the user's places atomically (no burst of photos can slip past the limits);
         given back if the photo is refused before it is queued, never once its XADD has committed."""
         outcome = await self._reserve(
             keys=[keys.user_active(user), keys.user_recent(user)],
-            args=[task_id, now_ms(), HOUR_MS, self.settings.user_max_active, self.settings.user_max_per_hour,
-                  self.settings.blob_ttl_s, int(exempt)],
+            args=[
+                task_id,
+                now_ms(),
+                HOUR_MS,
+                self.settings.user_max_active,
+                self.settings.user_max_per_hour,
+                self.settings.blob_ttl_s,
+                int(exempt),
+            ],
         )
         if outcome == 1:
             raise Refused("too_many_active", limit=self.settings.user_max_active)
@@ -326,8 +370,17 @@ class Intake:
             await pipe.execute()
 
     async def _enqueue(
-        self, task_id: str, input_key: str, *, mode: str, reply: dict[str, Any], user: str, params: dict[str, Any],
-        event_key: str | None = None, reservation: "_Reservation | None" = None, digest: str = "",
+        self,
+        task_id: str,
+        input_key: str,
+        *,
+        mode: str,
+        reply: dict[str, Any],
+        user: str,
+        params: dict[str, Any],
+        event_key: str | None = None,
+        reservation: _Reservation | None = None,
+        digest: str = "",
     ) -> Submitted:
         """Claim, bookkeeping and stream entry in one script, so a fast worker never races the bookkeeping
         and a crash never leaves a claimed event without its task. After the commit only the place in
@@ -338,8 +391,16 @@ class Intake:
         if event_key is not None:
             script_keys.append(keys.event_claim(_checked_event_key(event_key)))
         entry = [part for pair in task.encode().items() for part in pair]
-        args = [task_id, settings.blob_ttl_s, settings.idempotency_ttl_s, user, mode, task.submitted_at,
-                json.dumps(reply, separators=(",", ":")), *entry]
+        args = [
+            task_id,
+            settings.blob_ttl_s,
+            settings.idempotency_ttl_s,
+            user,
+            mode,
+            task.submitted_at,
+            json.dumps(reply, separators=(",", ":")),
+            *entry,
+        ]
         try:
             outcome = await self._enqueue_script(keys=script_keys, args=args)
         except REDIS_DOWN:
@@ -347,8 +408,11 @@ class Intake:
             if not await self.redis.exists(keys.task(task_id)):
                 raise
             log.warning("task %s was queued though Redis did not confirm it", task_id)
-            outcome = [1, await self.redis.hget(keys.task(task_id), "entry_id"),
-                       await self.redis.hget(keys.task(task_id), "ordinal")]
+            outcome = [
+                1,
+                await self.redis.hget(keys.task(task_id), "entry_id"),
+                await self.redis.hget(keys.task(task_id), "ordinal"),
+            ]
         if int(outcome[0]) == 0:
             first = outcome[1].decode() if isinstance(outcome[1], bytes) else str(outcome[1])
             return await self._first_task(first, await self.redis.hget(script_keys[2], "reply"))

@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 import time
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import quote, urlsplit
 
 from backend.redact import scrub
@@ -29,9 +29,14 @@ HIDDEN = "<secret>"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Noise, not secrets (the filter handles those): per-heartbeat gateway lines, per-request access logs,
 # the Updater's retry chatter, discord.py's per-request DEBUG lines.
-QUIET_LOGGERS = {"discord.gateway": logging.WARNING, "aiohttp.access": logging.WARNING,
-                 "telegram.ext.Updater": logging.WARNING, "httpcore": logging.WARNING,
-                 "discord.http": logging.INFO, "discord.webhook": logging.INFO}
+QUIET_LOGGERS = {
+    "discord.gateway": logging.WARNING,
+    "aiohttp.access": logging.WARNING,
+    "telegram.ext.Updater": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "discord.http": logging.INFO,
+    "discord.webhook": logging.INFO,
+}
 
 
 def about_task(task_id: str | None) -> None:

@@ -15,11 +15,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from prometheus_client import (
-    CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics, generate_latest,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from redis.asyncio import Redis
@@ -64,55 +71,97 @@ def _platform(platform: str) -> str:
 
 # --- tasks (worker) -----------------------------------------------------------------------------
 TASKS_STARTED = Counter("repairbot_tasks_started_total", "Tasks a worker began to run.", ["mode"], registry=REGISTRY)
-TASKS_SUCCEEDED = Counter("repairbot_tasks_succeeded_total", "Tasks that ended with an image.", ["mode"],
-                          registry=REGISTRY)
-TASKS_FAILED = Counter("repairbot_tasks_failed_total", "Tasks that ended failed, by stable error code.",
-                       ["mode", "code"], registry=REGISTRY)
-TASKS_RETRIED = Counter("repairbot_tasks_retried_total", "Transient ComfyUI errors a task was retried after.",
-                        ["mode"], registry=REGISTRY)
-TASKS_CANCELLED = Counter("repairbot_tasks_cancelled_total", "Tasks cancelled by their user or an admin.",
-                          ["mode"], registry=REGISTRY)
-TASKS_DEAD_LETTERED = Counter("repairbot_tasks_dead_lettered_total",
-                              "Task entries moved to the dead-letter stream (malformed, or too many deliveries).",
-                              ["mode"], registry=REGISTRY)
-TASK_RUN_SECONDS = Histogram("repairbot_task_run_seconds", "Time a successful task ran in ComfyUI.", ["mode"],
-                             buckets=RUN_BUCKETS_S, registry=REGISTRY)
-TASK_END_TO_END_SECONDS = Histogram("repairbot_task_end_to_end_seconds",
-                                    "From submission to the finished result being written, any status.",
-                                    ["mode"], buckets=END_TO_END_BUCKETS_S, registry=REGISTRY)
-GPU_SLOT_WAIT_SECONDS = Histogram("repairbot_gpu_slot_wait_seconds",
-                                  "Time a task in hand waited for a free ComfyUI slot.",
-                                  buckets=WAIT_BUCKETS_S, registry=REGISTRY)
+TASKS_SUCCEEDED = Counter(
+    "repairbot_tasks_succeeded_total", "Tasks that ended with an image.", ["mode"], registry=REGISTRY
+)
+TASKS_FAILED = Counter(
+    "repairbot_tasks_failed_total",
+    "Tasks that ended failed, by stable error code.",
+    ["mode", "code"],
+    registry=REGISTRY,
+)
+TASKS_RETRIED = Counter(
+    "repairbot_tasks_retried_total", "Transient ComfyUI errors a task was retried after.", ["mode"], registry=REGISTRY
+)
+TASKS_CANCELLED = Counter(
+    "repairbot_tasks_cancelled_total", "Tasks cancelled by their user or an admin.", ["mode"], registry=REGISTRY
+)
+TASKS_DEAD_LETTERED = Counter(
+    "repairbot_tasks_dead_lettered_total",
+    "Task entries moved to the dead-letter stream (malformed, or too many deliveries).",
+    ["mode"],
+    registry=REGISTRY,
+)
+TASK_RUN_SECONDS = Histogram(
+    "repairbot_task_run_seconds",
+    "Time a successful task ran in ComfyUI.",
+    ["mode"],
+    buckets=RUN_BUCKETS_S,
+    registry=REGISTRY,
+)
+TASK_END_TO_END_SECONDS = Histogram(
+    "repairbot_task_end_to_end_seconds",
+    "From submission to the finished result being written, any status.",
+    ["mode"],
+    buckets=END_TO_END_BUCKETS_S,
+    registry=REGISTRY,
+)
+GPU_SLOT_WAIT_SECONDS = Histogram(
+    "repairbot_gpu_slot_wait_seconds",
+    "Time a task in hand waited for a free ComfyUI slot.",
+    buckets=WAIT_BUCKETS_S,
+    registry=REGISTRY,
+)
 
 # --- ComfyUI, as this worker sees it ---------------------------------------------------------------
-COMFYUI_UP = Gauge("repairbot_comfyui_up", "1 when this worker sends tasks to the instance, 0 while it is down.",
-                   ["instance"], registry=REGISTRY)
-COMFYUI_QUEUE = Gauge("repairbot_comfyui_queue_prompts", "Prompts in the instance's own queue.",
-                      ["instance", "state"], registry=REGISTRY)
+COMFYUI_UP = Gauge(
+    "repairbot_comfyui_up",
+    "1 when this worker sends tasks to the instance, 0 while it is down.",
+    ["instance"],
+    registry=REGISTRY,
+)
+COMFYUI_QUEUE = Gauge(
+    "repairbot_comfyui_queue_prompts", "Prompts in the instance's own queue.", ["instance", "state"], registry=REGISTRY
+)
 
 # --- notifier ----------------------------------------------------------------------------------
-SENDS = Counter("repairbot_notifier_sends_total",
-                "Results handed to a platform: delivered, dead_lettered (undeliverable) or left_pending.",
-                ["platform", "outcome"], registry=REGISTRY)
-SEND_RETRIES = Counter("repairbot_notifier_send_retries_total", "Sends tried again after an error.",
-                       ["platform"], registry=REGISTRY)
-RATE_LIMITED = Counter("repairbot_notifier_rate_limited_total", "Sends the platform asked to retry after a while.",
-                       ["platform"], registry=REGISTRY)
-DELIVERY_SECONDS = Histogram("repairbot_result_delivery_seconds", "From the result being written to it being sent.",
-                             ["platform"], buckets=WAIT_BUCKETS_S, registry=REGISTRY)
+SENDS = Counter(
+    "repairbot_notifier_sends_total",
+    "Results handed to a platform: delivered, dead_lettered (undeliverable) or left_pending.",
+    ["platform", "outcome"],
+    registry=REGISTRY,
+)
+SEND_RETRIES = Counter(
+    "repairbot_notifier_send_retries_total", "Sends tried again after an error.", ["platform"], registry=REGISTRY
+)
+RATE_LIMITED = Counter(
+    "repairbot_notifier_rate_limited_total",
+    "Sends the platform asked to retry after a while.",
+    ["platform"],
+    registry=REGISTRY,
+)
+DELIVERY_SECONDS = Histogram(
+    "repairbot_result_delivery_seconds",
+    "From the result being written to it being sent.",
+    ["platform"],
+    buckets=WAIT_BUCKETS_S,
+    registry=REGISTRY,
+)
 
 # --- intake ------------------------------------------------------------------------------------
-INTAKE_ACCEPTED = Counter("repairbot_intake_accepted_total", "Photos queued.", ["platform", "mode"],
-                          registry=REGISTRY)
-INTAKE_REFUSED = Counter("repairbot_intake_refused_total", "Photos refused at intake, by reason.", ["reason"],
-                         registry=REGISTRY)
+INTAKE_ACCEPTED = Counter("repairbot_intake_accepted_total", "Photos queued.", ["platform", "mode"], registry=REGISTRY)
+INTAKE_REFUSED = Counter(
+    "repairbot_intake_refused_total", "Photos refused at intake, by reason.", ["reason"], registry=REGISTRY
+)
 
 # --- alerts and retention ------------------------------------------------------------------------
 ALERTS_SENT = Counter("repairbot_alerts_sent_total", "Alerts sent to admin chats.", ["alert"], registry=REGISTRY)
-DEAD_LETTERS_TRIMMED = Counter("repairbot_dead_letters_trimmed_total",
-                               "Dead letters removed by retention (age or length).", registry=REGISTRY)
-BLOBS_SWEPT = Counter("repairbot_blobs_swept_total", "Expired blob files removed from the filesystem store.",
-                      registry=REGISTRY)
+DEAD_LETTERS_TRIMMED = Counter(
+    "repairbot_dead_letters_trimmed_total", "Dead letters removed by retention (age or length).", registry=REGISTRY
+)
+BLOBS_SWEPT = Counter(
+    "repairbot_blobs_swept_total", "Expired blob files removed from the filesystem store.", registry=REGISTRY
+)
 
 
 # --- one-line helpers for the instrumented code -----------------------------------------------------
@@ -207,8 +256,10 @@ async def read_queue_numbers(redis: Redis, settings: Settings) -> QueueNumbers:
     now = now_ms()
     for stream in (settings.tasks_stream, settings.results_stream, settings.dead_stream):
         numbers.streams[stream] = int(await redis.xlen(stream))
-    for stream, group in ((settings.tasks_stream, settings.workers_group),
-                          (settings.results_stream, settings.notifiers_group)):
+    for stream, group in (
+        (settings.tasks_stream, settings.workers_group),
+        (settings.results_stream, settings.notifiers_group),
+    ):
         info = await group_info(redis, stream, group)
         if info is None:
             numbers.groups[group] = {"lag": numbers.streams[stream], "pending": 0, "oldest_pending_s": 0}
@@ -220,8 +271,11 @@ async def read_queue_numbers(redis: Redis, settings: Settings) -> QueueNumbers:
             summary = await redis.xpending(stream, group)
             if summary.get("min"):
                 oldest = _age_s(summary["min"], now)
-        numbers.groups[group] = {"lag": int(lag if lag is not None else numbers.streams[stream]),
-                                 "pending": pending, "oldest_pending_s": oldest}
+        numbers.groups[group] = {
+            "lag": int(lag if lag is not None else numbers.streams[stream]),
+            "pending": pending,
+            "oldest_pending_s": oldest,
+        }
         if stream == settings.tasks_stream:
             last = _text(info.get("last-delivered-id") or "0-0")
             first_waiting = await redis.xrange(stream, min=f"({last}", max="+", count=1)
@@ -249,33 +303,49 @@ class QueueCollector:
         stream_len = GaugeMetricFamily("repairbot_stream_length_entries", "XLEN of each stream.", labels=["stream"])
         for stream, length in numbers.streams.items():
             stream_len.add_metric([stream], length)
-        lag = GaugeMetricFamily("repairbot_group_lag_entries", "Entries not yet delivered to the group.",
-                                labels=["group"])
-        pending = GaugeMetricFamily("repairbot_group_pending_entries", "Entries delivered but not acknowledged.",
-                                    labels=["group"])
-        oldest = GaugeMetricFamily("repairbot_group_oldest_pending_age_seconds",
-                                   "Age of the oldest unacknowledged entry of the group.", labels=["group"])
+        lag = GaugeMetricFamily(
+            "repairbot_group_lag_entries", "Entries not yet delivered to the group.", labels=["group"]
+        )
+        pending = GaugeMetricFamily(
+            "repairbot_group_pending_entries", "Entries delivered but not acknowledged.", labels=["group"]
+        )
+        oldest = GaugeMetricFamily(
+            "repairbot_group_oldest_pending_age_seconds",
+            "Age of the oldest unacknowledged entry of the group.",
+            labels=["group"],
+        )
         for group, values in numbers.groups.items():
             lag.add_metric([group], values["lag"])
             pending.add_metric([group], values["pending"])
             oldest.add_metric([group], values["oldest_pending_s"])
         return [
-            stream_len, lag, pending, oldest,
-            GaugeMetricFamily("repairbot_queue_depth_tasks", "Tasks waiting or running (workers' lag + pending).",
-                              value=numbers.depth),
-            GaugeMetricFamily("repairbot_queue_oldest_waiting_age_seconds",
-                              "Age of the oldest task no worker has taken yet.", value=numbers.oldest_waiting_s),
-            GaugeMetricFamily("repairbot_dead_letters_entries", "Entries in the dead-letter stream.",
-                              value=numbers.streams.get(s.dead_stream, 0)),
-            GaugeMetricFamily("repairbot_results_backlog_entries", "Results still to send (notifiers' lag + pending).",
-                              value=numbers.results_backlog),
+            stream_len,
+            lag,
+            pending,
+            oldest,
+            GaugeMetricFamily(
+                "repairbot_queue_depth_tasks", "Tasks waiting or running (workers' lag + pending).", value=numbers.depth
+            ),
+            GaugeMetricFamily(
+                "repairbot_queue_oldest_waiting_age_seconds",
+                "Age of the oldest task no worker has taken yet.",
+                value=numbers.oldest_waiting_s,
+            ),
+            GaugeMetricFamily(
+                "repairbot_dead_letters_entries",
+                "Entries in the dead-letter stream.",
+                value=numbers.streams.get(s.dead_stream, 0),
+            ),
+            GaugeMetricFamily(
+                "repairbot_results_backlog_entries",
+                "Results still to send (notifiers' lag + pending).",
+                value=numbers.results_backlog,
+            ),
             GaugeMetricFamily("repairbot_paused", "1 while the queue is paused.", value=1 if numbers.paused else 0),
         ]
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []  # the families come and go with the lease
-
-
 
 
 def _count_refusal(exc: Refused) -> None:
@@ -287,6 +357,7 @@ def _count_refusal(exc: Refused) -> None:
 def counting_refusals(method: Any) -> Any:
     """Decorates an intake method: each Refused it raises is counted once, nested calls too."""
     if not inspect.iscoroutinefunction(method):
+
         @functools.wraps(method)
         def checked(*args: Any, **kwargs: Any) -> Any:
             try:

@@ -123,8 +123,12 @@ class Notifier(StreamConsumer):
 
     def __init__(self, redis: Redis, settings: Settings, senders: dict[str, Sender], *, concurrency: int = 8):
         super().__init__(
-            redis, role="notifier", min_idle_ms=settings.min_idle_ms, read_batch=settings.read_batch,
-            shutdown_grace_s=settings.shutdown_grace_s, retry_backoff_s=settings.retry_backoff_s,
+            redis,
+            role="notifier",
+            min_idle_ms=settings.min_idle_ms,
+            read_batch=settings.read_batch,
+            shutdown_grace_s=settings.shutdown_grace_s,
+            retry_backoff_s=settings.retry_backoff_s,
             retry_backoff_max_s=settings.retry_backoff_max_s,
         )
         self.settings = settings
@@ -150,8 +154,9 @@ class Notifier(StreamConsumer):
         self._warned_missing: set[str] = set()
         self._move_back = redis.register_script(MOVE_BACK_SCRIPT)
         # As long as a consumer lease: when a dead notifier's entries move on, its claim has lapsed too.
-        self._claims = SendClaims(redis, ttl_ms=int(settings.consumer_lease_s * 1000),
-                                  rounds_ttl_s=settings.delivered_ttl_s)
+        self._claims = SendClaims(
+            redis, ttl_ms=int(settings.consumer_lease_s * 1000), rounds_ttl_s=settings.delivered_ttl_s
+        )
 
     async def alert_admins(self, message: str) -> int:
         """An operations alert (backend.alerts) to each platform's admins through its sender."""
@@ -263,10 +268,9 @@ class Notifier(StreamConsumer):
             event = Event.decode(entry.fields)
             about_task(event.task_id)
             platform = self.platforms.get(event.reply["platform"])
-            if platform is not None and platform.started:
-                if not await self.redis.exists(keys.delivered(event.task_id)):
-                    async with self._slots:
-                        await platform.sender.send_event(event)
+            if platform is not None and platform.started and not await self.redis.exists(keys.delivered(event.task_id)):
+                async with self._slots:
+                    await platform.sender.send_event(event)
         except MalformedRecord as exc:
             log.warning("dropping malformed event %s: %s", entry.entry_id, exc.reason)
         except REDIS_DOWN:
@@ -298,10 +302,16 @@ class Notifier(StreamConsumer):
             # Counted per real delivery round, not per XPENDING delivery (a parked result was read too),
             # and a round a crash cut short is not counted as one that failed (backend.delivery).
             if claim.interrupted_rounds:
-                log.info("result %s: %d earlier delivery round(s) cut short by a crash (limit %d)", result.task_id,
-                         claim.interrupted_rounds, self.settings.max_interrupted_deliveries)
-            if (claim.failed_rounds >= self.settings.max_deliveries
-                    or claim.interrupted_rounds >= self.settings.max_interrupted_deliveries):
+                log.info(
+                    "result %s: %d earlier delivery round(s) cut short by a crash (limit %d)",
+                    result.task_id,
+                    claim.interrupted_rounds,
+                    self.settings.max_interrupted_deliveries,
+                )
+            if (
+                claim.failed_rounds >= self.settings.max_deliveries
+                or claim.interrupted_rounds >= self.settings.max_interrupted_deliveries
+            ):
                 await self._give_up(entry, result, platform, claim)
                 return
             await self._deliver(entry, result, platform, claim)
@@ -311,8 +321,9 @@ class Notifier(StreamConsumer):
         part of the result is in the chat already or a note tried before was itself cut short by a crash
         (the note must not be what keeps killing the notifier)."""
         if claim.failed_rounds >= self.settings.max_deliveries:
-            reason = (f"delivery failed too many times ({claim.failed_rounds} rounds of "
-                      f"{self.settings.send_retries} tries)")
+            reason = (
+                f"delivery failed too many times ({claim.failed_rounds} rounds of {self.settings.send_retries} tries)"
+            )
         else:
             reason = f"the notifier died mid-send {claim.interrupted_rounds} times (crashed or killed while sending it)"
         if claim.interrupted_rounds <= self.settings.max_interrupted_deliveries:
@@ -326,16 +337,27 @@ class Notifier(StreamConsumer):
         if any(value in (SENT, SENT.encode()) for value in parts.values()):
             log.info("result %s partly reached its chat: no failure note", result.task_id)
             return
-        note = Result(result.task_id, "failed", result.reply, mode=result.mode, input=result.input,
-                      error="undeliverable", message=text("undeliverable", user_lang(result.reply)),
-                      user=result.user, worker=result.worker)
+        note = Result(
+            result.task_id,
+            "failed",
+            result.reply,
+            mode=result.mode,
+            input=result.input,
+            error="undeliverable",
+            message=text("undeliverable", user_lang(result.reply)),
+            user=result.user,
+            worker=result.worker,
+        )
         try:
             await platform.ensure_started()
             async with self._slots:
                 await platform.sender.send_result(note)
         except Exception as exc:  # noqa: BLE001 - it is dead-lettered either way; the admins see it there
-            log.warning("could not tell the user that result %s can't be delivered: %s", result.task_id,
-                        scrub(f"{type(exc).__name__}: {exc}"))
+            log.warning(
+                "could not tell the user that result %s can't be delivered: %s",
+                result.task_id,
+                scrub(f"{type(exc).__name__}: {exc}"),
+            )
         await self.redis.delete(keys.send_parts(result.task_id))
 
     async def _claim(self, claim: SendClaim, entry: Entry) -> bool:
@@ -364,8 +386,11 @@ class Notifier(StreamConsumer):
         backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
         for attempt in range(1, self.settings.send_retries + 1):
             if claim.lost or self._stopping.is_set():
-                log.warning("result %s left pending: %s", result.task_id,
-                            "its send claim lapsed" if claim.lost else "notifier stopping")
+                log.warning(
+                    "result %s left pending: %s",
+                    result.task_id,
+                    "its send claim lapsed" if claim.lost else "notifier stopping",
+                )
                 return
             try:
                 await platform.ensure_started()
@@ -395,12 +420,14 @@ class Notifier(StreamConsumer):
                 metrics.send_delivered(platform.name, result.finished_at)
                 log.info("delivered %s result of %s to %s", result.status, result.task_id, platform.name)
                 return
-            log.info("send of %s failed (attempt %d): %s; next try in %.1f s", result.task_id, attempt, last_error,
-                     wait)
+            log.info(
+                "send of %s failed (attempt %d): %s; next try in %.1f s", result.task_id, attempt, last_error, wait
+            )
             await self._sleep(wait)
         await claim.round_failed()
-        log.warning("result %s left pending after %d tries (a failed delivery round): %s", result.task_id, attempt,
-                    last_error)
+        log.warning(
+            "result %s left pending after %d tries (a failed delivery round): %s", result.task_id, attempt, last_error
+        )
         metrics.send_ended(platform.name, "left_pending")
 
     # --- results no notifier here can send ---------------------------------------------------------
@@ -416,8 +443,14 @@ class Notifier(StreamConsumer):
             count = (await pipe.execute())[2]
         if platform not in self._warned_missing:
             self._warned_missing.add(platform)
-            log.warning("no %s sender in this notifier (token unset?): %s results wait in %s (%d now) until a "
-                        "notifier with one starts", platform, platform, waiting, count)
+            log.warning(
+                "no %s sender in this notifier (token unset?): %s results wait in %s (%d now) until a "
+                "notifier with one starts",
+                platform,
+                platform,
+                waiting,
+                count,
+            )
 
     async def _take_back_waiting(self) -> None:
         """Results that waited for a sender this notifier has go back into the results stream."""

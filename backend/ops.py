@@ -77,8 +77,16 @@ class Ops:
     :param blobs: the blob store, swept when it is a filesystem one
     """
 
-    def __init__(self, redis: Redis, settings: Settings, *, worker: Any = None,
-                 deliver: alerts.Deliver | None = None, blobs: Any = None, modes: list[str] | None = None):
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        worker: Any = None,
+        deliver: alerts.Deliver | None = None,
+        blobs: Any = None,
+        modes: list[str] | None = None,
+    ):
         self.redis = redis
         self.settings = settings
         self.worker = worker
@@ -184,8 +192,10 @@ class Ops:
             return
         seen = f"{now_ms()}"
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(COMFYUI_VIEW, mapping={f"{self.owner}|{name}": f"{int(up)}:{seen}"
-                                             for name, up in self.comfyui_up.items()})
+            pipe.hset(
+                COMFYUI_VIEW,
+                mapping={f"{self.owner}|{name}": f"{int(up)}:{seen}" for name, up in self.comfyui_up.items()},
+            )
             pipe.expire(COMFYUI_VIEW, VIEW_KEEP_S)
             await pipe.execute()
 

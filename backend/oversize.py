@@ -25,8 +25,14 @@ class Shrunk:
 
     def note_values(self) -> dict[str, object]:
         w, h = self.original
-        return {"width": w, "height": h, "mp": round(w * h / 1e6, 1), "new_width": self.size[0],
-                "new_height": self.size[1], "new_mp": round(self.size[0] * self.size[1] / 1e6, 1)}
+        return {
+            "width": w,
+            "height": h,
+            "mp": round(w * h / 1e6, 1),
+            "new_width": self.size[0],
+            "new_height": self.size[1],
+            "new_mp": round(self.size[0] * self.size[1] / 1e6, 1),
+        }
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
@@ -49,8 +55,14 @@ def shrink_to_limit(data: bytes, *, max_pixels: int, ceiling_pixels: int) -> Shr
         return None
     width, height = size
     if width * height > ceiling_pixels:
-        raise Refused("too_many_pixels_ceiling", detail=f"{width}x{height}", width=width, height=height,
-                      mp=round(width * height / 1e6, 1), max_mp=max(1, ceiling_pixels // 1_000_000))
+        raise Refused(
+            "too_many_pixels_ceiling",
+            detail=f"{width}x{height}",
+            width=width,
+            height=height,
+            mp=round(width * height / 1e6, 1),
+            max_mp=max(1, ceiling_pixels // 1_000_000),
+        )
     scale = math.sqrt(max_pixels / (width * height))
     target = (max(1, int(width * scale)), max(1, int(height * scale)))
     saved = Image.MAX_IMAGE_PIXELS

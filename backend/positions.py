@@ -70,8 +70,9 @@ class QueueView:
             for task_id in everyone:
                 pipe.hmget(keys.task(task_id), "state", "ordinal")
             rows = dict(zip(everyone, await pipe.execute()))
-        active = sorted(int(ordinal or 0) for state, ordinal in rows.values()
-                        if _str(state) in ("queued", "in_comfyui"))
+        active = sorted(
+            int(ordinal or 0) for state, ordinal in rows.values() if _str(state) in ("queued", "in_comfyui")
+        )
         places = []
         for task_id in task_ids:
             state, ordinal = rows[task_id]
@@ -106,8 +107,7 @@ class QueueView:
 class PositionAnnouncer:
     """Puts position and elapsed-time refreshes of watched tasks on the events stream."""
 
-    def __init__(self, redis: Redis, settings: Settings, *, every_s: float = ANNOUNCE_EVERY_S,
-                 backlog: Any = None):
+    def __init__(self, redis: Redis, settings: Settings, *, every_s: float = ANNOUNCE_EVERY_S, backlog: Any = None):
         self.backlog = backlog  # backend.backlog.Backlog: its waiting photos are started from here
         self.redis = redis
         self.settings = settings
@@ -154,15 +154,17 @@ class PositionAnnouncer:
                 mark = f"{first.position}:{eta}:{len(waiting)}"
                 if announced.get(first.task_id) != mark:
                     announced[first.task_id] = mark
-                    events.append(Event(first.task_id, "queued", reply, position=first.position, eta_s=eta,
-                                        count=len(waiting)))
+                    events.append(
+                        Event(first.task_id, "queued", reply, position=first.position, eta_s=eta, count=len(waiting))
+                    )
             else:
                 if line is not None and line.stage == RUNNING:  # started: the elapsed time goes on
                     events.append(Event(first.task_id, "progress", reply))
         async with self.redis.pipeline(transaction=False) as pipe:
             for event in events:
-                pipe.xadd(self.settings.events_stream, event.encode(), maxlen=self.settings.events_maxlen,
-                          approximate=True)
+                pipe.xadd(
+                    self.settings.events_stream, event.encode(), maxlen=self.settings.events_maxlen, approximate=True
+                )
             if gone:
                 pipe.hdel(WATCHED, *gone)
                 pipe.hdel(ANNOUNCED, *gone)

@@ -90,18 +90,27 @@ async def run_up(settings: Settings, stop: asyncio.Event, *, install_comfyui: bo
         settings = settings.model_copy(update={"comfyui_url": [f"http://127.0.0.1:{settings.comfyui_port}"]})
         if not port_open("127.0.0.1", settings.comfyui_port):
             comfy_child = await comfyui_supervisor.for_up(
-                settings, allow_install=install_comfyui or settings.comfyui_auto_install)
+                settings, allow_install=install_comfyui or settings.comfyui_auto_install
+            )
     bots = [p for p in BOTS if bot_token_set(settings, p)]
-    print(f"repairbot up: Redis {redact_url(settings.redis_url)}, "
-          f"ComfyUI {', '.join(redact_url(url) for url in settings.comfyui_urls)}")
+    print(
+        f"repairbot up: Redis {redact_url(settings.redis_url)}, "
+        f"ComfyUI {', '.join(redact_url(url) for url in settings.comfyui_urls)}"
+    )
     print(f"bots enabled: {', '.join(bots) or 'none (set TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN)'}")
     print("try it without chat:  repairbot submit photo.jpg --wait --out colorized.png", flush=True)
     try:
         async with Services.open(settings) as services:
             worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
             notifier = Notifier(services.redis, settings, build_senders(settings, services))
-            ops = Ops(services.redis, settings, worker=worker, deliver=notifier.alert_admins, blobs=services.blobs,
-                      modes=services.workflows.names)
+            ops = Ops(
+                services.redis,
+                settings,
+                worker=worker,
+                deliver=notifier.alert_admins,
+                blobs=services.blobs,
+                modes=services.workflows.names,
+            )
             parts = [logged("worker", serve(worker, stop)), logged("notifier", serve(notifier, stop))]
             parts += [restarting(p, functools.partial(bot_module(p, "app").serve, settings, stop), stop) for p in bots]
             if comfy_child is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+
 from redis.asyncio import Redis
 
 from backend import keys
@@ -106,4 +107,3 @@ class ResultPublisher:
         failed = [reply for reply in replies if isinstance(reply, Exception) and not is_nogroup(reply)]
         if failed:
             raise failed[0]
-

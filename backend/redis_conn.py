@@ -27,8 +27,11 @@ class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionP
 def connect(settings: Settings) -> Redis:
     timeout = settings.redis_socket_timeout_s
     options = dict(
-        socket_timeout=timeout, socket_connect_timeout=5, health_check_interval=30,
-        max_connections=settings.redis_max_connections, timeout=settings.redis_pool_timeout_s,
+        socket_timeout=timeout,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_s,
     )
     if settings.redis_url.startswith("redis+sentinel://"):
         parts = urlsplit(settings.redis_url)

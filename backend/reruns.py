@@ -1,4 +1,4 @@
-""""Other mode" runs once per photo and mode: a second press finds the first run instead of a new one.
+""" "Other mode" runs once per photo and mode: a second press finds the first run instead of a new one.
 
 The claim is taken before the task is queued (so two quick presses can't both queue), holds the
 task id once queued, and is given back when intake refuses, so a later press may try again.
@@ -6,7 +6,7 @@ task id once queued, and is given back when intake refuses, so a later press may
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 

@@ -44,8 +44,13 @@ async def trim_dead_letters(redis: Redis, settings: Settings) -> int:
         return 0
     for entry_id, fields in doomed:
         why = "too old" if int(entry_id.split("-")[0]) < cutoff_ms else "over DEAD_MAX_LEN"
-        log.info("trimmed dead letter %s (%s): task %s, reason %s", entry_id, why,
-                 _text(fields.get(b"task_id", b"?")), _text(fields.get(b"reason", b"?")))
+        log.info(
+            "trimmed dead letter %s (%s): task %s, reason %s",
+            entry_id,
+            why,
+            _text(fields.get(b"task_id", b"?")),
+            _text(fields.get(b"reason", b"?")),
+        )
     await redis.xdel(settings.dead_stream, *[entry_id for entry_id, _ in doomed])
     metrics.DEAD_LETTERS_TRIMMED.inc(len(doomed))
     return len(doomed)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from backend.settings import Settings
 
@@ -36,7 +37,7 @@ class Services:
     backlog: Backlog  # photos beyond the concurrent cap, started by themselves
 
     @classmethod
-    def create(cls, settings: Settings, *, comfyui: bool = True) -> "Services":
+    def create(cls, settings: Settings, *, comfyui: bool = True) -> Services:
         """Admin gets HTTP-only ComfyUI clients (no WebSocket) for the instances' health and queues;
         with comfyui=False it gets none (and the HTTP client library is not even imported)."""
         from backend.admin import Admin
@@ -84,7 +85,7 @@ class Services:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, settings: Settings, *, comfyui: bool = True) -> AsyncIterator["Services"]:
+    async def open(cls, settings: Settings, *, comfyui: bool = True) -> AsyncIterator[Services]:
         """`async with Services.open(settings) as services:` closes the connections on the way out."""
         services = cls.create(settings, comfyui=comfyui)
         try:

@@ -142,14 +142,14 @@ class Settings(BaseSettings):
     )(_split_commas)
 
     @model_validator(mode="after")
-    def _block_shorter_than_socket_timeout(self) -> "Settings":
+    def _block_shorter_than_socket_timeout(self) -> Settings:
         """A blocking read that outlives the socket timeout would look like a dead Redis."""
         if self.block_ms / 1000 >= self.redis_socket_timeout_s:
             raise ValueError("BLOCK_MS must be shorter than REDIS_SOCKET_TIMEOUT_S (in ms)")
         return self
 
     @model_validator(mode="after")
-    def _min_idle_well_above_the_refresh(self) -> "Settings":
+    def _min_idle_well_above_the_refresh(self) -> Settings:
         """An entry in hand is refreshed every `ownership_refresh_s`; a refresh may come a blocking
         read late. MIN_IDLE_MS at or near that lets a healthy consumer's long task be taken over."""
         if self.consumer_lease_s < 1:

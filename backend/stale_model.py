@@ -61,8 +61,10 @@ def chroma(data: bytes) -> float:
         image.draft("RGB", (THUMB, THUMB))
         small = image.convert("RGB")
         small.thumbnail((THUMB, THUMB))
-    pixels = cast(list[tuple[int, ...]], list(small.get_flattened_data()) if hasattr(small, "get_flattened_data")
-                  else list(small.getdata()))  # an RGB image: one (r, g, b) per pixel
+    pixels = cast(
+        list[tuple[int, ...]],
+        list(small.get_flattened_data()) if hasattr(small, "get_flattened_data") else list(small.getdata()),
+    )  # an RGB image: one (r, g, b) per pixel
     return sum(max(p) - min(p) for p in pixels) / max(len(pixels), 1)
 
 
@@ -99,16 +101,23 @@ async def recover_instance(client: ComfyUI, why: str) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - a failed recovery leaves the grey check as the backstop
         log.warning("could not free ComfyUI %s after %s: %s", client.base_url, why, exc)
         return taken
-    log.warning("ComfyUI %s freed after %s; %d waiting prompt(s) taken back to run again",
-                client.base_url, why, len(taken))
+    log.warning(
+        "ComfyUI %s freed after %s; %d waiting prompt(s) taken back to run again", client.base_url, why, len(taken)
+    )
     return taken
 
 
 def broken_model_error(mode: Mode, base_url: str, before: float, after: float) -> PermanentTaskError:
     """Grey twice, even after /free: the checkpoint itself is missing or broken on that instance."""
-    log.error("ComfyUI %s: mode %s gave a grey image for a grey photo twice (chroma %.1f -> %.1f), even "
-              "after /free: its DDColor checkpoint is missing or broken there. Check with "
-              "`repairbot doctor --probe`; reinstall the weights with `repairbot comfyui install`.",
-              base_url, mode.name, before, after)
-    return PermanentTaskError("model_unavailable", detail=f"grey output after /free on {base_url} "
-                                                          f"(chroma {before:.1f} -> {after:.1f})")
+    log.error(
+        "ComfyUI %s: mode %s gave a grey image for a grey photo twice (chroma %.1f -> %.1f), even "
+        "after /free: its DDColor checkpoint is missing or broken there. Check with "
+        "`repairbot doctor --probe`; reinstall the weights with `repairbot comfyui install`.",
+        base_url,
+        mode.name,
+        before,
+        after,
+    )
+    return PermanentTaskError(
+        "model_unavailable", detail=f"grey output after /free on {base_url} (chroma {before:.1f} -> {after:.1f})"
+    )

@@ -15,10 +15,10 @@ last result is in).
 from __future__ import annotations
 
 import hashlib
-import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -138,7 +138,7 @@ async def known_run_s(redis: Redis) -> float | None:
 
 
 def queued_text(lang: str, position: int, eta_s: int | None, *, count: int = 1) -> str:
-    """"Queued — #N in line, about M s." (no estimate while run times are unknown)."""
+    """ "Queued — #N in line, about M s." (no estimate while run times are unknown)."""
     if count > 1:
         key = "queued_album" if eta_s else "queued_album_no_eta"
         return text(key, lang, count=count, position=position, eta=eta_s)
@@ -146,7 +146,7 @@ def queued_text(lang: str, position: int, eta_s: int | None, *, count: int = 1) 
 
 
 def running_text(lang: str, *, elapsed_s: float, estimate_s: float | None, retrying: bool = False) -> str:
-    """"Colorizing… 4 s (about 6 s)": the elapsed time, with an estimate when run times are known."""
+    """ "Colorizing… 4 s (about 6 s)": the elapsed time, with an estimate when run times are known."""
     if retrying:
         return text("retrying", lang)
     elapsed = int(elapsed_s)
@@ -156,16 +156,18 @@ def running_text(lang: str, *, elapsed_s: float, estimate_s: float | None, retry
     return text("running", lang, elapsed=elapsed) if elapsed else text("started", lang)
 
 
-def render_event(event: Event, line: Line | None, run_s: float | None, lang: str, *, now_ms: int | None = None
-                 ) -> tuple[int, str]:
+def render_event(
+    event: Event, line: Line | None, run_s: float | None, lang: str, *, now_ms: int | None = None
+) -> tuple[int, str]:
     """The stage and the sentence an event puts on its status message."""
     note = f"\n{line.note}" if line is not None and line.note else ""
     if event.state == "queued":
         return QUEUED, queued_text(lang, event.position, event.eta_s or None, count=max(1, event.count)) + note
     running_since = line.since_ms if line is not None and line.stage == RUNNING else None
     elapsed = ((now_ms or _now_ms()) - running_since) / 1000 if running_since else 0.0
-    return RUNNING, running_text(lang, elapsed_s=max(0.0, elapsed), estimate_s=run_s,
-                                 retrying=event.state == "retrying") + note
+    return RUNNING, running_text(
+        lang, elapsed_s=max(0.0, elapsed), estimate_s=run_s, retrying=event.state == "retrying"
+    ) + note
 
 
 def _str(value: Any) -> str:

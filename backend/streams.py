@@ -21,11 +21,12 @@ import contextlib
 import logging
 import secrets
 import socket
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from redis.asyncio import Redis
 from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from backend import keys
@@ -238,9 +239,11 @@ class ConsumerGroup:
     async def _renew(self) -> bool:
         """Extend our lease if it is still ours; False when another process holds the name now."""
         sent = self._now()
-        outcome = int(await self._bounded(
-            self._renew_lease(keys=[self._lease_key(self.consumer)], args=[self._token, int(self.lease_s * 1000)])
-        ))
+        outcome = int(
+            await self._bounded(
+                self._renew_lease(keys=[self._lease_key(self.consumer)], args=[self._token, int(self.lease_s * 1000)])
+            )
+        )
         if outcome == 0:
             return False
         if outcome == 2:
@@ -257,8 +260,7 @@ class ConsumerGroup:
         """
         former, former_token = self.consumer, self._token
         self._name_lost = True
-        log.warning("consumer %s lost its lease (stalled longer than %g s?): taking a name again",
-                    former, self.lease_s)
+        log.warning("consumer %s lost its lease (stalled longer than %g s?): taking a name again", former, self.lease_s)
         await self._bounded(self._release_lease(keys=[self._lease_key(former)], args=[former_token]))
         await self._take_a_name()
         # Entries still under the old name are ours unless another process has taken that name since.
@@ -339,9 +341,13 @@ class ConsumerGroup:
         except ResponseError as exc:
             if not is_nogroup(exc):
                 raise
-            log.error("group %s is missing: Redis lost its data (restarted empty?). Re-creating it; entries "
-                      "of %s that no consumer held are gone and nobody can tell their users. Run Redis with "
-                      "AOF (appendfsync always) to keep them", self.group, ", ".join(self.streams))
+            log.error(
+                "group %s is missing: Redis lost its data (restarted empty?). Re-creating it; entries "
+                "of %s that no consumer held are gone and nobody can tell their users. Run Redis with "
+                "AOF (appendfsync always) to keep them",
+                self.group,
+                ", ".join(self.streams),
+            )
             await self.ensure_groups()
             with contextlib.suppress(Exception):  # counted for the admins' alert (backend.alerts)
                 await self._bounded(self.redis.hincrby(keys.DATA_LOST, self.group, 1))
@@ -375,8 +381,9 @@ class ConsumerGroup:
         """
         while True:
             reply = await self._with_groups(
-                lambda after=after: self.redis.xreadgroup(self.group, self.consumer, {s: after for s in self.streams},
-                                              count=count)
+                lambda after=after: self.redis.xreadgroup(
+                    self.group, self.consumer, {s: after for s in self.streams}, count=count
+                )
             )
             entries = self._entries(reply)
             for gone in (e for e in entries if not e.fields):  # trimmed away while pending: nothing left to do
@@ -443,8 +450,12 @@ class ConsumerGroup:
                 continue
             claimed = await self._with_groups(
                 lambda entry=entry, idle_ms=idle_ms: self.redis.xclaim(
-                    entry.stream, self.group, self.consumer, min_idle_time=idle_ms,
-                    message_ids=[entry.entry_id], justid=True,
+                    entry.stream,
+                    self.group,
+                    self.consumer,
+                    min_idle_time=idle_ms,
+                    message_ids=[entry.entry_id],
+                    justid=True,
                 )
             )
             if not claimed:  # someone claimed it between our look and our claim
@@ -486,8 +497,11 @@ class ConsumerGroup:
                 consumers = await self._bounded(self.redis.xinfo_consumers(stream, self.group))
             except ResponseError:
                 continue  # no stream or no group yet: nothing pending
-            holding = [_text(c.get("name", "")) for c in consumers
-                       if int(c.get("pending") or 0) and _text(c.get("name", "")) != self.consumer]
+            holding = [
+                _text(c.get("name", ""))
+                for c in consumers
+                if int(c.get("pending") or 0) and _text(c.get("name", "")) != self.consumer
+            ]
             if not holding:
                 continue
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -522,8 +536,13 @@ class ConsumerGroup:
                 else:  # trimmed away while pending: nothing left to do
                     await self.ack(Entry(stream, _text(claimed_id), {}))
         if claimed:
-            log.warning("took over %d entr%s of %s from %s, whose lease lapsed (it died)",
-                        len(claimed), "y" if len(claimed) == 1 else "ies", stream, dead)
+            log.warning(
+                "took over %d entr%s of %s from %s, whose lease lapsed (it died)",
+                len(claimed),
+                "y" if len(claimed) == 1 else "ies",
+                stream,
+                dead,
+            )
         return claimed
 
     async def prune_idle_consumers(self, idle_ms: int) -> None:
@@ -535,8 +554,11 @@ class ConsumerGroup:
                 continue
             for consumer in consumers:
                 name = _text(consumer.get("name", ""))
-                if name != self.consumer and not int(consumer.get("pending") or 0) \
-                        and int(consumer.get("idle") or 0) > idle_ms:
+                if (
+                    name != self.consumer
+                    and not int(consumer.get("pending") or 0)
+                    and int(consumer.get("idle") or 0) > idle_ms
+                ):
                     await self._bounded(self.redis.xgroup_delconsumer(stream, self.group, name))
                     log.info("forgot idle consumer %s of %s", name, self.group)
 
@@ -604,8 +626,15 @@ class StreamConsumer:
     group: ConsumerGroup  # made by the subclass, with itself as the holder
 
     def __init__(
-        self, redis: Redis, *, role: str, min_idle_ms: int = 60_000, read_batch: int = 16,
-        shutdown_grace_s: float = 30.0, retry_backoff_s: float = 1.0, retry_backoff_max_s: float = 30.0,
+        self,
+        redis: Redis,
+        *,
+        role: str,
+        min_idle_ms: int = 60_000,
+        read_batch: int = 16,
+        shutdown_grace_s: float = 30.0,
+        retry_backoff_s: float = 1.0,
+        retry_backoff_max_s: float = 30.0,
     ) -> None:
         self.redis = redis
         self.role = role
@@ -677,8 +706,9 @@ class StreamConsumer:
             self.log.info("%s %s stopped", self.role, self.group.consumer or "(no name yet)")
 
     async def _until_redis_answers(self, call: Callable[[], Awaitable[T]]) -> T:
-        return await retry_while_redis_down(call, self._stopping, first_s=self.retry_backoff_s,
-                                            max_s=self.retry_backoff_max_s)
+        return await retry_while_redis_down(
+            call, self._stopping, first_s=self.retry_backoff_s, max_s=self.retry_backoff_max_s
+        )
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -719,5 +749,8 @@ class StreamConsumer:
             task.cancel()
         if unfinished:
             await asyncio.wait(unfinished, timeout=5)
-            self.log.warning("handed back %d unfinished task(s): what they held stays pending for the next %s",
-                             len(unfinished), self.role)
+            self.log.warning(
+                "handed back %d unfinished task(s): what they held stays pending for the next %s",
+                len(unfinished),
+                self.role,
+            )

@@ -27,8 +27,14 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 
 
 async def submit_file(
-    settings: Settings, path: Path, stop: asyncio.Event, *, mode: str | None = None, wait: bool = False,
-    out: Path | None = None, timeout_s: float = 600.0,
+    settings: Settings,
+    path: Path,
+    stop: asyncio.Event,
+    *,
+    mode: str | None = None,
+    wait: bool = False,
+    out: Path | None = None,
+    timeout_s: float = 600.0,
 ) -> int:
     """Queue `path` (as the local user, exempt from chat limits); with `wait`, save the result to `out`
     (default: next to the photo, `<name>.color.png`)."""
@@ -41,7 +47,10 @@ async def submit_file(
         start_id = await _last_result_id(services, settings)
         try:
             submitted = await services.intake.submit(
-                data, mode=mode or settings.default_mode, reply={"platform": "cli"}, user=f"cli:{_local_user()}",
+                data,
+                mode=mode or settings.default_mode,
+                reply={"platform": "cli"},
+                user=f"cli:{_local_user()}",
                 exempt=True,
             )
         except Refused as exc:
@@ -55,7 +64,7 @@ async def submit_file(
             result = await asyncio.wait_for(
                 _wait_for_result(services, settings, submitted.task_id, start_id, stop), timeout=timeout_s
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             print(f"No result within {timeout_s:g} s; the task is still queued. [timeout]", file=sys.stderr)
             return EXIT_TIMEOUT
         except MalformedRecord as exc:

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Any, Awaitable, Callable, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from backend.backoff import Backoff, wait_event
 

@@ -11,8 +11,9 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from backend.blobs import BLOB_KEY
 from backend.redact import scrub
@@ -213,7 +214,7 @@ class Task:
         return fields
 
     @classmethod
-    def decode(cls, fields: Mapping[Any, Any]) -> "Task":
+    def decode(cls, fields: Mapping[Any, Any]) -> Task:
         _check_version(fields)
         return cls(
             task_id=_matching(fields, "task_id", _TASK_ID),
@@ -262,7 +263,7 @@ class Result:
         }
 
     @classmethod
-    def decode(cls, fields: Mapping[Any, Any]) -> "Result":
+    def decode(cls, fields: Mapping[Any, Any]) -> Result:
         _check_version(fields)
         status = _text(fields, "status")
         if status not in RESULT_STATUSES:
@@ -312,7 +313,7 @@ class Event:
         }
 
     @classmethod
-    def decode(cls, fields: Mapping[Any, Any]) -> "Event":
+    def decode(cls, fields: Mapping[Any, Any]) -> Event:
         _check_version(fields)
         state = _text(fields, "state")
         if state not in EVENT_STATES:
@@ -396,7 +397,7 @@ class DeadLetter:
             return 0
 
     @classmethod
-    def from_entry(cls, entry_id: Any, raw: Mapping[Any, Any]) -> "DeadLetter":
+    def from_entry(cls, entry_id: Any, raw: Mapping[Any, Any]) -> DeadLetter:
         def text(v: Any) -> str:
             return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 

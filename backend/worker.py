@@ -69,8 +69,12 @@ class Worker(StreamConsumer):
         executor: Executor | None = None,
     ):
         super().__init__(
-            redis, role="worker", min_idle_ms=settings.min_idle_ms, read_batch=settings.read_batch,
-            shutdown_grace_s=settings.shutdown_grace_s, retry_backoff_s=settings.retry_backoff_s,
+            redis,
+            role="worker",
+            min_idle_ms=settings.min_idle_ms,
+            read_batch=settings.read_batch,
+            shutdown_grace_s=settings.shutdown_grace_s,
+            retry_backoff_s=settings.retry_backoff_s,
             retry_backoff_max_s=settings.retry_backoff_max_s,
         )
         self.settings = settings
@@ -147,8 +151,9 @@ class Worker(StreamConsumer):
         for entry in entries:
             held = self._inflight.get(entry.entry_id)
             if held is not None:
-                log.warning("task entry %s was taken over by another worker while running here: stopping it",
-                            entry.entry_id)
+                log.warning(
+                    "task entry %s was taken over by another worker while running here: stopping it", entry.entry_id
+                )
                 self._taken_away.add(entry.entry_id)
                 held[1].cancel()
 
@@ -183,8 +188,11 @@ class Worker(StreamConsumer):
         """
         if not self._stopping.is_set() and self._capacity() > 0 and not await self.redis.exists(keys.PAUSED):
             # One at a time: each is a suspect, run alone (and XAUTOCLAIM counts a delivery for all it returns).
-            reclaimed = [entry for entry in await self.group.reclaim_stale(self.settings.min_idle_ms, count=1)
-                         if entry.entry_id not in self._inflight]
+            reclaimed = [
+                entry
+                for entry in await self.group.reclaim_stale(self.settings.min_idle_ms, count=1)
+                if entry.entry_id not in self._inflight
+            ]
             for entry in reclaimed:
                 log.info("reclaimed stale task entry %s (delivery %d)", entry.entry_id, entry.deliveries)
             await self._spawn_all(reclaimed)
@@ -271,8 +279,9 @@ class Worker(StreamConsumer):
                 # restart that lost everything, this copy is the only one left.
                 held = "its result" if result is not None else "the task"
                 delay = backoff.next_delay()
-                log.warning("task %s: Redis unreachable (%s); keeping %s, retrying in %.1f s",
-                            task.task_id, exc, held, delay)
+                log.warning(
+                    "task %s: Redis unreachable (%s); keeping %s, retrying in %.1f s", task.task_id, exc, held, delay
+                )
                 await asyncio.sleep(delay)
                 checks = None
             except Exception as exc:  # noqa: BLE001 - leave it pending: redelivery counts towards the DLQ
@@ -282,9 +291,12 @@ class Worker(StreamConsumer):
     async def _outcome(self, entry: Entry, task: Task, checks: _Prechecks | None) -> Result | None:
         """The task's result to write, or None when it is already dealt with (re-published, given up)."""
         if checks is None:
-            checks = _Prechecks(task, await self.redis.hgetall(keys.result(task.task_id)),
-                                await self._handed_back(task),
-                                bool(await self.redis.exists(keys.cancelled(task.task_id))))
+            checks = _Prechecks(
+                task,
+                await self.redis.hgetall(keys.result(task.task_id)),
+                await self._handed_back(task),
+                bool(await self.redis.exists(keys.cancelled(task.task_id))),
+            )
         if await self._republish_stored(entry, task, checks.stored):
             return None
         deliveries = entry.deliveries - checks.handed_back
@@ -306,8 +318,12 @@ class Worker(StreamConsumer):
             while any(entry_id not in self._suspects for entry_id in self._inflight):
                 self._task_done.clear()
                 await wait_event(self._task_done, 1.0)
-            log.warning("running task %s alone: it was in flight when a worker died (delivery %d of at most %d)",
-                        task.task_id, deliveries, self.settings.max_deliveries)
+            log.warning(
+                "running task %s alone: it was in flight when a worker died (delivery %d of at most %d)",
+                task.task_id,
+                deliveries,
+                self.settings.max_deliveries,
+            )
             return await self._run(task)
 
     async def _handed_back(self, task: Task) -> int:
@@ -327,8 +343,14 @@ class Worker(StreamConsumer):
         except (MalformedRecord, ValueError, TypeError):
             reply, task_id = None, ""
         if reply is not None and task_id.isalnum() and 8 <= len(task_id) <= 64:
-            failed = Result(task_id, "failed", reply, error="malformed_task",
-                            message=text("malformed_task", user_lang(reply)), worker=self.name)
+            failed = Result(
+                task_id,
+                "failed",
+                reply,
+                error="malformed_task",
+                message=text("malformed_task", user_lang(reply)),
+                worker=self.name,
+            )
             await self.redis.xadd(self.settings.results_stream, failed.encode())
         await self.group.dead_letter(entry, reason=f"malformed task: {exc.reason}")
         metrics.task_dead_lettered("")
@@ -348,8 +370,14 @@ class Worker(StreamConsumer):
         return True
 
     def _result(
-        self, task: Task, status: str, code: str = "", *, values: dict[str, Any] | None = None,
-        output: str = "", run_ms: int = 0,
+        self,
+        task: Task,
+        status: str,
+        code: str = "",
+        *,
+        values: dict[str, Any] | None = None,
+        output: str = "",
+        run_ms: int = 0,
     ) -> Result:
         """A result; a failure's message is the catalog sentence in the user's language, values filled."""
         queued_ms = max(0, now_ms() - task.submitted_at - run_ms)
@@ -393,9 +421,15 @@ class Worker(StreamConsumer):
         """The result, its bookkeeping and the XACK of the task entry, in one transaction."""
         await self.publisher.publish(result, user=task.user, stream=entry.stream, entry_id=entry.entry_id)
         metrics.task_finished(task.mode, result.status, result.error, run_ms=result.run_ms, queued_ms=result.queued_ms)
-        log.info("task %s %s: mode %s, %s, ran %.1f s after %.1f s in line", task.task_id, result.status,
-                 task.mode, result.error or "no error", result.run_ms / 1000, result.queued_ms / 1000)
-
+        log.info(
+            "task %s %s: mode %s, %s, ran %.1f s after %.1f s in line",
+            task.task_id,
+            result.status,
+            task.mode,
+            result.error or "no error",
+            result.run_ms / 1000,
+            result.queued_ms / 1000,
+        )
 
 
 @dataclass(frozen=True)

@@ -175,8 +175,18 @@ def _load_mode(name: str, entry: dict[str, Any], folder: Path) -> Mode:
     choosable = entry.get("choosable", False)
     if not isinstance(choosable, bool):
         raise WorkflowError(f"mode {name}: choosable must be true or false")
-    return Mode(name, template, input_node, output_node, descriptions.get("en", ""), params, labels=labels,
-                descriptions=descriptions, caption_words=tuple(w.strip().lower() for w in words), choosable=choosable)
+    return Mode(
+        name,
+        template,
+        input_node,
+        output_node,
+        descriptions.get("en", ""),
+        params,
+        labels=labels,
+        descriptions=descriptions,
+        caption_words=tuple(w.strip().lower() for w in words),
+        choosable=choosable,
+    )
 
 
 def _per_language(name: str, what: str, value: Any) -> dict[str, str]:
@@ -199,7 +209,7 @@ class Workflows:
         self.modes = modes
 
     @classmethod
-    def load(cls, folder: Path) -> "Workflows":
+    def load(cls, folder: Path) -> Workflows:
         folder = Path(folder)
         manifest_path = folder / "modes.toml"
         try:

@@ -40,9 +40,17 @@ async def enqueue(count: int) -> None:
 
 
 def work() -> None:
-    worker = Worker(functions=[noop], redis_settings=RedisSettings.from_dsn(os.environ["REDIS_URL"]),
-                    burst=True, poll_delay=0, max_jobs=1000, keep_result=0, max_tries=1,
-                    health_check_interval=3600, handle_signals=False)
+    worker = Worker(
+        functions=[noop],
+        redis_settings=RedisSettings.from_dsn(os.environ["REDIS_URL"]),
+        burst=True,
+        poll_delay=0,
+        max_jobs=1000,
+        keep_result=0,
+        max_tries=1,
+        health_check_interval=3600,
+        handle_signals=False,
+    )
     worker.run()
 
 

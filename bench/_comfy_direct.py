@@ -22,7 +22,7 @@ class DirectClient:
         self.client_id = uuid.uuid4().hex
         self.done: dict[str, asyncio.Future[None]] = {}
 
-    async def __aenter__(self) -> "DirectClient":
+    async def __aenter__(self) -> DirectClient:
         self.session = aiohttp.ClientSession()
         self.socket = await self.session.ws_connect(f"{self.base_url}/ws?clientId={self.client_id}")
         self.reader = asyncio.create_task(self._read())

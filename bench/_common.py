@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -63,8 +64,21 @@ def private_redis(*, maxmemory: str = "") -> Iterator[str]:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="repairbot-bench-") as tmp:
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", tmp, "--logfile", str(Path(tmp) / "redis.log")]
+        args = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+            "--logfile",
+            str(Path(tmp) / "redis.log"),
+        ]
         if maxmemory:
             args += ["--maxmemory", maxmemory]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -127,8 +141,12 @@ def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
 def write_json(name: str, out: Path | None, data: dict[str, Any]) -> Path:
     path = out or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"bench": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **data}
+    data = {
+        "bench": name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        **data,
+    }
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"\nwrote {path}")
     return path

@@ -53,8 +53,17 @@ class CountingSender:
         self.count = len(self.times)
         if self.count == self.expect:
             partial = self.report.with_suffix(".part")
-            partial.write_text(json.dumps({"count": self.count, "first": self.first, "last": self.last,
-                                           "times": self.times, "finished": self.finished}))
+            partial.write_text(
+                json.dumps(
+                    {
+                        "count": self.count,
+                        "first": self.first,
+                        "last": self.last,
+                        "times": self.times,
+                        "finished": self.finished,
+                    }
+                )
+            )
             partial.rename(self.report)
 
 

@@ -24,19 +24,35 @@ class QueueLayer:
     def __init__(self, redis_url: str, workers: int, expect: int, tmp: Path, **env: Any):
         self.redis_url, self.workers, self.expect = redis_url, workers, expect
         self.report = tmp / f"delivered-{time.monotonic_ns()}.json"
-        self.env = child_env(redis_url, EXECUTOR="noop", BENCH_EXPECT=expect, BENCH_REPORT=self.report,
-                             QUEUE_CAP=max(500, expect * 2), READ_BATCH=env.pop("READ_BATCH", 128),
-                             BLOCK_MS=200, **env)
+        self.env = child_env(
+            redis_url,
+            EXECUTOR="noop",
+            BENCH_EXPECT=expect,
+            BENCH_REPORT=self.report,
+            QUEUE_CAP=max(500, expect * 2),
+            READ_BATCH=env.pop("READ_BATCH", 128),
+            BLOCK_MS=200,
+            **env,
+        )
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start_workers(self) -> None:
         for _ in range(self.workers):
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"], cwd=ROOT,
-                                               env=self.env, stdout=subprocess.DEVNULL))
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "backend.cli", "worker"], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL
+                )
+            )
 
     def start_notifier(self) -> None:
-        self.procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "_notifier.py")], cwd=ROOT,
-                                           env=self.env, stdout=subprocess.DEVNULL))
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "_notifier.py")],
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+            )
+        )
 
     def wait(self, timeout: float = 600.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -49,7 +65,7 @@ class QueueLayer:
             time.sleep(0.01)
         return json.loads(self.report.read_text())
 
-    def __enter__(self) -> "QueueLayer":
+    def __enter__(self) -> QueueLayer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -62,8 +78,9 @@ class QueueLayer:
                 proc.kill()
 
 
-async def enqueue(redis_url: str, count: int, *, concurrency: int = 32, image: bytes | None = None,
-                  rate: float | None = None) -> tuple[float, dict[str, float]]:
+async def enqueue(
+    redis_url: str, count: int, *, concurrency: int = 32, image: bytes | None = None, rate: float | None = None
+) -> tuple[float, dict[str, float]]:
     """Submit `count` tasks through Intake.submit; returns (seconds taken, submit time per task id).
 
     With `rate`, submissions are paced at that many per second instead of as fast as possible."""
@@ -79,8 +96,9 @@ async def enqueue(redis_url: str, count: int, *, concurrency: int = 32, image: b
     async def one(index: int) -> None:
         async with gate:
             began = time.time()
-            done = await services.intake.submit(image, mode="preview", reply={"platform": "test"},
-                                                user=f"test:{index}", exempt=True)
+            done = await services.intake.submit(
+                image, mode="preview", reply={"platform": "test"}, user=f"test:{index}", exempt=True
+            )
             submitted[done.task_id] = began
 
     began = time.perf_counter()

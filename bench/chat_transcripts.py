@@ -70,8 +70,14 @@ async def settle(fake, chat_id: int, quiet_s: float = 1.5, timeout: float = 40) 
 
 async def telegram_flows(settings: Settings, comfy: FakeComfyUI, pictures: Path | None) -> None:
     fake = await FakeTelegram().start()
-    tg = settings.model_copy(update={"telegram_bot_token": SecretStr(fake.token), "telegram_api_base": fake.api_base,
-                                     "telegram_file_base": fake.file_base, "telegram_admin_ids": [ADMIN]})
+    tg = settings.model_copy(
+        update={
+            "telegram_bot_token": SecretStr(fake.token),
+            "telegram_api_base": fake.api_base,
+            "telegram_file_base": fake.file_base,
+            "telegram_admin_ids": [ADMIN],
+        }
+    )
     services = Services.create(tg)
     app = build_application(tg, services, rate_limiter=FloodAwareRateLimiter(overall_max_rate=0, group_max_rate=0))
     sender = telegram_sender(tg, services.blobs, overall_max_rate=0, group_max_rate=0, progress_every_s=1.0)
@@ -91,10 +97,14 @@ async def telegram_flows(settings: Settings, comfy: FakeComfyUI, pictures: Path 
             async def album(u: ChatUser) -> None:
                 for _ in range(3):
                     await u.send_photo(PHOTO, media_group_id=f"album{u.id}")
+
             await flow("Telegram: an album of 3", album)
             await flow("Telegram: a photo sent as a file", lambda u: u.send_document(PHOTO, name="scan.jpg"))
-            await flow("Telegram: 48 MP, over the 40 MP limit (shrunk)",
-                       lambda u: u.send_document(big_png((8000, 6000)), mime="image/png", name="huge.png"), quiet_s=6)
+            await flow(
+                "Telegram: 48 MP, over the 40 MP limit (shrunk)",
+                lambda u: u.send_document(big_png((8000, 6000)), mime="image/png", name="huge.png"),
+                quiet_s=6,
+            )
 
             async def failure(u: ChatUser) -> None:
                 comfy.fail_next_runtime = "CUDA out of memory"
@@ -103,6 +113,7 @@ async def telegram_flows(settings: Settings, comfy: FakeComfyUI, pictures: Path 
                 edit = [c for c in fake.calls_to("editMessageText") if int(c["chat_id"]) == u.id][-1]
                 retry = edit["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
                 await u.press(retry, edit["message_id"])
+
             await flow("Telegram: a failure, then Retry", failure)
 
             async def other_and_compare(u: ChatUser) -> None:
@@ -114,6 +125,7 @@ async def telegram_flows(settings: Settings, comfy: FakeComfyUI, pictures: Path 
                 await u.press(other, photo.result["message_id"])  # pressed twice: runs once
                 await settle(fake, u.id)
                 await u.press(compare, photo.result["message_id"])
+
             user = await flow("Telegram: Other mode (pressed twice), then Compare", other_and_compare)
             if pictures is not None:
                 compare = [c for c in fake.calls_to("sendPhoto") if int(c["chat_id"]) == user.id][-1]
@@ -125,6 +137,7 @@ async def telegram_flows(settings: Settings, comfy: FakeComfyUI, pictures: Path 
                 await fake.wait_for(lambda: any(t.startswith("Colorizing") for t in u.texts()))
                 edit = [c for c in fake.calls_to("editMessageText") if int(c["chat_id"]) == u.id][-1]
                 await u.press(edit["reply_markup"]["inline_keyboard"][0][0]["callback_data"], edit["message_id"])
+
             await flow("Telegram: Cancel while colorizing", cancel)
             comfy.delay_s = 1.0
             await flow("Telegram: a Chinese user", lambda u: u.send_photo(PHOTO), lang="zh-hans")
@@ -145,10 +158,16 @@ async def discord_flows(settings: Settings, comfy: FakeComfyUI) -> None:
     fake = await FakeDiscord().start()
     Route.BASE = fake.api_base
     DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
-    dc = settings.model_copy(update={"discord_bot_token": SecretStr("test-token"), "discord_api_base": fake.api_base,
-                                     "discord_gateway_url": fake.gateway_url})
-    async with running_pipeline(dc, {"discord": discord_sender(dc, Services.create(dc).blobs,
-                                                                progress_every_s=1.0)}) as services:
+    dc = settings.model_copy(
+        update={
+            "discord_bot_token": SecretStr("test-token"),
+            "discord_api_base": fake.api_base,
+            "discord_gateway_url": fake.gateway_url,
+        }
+    )
+    async with running_pipeline(
+        dc, {"discord": discord_sender(dc, Services.create(dc).blobs, progress_every_s=1.0)}
+    ) as services:
         bot = RepairBot(services, guild_ready_timeout=0.05)
         runner = asyncio.create_task(bot.start("test-token"))
         while not bot.is_ready():
@@ -157,8 +176,9 @@ async def discord_flows(settings: Settings, comfy: FakeComfyUI) -> None:
             await asyncio.sleep(0.05)
         try:
             attachment = fake.add_file(PHOTO, "old.jpg")
-            slash = fake.slash("colorize", [{"name": "image", "type": 11, "value": attachment["id"]}],
-                               attachments=[attachment])
+            slash = fake.slash(
+                "colorize", [{"name": "image", "type": 11, "value": attachment["id"]}], attachments=[attachment]
+            )
             await fake.push_interaction(slash)
             await fake.wait_for_call("DELETE", rf"/webhooks/{APP_ID}/{slash['token']}/messages/@original", timeout=40)
             show("Discord: /colorize", discord_interaction(fake, slash["token"]))
@@ -171,15 +191,26 @@ async def discord_flows(settings: Settings, comfy: FakeComfyUI) -> None:
 
             comfy.delay_s = 4
             attachment = fake.add_file(PHOTO, "old.jpg")
-            doomed = fake.slash("colorize", [{"name": "image", "type": 11, "value": attachment["id"]}],
-                                attachments=[attachment])
+            doomed = fake.slash(
+                "colorize", [{"name": "image", "type": 11, "value": attachment["id"]}], attachments=[attachment]
+            )
             await fake.push_interaction(doomed)
-            original = await fake.wait_for(lambda: next((c.json for c in reversed(fake.calls_to(
-                "PATCH", rf"/webhooks/{APP_ID}/{doomed['token']}/messages/@original"))
-                if c.json.get("components")), None))
+            original = await fake.wait_for(
+                lambda: next(
+                    (
+                        c.json
+                        for c in reversed(
+                            fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/{doomed['token']}/messages/@original")
+                        )
+                        if c.json.get("components")
+                    ),
+                    None,
+                )
+            )
             cancel = original["components"][0]["components"][0]["custom_id"]
-            await fake.push_interaction(fake.button_click(cancel, {**original, "id": "9999", "channel_id": "500",
-                                                                   "author": {"id": "111"}}))
+            await fake.push_interaction(
+                fake.button_click(cancel, {**original, "id": "9999", "channel_id": "500", "author": {"id": "111"}})
+            )
             await fake.wait_for_call("DELETE", rf"/webhooks/{APP_ID}/{doomed['token']}/messages/@original", timeout=40)
             show("Discord: Cancel while queued or colorizing", discord_interaction(fake, doomed["token"]))
         finally:
@@ -199,10 +230,19 @@ async def main() -> None:
         comfy = FakeComfyUI(delay_s=1.0)
         await comfy.start()
         try:
-            settings = Settings(_env_file=None, redis_url=redis.url, comfyui_url=comfy.url,
-                                blob_dir=Path(scratch) / "blobs", var_dir=Path(scratch) / "var", block_ms=200,
-                                min_idle_ms=3000, retry_backoff_s=0.05, retry_backoff_max_s=0.5,
-                                status_refresh_s=1.0, task_timeout_s=30)
+            settings = Settings(
+                _env_file=None,
+                redis_url=redis.url,
+                comfyui_url=comfy.url,
+                blob_dir=Path(scratch) / "blobs",
+                var_dir=Path(scratch) / "var",
+                block_ms=200,
+                min_idle_ms=3000,
+                retry_backoff_s=0.05,
+                retry_backoff_max_s=0.5,
+                status_refresh_s=1.0,
+                task_timeout_s=30,
+            )
             await telegram_flows(settings, comfy, args.pictures)
             comfy.delay_s = 1.0
             await discord_flows(settings, comfy)

@@ -19,9 +19,20 @@ import asyncio  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
-from _common import (ROOT, cell, child_env, free_port, parser, photo, print_table, private_redis, summary,  # noqa: E402
-                     wait_for_port, write_json)
 from _comfy_direct import DirectClient  # noqa: E402
+from _common import (  # noqa: E402
+    ROOT,
+    cell,
+    child_env,
+    free_port,
+    parser,
+    photo,
+    print_table,
+    private_redis,
+    summary,
+    wait_for_port,
+    write_json,
+)
 
 SLOTS = 3  # worker_concurrency 1 + prefetch 2, the defaults
 
@@ -33,6 +44,7 @@ async def direct(url: str, inputs: list[bytes]) -> float:
     queue = list(enumerate(inputs))
     finished: list[float] = []
     async with DirectClient(url, lambda name, pid: mode.build(name, task_id=pid), mode.output_node) as client:
+
         async def lane() -> None:
             while queue:
                 index, data = queue.pop()
@@ -47,13 +59,17 @@ async def repairbot(comfy_url: str, inputs: list[bytes], redis_url: str) -> floa
     from backend.services import Services
     from backend.settings import Settings
 
-    settings = Settings(_env_file=None, redis_url=redis_url, comfyui_url=comfy_url, queue_cap=10 ** 6)
+    settings = Settings(_env_file=None, redis_url=redis_url, comfyui_url=comfy_url, queue_cap=10**6)
     services = Services.create(settings, comfyui=False)
     await services.redis.flushall()
     for index, data in enumerate(inputs):
         await services.intake.submit(data, mode="preview", reply={"platform": "cli"}, user=f"cli:e{index}", exempt=True)
-    worker = subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"], cwd=ROOT,
-                              env=child_env(redis_url, COMFYUI_URL=comfy_url), stdout=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "worker"],
+        cwd=ROOT,
+        env=child_env(redis_url, COMFYUI_URL=comfy_url),
+        stdout=subprocess.DEVNULL,
+    )
     try:
         while await services.redis.xlen(settings.results_stream) < len(inputs):
             if worker.poll() is not None:
@@ -77,8 +93,13 @@ def main() -> None:
     tasks, runs = (6, 1) if args.quick else (args.tasks, args.runs)
     inputs = [photo(512, 512, seed=index) for index in range(tasks)]
     port = free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.comfyui", "--port", str(port)], cwd=ROOT,
-                            env=child_env("redis://unused"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.comfyui", "--port", str(port)],
+        cwd=ROOT,
+        env=child_env("redis://unused"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     comfy_url = f"http://127.0.0.1:{port}"
     results = []
     try:
@@ -94,10 +115,15 @@ def main() -> None:
         fake.terminate()
         fake.wait(timeout=10)
     figures = {key: summary([r[key] for r in results]) for key in ("direct", "repairbot", "ratio")}
-    print_table(f"Through the zero-delay fake, {tasks} 512 px photos, {SLOTS} in flight, median of {runs} (min–max)",
-                ["client", "tasks/s"], [["minimal direct client", cell(figures["direct"], "{:.1f}")],
-                                        ["repairbot worker", cell(figures["repairbot"], "{:.1f}")],
-                                        ["repairbot / direct", cell(figures["ratio"], "{:.0%}")]])
+    print_table(
+        f"Through the zero-delay fake, {tasks} 512 px photos, {SLOTS} in flight, median of {runs} (min–max)",
+        ["client", "tasks/s"],
+        [
+            ["minimal direct client", cell(figures["direct"], "{:.1f}")],
+            ["repairbot worker", cell(figures["repairbot"], "{:.1f}")],
+            ["repairbot / direct", cell(figures["ratio"], "{:.0%}")],
+        ],
+    )
     write_json("comfy_e2e", args.out, {"tasks": tasks, "slots": SLOTS, "figures": figures})
 
 

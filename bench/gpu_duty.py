@@ -21,8 +21,8 @@ import io  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
-from _common import ROOT, cell, child_env, parser, photo, print_table, private_redis, summary, write_json  # noqa: E402
 from _comfy_direct import DirectClient  # noqa: E402
+from _common import ROOT, cell, child_env, parser, photo, print_table, private_redis, summary, write_json  # noqa: E402
 
 SIZES = [(4000, 3000), (1280, 960)]
 
@@ -33,9 +33,8 @@ class FixedServiceFake:
     def __init__(self, service_s: float, mbit: float, rtt_ms: float):
         from PIL import Image
 
-        from tests.fakes.comfyui import FakeComfyUI
+        from tests.fakes.comfyui import FakeComfyUI, nodes
         from tests.fakes.comfyui import executor as fake_executor
-        from tests.fakes.comfyui import nodes
 
         self.intervals: list[tuple[float, float]] = []
         self.bytes_per_s = mbit * 1e6 / 8
@@ -45,8 +44,9 @@ class FixedServiceFake:
         def cached_png(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
             if image.size not in outputs:  # made once per size: a tinted photo, ComfyUI's compress level
                 grey = Image.open(io.BytesIO(photo(*image.size, "PNG"))).convert("L")
-                tinted = Image.merge("RGB", (grey, grey.point(lambda v: v * 85 // 100),
-                                             grey.point(lambda v: v * 6 // 10)))
+                tinted = Image.merge(
+                    "RGB", (grey, grey.point(lambda v: v * 85 // 100), grey.point(lambda v: v * 6 // 10))
+                )
                 buffer = io.BytesIO()
                 tinted.save(buffer, "PNG", compress_level=4)
                 outputs[image.size] = buffer.getvalue()
@@ -58,8 +58,9 @@ class FixedServiceFake:
 
         nodes._png_bytes = cached_png
         nodes.RUNNERS["LoadImage"] = header_only_load
-        nodes.RUNNERS["DDColor_Colorize"] = nodes.RUNNERS["D_DDColor"] = lambda ctx, node_id, image, **_: \
+        nodes.RUNNERS["DDColor_Colorize"] = nodes.RUNNERS["D_DDColor"] = lambda ctx, node_id, image, **_: (
             nodes.NodeResult([image])
+        )
         original_run = fake_executor.PromptRun.run
         intervals = self.intervals
 
@@ -104,13 +105,17 @@ async def repairbot(fake: FixedServiceFake, inputs: list[bytes], url: str) -> No
     from backend.services import Services
     from backend.settings import Settings
 
-    settings = Settings(_env_file=None, redis_url=url, comfyui_url=fake.fake.url, queue_cap=10 ** 6)
+    settings = Settings(_env_file=None, redis_url=url, comfyui_url=fake.fake.url, queue_cap=10**6)
     services = Services.create(settings, comfyui=False)
     await services.redis.flushall()
     for index, data in enumerate(inputs):
         await services.intake.submit(data, mode="person", reply={"platform": "cli"}, user=f"cli:d{index}", exempt=True)
-    worker = subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"], cwd=ROOT,
-                              env=child_env(url, COMFYUI_URL=fake.fake.url), stdout=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "worker"],
+        cwd=ROOT,
+        env=child_env(url, COMFYUI_URL=fake.fake.url),
+        stdout=subprocess.DEVNULL,
+    )
     try:
         while await services.redis.xlen(settings.results_stream) < len(inputs):
             if worker.poll() is not None:
@@ -154,15 +159,26 @@ def main() -> None:
     with private_redis() as url:
         for run in range(runs):
             results.append(asyncio.run(one_run(tasks, args.service, args.mbit, args.rtt_ms, url)))
-            print(f"run {run + 1}/{runs}: repairbot {results[-1]['repairbot']:.1%}, "
-                  f"one at a time {results[-1]['one_at_a_time']:.1%}", flush=True)
+            print(
+                f"run {run + 1}/{runs}: repairbot {results[-1]['repairbot']:.1%}, "
+                f"one at a time {results[-1]['one_at_a_time']:.1%}",
+                flush=True,
+            )
     figures = {key: summary([r[key] for r in results]) for key in ("repairbot", "one_at_a_time")}
-    print_table(f"GPU duty cycle, {tasks} tasks (12 MP and 1280 px alternating), {args.service:g} s per prompt, "
-                f"{args.mbit:g} Mbit/s + {args.rtt_ms:g} ms, median of {runs} (min–max)", ["worker", "duty cycle"],
-                [["repairbot worker (prefetch 2)", cell(figures["repairbot"], "{:.1%}")],
-                 ["one task at a time", cell(figures["one_at_a_time"], "{:.1%}")]])
-    write_json("gpu_duty", args.out, {"tasks": tasks, "service_s": args.service, "mbit": args.mbit,
-                                      "rtt_ms": args.rtt_ms, "figures": figures})
+    print_table(
+        f"GPU duty cycle, {tasks} tasks (12 MP and 1280 px alternating), {args.service:g} s per prompt, "
+        f"{args.mbit:g} Mbit/s + {args.rtt_ms:g} ms, median of {runs} (min–max)",
+        ["worker", "duty cycle"],
+        [
+            ["repairbot worker (prefetch 2)", cell(figures["repairbot"], "{:.1%}")],
+            ["one task at a time", cell(figures["one_at_a_time"], "{:.1%}")],
+        ],
+    )
+    write_json(
+        "gpu_duty",
+        args.out,
+        {"tasks": tasks, "service_s": args.service, "mbit": args.mbit, "rtt_ms": args.rtt_ms, "figures": figures},
+    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,13 @@ import time  # noqa: E402
 
 from _common import cell, parser, photo, print_table, private_redis, summary, write_json  # noqa: E402
 
-SIZES = [("512x512 JPEG", 512, 512, "JPEG", 1000), ("1280x960 JPEG", 1280, 960, "JPEG", 300),
-         ("2000x1500 JPEG", 2000, 1500, "JPEG", 120), ("4000x3000 JPEG (12 MP)", 4000, 3000, "JPEG", 30),
-         ("512x512 PNG", 512, 512, "PNG", 500)]
+SIZES = [
+    ("512x512 JPEG", 512, 512, "JPEG", 1000),
+    ("1280x960 JPEG", 1280, 960, "JPEG", 300),
+    ("2000x1500 JPEG", 2000, 1500, "JPEG", 120),
+    ("4000x3000 JPEG (12 MP)", 4000, 3000, "JPEG", 30),
+    ("512x512 PNG", 512, 512, "PNG", 500),
+]
 CONCURRENCY = 16
 
 
@@ -30,7 +34,7 @@ async def submit_all(url: str, data: bytes, count: int) -> tuple[float, int]:
     from backend.services import Services
     from backend.settings import Settings
 
-    settings = Settings(_env_file=None, redis_url=url, queue_cap=10 ** 7)
+    settings = Settings(_env_file=None, redis_url=url, queue_cap=10**7)
     services = Services.create(settings, comfyui=False)
     await services.redis.flushall()
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -38,8 +42,9 @@ async def submit_all(url: str, data: bytes, count: int) -> tuple[float, int]:
 
     async def one(index: int) -> None:
         async with gate:
-            await services.intake.submit(data, mode="preview", reply={"platform": "test"}, user=f"test:{index}",
-                                         exempt=True)
+            await services.intake.submit(
+                data, mode="preview", reply={"platform": "test"}, user=f"test:{index}", exempt=True
+            )
 
     began = time.perf_counter()
     await asyncio.gather(*(one(index) for index in range(count)))
@@ -83,14 +88,29 @@ def main() -> None:
                 step, old = image_step(data, max(3, count // 4))
                 steps.append(step)
                 olds.append(old)
-            figures = {"intake_per_s": summary(rates), "image_step_per_s": summary(steps),
-                       "old_image_step_per_s": summary(olds), "original_bytes": len(data), "stored_bytes": stored}
+            figures = {
+                "intake_per_s": summary(rates),
+                "image_step_per_s": summary(steps),
+                "old_image_step_per_s": summary(olds),
+                "original_bytes": len(data),
+                "stored_bytes": stored,
+            }
             results[name] = figures
-            rows.append([name, cell(figures["intake_per_s"]), cell(figures["image_step_per_s"]),
-                         cell(figures["old_image_step_per_s"]), f"{stored / len(data):.2f}x"])
+            rows.append(
+                [
+                    name,
+                    cell(figures["intake_per_s"]),
+                    cell(figures["image_step_per_s"]),
+                    cell(figures["old_image_step_per_s"]),
+                    f"{stored / len(data):.2f}x",
+                ]
+            )
             print(f"  {name}: {rows[-1][1]} photos/s", flush=True)
-    print_table(f"Intake, one process, {CONCURRENCY} in flight, median of {runs} (min–max)",
-                ["photo", "submits/s", "image step/s", "old image step/s", "stored/original"], rows)
+    print_table(
+        f"Intake, one process, {CONCURRENCY} in flight, median of {runs} (min–max)",
+        ["photo", "submits/s", "image step/s", "old image step/s", "stored/original"],
+        rows,
+    )
     write_json("intake", args.out, {"concurrency": CONCURRENCY, "sizes": results})
 
 

@@ -39,9 +39,15 @@ def one_run(url: str, rate: float, seconds: float, tmp: Path) -> dict[str, float
         report = layer.wait()
     latencies = [(report["times"][task_id] - began) * 1000 for task_id, began in submitted.items()]
     to_result = [(report["finished"][task_id] - began) * 1000 for task_id, began in submitted.items()]
-    return {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
-            "max": max(latencies), "result_p50": percentile(to_result, 50), "result_p99": percentile(to_result, 99),
-            "tasks": count}
+    return {
+        "p50": percentile(latencies, 50),
+        "p95": percentile(latencies, 95),
+        "p99": percentile(latencies, 99),
+        "max": max(latencies),
+        "result_p50": percentile(to_result, 50),
+        "result_p99": percentile(to_result, 99),
+        "tasks": count,
+    }
 
 
 def main() -> None:
@@ -57,11 +63,20 @@ def main() -> None:
             print(f"run {run + 1}/{runs}: p50 {results[-1]['p50']:.1f} ms, p99 {results[-1]['p99']:.1f} ms", flush=True)
     keys = ("p50", "p95", "p99", "max", "result_p50", "result_p99")
     figures = {key: summary([r[key] for r in results]) for key in keys}
-    print_table(f"Latency at {rate:g} tasks/s for {seconds:g} s, no-op executor, median of {runs} (min–max), ms",
-                ["", "p50", "p95", "p99", "max"],
-                [["submit → delivered by the notifier", *[cell(figures[k], "{:.1f}") for k in keys[:4]]],
-                 ["submit → result made by the worker (±1 ms)", cell(figures["result_p50"], "{:.1f}"), "",
-                  cell(figures["result_p99"], "{:.1f}"), ""]])
+    print_table(
+        f"Latency at {rate:g} tasks/s for {seconds:g} s, no-op executor, median of {runs} (min–max), ms",
+        ["", "p50", "p95", "p99", "max"],
+        [
+            ["submit → delivered by the notifier", *[cell(figures[k], "{:.1f}") for k in keys[:4]]],
+            [
+                "submit → result made by the worker (±1 ms)",
+                cell(figures["result_p50"], "{:.1f}"),
+                "",
+                cell(figures["result_p99"], "{:.1f}"),
+                "",
+            ],
+        ],
+    )
     write_json("latency", args.out, {"rate": rate, "seconds": seconds, "figures": figures})
 
 

@@ -35,7 +35,7 @@ async def one_run(url: str, tasks: int) -> dict[str, float]:
     from backend.services import Services
     from backend.settings import Settings
 
-    settings = Settings(_env_file=None, redis_url=url, queue_cap=10 ** 7)
+    settings = Settings(_env_file=None, redis_url=url, queue_cap=10**7)
     services = Services.create(settings, comfyui=False)
     redis = services.redis
     await redis.flushall()
@@ -52,8 +52,12 @@ async def one_run(url: str, tasks: int) -> dict[str, float]:
     per_task = (grown - blob_bytes) / tasks
     per_blob = blob_bytes / tasks
 
-    worker = subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"], cwd=ROOT,
-                              env=child_env(url, EXECUTOR="noop"), stdout=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "worker"],
+        cwd=ROOT,
+        env=child_env(url, EXECUTOR="noop"),
+        stdout=subprocess.DEVNULL,
+    )
     try:
         await redis.set("repairbot:paused", "1")
         await asyncio.sleep(3.0)  # started, sees the backlog, reads nothing while paused
@@ -67,8 +71,14 @@ async def one_run(url: str, tasks: int) -> dict[str, float]:
         worker.terminate()
         worker.wait(timeout=30)
         await services.close()
-    return {"per_task_bytes": per_task, "per_blob_bytes": per_blob, "blob_overhead_bytes": per_blob - len(data),
-            "worker_idle_rss_mib": idle / 1024, "worker_peak_rss_mib": peak / 1024, "photo_bytes": len(data)}
+    return {
+        "per_task_bytes": per_task,
+        "per_blob_bytes": per_blob,
+        "blob_overhead_bytes": per_blob - len(data),
+        "worker_idle_rss_mib": idle / 1024,
+        "worker_peak_rss_mib": peak / 1024,
+        "photo_bytes": len(data),
+    }
 
 
 def main() -> None:
@@ -82,12 +92,16 @@ def main() -> None:
             results.append(asyncio.run(one_run(url, tasks)))
             time.sleep(0.5)
     figures = {key: summary([r[key] for r in results]) for key in results[0]}
-    print_table(f"Memory, {tasks} tasks waiting, median of {runs} (min–max)", ["figure", "value"], [
-        ["Redis per queued task, outside the blob", cell(figures["per_task_bytes"], "{:,.0f} B")],
-        [f"Redis per blob ({results[0]['photo_bytes']:,} B JPEG)", cell(figures["per_blob_bytes"], "{:,.0f} B")],
-        ["worker RSS beside the backlog (paused)", cell(figures["worker_idle_rss_mib"], "{:.1f} MiB")],
-        ["worker RSS peak while draining it", cell(figures["worker_peak_rss_mib"], "{:.1f} MiB")],
-    ])
+    print_table(
+        f"Memory, {tasks} tasks waiting, median of {runs} (min–max)",
+        ["figure", "value"],
+        [
+            ["Redis per queued task, outside the blob", cell(figures["per_task_bytes"], "{:,.0f} B")],
+            [f"Redis per blob ({results[0]['photo_bytes']:,} B JPEG)", cell(figures["per_blob_bytes"], "{:,.0f} B")],
+            ["worker RSS beside the backlog (paused)", cell(figures["worker_idle_rss_mib"], "{:.1f} MiB")],
+            ["worker RSS peak while draining it", cell(figures["worker_peak_rss_mib"], "{:.1f} MiB")],
+        ],
+    )
     write_json("memory", args.out, {"tasks": tasks, "figures": figures})
 
 

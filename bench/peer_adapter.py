@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from _common import private_redis  # noqa: E402
 from _pipeline import QueueLayer, drain_rate, enqueue, flush  # noqa: E402
 
@@ -45,9 +44,16 @@ def main() -> int:
         time.sleep(1.5)  # let the processes import and join their groups
         took, _ = asyncio.run(enqueue(url, count))
         report = layer.wait()
-    print("RESULT " + json.dumps({"enqueue_per_s": round(count / took, 1),
-                                  "drain_per_s": round(drain_rate(report, count), 1),
-                                  "delivered": report["count"]}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "enqueue_per_s": round(count / took, 1),
+                "drain_per_s": round(drain_rate(report, count), 1),
+                "delivered": report["count"],
+            }
+        )
+    )
     return 0
 
 

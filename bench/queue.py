@@ -85,8 +85,7 @@ def main() -> None:
     parse.add_argument("--tasks", type=int, default=10000)
     args = parse.parse_args()
     tasks, runs = (200, 1) if args.quick else (args.tasks, args.runs)
-    figures: dict[str, list[float]] = {"repairbot_1": [], "repairbot_2": [], "raw": [], "arq": [],
-                                       "intake_enqueue": []}
+    figures: dict[str, list[float]] = {"repairbot_1": [], "repairbot_2": [], "raw": [], "arq": [], "intake_enqueue": []}
     with private_redis() as url, tempfile.TemporaryDirectory() as tmp:
         for run in range(runs):
             print(f"run {run + 1}/{runs}", flush=True)
@@ -106,12 +105,16 @@ def main() -> None:
     ]
     if figures["arq"]:
         ratios["vs_arq_1_worker"] = summary([a / b for a, b in zip(figures["repairbot_1"], figures["arq"])])
-        rows += [["arq (tuned), 1 worker", cell(stats["arq"])],
-                 ["repairbot 1 worker / arq", cell(ratios["vs_arq_1_worker"], "{:.2f}x")]]
+        rows += [
+            ["arq (tuned), 1 worker", cell(stats["arq"])],
+            ["repairbot 1 worker / arq", cell(ratios["vs_arq_1_worker"], "{:.2f}x")],
+        ]
     else:
         rows.append(["arq (tuned)", "not installed: pip install -e '.[bench]'"])
-    rows += [["repairbot 1 worker / raw", cell(ratios["vs_raw_1_worker"], "{:.0%}")],
-             ["(intake enqueue, 1 process)", cell(stats["intake_enqueue"])]]
+    rows += [
+        ["repairbot 1 worker / raw", cell(ratios["vs_raw_1_worker"], "{:.0%}")],
+        ["(intake enqueue, 1 process)", cell(stats["intake_enqueue"])],
+    ]
     print_table(f"Queue layer, {tasks} tasks, median of {runs} (min–max), tasks/s", ["system", "drain/s"], rows)
     write_json("queue", args.out, {"tasks": tasks, "figures": stats, "ratios": ratios})
 

@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 from _common import cell, parser, photo, print_table, private_redis, summary, write_json
-
 from redis.asyncio.connection import AbstractConnection
 
 SENT = {"packets": 0}
@@ -56,8 +55,9 @@ async def one_run(url: str, tasks: int) -> dict[str, Any]:
     image = photo(8, 8)
     before, packets = await commands(services.redis), SENT["packets"]
     for index in range(tasks):
-        await services.intake.submit(image, mode="preview", reply={"platform": "cli"}, user=f"cli:u{index}",
-                                     exempt=True)
+        await services.intake.submit(
+            image, mode="preview", reply={"platform": "cli"}, user=f"cli:u{index}", exempt=True
+        )
     intake_cmds = delta(before, await commands(services.redis))
     intake_trips = SENT["packets"] - packets - 1  # the INFO above
 
@@ -77,8 +77,10 @@ async def one_run(url: str, tasks: int) -> dict[str, Any]:
     await services.close()
     del polls_packets
     return {
-        "intake_commands": sum(intake_cmds.values()) / tasks, "intake_trips": intake_trips / tasks,
-        "worker_commands": sum(worker_cmds.values()) / tasks, "worker_trips": worker_trips / tasks,
+        "intake_commands": sum(intake_cmds.values()) / tasks,
+        "intake_trips": intake_trips / tasks,
+        "worker_commands": sum(worker_cmds.values()) / tasks,
+        "worker_trips": worker_trips / tasks,
         "intake_by_command": {k: v / tasks for k, v in intake_cmds.items()},
         "worker_by_command": {k: v / tasks for k, v in worker_cmds.items()},
     }
@@ -93,16 +95,23 @@ def main() -> None:
     with private_redis() as url:
         for _ in range(1 if args.quick else args.runs):
             runs.append(asyncio.run(one_run(url, tasks)))
-    figures = {key: summary([run[key] for run in runs])
-               for key in ("intake_commands", "intake_trips", "worker_commands", "worker_trips")}
-    print_table(f"Redis per task ({tasks} tasks, no-op executor)", ["", "commands", "round trips"], [
-        ["intake submit", cell(figures["intake_commands"], "{:.1f}"), cell(figures["intake_trips"], "{:.1f}")],
-        ["worker", cell(figures["worker_commands"], "{:.1f}"), cell(figures["worker_trips"], "{:.1f}")],
-    ])
+    figures = {
+        key: summary([run[key] for run in runs])
+        for key in ("intake_commands", "intake_trips", "worker_commands", "worker_trips")
+    }
+    print_table(
+        f"Redis per task ({tasks} tasks, no-op executor)",
+        ["", "commands", "round trips"],
+        [
+            ["intake submit", cell(figures["intake_commands"], "{:.1f}"), cell(figures["intake_trips"], "{:.1f}")],
+            ["worker", cell(figures["worker_commands"], "{:.1f}"), cell(figures["worker_trips"], "{:.1f}")],
+        ],
+    )
     print("\nintake:", ", ".join(f"{k} {v:.2f}" for k, v in runs[-1]["intake_by_command"].items()))
     print("worker:", ", ".join(f"{k} {v:.2f}" for k, v in runs[-1]["worker_by_command"].items()))
-    write_json("roundtrips", args.out, {"tasks": tasks, "figures": figures, "last_run": runs[-1],
-                                        "finished": time.time()})
+    write_json(
+        "roundtrips", args.out, {"tasks": tasks, "figures": figures, "last_run": runs[-1], "finished": time.time()}
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ def wall(command: list[str], env: dict[str, str]) -> float:
 
 def import_ms(command: list[str], env: dict[str, str]) -> float:
     """Cumulative import time of the top-level imports, from -X importtime."""
-    run = subprocess.run([sys.executable, "-X", "importtime", *command], cwd=ROOT, env=env, capture_output=True,
-                         text=True)
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", *command], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     total = 0
     for line in run.stderr.splitlines():
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line)
@@ -87,7 +88,7 @@ def main() -> None:
     sizes, runs = ([1_000, 20_000], 1) if args.quick else ([1_000, 1_000_000], args.runs)
     rows, figures = [], {}
     with private_redis() as url, tempfile.TemporaryDirectory() as tmp:
-        env = child_env(url, COMFYUI_URL="http://127.0.0.1:9", QUEUE_CAP=10 ** 8)  # no ComfyUI there: reported down
+        env = child_env(url, COMFYUI_URL="http://127.0.0.1:9", QUEUE_CAP=10**8)  # no ComfyUI there: reported down
         status = [sys.executable, "-m", "backend.cli", "status"]
         for waiting in sizes:
             fill(url, waiting, Settings(_env_file=None))
@@ -97,27 +98,44 @@ def main() -> None:
                 walls.append(wall(status, env) * 1000)
                 usecs.append(redis_usec(url) - before)
                 inside.append(asyncio.run(in_process(url)) * 1000)
-            figures[waiting] = {"wall_ms": summary(walls), "in_process_ms": summary(inside),
-                                "redis_usec": summary(usecs)}
+            figures[waiting] = {
+                "wall_ms": summary(walls),
+                "in_process_ms": summary(inside),
+                "redis_usec": summary(usecs),
+            }
             row = figures[waiting]
-            rows.append([f"{waiting:,}", cell(row["wall_ms"]), cell(row["in_process_ms"], "{:.1f}"),
-                         cell(row["redis_usec"])])
+            rows.append(
+                [f"{waiting:,}", cell(row["wall_ms"]), cell(row["in_process_ms"], "{:.1f}"), cell(row["redis_usec"])]
+            )
         image = Path(tmp) / "photo.jpg"
         image.write_bytes(photo(64, 64))
         submit = [sys.executable, "-m", "backend.cli", "submit", str(image), "--mode", "preview"]
         bare = summary([wall([sys.executable, "-c", "pass"], env) * 1000 for _ in range(max(3, runs))])
         startup = {
-            "status": {"wall_ms": summary([wall(status, env) * 1000 for _ in range(max(3, runs))]),
-                       "imports_ms": summary([import_ms(status[1:], env) for _ in range(max(3, runs))])},
-            "submit": {"wall_ms": summary([wall(submit, env) * 1000 for _ in range(max(3, runs))]),
-                       "imports_ms": summary([import_ms(submit[1:], env) for _ in range(max(3, runs))])},
+            "status": {
+                "wall_ms": summary([wall(status, env) * 1000 for _ in range(max(3, runs))]),
+                "imports_ms": summary([import_ms(status[1:], env) for _ in range(max(3, runs))]),
+            },
+            "submit": {
+                "wall_ms": summary([wall(submit, env) * 1000 for _ in range(max(3, runs))]),
+                "imports_ms": summary([import_ms(submit[1:], env) for _ in range(max(3, runs))]),
+            },
         }
-    print_table(f"repairbot status by tasks waiting, median of {runs} (min–max)",
-                ["waiting", "command wall ms", "Admin.status() ms", "Redis µs"], rows)
-    print_table("CLI start-up, ms", ["command", "wall", "imports", "python3 -c pass"],
-                [[name, cell(v["wall_ms"]), cell(v["imports_ms"]), cell(bare)] for name, v in startup.items()])
-    write_json("status", args.out, {"by_waiting": {str(k): v for k, v in figures.items()}, "startup": startup,
-                                    "bare_python_ms": bare})
+    print_table(
+        f"repairbot status by tasks waiting, median of {runs} (min–max)",
+        ["waiting", "command wall ms", "Admin.status() ms", "Redis µs"],
+        rows,
+    )
+    print_table(
+        "CLI start-up, ms",
+        ["command", "wall", "imports", "python3 -c pass"],
+        [[name, cell(v["wall_ms"]), cell(v["imports_ms"]), cell(bare)] for name, v in startup.items()],
+    )
+    write_json(
+        "status",
+        args.out,
+        {"by_waiting": {str(k): v for k, v in figures.items()}, "startup": startup, "bare_python_ms": bare},
+    )
 
 
 if __name__ == "__main__":

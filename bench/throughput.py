@@ -56,37 +56,55 @@ async def one_run(tasks: int, prefetch: int, delay: float, workdir: Path) -> tup
     """(tasks/s, GPU duty cycle) of one drain."""
     redis = RedisServer(workdir / "redis").start()
     comfy_port = free_port()
-    env = {**os.environ, "REDIS_URL": redis.url, "COMFYUI_URL": f"http://127.0.0.1:{comfy_port}",
-           "PREFETCH": str(prefetch), "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "QUEUE_CAP": str(tasks * 2)}
-    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.comfyui", "--port", str(comfy_port), "--delay",
-                             str(delay)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "REDIS_URL": redis.url,
+        "COMFYUI_URL": f"http://127.0.0.1:{comfy_port}",
+        "PREFETCH": str(prefetch),
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+        "QUEUE_CAP": str(tasks * 2),
+    }
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.comfyui", "--port", str(comfy_port), "--delay", str(delay)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     repairbot = shutil.which("repairbot") or sys.executable
-    worker_cmd = [repairbot, "worker"] if repairbot.endswith("repairbot") else [repairbot, "-m", "backend.cli", "worker"]
+    worker_cmd = (
+        [repairbot, "worker"] if repairbot.endswith("repairbot") else [repairbot, "-m", "backend.cli", "worker"]
+    )
     worker = None
     try:
         wait_for_port(comfy_port)
-        settings = Settings(_env_file=None, redis_url=redis.url, comfyui_url=f"http://127.0.0.1:{comfy_port}",
-                            queue_cap=tasks * 2)
+        settings = Settings(
+            _env_file=None, redis_url=redis.url, comfyui_url=f"http://127.0.0.1:{comfy_port}", queue_cap=tasks * 2
+        )
         services = Services.create(settings)
         photo = PHOTO.read_bytes()
         began = time.perf_counter()
         for index in range(tasks):
-            await services.intake.submit(photo, mode="preview", reply={"platform": "cli"}, user=f"cli:bench{index}",
-                                         exempt=True)
+            await services.intake.submit(
+                photo, mode="preview", reply={"platform": "cli"}, user=f"cli:bench{index}", exempt=True
+            )
         enqueue_s = time.perf_counter() - began
         started = time.perf_counter()
-        worker = subprocess.Popen(worker_cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            worker_cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         while await services.redis.xlen(settings.results_stream) < tasks:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         results = [fields for _, fields in await services.redis.xrange(settings.results_stream)]
         ok = sum(1 for fields in results if fields[b"status"] == b"ok")
         busy_s = sum(int(fields[b"run_ms"]) for fields in results) / 1000  # ComfyUI's own execution times
-        print(f"  {tasks} tasks ({ok} ok) drained in {elapsed:.1f} s: {tasks / elapsed:.1f} tasks/s "
-              f"(worker start included); intake {tasks / enqueue_s:.1f} photos/s"
-              + (f"; GPU duty cycle {busy_s / elapsed:.0%}" if delay else ""))
+        print(
+            f"  {tasks} tasks ({ok} ok) drained in {elapsed:.1f} s: {tasks / elapsed:.1f} tasks/s "
+            f"(worker start included); intake {tasks / enqueue_s:.1f} photos/s"
+            + (f"; GPU duty cycle {busy_s / elapsed:.0%}" if delay else "")
+        )
         await services.close()
         return tasks / elapsed, busy_s / elapsed
     finally:
@@ -111,9 +129,11 @@ def main() -> None:
             rate, duty = asyncio.run(one_run(args.tasks, args.prefetch, args.delay, Path(tmp)))
         rates.append(rate)
         duties.append(duty)
-    print(f"median {statistics.median(rates):.1f} tasks/s over {args.runs} runs "
-          f"(min {min(rates):.1f}, max {max(rates):.1f}); {os.cpu_count()} cores; prefetch {args.prefetch}"
-          + (f"; median GPU duty cycle {statistics.median(duties):.0%}" if args.delay else ""))
+    print(
+        f"median {statistics.median(rates):.1f} tasks/s over {args.runs} runs "
+        f"(min {min(rates):.1f}, max {max(rates):.1f}); {os.cpu_count()} cores; prefetch {args.prefetch}"
+        + (f"; median GPU duty cycle {statistics.median(duties):.0%}" if args.delay else "")
+    )
 
 
 if __name__ == "__main__":

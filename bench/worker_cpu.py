@@ -37,15 +37,20 @@ async def one_run(url: str, width: int, height: int, tasks: int) -> float:
 
     fake = FixedServiceFake(0.0, mbit=1e6, rtt_ms=0.0)
     await fake.fake.start()
-    settings = Settings(_env_file=None, redis_url=url, comfyui_url=fake.fake.url, queue_cap=10 ** 6)
+    settings = Settings(_env_file=None, redis_url=url, comfyui_url=fake.fake.url, queue_cap=10**6)
     services = Services.create(settings, comfyui=False)
     await services.redis.flushall()
     data = [photo(width, height, seed=index) for index in range(min(tasks, 8))]
     for index in range(tasks):
-        await services.intake.submit(data[index % len(data)], mode="person", reply={"platform": "cli"},
-                                     user=f"cli:c{index}", exempt=True)
-    worker = subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"], cwd=ROOT,
-                              env=child_env(url, COMFYUI_URL=fake.fake.url), stdout=subprocess.DEVNULL)
+        await services.intake.submit(
+            data[index % len(data)], mode="person", reply={"platform": "cli"}, user=f"cli:c{index}", exempt=True
+        )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "worker"],
+        cwd=ROOT,
+        env=child_env(url, COMFYUI_URL=fake.fake.url),
+        stdout=subprocess.DEVNULL,
+    )
     first = None
     try:
         while (done := await services.redis.xlen(settings.results_stream)) < tasks:
@@ -77,8 +82,9 @@ def main() -> None:
             figures[name] = summary(values)
             rows.append([name, tasks, cell(figures[name], "{:.1f}")])
             print(f"  {name}: {rows[-1][2]} ms", flush=True)
-    print_table(f"Worker CPU per task outside ComfyUI, median of {runs} (min–max)", ["photo", "tasks", "CPU ms/task"],
-                rows)
+    print_table(
+        f"Worker CPU per task outside ComfyUI, median of {runs} (min–max)", ["photo", "tasks", "CPU ms/task"], rows
+    )
     write_json("worker_cpu", args.out, {"figures": figures})
 
 

@@ -37,8 +37,11 @@ class AdminGroup(app_commands.Group):
     """The /repairbot group; every subcommand passes `interaction_check` first."""
 
     def __init__(self, services: Services):
-        super().__init__(name="repairbot", description="Operate repairbot (admins only)",
-                         default_permissions=discord.Permissions(administrator=True))
+        super().__init__(
+            name="repairbot",
+            description="Operate repairbot (admins only)",
+            default_permissions=discord.Permissions(administrator=True),
+        )
         self.services = services
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
@@ -72,9 +75,13 @@ class AdminGroup(app_commands.Group):
         view = discord.ui.View(timeout=None)
         for letter in letters[:25]:
             if letter.task_id:
-                view.add_item(discord.ui.Button(label=text("admin_dlq_retry", lang, task=letter.task_id[:8]),
-                                                style=discord.ButtonStyle.secondary,
-                                                custom_id=f"{DEAD_RETRY_PREFIX}{letter.task_id}"[:100]))
+                view.add_item(
+                    discord.ui.Button(
+                        label=text("admin_dlq_retry", lang, task=letter.task_id[:8]),
+                        style=discord.ButtonStyle.secondary,
+                        custom_id=f"{DEAD_RETRY_PREFIX}{letter.task_id}"[:100],
+                    )
+                )
         await self.answer(interaction, block(dead_letter_lines(letters, lang)), view=view)
 
     @app_commands.command(description="Queue a dead task again")
@@ -110,8 +117,11 @@ class AdminGroup(app_commands.Group):
         numbers = await self.services.admin.stats()
         series = await stats_series(self.services.redis, 3600)
         chart = await asyncio.to_thread(stats_chart_png, numbers, series, lang_of(interaction))
-        await self.answer(interaction, block(stats_caption(numbers, lang_of(interaction))),
-                          file=discord.File(io.BytesIO(chart), filename="stats.png"))
+        await self.answer(
+            interaction,
+            block(stats_caption(numbers, lang_of(interaction))),
+            file=discord.File(io.BytesIO(chart), filename="stats.png"),
+        )
 
     @app_commands.command(name="mute_alerts", description="Silence the operations alerts for some minutes (0 lifts)")
     @app_commands.describe(minutes="How long to stay quiet; 0 turns alerts on again")

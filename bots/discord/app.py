@@ -55,8 +55,12 @@ class RepairBot(discord.Client):
         self._stop_announcing = asyncio.Event()
         self._announcer = asyncio.create_task(self.services.positions.run(self._stop_announcing))
         await self.tree.set_translator(CatalogTranslator())
-        await sync_if_changed(self.tree, self.services.redis, application_id=self.application_id or 0,
-                              guild_ids=settings.discord_guild_ids)
+        await sync_if_changed(
+            self.tree,
+            self.services.redis,
+            application_id=self.application_id or 0,
+            guild_ids=settings.discord_guild_ids,
+        )
 
     async def close(self) -> None:
         """Stop refreshing waiting photos' places, then close the connection."""

@@ -25,7 +25,12 @@ from backend.tasks import Result
 from backend.texts import text
 from bots.discord.commands import defer_once, refuse, show_queued
 from bots.discord.messages import (
-    CANCEL_PREFIX, COMPARE_PREFIX, DEAD_RETRY_PREFIX, OTHER_MODE_PREFIX, RETRY_PREFIX, ResultImage,
+    CANCEL_PREFIX,
+    COMPARE_PREFIX,
+    DEAD_RETRY_PREFIX,
+    OTHER_MODE_PREFIX,
+    RETRY_PREFIX,
+    ResultImage,
 )
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
 
@@ -66,8 +71,10 @@ async def cancel_pressed(services: Services, interaction: discord.Interaction, l
     if owner is not None and owner != user and not admin:
         await not_yours(interaction, "Cancel", owner)
         return
-    flagged = [await services.admin.cancel(task_id, user=None if admin else user)
-               for task_id in await services.lines.tasks(line)]
+    flagged = [
+        await services.admin.cancel(task_id, user=None if admin else user)
+        for task_id in await services.lines.tasks(line)
+    ]
     count = sum(flagged)
     key = "cancelled_count" if count else "button_gone"
     await interaction.response.send_message(text(key, lang, count=count), ephemeral=True)
@@ -101,8 +108,14 @@ async def other_mode_pressed(services: Services, interaction: discord.Interactio
 
     async def queue() -> str:
         nonlocal submitted
-        submitted = await services.intake.resubmit(result.input, mode=chosen.name, reply=reply, user=user,
-                                                   exempt=is_admin(interaction, services.settings), event_key=key)
+        submitted = await services.intake.resubmit(
+            result.input,
+            mode=chosen.name,
+            reply=reply,
+            user=user,
+            exempt=is_admin(interaction, services.settings),
+            event_key=key,
+        )
         return submitted.task_id
 
     try:
@@ -145,8 +158,14 @@ async def retry_pressed(services: Services, interaction: discord.Interaction, ta
     await defer_once(services, interaction, ephemeral=private)
     reply = reply_for(interaction, private=private)
     try:
-        submitted = await services.intake.resubmit(result.input, mode=result.mode, reply=reply, user=user,
-                                                   exempt=is_admin(interaction, services.settings), event_key=key)
+        submitted = await services.intake.resubmit(
+            result.input,
+            mode=result.mode,
+            reply=reply,
+            user=user,
+            exempt=is_admin(interaction, services.settings),
+            event_key=key,
+        )
     except Refused as refusal:
         await refuse(interaction, refusal, lang, deferred_ephemeral=private)
         return
@@ -165,8 +184,9 @@ async def say_queued_again(services: Services, interaction: discord.Interaction,
         await interaction.edit_original_response(content=queued_text(lang_of(interaction), first.position, eta))
 
 
-async def show_earlier_run(services: Services, interaction: discord.Interaction, task_id: str, mode: str,
-                           lang: str) -> None:
+async def show_earlier_run(
+    services: Services, interaction: discord.Interaction, task_id: str, mode: str, lang: str
+) -> None:
     """Other mode pressed again: the result of the first press (or word that it is on its way)."""
     earlier = await stored_result(services, task_id)
     data = await services.blobs.get(earlier.output) if earlier is not None and earlier.output else None
@@ -174,8 +194,9 @@ async def show_earlier_run(services: Services, interaction: discord.Interaction,
         await interaction.edit_original_response(content=text("other_mode_running", lang, mode=mode))
         return
     image = await ResultImage.fit(data, interaction.filesize_limit)
-    await interaction.edit_original_response(content=text("other_mode_done", lang, mode=mode),
-                                             attachments=[image.file()])
+    await interaction.edit_original_response(
+        content=text("other_mode_done", lang, mode=mode), attachments=[image.file()]
+    )
 
 
 async def compare_pressed(services: Services, interaction: discord.Interaction, task_id: str) -> None:

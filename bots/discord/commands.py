@@ -24,8 +24,8 @@ from backend.status_line import QUEUED, StatusLines, known_run_s, line_id, queue
 from backend.texts import text
 from backend.workflows import Mode
 from bots.discord.messages import cancel_view
-from bots.discord.translations import localized
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
+from bots.discord.translations import localized
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,15 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
     modes = [app_commands.Choice(name=mode_choice(mode), value=mode.name) for mode in services.workflows.choosable]
 
     @tree.command(name="colorize", description=localized("Colorize an old black-and-white photo", "cmd_colorize"))
-    @app_commands.describe(image=localized("The photo to colorize", "cmd_colorize_image"),
-                           mode=localized("How to colorize it (default: your /mode)", "cmd_colorize_mode"),
-                           private=localized("Only you see the answer", "cmd_colorize_private"))
+    @app_commands.describe(
+        image=localized("The photo to colorize", "cmd_colorize_image"),
+        mode=localized("How to colorize it (default: your /mode)", "cmd_colorize_mode"),
+        private=localized("Only you see the answer", "cmd_colorize_private"),
+    )
     @app_commands.choices(mode=modes)
-    async def colorize(interaction: discord.Interaction, image: discord.Attachment, mode: str | None = None,
-                       private: bool = False) -> None:
+    async def colorize(
+        interaction: discord.Interaction, image: discord.Attachment, mode: str | None = None, private: bool = False
+    ) -> None:
         """One photo in; the place in line now, the colorized photo as a follow-up later."""
         if await answered_before(services.intake, interaction, [image]):
             return
@@ -72,8 +75,10 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
 
 def mode_choice(mode: Mode) -> app_commands.locale_str:
     """A /colorize mode choice named by the manifest in English, and in Chinese for Chinese clients."""
-    return app_commands.locale_str(f"{mode.label('en')} ({mode.describe('en')})"[:100],
-                                   translated={"zh": f"{mode.label('zh')}（{mode.describe('zh')}）"[:100]})
+    return app_commands.locale_str(
+        f"{mode.label('en')} ({mode.describe('en')})"[:100],
+        translated={"zh": f"{mode.label('zh')}（{mode.describe('zh')}）"[:100]},
+    )
 
 
 def event_key(interaction: discord.Interaction, photo: discord.Attachment) -> str:
@@ -86,8 +91,9 @@ async def defer_once(services: Services, interaction: discord.Interaction, *, ep
     """Defer ("thinking…") unless an earlier delivery of this interaction did: Discord takes one
     answer per interaction (a second is refused, 40060). A replay that finds it deferred carries on
     as if it had deferred itself; intake then answers it with the first delivery's task."""
-    first = await services.redis.set(f"repairbot:discord:deferred:{interaction.id}", "1", nx=True,
-                                     ex=INTERACTION_LIFETIME_S)
+    first = await services.redis.set(
+        f"repairbot:discord:deferred:{interaction.id}", "1", nx=True, ex=INTERACTION_LIFETIME_S
+    )
     if not first:
         log.info("interaction %s delivered again while the first delivery is still queueing it", interaction.id)
         interaction.extras[DEFERRED_BEFORE] = True
@@ -119,8 +125,9 @@ async def answered_before(intake: Intake, interaction: discord.Interaction, phot
     return True
 
 
-async def queue_photos(services: Services, interaction: discord.Interaction, photos: list[discord.Attachment], *,
-                       mode: str, private: bool) -> None:
+async def queue_photos(
+    services: Services, interaction: discord.Interaction, photos: list[discord.Attachment], *, mode: str, private: bool
+) -> None:
     """Check, download and submit; answer with the place in line (and Cancel), or refuse (only the user
     sees it)."""
     intake = services.intake
@@ -136,8 +143,12 @@ async def queue_photos(services: Services, interaction: discord.Interaction, pho
         downloads = [await photo.read() for photo in photos]
         notes = []
         for index, data in enumerate(downloads):  # over the pixel limit: a shrunk copy, with a note
-            shrunk = await asyncio.to_thread(shrink_to_limit, data, max_pixels=intake.settings.max_image_pixels,
-                                             ceiling_pixels=intake.settings.max_image_pixels_ceiling)
+            shrunk = await asyncio.to_thread(
+                shrink_to_limit,
+                data,
+                max_pixels=intake.settings.max_image_pixels,
+                ceiling_pixels=intake.settings.max_image_pixels_ceiling,
+            )
             if shrunk is not None:
                 downloads[index] = shrunk.data
                 notes.append(text("shrunk_note", lang, **shrunk.note_values()))
@@ -156,8 +167,11 @@ async def queue_photos(services: Services, interaction: discord.Interaction, pho
         part = f"{index}/{len(downloads)}" if len(downloads) > 1 else None
         reply = reply_for(interaction, private=private, part=part)
         try:
-            queued.append(await intake.submit(data, mode=mode, reply=reply,
-                                              user=user, exempt=exempt, event_key=event_key(interaction, photo)))
+            queued.append(
+                await intake.submit(
+                    data, mode=mode, reply=reply, user=user, exempt=exempt, event_key=event_key(interaction, photo)
+                )
+            )
             replies.append(reply)
         except Refused as refusal:
             refusals.append(refusal)
@@ -169,8 +183,15 @@ async def queue_photos(services: Services, interaction: discord.Interaction, pho
         await interaction.followup.send(sentence, ephemeral=True)
 
 
-async def show_queued(services: Services, interaction: discord.Interaction, queued: list[Submitted],
-                      replies: list[dict], user: str, *, note: str = "") -> None:
+async def show_queued(
+    services: Services,
+    interaction: discord.Interaction,
+    queued: list[Submitted],
+    replies: list[dict],
+    user: str,
+    *,
+    note: str = "",
+) -> None:
     """The "thinking" message becomes "Queued — #N" with Cancel (unless the worker got there first: the
     status line only moves forward); the announcer keeps the place current from then on."""
     lang = lang_of(interaction)
@@ -206,14 +227,20 @@ def looks_like_image(attachment: discord.Attachment) -> bool:
     return attachment.filename.lower().endswith(IMAGE_EXTENSIONS)
 
 
-async def refuse(interaction: discord.Interaction, refusal: Refused | str, lang: str, *,
-                 deferred_ephemeral: bool) -> None:
+async def refuse(
+    interaction: discord.Interaction, refusal: Refused | str, lang: str, *, deferred_ephemeral: bool
+) -> None:
     """One polite sentence only the user sees: edit an ephemeral deferral, or swap a public one for an
     ephemeral follow-up (the "thinking" message is deleted so the channel shows nothing)."""
     sentence = refusal.user_message(lang) if isinstance(refusal, Refused) else refusal
     if isinstance(refusal, Refused):
-        log.info("refused %s for discord:%s: %s %s", interaction.command.name if interaction.command else "component",
-                 interaction.user.id, refusal.code, refusal.detail)
+        log.info(
+            "refused %s for discord:%s: %s %s",
+            interaction.command.name if interaction.command else "component",
+            interaction.user.id,
+            refusal.code,
+            refusal.detail,
+        )
     if not interaction.response.is_done() and not interaction.extras.get(DEFERRED_BEFORE):
         await interaction.response.send_message(sentence, ephemeral=True)
     elif deferred_ephemeral:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import discord
 
 from backend import images
-from backend.tasks import Result
 from backend.reruns import retry_offers
+from backend.tasks import Result
 from backend.texts import text
 from backend.workflows import Workflows
 
@@ -35,19 +35,31 @@ def mode_label(workflows: Workflows | None, mode: str, lang: str) -> str:
 def cancel_view(line: str, lang: str) -> discord.ui.View:
     """Cancel under a queued or running status: every photo of that status message at once."""
     view = discord.ui.View(timeout=None)
-    view.add_item(discord.ui.Button(label=text("button_cancel", lang), style=discord.ButtonStyle.danger,
-                                    custom_id=f"{CANCEL_PREFIX}{line}"[:100]))
+    view.add_item(
+        discord.ui.Button(
+            label=text("button_cancel", lang),
+            style=discord.ButtonStyle.danger,
+            custom_id=f"{CANCEL_PREFIX}{line}"[:100],
+        )
+    )
     return view
 
 
 def result_view(task_id: str, lang: str, workflows: Workflows | None = None, mode: str = "") -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for other in workflows.others(mode) if workflows is not None else []:
-        view.add_item(discord.ui.Button(label=text("button_other_mode", lang, mode=other.label(lang)),
-                                        style=discord.ButtonStyle.primary,
-                                        custom_id=f"{OTHER_MODE_PREFIX}{task_id}:{other.name}"[:100]))
-    view.add_item(discord.ui.Button(label=text("button_compare", lang), style=discord.ButtonStyle.secondary,
-                                    custom_id=COMPARE_PREFIX + task_id))
+        view.add_item(
+            discord.ui.Button(
+                label=text("button_other_mode", lang, mode=other.label(lang)),
+                style=discord.ButtonStyle.primary,
+                custom_id=f"{OTHER_MODE_PREFIX}{task_id}:{other.name}"[:100],
+            )
+        )
+    view.add_item(
+        discord.ui.Button(
+            label=text("button_compare", lang), style=discord.ButtonStyle.secondary, custom_id=COMPARE_PREFIX + task_id
+        )
+    )
     return view
 
 
@@ -60,7 +72,7 @@ class ResultImage:
     downscaled: bool
 
     @classmethod
-    async def fit(cls, data: bytes, limit: int, *, stem: str = "colorized") -> "ResultImage":
+    async def fit(cls, data: bytes, limit: int, *, stem: str = "colorized") -> ResultImage:
         fitted = await asyncio.to_thread(images.fit_for_upload, data, max_bytes=limit)
         extension = "png" if fitted.startswith(PNG_SIGNATURE) else "jpg"
         return cls(fitted, f"{stem}.{extension}", downscaled=fitted is not data)
@@ -72,9 +84,16 @@ class ResultImage:
 
 def result_embed(result: Result, image: ResultImage, lang: str, workflows: Workflows | None = None) -> discord.Embed:
     """The mode and the time the user waited (and how much of it was colorizing)."""
-    embed = discord.Embed(description=text("result_caption", lang, mode=mode_label(workflows, result.mode, lang),
-                                           seconds=_total_s(result), run=round(result.run_ms / 1000, 1)),
-                          colour=discord.Colour.teal())
+    embed = discord.Embed(
+        description=text(
+            "result_caption",
+            lang,
+            mode=mode_label(workflows, result.mode, lang),
+            seconds=_total_s(result),
+            run=round(result.run_ms / 1000, 1),
+        ),
+        colour=discord.Colour.teal(),
+    )
     embed.set_image(url=f"attachment://{image.filename}")
     if image.downscaled:
         embed.set_footer(text=text("downscaled_note", lang))
@@ -95,8 +114,12 @@ def _total_s(result: Result) -> float:
 def group_embed(results: list[Result], lang: str, workflows: Workflows | None = None) -> discord.Embed:
     """One embed for the photos of one message: how many, the mode, the time until the last was done."""
     modes = ", ".join(dict.fromkeys(mode_label(workflows, r.mode, lang) for r in results))
-    return discord.Embed(description=text("result_caption_album", lang, count=len(results), mode=modes,
-                                          seconds=max(_total_s(r) for r in results)), colour=discord.Colour.teal())
+    return discord.Embed(
+        description=text(
+            "result_caption_album", lang, count=len(results), mode=modes, seconds=max(_total_s(r) for r in results)
+        ),
+        colour=discord.Colour.teal(),
+    )
 
 
 def group_view(numbered: list[tuple[int, Result]], lang: str, workflows: Workflows | None = None) -> discord.ui.View:
@@ -104,12 +127,21 @@ def group_view(numbered: list[tuple[int, Result]], lang: str, workflows: Workflo
     view = discord.ui.View(timeout=None)
     for index, result in numbered:
         others = workflows.others(result.mode) if workflows is not None else []
-        buttons = [discord.ui.Button(label=f"{index}: " + text("button_other_mode", lang, mode=o.label(lang)),
-                                     style=discord.ButtonStyle.primary,
-                                     custom_id=f"{OTHER_MODE_PREFIX}{result.task_id}:{o.name}"[:100]) for o in others]
-        buttons.append(discord.ui.Button(label=f"{index}: " + text("button_compare", lang),
-                                         style=discord.ButtonStyle.secondary,
-                                         custom_id=f"{COMPARE_PREFIX}{result.task_id}"))
+        buttons = [
+            discord.ui.Button(
+                label=f"{index}: " + text("button_other_mode", lang, mode=o.label(lang)),
+                style=discord.ButtonStyle.primary,
+                custom_id=f"{OTHER_MODE_PREFIX}{result.task_id}:{o.name}"[:100],
+            )
+            for o in others
+        ]
+        buttons.append(
+            discord.ui.Button(
+                label=f"{index}: " + text("button_compare", lang),
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{COMPARE_PREFIX}{result.task_id}",
+            )
+        )
         for button in buttons:
             if len(view.children) < 25:
                 view.add_item(button)
@@ -123,10 +155,19 @@ def failure_view(result: Result, lang: str, workflows: Workflows | None = None) 
     retry, other_modes = retry_offers(result.error)
     view = discord.ui.View(timeout=None)
     if retry:
-        view.add_item(discord.ui.Button(label=text("button_retry", lang), style=discord.ButtonStyle.primary,
-                                        custom_id=f"{RETRY_PREFIX}{result.task_id}"))
+        view.add_item(
+            discord.ui.Button(
+                label=text("button_retry", lang),
+                style=discord.ButtonStyle.primary,
+                custom_id=f"{RETRY_PREFIX}{result.task_id}",
+            )
+        )
     for other in workflows.others(result.mode) if other_modes and workflows is not None else []:
-        view.add_item(discord.ui.Button(label=text("button_other_mode", lang, mode=other.label(lang)),
-                                        style=discord.ButtonStyle.secondary,
-                                        custom_id=f"{OTHER_MODE_PREFIX}{result.task_id}:{other.name}"[:100]))
+        view.add_item(
+            discord.ui.Button(
+                label=text("button_other_mode", lang, mode=other.label(lang)),
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{OTHER_MODE_PREFIX}{result.task_id}:{other.name}"[:100],
+            )
+        )
     return view if view.children else None

@@ -13,11 +13,11 @@ unless its answer was in flight.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import discord
@@ -35,7 +35,16 @@ from backend.tasks import Event, Result, user_lang
 from backend.texts import text
 from backend.workflows import Workflows
 from bots.discord.endpoints import bot_token, point_at
-from bots.discord.messages import ResultImage, cancel_view, failure_text, failure_view, group_embed, group_view, result_embed, result_view
+from bots.discord.messages import (
+    ResultImage,
+    cancel_view,
+    failure_text,
+    failure_view,
+    group_embed,
+    group_view,
+    result_embed,
+    result_view,
+)
 from bots.discord.replies import DEFAULT_UPLOAD_LIMIT, token_alive, upload_limit
 
 log = logging.getLogger(__name__)
@@ -58,7 +67,7 @@ async def notifier_errors() -> AsyncIterator[None]:
         if exc.status == 429:
             raise SendRetry("rate limited without retry_after") from exc
         raise SendPermanent(f"Discord refused: {exc.status} {exc.code} {exc.text}") from exc
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise SendRetry(f"network: {type(exc).__name__}: {exc}") from exc
 
 
@@ -71,9 +80,16 @@ class DiscordSender:
     :param owned: closed with the sender (its Redis connection)
     """
 
-    def __init__(self, settings: Settings, blobs: BlobStore, *, parts: PartStore,
-                 progress_every_s: float = PROGRESS_EVERY_S, clock: Callable[[], float] = time.time,
-                 owned: Redis | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        blobs: BlobStore,
+        *,
+        parts: PartStore,
+        progress_every_s: float = PROGRESS_EVERY_S,
+        clock: Callable[[], float] = time.time,
+        owned: Redis | None = None,
+    ):
         self.settings = settings
         self.parts = parts
         self._owned = owned
@@ -137,8 +153,9 @@ class DiscordSender:
                 if not await self.lines.part_finished(line, result.task_id):
                     return  # the message's other photos are still on their way
                 results = await self._line_results(line, result)
-                message = await self._compose(result, lang) if len(results) == 1 else await self._compose_group(
-                    results, lang)
+                message = (
+                    await self._compose(result, lang) if len(results) == 1 else await self._compose_group(results, lang)
+                )
             else:
                 message = await self._compose(result, lang)
             await self._deliver(reply, message, result.task_id)
@@ -163,8 +180,12 @@ class DiscordSender:
         """A follow-up while the interaction token lives, else a channel message, else a DM."""
         if token_alive(reply):
             try:
-                await _send(self._webhook(reply).send, message(mention=False, outside_interaction=False),
-                            ephemeral=bool(reply.get("private")), wait=True)
+                await _send(
+                    self._webhook(reply).send,
+                    message(mention=False, outside_interaction=False),
+                    ephemeral=bool(reply.get("private")),
+                    wait=True,
+                )
                 return
             except discord.HTTPException as exc:
                 if exc.status not in (401, 403, 404):
@@ -172,12 +193,12 @@ class DiscordSender:
                 log.info("interaction token of %s no longer works (%s); using the channel", task_id, exc)
         if not reply.get("private"):
             try:
-                await _send(self._channel(int(reply["channel_id"])).send,
-                            message(mention=True, outside_interaction=True))
+                await _send(
+                    self._channel(int(reply["channel_id"])).send, message(mention=True, outside_interaction=True)
+                )
                 return
             except (discord.Forbidden, discord.NotFound) as exc:
-                log.info("channel %s not writable for %s (%s); sending a DM", reply["channel_id"],
-                         task_id, exc)
+                log.info("channel %s not writable for %s (%s); sending a DM", reply["channel_id"], task_id, exc)
         await self._direct_message(reply, message)
 
     async def _compose(self, result: Result, lang: str) -> Callable[..., dict[str, Any]]:
@@ -195,8 +216,9 @@ class DiscordSender:
             limit = upload_limit(result.reply)
             try:
                 image = await ResultImage.fit(data, limit)
-                standard_image = image if limit <= DEFAULT_UPLOAD_LIMIT else await ResultImage.fit(data,
-                                                                                                 DEFAULT_UPLOAD_LIMIT)
+                standard_image = (
+                    image if limit <= DEFAULT_UPLOAD_LIMIT else await ResultImage.fit(data, DEFAULT_UPLOAD_LIMIT)
+                )
             except RepairError:
                 sentence = text("output_invalid", lang)
         if sentence is not None:
@@ -239,8 +261,11 @@ class DiscordSender:
             if data is not None:
                 try:
                     image = await ResultImage.fit(data, share, stem=f"colorized-{index}")
-                    standard = image if share <= standard_share else await ResultImage.fit(
-                        data, standard_share, stem=f"colorized-{index}")
+                    standard = (
+                        image
+                        if share <= standard_share
+                        else await ResultImage.fit(data, standard_share, stem=f"colorized-{index}")
+                    )
                     pictures.append((index, result, image, standard))
                 except RepairError:
                     problem = text("output_invalid", lang)
@@ -290,8 +315,11 @@ class DiscordSender:
             return
         async with notifier_errors():
             # "@original" is the deferred response; discord.py puts the id into the URL as given.
-            await self._webhook(reply).edit_message("@original", content=content,  # type: ignore[arg-type]
-                                                    view=cancel_view(line, lang))
+            await self._webhook(reply).edit_message(
+                "@original",
+                content=content,  # type: ignore[arg-type]
+                view=cancel_view(line, lang),
+            )
 
     # --- plumbing ------------------------------------------------------------------------------
     def _client(self) -> discord.Client:
@@ -323,5 +351,10 @@ async def _send(send: Callable[..., Any], message: dict[str, Any], **extra: Any)
 def build_sender(settings: Settings, blobs: BlobStore, *, progress_every_s: float = PROGRESS_EVERY_S) -> DiscordSender:
     """What `repairbot notifier` and `repairbot up` register for the "discord" platform."""
     redis = connect(settings)
-    return DiscordSender(settings, blobs, parts=PartStore(redis, ttl_s=settings.delivered_ttl_s), owned=redis,
-                         progress_every_s=progress_every_s)
+    return DiscordSender(
+        settings,
+        blobs,
+        parts=PartStore(redis, ttl_s=settings.delivered_ttl_s),
+        owned=redis,
+        progress_every_s=progress_every_s,
+    )

@@ -35,8 +35,9 @@ def digest_key(application_id: int, scope: str) -> str:
     return f"repairbot:discord:commands:{application_id}:{scope}"
 
 
-async def sync_if_changed(tree: app_commands.CommandTree, redis: Redis, *, application_id: int,
-                          guild_ids: list[int]) -> list[str]:
+async def sync_if_changed(
+    tree: app_commands.CommandTree, redis: Redis, *, application_id: int, guild_ids: list[int]
+) -> list[str]:
     """Sync each scope whose stored hash differs; returns the scopes that were synced."""
     digest = await commands_digest(tree)
     synced = []

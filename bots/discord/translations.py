@@ -15,8 +15,9 @@ CHINESE = (Locale.chinese, Locale.taiwan_chinese)
 
 
 class CatalogTranslator(app_commands.Translator):
-    async def translate(self, string: app_commands.locale_str, locale: Locale,
-                        context: app_commands.TranslationContextTypes) -> str | None:
+    async def translate(
+        self, string: app_commands.locale_str, locale: Locale, context: app_commands.TranslationContextTypes
+    ) -> str | None:
         if locale not in CHINESE:
             return None
         translated = string.extras.get("translated") or {}

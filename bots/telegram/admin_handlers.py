@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import ContextTypes
@@ -123,9 +123,15 @@ async def mute_alerts_command(update: Update, context: ContextTypes.DEFAULT_TYPE
 
 def dlq_markup(letters: list, lang: str) -> InlineKeyboardMarkup | None:
     """A Retry button per dead letter whose task id fits a button."""
-    rows = [[InlineKeyboardButton(text("admin_dlq_retry", lang, task=letter.task_id[:8]),
-                                  callback_data=dead_retry_data(letter.task_id))]
-            for letter in letters if letter.task_id and dead_retry_data(letter.task_id)]
+    rows = [
+        [
+            InlineKeyboardButton(
+                text("admin_dlq_retry", lang, task=letter.task_id[:8]), callback_data=dead_retry_data(letter.task_id)
+            )
+        ]
+        for letter in letters
+        if letter.task_id and dead_retry_data(letter.task_id)
+    ]
     return InlineKeyboardMarkup(rows) if rows else None
 
 

@@ -9,6 +9,7 @@ button reaches every one of them).
 from __future__ import annotations
 
 import asyncio
+
 from redis.asyncio import Redis
 from telegram import Message
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, BotCommandScopeChat
@@ -55,12 +55,18 @@ ADMIN_MENU = [
     BotCommand("mute_alerts", "Silence alerts for N minutes"),
 ]
 NEW = filters.UpdateType.MESSAGE  # not edits (a fixed caption must not queue the photo again), not channel posts
-OTHER_MEDIA = (filters.VIDEO | filters.ANIMATION | filters.AUDIO | filters.VOICE | filters.VIDEO_NOTE
-               | filters.Sticker.ALL)
+OTHER_MEDIA = (
+    filters.VIDEO | filters.ANIMATION | filters.AUDIO | filters.VOICE | filters.VIDEO_NOTE | filters.Sticker.ALL
+)
 
 
-def build_application(settings: Settings, services: Services, *, rate_limiter: FloodAwareRateLimiter | None = None,
-                      with_updater: bool = True) -> Application:
+def build_application(
+    settings: Settings,
+    services: Services,
+    *,
+    rate_limiter: FloodAwareRateLimiter | None = None,
+    with_updater: bool = True,
+) -> Application:
     """The Application with every handler; `services` reach the handlers through bot_data."""
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")

@@ -24,12 +24,12 @@ from backend.intake import Submitted
 from backend.oversize import shrink_to_limit
 from backend.positions import where_lines
 from backend.services import Services
-from backend.stored_results import stored_result
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
+from backend.stored_results import stored_result
 from backend.texts import pick_lang, text
 from bots.telegram import albums
-from bots.telegram.photos import PHOTO_MAX_SIDE
 from bots.telegram.keyboards import Button, cancel_markup, mode_markup, parse
+from bots.telegram.photos import PHOTO_MAX_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,9 @@ async def answer_again(bot: Any, first: Submitted, lang: str, services: Services
     # "not modified" is the price of this rare path).
     await services.lines.advance(line, QUEUED, sentence)
     with contextlib.suppress(BadRequest):  # unchanged, or the status is gone
-        await bot.edit_message_text(sentence, chat_id=chat_id, message_id=status_id,
-                                    reply_markup=cancel_markup(reply, first.task_id, lang))
+        await bot.edit_message_text(
+            sentence, chat_id=chat_id, message_id=status_id, reply_markup=cancel_markup(reply, first.task_id, lang)
+        )
 
 
 async def queue_single(message: Message, asker: Asker, services: Services, downloads: asyncio.Semaphore) -> None:
@@ -155,8 +156,13 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
         await message.reply_text(refusal.user_message(asker.lang))
         return
     status = await message.reply_text(text("received", asker.lang), do_quote=True)
-    reply = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id,
-             "status_message_id": status.message_id, "lang": asker.lang}
+    reply = {
+        "platform": "telegram",
+        "chat_id": message.chat_id,
+        "message_id": message.message_id,
+        "status_message_id": status.message_id,
+        "lang": asker.lang,
+    }
     if message.document is not None:
         reply["as_file"] = True
     try:
@@ -166,8 +172,9 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
             await services.lines.keep_note(line_id(reply) or "", note)
         mode = services.workflows.from_words(message.caption) or await services.intake.default_mode(asker.user)
         try:
-            submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
-                                                     exempt=asker.exempt, event_key=key)
+            submitted = await services.intake.submit(
+                data, mode=mode, reply=reply, user=asker.user, exempt=asker.exempt, event_key=key
+            )
         except Refused as refusal:
             if refusal.code != "too_many_active":
                 raise
@@ -193,8 +200,9 @@ async def queue_single(message: Message, asker: Asker, services: Services, downl
 async def shrunk_if_over(data: bytes, services: Services, lang: str) -> tuple[bytes, str]:
     """An image over the pixel limit becomes a copy shrunk to it, with a note saying so."""
     s = services.settings
-    shrunk = await asyncio.to_thread(shrink_to_limit, data, max_pixels=s.max_image_pixels,
-                                     ceiling_pixels=s.max_image_pixels_ceiling)
+    shrunk = await asyncio.to_thread(
+        shrink_to_limit, data, max_pixels=s.max_image_pixels, ceiling_pixels=s.max_image_pixels_ceiling
+    )
     if shrunk is None:
         return data, ""
     return shrunk.data, text("shrunk_note", lang, **shrunk.note_values())
@@ -209,8 +217,7 @@ async def open_or_backlog(services: Services, asker: Asker, *, event_key: str | 
             raise
 
 
-async def show_backlogged(status: Message, reply: dict[str, Any], lang: str, services: Services, *,
-                          count: int) -> None:
+async def show_backlogged(status: Message, reply: dict[str, Any], lang: str, services: Services, *, count: int) -> None:
     """Everything of this status waits in the backlog: say so (it starts by itself)."""
     sentence = text("backlog_only", lang, count=count)
     if await services.lines.advance(line_id(reply) or "", QUEUED, sentence):
@@ -225,8 +232,16 @@ async def settle(status: Message, reply: dict[str, Any], services: Services, sen
         await status.edit_text(sentence)
 
 
-async def show_queued(status: Message, queued: list[Submitted], reply: dict[str, Any], lang: str,
-                      services: Services, *, waiting: int = 0, note: str = "") -> None:
+async def show_queued(
+    status: Message,
+    queued: list[Submitted],
+    reply: dict[str, Any],
+    lang: str,
+    services: Services,
+    *,
+    waiting: int = 0,
+    note: str = "",
+) -> None:
     """Turn the status into "Queued — #N" with a Cancel button, unless the worker or the result got
     there first (the status line only moves forward); the announcer keeps the place current."""
     for submitted in queued:
@@ -248,8 +263,9 @@ async def show_queued(status: Message, queued: list[Submitted], reply: dict[str,
         await status.edit_text(sentence, reply_markup=cancel_markup(reply, queued[0].task_id, lang))
 
 
-async def queue_album(group: list[Message], asker: Asker, services: Services, downloads: asyncio.Semaphore, *,
-                      burst: bool = False) -> None:
+async def queue_album(
+    group: list[Message], asker: Asker, services: Services, downloads: asyncio.Semaphore, *, burst: bool = False
+) -> None:
     """One task per photo of an album (or of a burst of photos sent one by one), all under one status
     message. Photos beyond the user's concurrent cap wait in the backlog; past the backlog, ONE reply
     says how many were taken and how many to send again."""
@@ -279,8 +295,9 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
     except Refused as refusal:
         await first.reply_text(refusal.user_message(asker.lang))
         return
-    status = await first.reply_text(text("received_many" if len(usable) > 1 else "received", asker.lang,
-                                         count=len(usable)), do_quote=True)
+    status = await first.reply_text(
+        text("received_many" if len(usable) > 1 else "received", asker.lang, count=len(usable)), do_quote=True
+    )
     redis, ttl = services.redis, services.settings.blob_ttl_s
     await albums.open_album(redis, first.chat_id, status.message_id, len(usable), ttl)
     caption_mode = next(filter(None, (services.workflows.from_words(m.caption) for m in group)), None)
@@ -290,8 +307,13 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
     notes: list[str] = []
     refused: dict[str, Message] = {}  # each distinct refusal is said once, under the first photo it hit
     for message, file_id in usable:
-        reply = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id,
-                 "status_message_id": status.message_id, "lang": asker.lang}
+        reply = {
+            "platform": "telegram",
+            "chat_id": message.chat_id,
+            "message_id": message.message_id,
+            "status_message_id": status.message_id,
+            "lang": asker.lang,
+        }
         if burst:
             reply["burst"] = True
         else:
@@ -305,8 +327,14 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
                 notes.append(note)
                 await services.lines.keep_note(line_id(reply) or "", "\n".join(notes))
             try:
-                submitted = await services.intake.submit(data, mode=mode, reply=reply, user=asker.user,
-                                                         exempt=asker.exempt, event_key=keys_of[message.message_id])
+                submitted = await services.intake.submit(
+                    data,
+                    mode=mode,
+                    reply=reply,
+                    user=asker.user,
+                    exempt=asker.exempt,
+                    event_key=keys_of[message.message_id],
+                )
             except Refused as refusal:
                 if refusal.code != "too_many_active":
                     raise
@@ -317,11 +345,14 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
                     if full.code != "too_many_active":
                         raise
                     dropped += 1
-                    await albums.finish_album_item(redis, first.chat_id, status.message_id,
-                                                   f"dropped:{message.message_id}")
+                    await albums.finish_album_item(
+                        redis, first.chat_id, status.message_id, f"dropped:{message.message_id}"
+                    )
                 continue
         except Refused as refusal:
-            left = await albums.finish_album_item(redis, first.chat_id, status.message_id, f"refused:{message.message_id}")
+            left = await albums.finish_album_item(
+                redis, first.chat_id, status.message_id, f"refused:{message.message_id}"
+            )
             if left == 0 and not queued:
                 await settle(status, reply, services, refusal.user_message(asker.lang))
             else:
@@ -338,13 +369,15 @@ async def queue_album(group: list[Message], asker: Asker, services: Services, do
         taken = len(queued) + waiting
         await first.reply_text(text("backlog_full", asker.lang, taken=taken, sent=taken + dropped, count=dropped))
     if queued:
-        await show_queued(status, queued, reply, asker.lang, services, waiting=waiting,
-                          note="\n".join(filter(None, notes)))
+        await show_queued(
+            status, queued, reply, asker.lang, services, waiting=waiting, note="\n".join(filter(None, notes))
+        )
     elif waiting:
         await show_backlogged(status, reply, asker.lang, services, count=waiting)
     elif dropped:
-        await settle(status, reply, services, text("too_many_active", asker.lang,
-                                                    limit=services.settings.user_max_active))
+        await settle(
+            status, reply, services, text("too_many_active", asker.lang, limit=services.settings.user_max_active)
+        )
 
 
 async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -395,14 +428,19 @@ async def cancel_from_button(button: Button, chat_id: int, asker: Asker, service
         task_ids = [button.task_id]
     else:
         line = f"telegram:{chat_id}:{button.status_message_id}"  # what status_line.line_id names it
-        task_ids = sorted({*await albums.album_tasks(services.redis, chat_id, button.status_message_id),
-                           *await services.lines.tasks(line)})
+        task_ids = sorted(
+            {
+                *await albums.album_tasks(services.redis, chat_id, button.status_message_id),
+                *await services.lines.tasks(line),
+            }
+        )
     flags = [await services.admin.cancel(task_id, user=owner) for task_id in task_ids]
     return sum(flags)
 
 
-async def run_again(result_message: Message, button: Button, asker: Asker, services: Services,
-                    press_id: str | None = None) -> Submitted | None:
+async def run_again(
+    result_message: Message, button: Button, asker: Asker, services: Services, press_id: str | None = None
+) -> Submitted | None:
     """Queue the stored input again (Retry, or a mode chosen by Other mode), with its own status message.
     The press is an event like a photo: delivered twice, it is one task (keyed by the callback query's id)."""
     key = f"telegram:press:{press_id}" if press_id else None
@@ -410,11 +448,17 @@ async def run_again(result_message: Message, button: Button, asker: Asker, servi
         await answer_again(result_message.get_bot(), first, asker.lang, services)
         return first
     status = await result_message.reply_text(text("received", asker.lang), do_quote=True)
-    reply = {"platform": "telegram", "chat_id": result_message.chat_id, "message_id": result_message.message_id,
-             "status_message_id": status.message_id, "lang": asker.lang}
+    reply = {
+        "platform": "telegram",
+        "chat_id": result_message.chat_id,
+        "message_id": result_message.message_id,
+        "status_message_id": status.message_id,
+        "lang": asker.lang,
+    }
     try:
-        submitted = await services.intake.resubmit(button.input_key, mode=button.mode, reply=reply,
-                                                   user=asker.user, exempt=asker.exempt, event_key=key)
+        submitted = await services.intake.resubmit(
+            button.input_key, mode=button.mode, reply=reply, user=asker.user, exempt=asker.exempt, event_key=key
+        )
     except Refused as refusal:
         await settle(status, reply, services, refusal.user_message(asker.lang))
         raise
@@ -455,8 +499,11 @@ async def show_earlier_run(message: Message, task_id: str, mode: str, asker: Ask
     if data is None:
         await message.reply_text(text("other_mode_running", asker.lang, mode=mode))
         return
-    await message.reply_photo(data, caption=text("other_mode_done", asker.lang, mode=mode),
-                              reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True))
+    await message.reply_photo(
+        data,
+        caption=text("other_mode_done", asker.lang, mode=mode),
+        reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
+    )
 
 
 async def send_comparison(result_message: Message, button: Button, asker: Asker, services: Services) -> None:
@@ -467,9 +514,11 @@ async def send_comparison(result_message: Message, button: Button, asker: Asker,
         return
     await result_message.get_bot().send_chat_action(result_message.chat_id, ChatAction.UPLOAD_PHOTO)
     picture = await asyncio.to_thread(labelled_side_by_side, before, after, asker.lang, max_side=PHOTO_MAX_SIDE)
-    await result_message.reply_photo(picture, caption=text("compare_caption", asker.lang),
-                                     reply_parameters=ReplyParameters(result_message.message_id,
-                                                                      allow_sending_without_reply=True))
+    await result_message.reply_photo(
+        picture,
+        caption=text("compare_caption", asker.lang),
+        reply_parameters=ReplyParameters(result_message.message_id, allow_sending_without_reply=True),
+    )
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -482,12 +531,21 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     """The modes and the limits, from the settings."""
     services, asker = services_of(context), asker_of(update, context)
     s = services.settings
-    modes = "\n".join(f"• {mode.label(asker.lang)}: {mode.describe(asker.lang)}" for mode in services.workflows.choosable)
-    await update.effective_message.reply_text(text(
-        "help", asker.lang, modes=modes,
-        max_mb=min(s.max_image_bytes, BOT_API_DOWNLOAD_LIMIT) // MB, max_mp=max(1, s.max_image_pixels // 1_000_000),
-        active=s.user_max_active, hourly=s.user_max_per_hour,
-    ) + ("\n\n" + text("help_admin", asker.lang) if asker.exempt else ""))
+    modes = "\n".join(
+        f"• {mode.label(asker.lang)}: {mode.describe(asker.lang)}" for mode in services.workflows.choosable
+    )
+    await update.effective_message.reply_text(
+        text(
+            "help",
+            asker.lang,
+            modes=modes,
+            max_mb=min(s.max_image_bytes, BOT_API_DOWNLOAD_LIMIT) // MB,
+            max_mp=max(1, s.max_image_pixels // 1_000_000),
+            active=s.user_max_active,
+            hourly=s.user_max_per_hour,
+        )
+        + ("\n\n" + text("help_admin", asker.lang) if asker.exempt else "")
+    )
 
 
 async def where_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -500,8 +558,7 @@ async def where_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A command we don't have gets a short hint instead of silence."""
     command = (update.effective_message.text or "/?").split()[0].split("@")[0]
-    await update.effective_message.reply_text(text("unknown_command", asker_of(update, context).lang,
-                                                   command=command))
+    await update.effective_message.reply_text(text("unknown_command", asker_of(update, context).lang, command=command))
 
 
 async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -523,10 +580,12 @@ async def mode_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         return
     current = services.workflows.get(await services.intake.default_mode(asker.user))
     lines = [] if not words else [text("unknown_mode", asker.lang, modes=services.workflows.labels(asker.lang))]
-    lines.append(text("mode_usage", asker.lang, mode=current.label(asker.lang),
-                      modes=services.workflows.labels(asker.lang)))
+    lines.append(
+        text("mode_usage", asker.lang, mode=current.label(asker.lang), modes=services.workflows.labels(asker.lang))
+    )
     await update.effective_message.reply_text(
-        "\n".join(lines), reply_markup=mode_markup(services.workflows.choosable, current.name, asker.lang))
+        "\n".join(lines), reply_markup=mode_markup(services.workflows.choosable, current.name, asker.lang)
+    )
 
 
 async def choose_mode(message: Message, mode: str, asker: Asker, services: Services, *, query: Any = None) -> None:
@@ -547,8 +606,9 @@ async def choose_mode(message: Message, mode: str, asker: Asker, services: Servi
         return
     await query.answer(sentence)
     with contextlib.suppress(BadRequest):  # unchanged when the same mode was pressed again
-        await message.edit_text(sentence, reply_markup=mode_markup(services.workflows.choosable, chosen.name,
-                                                                   asker.lang))
+        await message.edit_text(
+            sentence, reply_markup=mode_markup(services.workflows.choosable, chosen.name, asker.lang)
+        )
 
 
 # --- errors ------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
@@ -69,13 +69,16 @@ def other_mode_buttons(input_key: str, others: Sequence[Mode], lang: str) -> lis
     for other in others:
         data = f"o:{pack_hex(_blob_id(input_key))}:{other.name}"
         if len(data.encode()) <= CALLBACK_DATA_MAX:
-            buttons.append(InlineKeyboardButton(text("button_other_mode", lang, mode=other.label(lang)),
-                                                callback_data=data))
+            buttons.append(
+                InlineKeyboardButton(text("button_other_mode", lang, mode=other.label(lang)), callback_data=data)
+            )
     return buttons
 
 
-def result_markup(input_key: str, output_key: str, lang: str, others: Sequence[Mode] = ()) -> InlineKeyboardMarkup | None:
-    """"Other mode" (one per other choosable mode) and "Compare" under a result (only the buttons
+def result_markup(
+    input_key: str, output_key: str, lang: str, others: Sequence[Mode] = ()
+) -> InlineKeyboardMarkup | None:
+    """ "Other mode" (one per other choosable mode) and "Compare" under a result (only the buttons
     whose ids are known)."""
     row = []
     if input_key and _HEX32.fullmatch(_blob_id(input_key)):
@@ -106,9 +109,12 @@ def dead_retry_data(task_id: str) -> str:
 
 def mode_markup(modes: Sequence[Mode], current: str, lang: str) -> InlineKeyboardMarkup:
     """A button per mode users may choose; the current default is ticked."""
-    row = [InlineKeyboardButton(("✓ " if mode.name == current else "") + mode.label(lang), callback_data=f"m:{mode.name}")
-           for mode in modes if len(f"m:{mode.name}".encode()) <= CALLBACK_DATA_MAX]
-    return InlineKeyboardMarkup([row[i:i + 3] for i in range(0, len(row), 3)])
+    row = [
+        InlineKeyboardButton(("✓ " if mode.name == current else "") + mode.label(lang), callback_data=f"m:{mode.name}")
+        for mode in modes
+        if len(f"m:{mode.name}".encode()) <= CALLBACK_DATA_MAX
+    ]
+    return InlineKeyboardMarkup([row[i : i + 3] for i in range(0, len(row), 3)])
 
 
 def parse(data: str) -> Button | None:
@@ -130,8 +136,9 @@ def parse(data: str) -> Button | None:
         if kind == "m" and rest:
             return Button("set_mode", mode=rest)
         if kind == "x" and len(rest) == 44:
-            return Button("compare", input_key=f"blob:in:{unpack_hex(rest[:22])}",
-                          output_key=f"blob:out:{unpack_hex(rest[22:])}")
+            return Button(
+                "compare", input_key=f"blob:in:{unpack_hex(rest[:22])}", output_key=f"blob:out:{unpack_hex(rest[22:])}"
+            )
     except ValueError:
         return None
     return None

@@ -16,12 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from redis.asyncio import Redis
 from telegram import InlineKeyboardMarkup, InputMediaDocument, InputMediaPhoto, ReplyParameters
 from telegram.error import (
-    BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError,
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
 )
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
@@ -67,8 +74,9 @@ def make_bot(settings: Settings, limiter: FloodAwareRateLimiter | None = None) -
 
 def upload_request() -> HTTPXRequest:
     """Room for many concurrent downloads and uploads; waiting for a free connection is not a failure."""
-    return HTTPXRequest(connection_pool_size=32, pool_timeout=30, read_timeout=30, write_timeout=120,
-                        media_write_timeout=120)
+    return HTTPXRequest(
+        connection_pool_size=32, pool_timeout=30, read_timeout=30, write_timeout=120, media_write_timeout=120
+    )
 
 
 async def initialize_bot(initialize: Callable[[], Awaitable[None]]) -> None:
@@ -114,8 +122,17 @@ class TelegramSender:
     :param progress_every_s: the least time between two progress edits in one chat
     """
 
-    def __init__(self, bot: ExtBot, blobs: BlobStore, redis: Redis, *, progress_every_s: float = PROGRESS_EVERY_S,
-                 owns_redis: bool = False, workflows: Workflows | None = None, parts: PartStore | None = None):
+    def __init__(
+        self,
+        bot: ExtBot,
+        blobs: BlobStore,
+        redis: Redis,
+        *,
+        progress_every_s: float = PROGRESS_EVERY_S,
+        owns_redis: bool = False,
+        workflows: Workflows | None = None,
+        parts: PartStore | None = None,
+    ):
         self.bot = bot
         self.workflows = workflows  # mode labels and the other modes to offer; names only when absent
         self.lines = StatusLines(redis)
@@ -181,7 +198,7 @@ class TelegramSender:
             await self._settle_status(result, note, lang, parts)
 
     def _caption(self, result: Result, lang: str, *, count: int = 1) -> str:
-        """"Colorized (person) in 13 s": the time the user waited, not only the colorizing."""
+        """ "Colorized (person) in 13 s": the time the user waited, not only the colorizing."""
         known = self.workflows is not None and result.mode in self.workflows
         mode_name = self.workflows.get(result.mode).label(lang) if known else result.mode
         total = round((result.queued_ms + result.run_ms) / 1000, 1)
@@ -202,8 +219,9 @@ class TelegramSender:
         if not photo_sent and not parts.sent("photo-refused") and photo_ok:
             await parts.sending("photo")
             try:
-                await self.bot.send_photo(reply["chat_id"], data, caption=caption, reply_markup=markup,
-                                          reply_parameters=replying)
+                await self.bot.send_photo(
+                    reply["chat_id"], data, caption=caption, reply_markup=markup, reply_parameters=replying
+                )
                 await parts.done("photo")
                 photo_sent = True
             except BadRequest as exc:  # Telegram would not take it as a photo after all
@@ -221,8 +239,14 @@ class TelegramSender:
             await self.bot.send_document(reply["chat_id"], document, filename=filename, caption=shrunk_note)
         else:
             full_caption = caption if shrunk_note is None else f"{caption}\n{shrunk_note}"
-            await self.bot.send_document(reply["chat_id"], document, filename=filename, caption=full_caption,
-                                         reply_markup=markup, reply_parameters=replying)
+            await self.bot.send_document(
+                reply["chat_id"],
+                document,
+                filename=filename,
+                caption=full_caption,
+                reply_markup=markup,
+                reply_parameters=replying,
+            )
         await parts.done("document")
 
     async def _as_document(self, result: Result, data: bytes, lang: str) -> tuple[bytes, str, str | None]:
@@ -239,8 +263,13 @@ class TelegramSender:
         chat_id, status_id = reply["chat_id"], reply["status_message_id"]
         if result.status == "failed":
             note = result.message or text(result.error or "internal", lang)
-            await self._once(parts, "note", self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply),
-                                                                  reply_markup=self._failure_markup(result, lang)))
+            await self._once(
+                parts,
+                "note",
+                self.bot.send_message(
+                    chat_id, note, reply_parameters=_reply_to(reply), reply_markup=self._failure_markup(result, lang)
+                ),
+            )
         if await finish_album_item(self.redis, chat_id, status_id, result.task_id) != 0:
             return
         await self._show_sending(reply, lang)
@@ -248,12 +277,18 @@ class TelegramSender:
         try:
             posted = await self._post_album(result, lang, parts)
         except RepairError:
-            await self._once(parts, "note-invalid", self.bot.send_message(
-                chat_id, text("output_invalid", lang), reply_parameters=_reply_to(reply)))
+            await self._once(
+                parts,
+                "note-invalid",
+                self.bot.send_message(chat_id, text("output_invalid", lang), reply_parameters=_reply_to(reply)),
+            )
         await self.lines.finish(line_id(reply) or "")
         cancelled = not posted and result.status == "cancelled"
-        await self._once(parts, "status", self._close_status(chat_id, status_id,
-                                                             text("cancelled", lang) if cancelled else None, lang))
+        await self._once(
+            parts,
+            "status",
+            self._close_status(chat_id, status_id, text("cancelled", lang) if cancelled else None, lang),
+        )
 
     async def _burst_result(self, result: Result, lang: str, parts: SendParts) -> None:
         """One of several photos sent one by one under one status: its result (or failure) at once, as
@@ -273,8 +308,13 @@ class TelegramSender:
         elif result.status == "failed":
             note = result.message or text(result.error or "internal", lang)
         if note:
-            await self._once(parts, "note", self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply),
-                                                                  reply_markup=self._failure_markup(result, lang)))
+            await self._once(
+                parts,
+                "note",
+                self.bot.send_message(
+                    chat_id, note, reply_parameters=_reply_to(reply), reply_markup=self._failure_markup(result, lang)
+                ),
+            )
         if await finish_album_item(self.redis, chat_id, status_id, result.task_id) != 0:
             return
         await self.lines.finish(line_id(reply) or "")
@@ -285,8 +325,12 @@ class TelegramSender:
         """Every colorized photo of the album as ONE media group, in the order they were sent, one caption;
         the full-resolution files as a second group when the photos came as files or would be compressed."""
         reply = last.reply
-        task_ids = sorted({*await album_tasks(self.redis, reply["chat_id"], reply["status_message_id"]),
-                           *await self.lines.tasks(line_id(reply) or "")})  # the latter has backlogged ones
+        task_ids = sorted(
+            {
+                *await album_tasks(self.redis, reply["chat_id"], reply["status_message_id"]),
+                *await self.lines.tasks(line_id(reply) or ""),
+            }
+        )  # the latter has backlogged ones
         results = {r.task_id: r for r in await stored_results(self.redis, task_ids)}
         results[last.task_id] = last
         pictures: list[tuple[Result, bytes]] = []
@@ -314,8 +358,9 @@ class TelegramSender:
         documents = []
         for i, (result, data) in enumerate(pictures):
             document, filename, _ = await self._as_document(result, data, lang)
-            documents.append(InputMediaDocument(document, filename=filename,
-                                                caption=caption if i == 0 and not all(fits) else None))
+            documents.append(
+                InputMediaDocument(document, filename=filename, caption=caption if i == 0 and not all(fits) else None)
+            )
         await parts.sending("album-files")
         await self.bot.send_media_group(reply["chat_id"], documents)
         await parts.done("album-files")
@@ -328,11 +373,13 @@ class TelegramSender:
         markup = self._failure_markup(result, lang)
         if status_id:
             await self.lines.finish(line_id(reply) or "")  # no progress edit after this one
-            await self._once(parts, "status", self._close_status(chat_id, status_id, note or None, lang,
-                                                                 markup=markup))
+            await self._once(parts, "status", self._close_status(chat_id, status_id, note or None, lang, markup=markup))
         elif note:
-            await self._once(parts, "note", self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply),
-                                                                  reply_markup=markup))
+            await self._once(
+                parts,
+                "note",
+                self.bot.send_message(chat_id, note, reply_parameters=_reply_to(reply), reply_markup=markup),
+            )
 
     def _failure_markup(self, result: Result, lang: str) -> InlineKeyboardMarkup | None:
         """Retry under a failure, and the other modes when another mode could help."""
@@ -343,14 +390,15 @@ class TelegramSender:
         return failure_markup(result.input, result.mode if retry else "", lang, others)
 
     async def _show_sending(self, reply: dict[str, Any], lang: str) -> None:
-        """"Sending your photo…" while the upload runs (forward only: never over a finished status)."""
+        """ "Sending your photo…" while the upload runs (forward only: never over a finished status)."""
         line = line_id(reply)
         message = text("sending", lang)
         if line is None or not await self.lines.advance(line, SENDING, message):
             return
         with contextlib.suppress(TelegramError):  # lossy, like progress
-            await self.bot.edit_message_text(message, chat_id=reply["chat_id"], message_id=reply["status_message_id"],
-                                             rate_limit_args=NO_RETRY)
+            await self.bot.edit_message_text(
+                message, chat_id=reply["chat_id"], message_id=reply["status_message_id"], rate_limit_args=NO_RETRY
+            )
 
     @staticmethod
     async def _once(parts: SendParts, part: str, request: Awaitable[Any]) -> None:
@@ -362,8 +410,9 @@ class TelegramSender:
         await request
         await parts.done(part)
 
-    async def _close_status(self, chat_id: Any, status_id: Any, note: str | None, lang: str, *,
-                            markup: InlineKeyboardMarkup | None = None) -> None:
+    async def _close_status(
+        self, chat_id: Any, status_id: Any, note: str | None, lang: str, *, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
         """Replace the status with `note`, or delete it (turning it into "Done." if it can't go)."""
         if note is None:
             try:
@@ -402,8 +451,13 @@ class TelegramSender:
             return
         markup: InlineKeyboardMarkup = cancel_markup(reply, event.task_id, lang)
         try:
-            await self.bot.edit_message_text(message, chat_id=chat_id, message_id=reply["status_message_id"],
-                                             reply_markup=markup, rate_limit_args=NO_RETRY)
+            await self.bot.edit_message_text(
+                message,
+                chat_id=chat_id,
+                message_id=reply["status_message_id"],
+                reply_markup=markup,
+                rate_limit_args=NO_RETRY,
+            )
         except BadRequest as exc:  # the status is gone (the user deleted it)
             log.debug("progress edit for %s skipped: %s", event.task_id, exc)
         except TelegramError as exc:
@@ -419,8 +473,11 @@ class TelegramSender:
         interval = self.progress_every_s * (GROUP_SLOWDOWN if int(chat_id) < 0 else 1)
         if interval <= 0:
             return True
-        return bool(await self.redis.set(f"repairbot:telegram:progress:{chat_id}", "1", nx=True,
-                                         px=max(1, int(interval * 1000))))
+        return bool(
+            await self.redis.set(
+                f"repairbot:telegram:progress:{chat_id}", "1", nx=True, px=max(1, int(interval * 1000))
+            )
+        )
 
 
 def _reply_to(reply: dict[str, Any]) -> ReplyParameters | None:
@@ -428,15 +485,29 @@ def _reply_to(reply: dict[str, Any]) -> ReplyParameters | None:
     return ReplyParameters(int(message_id), allow_sending_without_reply=True) if message_id else None
 
 
-def build_sender(settings: Settings, blobs: BlobStore, *, overall_max_rate: float = 30, group_max_rate: float = 20,
-                 max_retries: int = 0, progress_every_s: float = PROGRESS_EVERY_S) -> TelegramSender:
+def build_sender(
+    settings: Settings,
+    blobs: BlobStore,
+    *,
+    overall_max_rate: float = 30,
+    group_max_rate: float = 20,
+    max_retries: int = 0,
+    progress_every_s: float = PROGRESS_EVERY_S,
+) -> TelegramSender:
     """The sender `repairbot notifier` registers for platform "telegram".
 
     `max_retries` 0: a 429 goes back to the notifier as SendRetry at once. PTB's own retry would sleep
     inside the send and hold every other chat's requests meanwhile."""
-    limiter = FloodAwareRateLimiter(overall_max_rate=overall_max_rate, group_max_rate=group_max_rate,
-                                    max_retries=max_retries)
+    limiter = FloodAwareRateLimiter(
+        overall_max_rate=overall_max_rate, group_max_rate=group_max_rate, max_retries=max_retries
+    )
     redis = connect(settings)
-    return TelegramSender(make_bot(settings, limiter), blobs, redis, progress_every_s=progress_every_s,
-                          owns_redis=True, workflows=Workflows.load(settings.workflows_dir),
-                          parts=PartStore(redis, ttl_s=settings.delivered_ttl_s))
+    return TelegramSender(
+        make_bot(settings, limiter),
+        blobs,
+        redis,
+        progress_every_s=progress_every_s,
+        owns_redis=True,
+        workflows=Workflows.load(settings.workflows_dir),
+        parts=PartStore(redis, ttl_s=settings.delivered_ttl_s),
+    )

@@ -27,8 +27,9 @@ BENCHES = {
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     environment = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}  # each starts its own
     environment.update(PYTHONPATH=str(ROOT), **env)
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=environment, capture_output=True, text=True,
-                          timeout=240)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=240
+    )
 
 
 @pytest.mark.timeout(300)

@@ -48,8 +48,10 @@ def ledger(request: pytest.FixtureRequest) -> Ledger:
 @pytest.fixture
 def chaos(tmp_path: Path, ledger: Ledger):
     """`async with chaos(env={...}, ...) as stack:` a fresh deployment for this scenario."""
+
     def make(**kwargs: Any) -> ChaosStack:
         return ChaosStack(tmp_path, ledger, **kwargs)
+
     return make
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-LEDGERS: list["Ledger"] = []
+LEDGERS: list[Ledger] = []
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Ledger:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
-    def finish(self) -> "Ledger":
+    def finish(self) -> Ledger:
         self.wall_s = round(time.monotonic() - self._started, 1)
         return self
 
@@ -74,27 +74,56 @@ class Ledger:
         return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
     def __str__(self) -> str:
-        return (f"{self.scenario}: submitted {self.submitted}, delivered {self.delivered}, refused {self.refused}, "
-                f"lost {self.lost}, duplicates {self.duplicates} (in flight at kill {self.in_flight_at_kill}), "
-                f"runs {self.runs} (reruns {self.reruns}), dead {self.dead}, generic errors {self.generic_errors}, "
-                f"detect {self.detect_s} s, recover {self.recover_s} s; {'; '.join(self.notes)}")
+        return (
+            f"{self.scenario}: submitted {self.submitted}, delivered {self.delivered}, refused {self.refused}, "
+            f"lost {self.lost}, duplicates {self.duplicates} (in flight at kill {self.in_flight_at_kill}), "
+            f"runs {self.runs} (reruns {self.reruns}), dead {self.dead}, generic errors {self.generic_errors}, "
+            f"detect {self.detect_s} s, recover {self.recover_s} s; {'; '.join(self.notes)}"
+        )
 
 
-COLUMNS = [("scenario", 44), ("submitted", 5), ("delivered", 5), ("refused", 5), ("lost", 4), ("duplicates", 4),
-           ("in_flight_at_kill", 4), ("reruns", 6), ("dead", 4), ("generic_errors", 4), ("detect_s", 8),
-           ("recover_s", 8), ("wall_s", 6)]
-HEADERS = {"scenario": "scenario", "submitted": "sub", "delivered": "deliv", "refused": "refus", "lost": "lost",
-           "duplicates": "dup", "in_flight_at_kill": "infl", "reruns": "reruns", "dead": "dead",
-           "generic_errors": "gen", "detect_s": "detect s", "recover_s": "recov s", "wall_s": "wall s"}
+COLUMNS = [
+    ("scenario", 44),
+    ("submitted", 5),
+    ("delivered", 5),
+    ("refused", 5),
+    ("lost", 4),
+    ("duplicates", 4),
+    ("in_flight_at_kill", 4),
+    ("reruns", 6),
+    ("dead", 4),
+    ("generic_errors", 4),
+    ("detect_s", 8),
+    ("recover_s", 8),
+    ("wall_s", 6),
+]
+HEADERS = {
+    "scenario": "scenario",
+    "submitted": "sub",
+    "delivered": "deliv",
+    "refused": "refus",
+    "lost": "lost",
+    "duplicates": "dup",
+    "in_flight_at_kill": "infl",
+    "reruns": "reruns",
+    "dead": "dead",
+    "generic_errors": "gen",
+    "detect_s": "detect s",
+    "recover_s": "recov s",
+    "wall_s": "wall s",
+}
 
 
 def table(rows: list[dict]) -> str:
     """A Markdown table, one row per scenario (also readable in a terminal)."""
+
     def cell(value: object) -> str:
         return "–" if value is None else str(value)
 
-    lines = ["| " + " | ".join(HEADERS[name] for name, _ in COLUMNS) + " | outcome |",
-             "|" + "|".join("---" for _ in range(len(COLUMNS) + 1)) + "|"]
+    lines = [
+        "| " + " | ".join(HEADERS[name] for name, _ in COLUMNS) + " | outcome |",
+        "|" + "|".join("---" for _ in range(len(COLUMNS) + 1)) + "|",
+    ]
     for row in rows:
         lines.append("| " + " | ".join(cell(row.get(name)) for name, _ in COLUMNS) + f" | {row.get('outcome', '')} |")
     return "\n".join(lines)

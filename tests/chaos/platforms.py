@@ -26,8 +26,10 @@ from tests.fakes.telegram_api import FakeTelegram
 GENERIC_ERRORS = ("something went wrong",)
 SEND_METHODS = ("sendPhoto", "sendDocument", "sendMessage")
 FILE_RERUN = "-file"  # prompt_id suffix of a run repeated with SaveImage (backend/comfyui.py)
-IN_PROGRESS = tuple(text(key, "en").split("{")[0].split("—")[0].strip()
-                    for key in ("received", "queued", "queued_album", "started", "progress", "retrying"))
+IN_PROGRESS = tuple(
+    text(key, "en").split("{")[0].split("—")[0].strip()
+    for key in ("received", "queued", "queued_album", "started", "progress", "retrying")
+)
 
 
 def gray_photo(seed: int = 0, size: tuple[int, int] = (160, 120)) -> bytes:
@@ -109,8 +111,9 @@ def _reply_to(params: dict) -> int | None:
     return None
 
 
-def telegram_outcomes(fake: FakeTelegram, subs: list[Submission], *, final: bool = False
-                      ) -> tuple[dict[int, Outcome], int]:
+def telegram_outcomes(
+    fake: FakeTelegram, subs: list[Submission], *, final: bool = False
+) -> tuple[dict[int, Outcome], int]:
     """Per submission (keyed by the user's message id) what reached the chat, and the duplicate posts.
 
     Photos are matched by the message they reply to; documents (sent without a reply after the photo)
@@ -137,7 +140,9 @@ def telegram_outcomes(fake: FakeTelegram, subs: list[Submission], *, final: bool
             if (chat, target) in mine:
                 outcomes[target].documents += 1
         if call.method in ("sendMessage", "editMessageText"):
-            answered = target if (chat, target) in mine else replies_of.get((chat, int(call.params.get("message_id") or 0)))
+            answered = (
+                target if (chat, target) in mine else replies_of.get((chat, int(call.params.get("message_id") or 0)))
+            )
             if call.method == "sendMessage" and answered is None:
                 chat_subs = [m for c, m in mine if c == chat]
                 answered = chat_subs[0] if len(chat_subs) == 1 else None
@@ -150,7 +155,7 @@ def telegram_outcomes(fake: FakeTelegram, subs: list[Submission], *, final: bool
             if c == chat and not photos[(chat, mid)] and not outcomes[mid].refused:
                 outcomes[mid].texts.extend(texts)
     duplicates = 0
-    for (chat, mid), count in photos.items():
+    for (_chat, mid), count in photos.items():
         outcomes[mid].photos = count
         duplicates += max(0, count - 1)
     for chat, count in docs_per_chat.items():

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -27,7 +28,13 @@ from aiohttp import web
 from backend.settings import REPO_ROOT
 from tests.chaos.ledger import Ledger
 from tests.chaos.platforms import (
-    ChaosDiscord, ChaosTelegram, Submission, comfy_runs, discord_outcomes, gray_photo, telegram_outcomes,
+    ChaosDiscord,
+    ChaosTelegram,
+    Submission,
+    comfy_runs,
+    discord_outcomes,
+    gray_photo,
+    telegram_outcomes,
 )
 from tests.fakes.comfyui import FakeComfyUI
 from tests.support.redis_server import RedisServer
@@ -69,8 +76,16 @@ class Component:
 class ChaosStack:
     """`async with ChaosStack(tmp_path, ledger, ...) as stack:` everything is torn down afterwards."""
 
-    def __init__(self, workdir: Path, ledger: Ledger, *, env: dict[str, str] | None = None, comfy_delay_s: float = 0.1,
-                 appendonly: bool = False, discord: bool = False):
+    def __init__(
+        self,
+        workdir: Path,
+        ledger: Ledger,
+        *,
+        env: dict[str, str] | None = None,
+        comfy_delay_s: float = 0.1,
+        appendonly: bool = False,
+        discord: bool = False,
+    ):
         self.workdir = Path(workdir)
         self.ledger = ledger
         self.env_overrides = {**BASE_ENV, **(env or {})}
@@ -92,7 +107,7 @@ class ChaosStack:
         self._hook_comfy()
 
     # --- lifecycle ---------------------------------------------------------------------------------
-    async def __aenter__(self) -> "ChaosStack":
+    async def __aenter__(self) -> ChaosStack:
         await asyncio.to_thread(self.redis_server.start)
         self._closers.append(lambda: asyncio.to_thread(self.redis_server.stop, kill=True))
         await self.comfy.start()
@@ -126,7 +141,7 @@ class ChaosStack:
     def _hook_comfy(self) -> None:
         """Let the scenario act (hold, kill) when a task's upload or prompt reaches ComfyUI."""
         fake = self.comfy
-        upload, prompt = fake.upload_image, fake.post_prompt
+        upload = fake.upload_image
 
         async def hooked_upload(request: web.Request) -> web.StreamResponse:
             if self.on_upload is not None:
@@ -205,8 +220,9 @@ class ChaosStack:
 
     # --- components --------------------------------------------------------------------------------
     def base_env(self) -> dict[str, str]:
-        inherited = {k: v for k, v in os.environ.items()
-                     if not k.startswith(("DISCORD_", "TELEGRAM_", "REDIS_", "COMFYUI_"))}
+        inherited = {
+            k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "TELEGRAM_", "REDIS_", "COMFYUI_"))
+        }
         env = {
             **inherited,
             "PYTHONPATH": str(REPO_ROOT),
@@ -220,8 +236,13 @@ class ChaosStack:
             **self.env_overrides,
         }
         if self.discord is not None:
-            env.update({"DISCORD_BOT_TOKEN": "chaos-token", "DISCORD_API_BASE": self.discord.api_base,
-                        "DISCORD_GATEWAY_URL": self.discord.gateway_url})
+            env.update(
+                {
+                    "DISCORD_BOT_TOKEN": "chaos-token",
+                    "DISCORD_API_BASE": self.discord.api_base,
+                    "DISCORD_GATEWAY_URL": self.discord.gateway_url,
+                }
+            )
         return env
 
     async def spawn(self, name: str, role: str, *, env: dict[str, str] | None = None, wait: bool = True) -> Component:
@@ -237,8 +258,15 @@ class ChaosStack:
         log.flush()
         calls_before = len(self.telegram.calls_to("getUpdates"))
         component.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "backend.cli", role, env=component.env, cwd=self.workdir,
-            stdout=log, stderr=log, start_new_session=True,
+            sys.executable,
+            "-m",
+            "backend.cli",
+            role,
+            env=component.env,
+            cwd=self.workdir,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         log.close()
         component.starts += 1
@@ -295,11 +323,19 @@ class ChaosStack:
     def telegram_message(self, chat_id: int, photo: bytes) -> dict[str, Any]:
         file_id = self.telegram.add_file(photo)
         return {
-            "message_id": self.telegram.next_message_id(), "date": 1700000000,
+            "message_id": self.telegram.next_message_id(),
+            "date": 1700000000,
             "chat": {"id": chat_id, "type": "private"},
             "from": {"id": chat_id, "is_bot": False, "first_name": "Ann", "language_code": "en"},
-            "photo": [{"file_id": file_id, "file_unique_id": f"u{file_id}", "width": 160, "height": 120,
-                       "file_size": len(photo)}],
+            "photo": [
+                {
+                    "file_id": file_id,
+                    "file_unique_id": f"u{file_id}",
+                    "width": 160,
+                    "height": 120,
+                    "file_size": len(photo),
+                }
+            ],
         }
 
     async def send_telegram_photo(self, chat_id: int | None = None, photo: bytes | None = None) -> Submission:
@@ -322,8 +358,13 @@ class ChaosStack:
     def discord_interaction(self, user_id: int, photo: bytes) -> dict[str, Any]:
         assert self.discord is not None
         attachment = self.discord.add_file(photo, f"photo-{user_id}.jpg")
-        return self.discord.slash("colorize", [{"name": "image", "type": 11, "value": attachment["id"]}],
-                                  attachments=[attachment], user_id=user_id, channel_id=user_id)
+        return self.discord.slash(
+            "colorize",
+            [{"name": "image", "type": 11, "value": attachment["id"]}],
+            attachments=[attachment],
+            user_id=user_id,
+            channel_id=user_id,
+        )
 
     async def send_discord_photo(self, user_id: int | None = None) -> Submission:
         assert self.discord is not None
@@ -351,8 +392,9 @@ class ChaosStack:
         outcome = self.outcome(sub)
         return outcome.delivered or outcome.refused
 
-    async def wait_answered(self, subs: list[Submission] | None = None, timeout: float = 60,
-                            on_each: Callable[[], None] | None = None) -> bool:
+    async def wait_answered(
+        self, subs: list[Submission] | None = None, timeout: float = 60, on_each: Callable[[], None] | None = None
+    ) -> bool:
         """Until every submission has its result or a refusal (False on timeout)."""
         subs = self.subs if subs is None else subs
         deadline = time.monotonic() + timeout
@@ -424,12 +466,16 @@ class ChaosStack:
         dead = await self.dead_letters()
         ledger.dead = len(dead)
         for letter in dead[:5]:
-            ledger.note(f"dead letter {letter.get('task_id', '?')[:8]}: {letter.get('reason', '?')} "
-                        f"after {letter.get('deliveries', '?')} deliveries ({letter.get('last_error', '')[:80]})")
+            ledger.note(
+                f"dead letter {letter.get('task_id', '?')[:8]}: {letter.get('reason', '?')} "
+                f"after {letter.get('deliveries', '?')} deliveries ({letter.get('last_error', '')[:80]})"
+            )
         extra_tasks = len(runs) - len(self.subs)
         if extra_tasks > 0:
             ledger.note(f"{extra_tasks} more tasks ran than photos were sent")
-        unanswered = [s.chat_id for s in self.subs if not (outcomes[self.key(s)].delivered or outcomes[self.key(s)].refused)]
+        unanswered = [
+            s.chat_id for s in self.subs if not (outcomes[self.key(s)].delivered or outcomes[self.key(s)].refused)
+        ]
         if unanswered:
             ledger.note(f"no answer in chats {unanswered[:10]}")
         return ledger.finish()

@@ -17,8 +17,11 @@ OUTAGE_S = 60 if CHAOS_LONG else 8  # the issue's 60 s under CHAOS_LONG; 8 s kee
 async def start_behind_comfy_proxy(stack, workers: int = 1):
     proxy = await stack.proxy("comfyui", stack.comfy.port)
     env = {"COMFYUI_URL": proxy.url("http")}
-    await asyncio.gather(*[stack.spawn(f"worker{i + 1}", "worker", env=env) for i in range(workers)],
-                         stack.spawn("notifier", "notifier"), stack.spawn("telegram", "telegram"))
+    await asyncio.gather(
+        *[stack.spawn(f"worker{i + 1}", "worker", env=env) for i in range(workers)],
+        stack.spawn("notifier", "notifier"),
+        stack.spawn("telegram", "telegram"),
+    )
     return proxy
 
 

@@ -35,8 +35,13 @@ async def test_same_telegram_update_twice_polling(chaos, ledger):
 async def test_same_telegram_update_twice_webhook(chaos, ledger):
     port = free_port()
     secret = "chaos-webhook-secret"
-    env = {"TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram", "TELEGRAM_WEBHOOK_LISTEN": "127.0.0.1",
-           "TELEGRAM_WEBHOOK_PORT": str(port), "TELEGRAM_WEBHOOK_SECRET": secret, "MIN_IDLE_MS": "4000"}
+    env = {
+        "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram",
+        "TELEGRAM_WEBHOOK_LISTEN": "127.0.0.1",
+        "TELEGRAM_WEBHOOK_PORT": str(port),
+        "TELEGRAM_WEBHOOK_SECRET": secret,
+        "MIN_IDLE_MS": "4000",
+    }
     async with chaos(env=env) as stack:
         await stack.start_default(workers=1)
         chat = stack.new_chat()

@@ -51,9 +51,11 @@ async def test_one_user_flooding_while_another_is_served(chaos, ledger):
             await asyncio.sleep(3)
         await stack.fill_ledger()
         outcomes = [stack.outcome(s, final=True) for s in flood]
-        ledger.note(f"the other user waited {waited} s; the flooder got {sum(o.delivered for o in outcomes)} "
-                    f"results and {sum(o.refused for o in outcomes)} refusals "
-                    f"({sorted({o.last_text for o in outcomes if o.refused})})")
+        ledger.note(
+            f"the other user waited {waited} s; the flooder got {sum(o.delivered for o in outcomes)} "
+            f"results and {sum(o.refused for o in outcomes)} refusals "
+            f"({sorted({o.last_text for o in outcomes if o.refused})})"
+        )
     assert_clean(ledger)
     assert stack.outcome(other).delivered, ledger
     assert waited < 15, ledger  # not behind all twenty of the flooder's photos

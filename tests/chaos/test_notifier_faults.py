@@ -3,16 +3,13 @@ and a soak with the notifier killed at random while three workers drain a queue.
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import pytest
 
 from backend.settings import Settings
-
 from tests.chaos.conftest import CHAOS_LONG
 from tests.chaos.ledger import assert_clean
-
 
 LEASE_S = Settings.model_fields["consumer_lease_s"].default  # the consumer lease at default settings
 
@@ -37,8 +34,9 @@ async def test_kill9_notifier_mid_send_at_default_settings(chaos, ledger):
         stack.telegram.photo_answer_delay_s = 2.0
         await stack.start_default(workers=1)
         subs = await stack.send_telegram_photos(10)
-        await stack.wait_for(lambda: len(stack.telegram.calls_to("sendPhoto")) >= 3 and stack.telegram.in_flight,
-                             timeout=90)
+        await stack.wait_for(
+            lambda: len(stack.telegram.calls_to("sendPhoto")) >= 3 and stack.telegram.in_flight, timeout=90
+        )
         killed = stack.consumer_of("notifier")
         held = await kill_notifier_counting_in_flight(stack, ledger)
         await stack.spawn("notifier", "notifier")
@@ -48,8 +46,10 @@ async def test_kill9_notifier_mid_send_at_default_settings(chaos, ledger):
 
         await stack.wait_for(taken_over, timeout=120, step=0.1)
         ledger.detected()
-        ledger.note(f"{len(held)} results held by the killed notifier, taken over {ledger.detect_s} s after the kill "
-                    f"(lease {LEASE_S} s)")
+        ledger.note(
+            f"{len(held)} results held by the killed notifier, taken over {ledger.detect_s} s after the kill "
+            f"(lease {LEASE_S} s)"
+        )
         assert await stack.wait_answered(subs, timeout=120), stack.logs()
         ledger.recovered()
         await stack.settle()

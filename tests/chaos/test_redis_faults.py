@@ -16,8 +16,9 @@ from tests.chaos.stack import remove_redis_data
 async def test_redis_kill9_with_aof_always(chaos, ledger):
     """Ten photos; Redis dies mid-drain and comes back 2 s later from its AOF. Everything acknowledged
     before the kill is on disk: nothing lost, nothing posted twice."""
-    async with chaos(env={"MIN_IDLE_MS": "4000", "REDIS_SOCKET_TIMEOUT_S": "3"}, appendonly=True,
-                     comfy_delay_s=0.3) as stack:
+    async with chaos(
+        env={"MIN_IDLE_MS": "4000", "REDIS_SOCKET_TIMEOUT_S": "3"}, appendonly=True, comfy_delay_s=0.3
+    ) as stack:
         await stack.start_default(workers=1)
         subs = await stack.send_telegram_photos(10)
         await stack.wait_for(lambda: len(stack.telegram.calls_to("sendPhoto")) >= 3, timeout=60)
@@ -63,8 +64,10 @@ async def test_redis_restarted_empty(chaos, ledger):
         await stack.fill_ledger()
         told_operator = any("Redis lost its data" in c.log() for c in stack.components.values())
         queued_lost = sum(1 for s in queued if not stack.answered(s))
-        ledger.note(f"{queued_lost} photos that were only queued vanished with Redis's data "
-                    f"(operator {'told' if told_operator else 'NOT told'} in the log)")
+        ledger.note(
+            f"{queued_lost} photos that were only queued vanished with Redis's data "
+            f"(operator {'told' if told_operator else 'NOT told'} in the log)"
+        )
     assert all(stack.outcome(s).delivered for s in held), ledger
     assert ledger.lost == queued_lost and told_operator, ledger
     assert_clean(_held_only(ledger, queued_lost))
@@ -85,7 +88,9 @@ async def test_blackhole_to_redis_during_blocking_read(chaos, ledger):
         proxy = await stack.proxy("worker-redis", stack.redis_server.port)
         await asyncio.gather(
             stack.spawn("worker1", "worker", env={"REDIS_URL": proxy.url("redis", "/0")}),
-            stack.spawn("notifier", "notifier"), stack.spawn("telegram", "telegram"))
+            stack.spawn("notifier", "notifier"),
+            stack.spawn("telegram", "telegram"),
+        )
         first = await stack.send_telegram_photo()
         assert await stack.wait_answered([first], timeout=60), stack.logs()
         await asyncio.sleep(1)  # back in its blocking read

@@ -9,7 +9,6 @@ import time
 import pytest
 
 from backend.settings import Settings
-
 from tests.chaos.ledger import assert_clean
 
 LEASE_S = Settings.model_fields["consumer_lease_s"].default  # the consumer lease at default settings
@@ -79,8 +78,16 @@ async def test_kill9_worker_mid_task(chaos, ledger, moment):
 async def test_kill9_worker_during_comfyui_run_at_default_settings(chaos, ledger):
     """The ledger's time-to-resume: default MIN_IDLE_MS and lease. Two workers; the one running a photo
     in ComfyUI is killed; the other must take the photo over within the lease time, not after a minute."""
-    async with chaos(env={"BLOCK_MS": "2000", "RETRY_BACKOFF_S": "1", "RETRY_BACKOFF_MAX_S": "30",
-                          "BREAKER_PROBE_MAX_S": "15", "COMFYUI_QUIET_POLL_S": "5"}, comfy_delay_s=3) as stack:
+    async with chaos(
+        env={
+            "BLOCK_MS": "2000",
+            "RETRY_BACKOFF_S": "1",
+            "RETRY_BACKOFF_MAX_S": "30",
+            "BREAKER_PROBE_MAX_S": "15",
+            "COMFYUI_QUIET_POLL_S": "5",
+        },
+        comfy_delay_s=3,
+    ) as stack:
         await stack.start_default(workers=2)
         target = await stack.send_telegram_photo()
         task_id = await kill_owner_when(stack, target, ledger, "prompt")
@@ -103,7 +110,9 @@ async def test_kill9_worker_between_result_write_and_xack(chaos, ledger):
         proxy = await stack.proxy("worker-redis", stack.redis_server.port)
         await asyncio.gather(
             stack.spawn("worker1", "worker", env={"REDIS_URL": proxy.url("redis", "/0")}),
-            stack.spawn("notifier", "notifier"), stack.spawn("telegram", "telegram"))
+            stack.spawn("notifier", "notifier"),
+            stack.spawn("telegram", "telegram"),
+        )
         frozen = proxy.freeze_after(b"XADD\r\n$20\r\nphoto_repair_results")
         target = await stack.send_telegram_photo()
         await asyncio.wait_for(frozen.wait(), 60)

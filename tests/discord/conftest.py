@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 import yarl
-from pydantic import SecretStr
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
+from pydantic import SecretStr
 
 from backend.services import Services
 from backend.settings import Settings
@@ -36,12 +36,14 @@ async def discord_fake(monkeypatch: pytest.MonkeyPatch) -> FakeDiscord:
 
 @pytest.fixture
 def discord_settings(settings: Settings, discord_fake: FakeDiscord) -> Settings:
-    return settings.model_copy(update={
-        "discord_bot_token": SecretStr("test-token"),
-        "discord_api_base": discord_fake.api_base,
-        "discord_gateway_url": discord_fake.gateway_url,
-        "discord_admin_ids": [ADMIN_ID],
-    })
+    return settings.model_copy(
+        update={
+            "discord_bot_token": SecretStr("test-token"),
+            "discord_api_base": discord_fake.api_base,
+            "discord_gateway_url": discord_fake.gateway_url,
+            "discord_admin_ids": [ADMIN_ID],
+        }
+    )
 
 
 @contextlib.asynccontextmanager

@@ -12,8 +12,7 @@ EPHEMERAL = 64
 
 
 def admin_command(fake: FakeDiscord, sub: str, *, user_id: int = ADMIN_ID, options: list | None = None) -> dict:
-    return fake.slash("repairbot", [{"name": sub, "type": 1, "options": options or []}], user_id=user_id,
-                      is_admin=True)
+    return fake.slash("repairbot", [{"name": sub, "type": 1, "options": options or []}], user_id=user_id, is_admin=True)
 
 
 async def answer(fake: FakeDiscord, interaction: dict) -> dict:

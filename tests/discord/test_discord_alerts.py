@@ -46,6 +46,12 @@ async def test_an_alert_reaches_each_admin_by_direct_message(discord_settings, d
         assert await sender.send_admin_alert("⚠️ test alert", [4242, 4343]) == 2
     finally:
         await sender.close()
-    dm_posts = [c for c in discord_fake.calls if c.method == "POST" and "/channels/" in c.path
-                and c.path.endswith("/messages") and (c.json or {}).get("content") == "⚠️ test alert"]
+    dm_posts = [
+        c
+        for c in discord_fake.calls
+        if c.method == "POST"
+        and "/channels/" in c.path
+        and c.path.endswith("/messages")
+        and (c.json or {}).get("content") == "⚠️ test alert"
+    ]
     assert len(dm_posts) == 2

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import time
 
-
 from tests.fakes.discord_api import APP_ID, FakeDiscord
 
 EPHEMERAL = 64
 QUEUED = r"Queued — #\d+ in line, about \d+ s\."
 
 
-def colorize(fake: FakeDiscord, attachment: dict, *, mode: str | None = "person", private: bool | None = None,
-             **kw) -> dict:
+def colorize(
+    fake: FakeDiscord, attachment: dict, *, mode: str | None = "person", private: bool | None = None, **kw
+) -> dict:
     options = [{"name": "image", "type": 11, "value": attachment["id"]}]
     if mode:
         options.append({"name": "mode", "type": 3, "value": mode})
@@ -40,8 +40,9 @@ async def tasks_in_stream(redis, settings) -> list[dict]:
     return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
 
 
-async def test_colorize_defers_downloads_and_answers_with_the_place_in_line(bot, discord_fake, photo_bytes,
-                                                                           redis, discord_settings):
+async def test_colorize_defers_downloads_and_answers_with_the_place_in_line(
+    bot, discord_fake, photo_bytes, redis, discord_settings
+):
     attachment = discord_fake.add_file(photo_bytes, "old.jpg")
     interaction = colorize(discord_fake, attachment, mode="building")
     before = time.time()
@@ -60,8 +61,9 @@ async def test_colorize_defers_downloads_and_answers_with_the_place_in_line(bot,
     assert before + 10 * 60 < reply["token_expires_at"] < before + 15 * 60
 
 
-async def test_private_colorize_is_ephemeral_and_uses_the_default_mode(bot, discord_fake, photo_bytes, redis,
-                                                                       discord_settings):
+async def test_private_colorize_is_ephemeral_and_uses_the_default_mode(
+    bot, discord_fake, photo_bytes, redis, discord_settings
+):
     interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes), mode=None, private=True)
     await discord_fake.push_interaction(interaction)
     await original_edit(discord_fake, interaction)
@@ -79,16 +81,18 @@ async def test_chinese_locale_gets_chinese(bot, discord_fake, photo_bytes):
 
 async def test_file_larger_than_our_limit_is_refused_before_download(bot, discord_fake, photo_bytes):
     too_big = bot.services.settings.max_image_bytes + 1
-    interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes, size=too_big),
-                           attachment_size_limit=100 * 1024 * 1024)  # a boosted guild lets it through
+    interaction = colorize(
+        discord_fake, discord_fake.add_file(photo_bytes, size=too_big), attachment_size_limit=100 * 1024 * 1024
+    )  # a boosted guild lets it through
     await discord_fake.push_interaction(interaction)
     assert (await ephemeral_refusal(discord_fake, interaction)).startswith("This file is larger than 20 MB")
     assert discord_fake.downloads == []
 
 
 async def test_file_larger_than_the_interaction_limit_is_refused_before_download(bot, discord_fake, photo_bytes):
-    interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes), private=True,
-                           attachment_size_limit=len(photo_bytes) - 1)
+    interaction = colorize(
+        discord_fake, discord_fake.add_file(photo_bytes), private=True, attachment_size_limit=len(photo_bytes) - 1
+    )
     await discord_fake.push_interaction(interaction)
     assert (await original_edit(discord_fake, interaction))["content"].startswith("This file is larger than")
     assert discord_fake.downloads == []
@@ -124,7 +128,9 @@ async def test_hourly_limit_refuses_the_next_photo(bot, discord_fake, photo_byte
     await original_edit(discord_fake, first)
     second = colorize(discord_fake, discord_fake.add_file(photo_bytes))
     await discord_fake.push_interaction(second)
-    assert (await ephemeral_refusal(discord_fake, second)) == "You've reached 1 photos this hour. Please try again a bit later."
+    assert (
+        await ephemeral_refusal(discord_fake, second)
+    ) == "You've reached 1 photos this hour. Please try again a bit later."
 
 
 async def test_paused_queue_refuses(bot, discord_fake, photo_bytes):
@@ -164,11 +170,12 @@ async def test_context_menu_on_a_message_without_images_is_refused(bot, discord_
     assert (await ephemeral_refusal(discord_fake, interaction)).startswith("That doesn't look like a photo")
 
 
-
 async def test_buttons_of_a_forgotten_task_answer_politely(bot, discord_fake):
     result_message = discord_fake.user_message([], author_id=int(APP_ID))
-    for custom_id, sentence in [("repairbot:compare:0123456789abcdef", "Sorry, the original photo is no longer"),
-                                ("repairbot:other:0123456789abcdef", "Sorry, your photo expired")]:
+    for custom_id, sentence in [
+        ("repairbot:compare:0123456789abcdef", "Sorry, the original photo is no longer"),
+        ("repairbot:other:0123456789abcdef", "Sorry, your photo expired"),
+    ]:
         press = discord_fake.button_click(custom_id, result_message)
         await discord_fake.push_interaction(press)
         [call] = await discord_fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
@@ -183,15 +190,17 @@ async def test_too_many_photos_in_progress_refuses_but_admins_are_exempt(bot, di
     second = colorize(discord_fake, discord_fake.add_file(photo_bytes))
     await discord_fake.push_interaction(second)
     assert (await ephemeral_refusal(discord_fake, second)) == (
-        "You already have 1 photos in progress. Please wait for them to finish.")
+        "You already have 1 photos in progress. Please wait for them to finish."
+    )
     for _ in range(2):  # an admin (DISCORD_ADMIN_IDS) is not held to the per-user limits
         by_admin = colorize(discord_fake, discord_fake.add_file(photo_bytes), user_id=4242)
         await discord_fake.push_interaction(by_admin)
         assert (await original_edit(discord_fake, by_admin))["content"].startswith("Queued — #")
 
 
-async def test_an_attachment_that_cannot_be_fetched_gets_an_apology_not_a_stuck_thinking(bot, discord_fake,
-                                                                                         photo_bytes):
+async def test_an_attachment_that_cannot_be_fetched_gets_an_apology_not_a_stuck_thinking(
+    bot, discord_fake, photo_bytes
+):
     attachment = discord_fake.add_file(photo_bytes)
     attachment["url"] = attachment["url"].replace("/cdn/", "/cdn/expired/")  # the CDN answers 404
     interaction = colorize(discord_fake, attachment)

@@ -40,7 +40,8 @@ async def test_a_replayed_context_menu_queues_no_photo_twice(bot, discord_fake, 
 
 
 async def test_a_replay_while_the_first_is_still_queueing_is_deferred_once_and_queued_once(
-        bot, discord_fake, photo_bytes, redis, discord_settings):
+    bot, discord_fake, photo_bytes, redis, discord_settings
+):
     bot.services.settings.user_max_active = 1  # the first delivery's place must not refuse the replay
     interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes, "old.jpg"))
     await discord_fake.push_interaction(interaction)
@@ -60,10 +61,15 @@ async def test_an_other_mode_press_replayed_is_one_task(bot, discord_fake, photo
     from bots.discord.messages import OTHER_MODE_PREFIX
 
     task_id = "e" * 32
-    stored = Result(task_id=task_id, status="ok", mode="person", user="discord:42",
-                    input=await bot.services.blobs.put("in", photo_bytes), output=await bot.services.blobs.put(
-                        "out", photo_bytes), reply={"platform": "discord", "application_id": APP_ID,
-                                                                "channel_id": "500", "user_id": "42"})
+    stored = Result(
+        task_id=task_id,
+        status="ok",
+        mode="person",
+        user="discord:42",
+        input=await bot.services.blobs.put("in", photo_bytes),
+        output=await bot.services.blobs.put("out", photo_bytes),
+        reply={"platform": "discord", "application_id": APP_ID, "channel_id": "500", "user_id": "42"},
+    )
     await redis.hset(keys.result(task_id), mapping=stored.encode())
     press = discord_fake.button_click(f"{OTHER_MODE_PREFIX}{task_id}:building", discord_fake.user_message([]))
     await discord_fake.push_interaction(press)

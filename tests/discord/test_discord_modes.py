@@ -23,6 +23,8 @@ def test_other_mode_buttons_follow_the_manifest(tmp_path):
     workflows = Workflows.load(workflows_with_new_mode(tmp_path))
     view = result_view("t" * 16, "zh", workflows, "building")
     assert [item.custom_id for item in view.children] == [
-        "repairbot:other:tttttttttttttttt:person", "repairbot:other:tttttttttttttttt:sepia",
-        "repairbot:compare:tttttttttttttttt"]
+        "repairbot:other:tttttttttttttttt:person",
+        "repairbot:other:tttttttttttttttt:sepia",
+        "repairbot:compare:tttttttttttttttt",
+    ]
     assert [item.label for item in view.children][:2] == ["试试人物", "试试棕褐色"]

@@ -41,8 +41,16 @@ async def pipeline(discord_settings, redis, start_bot):
 
 async def followups_with_files(fake: FakeDiscord, token: str, count: int = 1):
     return await fake.wait_for(
-        lambda: len(found := [c for c in fake.calls_to("POST", rf"/webhooks/{APP_ID}/{token}")
-                              if c.files and c.status == 200]) >= count and found)
+        lambda: (
+            len(
+                found := [
+                    c for c in fake.calls_to("POST", rf"/webhooks/{APP_ID}/{token}") if c.files and c.status == 200
+                ]
+            )
+            >= count
+            and found
+        )
+    )
 
 
 async def test_slash_command_result_arrives_colorized_and_buttons_work(pipeline, discord_fake, photo_bytes):
@@ -51,8 +59,10 @@ async def test_slash_command_result_arrives_colorized_and_buttons_work(pipeline,
     [followup] = await followups_with_files(discord_fake, interaction["token"])
     assert red_over_blue(followup.files[0].data)
     assert "person" in followup.json["embeds"][0]["description"]
-    edits = [c.json["content"] for c in discord_fake.calls_to(
-        "PATCH", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original")]
+    edits = [
+        c.json["content"]
+        for c in discord_fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original")
+    ]
     assert edits[0].startswith("Queued — #1 in line")
     [other, compare] = followup.json["components"][0]["components"]
     result_message = discord_fake.messages[next(reversed(discord_fake.messages))]
@@ -75,8 +85,9 @@ async def test_other_mode_is_only_for_the_owner(pipeline, discord_fake, photo_by
     await discord_fake.push_interaction(interaction)
     [followup] = await followups_with_files(discord_fake, interaction["token"])
     other = followup.json["components"][0]["components"][0]
-    press = discord_fake.button_click(other["custom_id"], discord_fake.messages[next(reversed(discord_fake.messages))],
-                                      user_id=99)
+    press = discord_fake.button_click(
+        other["custom_id"], discord_fake.messages[next(reversed(discord_fake.messages))], user_id=99
+    )
     await discord_fake.push_interaction(press)
     [refusal] = await discord_fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
     assert refusal.json["data"]["content"] == text("not_yours", "en")  # with a hint to run /colorize
@@ -103,24 +114,33 @@ def tokens_expire_at_once(monkeypatch):
     monkeypatch.setattr(replies, "TOKEN_LIFETIME_S", replies.TOKEN_MARGIN_S)
 
 
-async def test_expired_token_result_goes_to_the_channel_mentioning_the_user(pipeline, discord_fake, photo_bytes,
-                                                                            tokens_expire_at_once):
+async def test_expired_token_result_goes_to_the_channel_mentioning_the_user(
+    pipeline, discord_fake, photo_bytes, tokens_expire_at_once
+):
     interaction = colorize(discord_fake, photo_bytes)
     await discord_fake.push_interaction(interaction)
     [message] = await discord_fake.wait_for(
-        lambda: [c for c in discord_fake.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages") if c.files])
+        lambda: [c for c in discord_fake.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages") if c.files]
+    )
     assert message.json["content"] == "<@42>" and red_over_blue(message.files[0].data)
     assert not [c for c in discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/.*") if c.files]
 
 
-async def test_expired_token_and_unwritable_channel_result_goes_to_dm(pipeline, discord_fake, photo_bytes,
-                                                                      tokens_expire_at_once):
+async def test_expired_token_and_unwritable_channel_result_goes_to_dm(
+    pipeline, discord_fake, photo_bytes, tokens_expire_at_once
+):
     discord_fake.forbid_channel(CHANNEL_ID, 50001)
     interaction = colorize(discord_fake, photo_bytes)
     await discord_fake.push_interaction(interaction)
-    [dm] = await discord_fake.wait_for(lambda: [
-        c for c in discord_fake.calls if c.method == "POST" and c.files
-        and c.path.removeprefix("/channels/").removesuffix("/messages") in discord_fake.dm_channels])
+    [dm] = await discord_fake.wait_for(
+        lambda: [
+            c
+            for c in discord_fake.calls
+            if c.method == "POST"
+            and c.files
+            and c.path.removeprefix("/channels/").removesuffix("/messages") in discord_fake.dm_channels
+        ]
+    )
     assert red_over_blue(dm.files[0].data)
 
 

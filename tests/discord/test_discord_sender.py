@@ -20,9 +20,18 @@ USER_ID = 42
 
 
 def reply(token: str = "itok-1", *, alive: bool = True, **extra) -> dict:
-    return {"platform": "discord", "application_id": APP_ID, "interaction_token": token,
-            "token_expires_at": time.time() + (600 if alive else -1), "channel_id": str(CHANNEL_ID),
-            "user_id": str(USER_ID), "guild_id": "700", "lang": "en", "private": False, **extra}
+    return {
+        "platform": "discord",
+        "application_id": APP_ID,
+        "interaction_token": token,
+        "token_expires_at": time.time() + (600 if alive else -1),
+        "channel_id": str(CHANNEL_ID),
+        "user_id": str(USER_ID),
+        "guild_id": "700",
+        "lang": "en",
+        "private": False,
+        **extra,
+    }
 
 
 def png(size=(64, 48), colour=(200, 120, 60)) -> bytes:
@@ -46,8 +55,15 @@ async def sender(discord_settings, blobs):
 
 async def ok_result(blobs, data: bytes, **reply_kw) -> Result:
     output = await blobs.put("out", data)
-    return Result(task_id=TASK_ID, status="ok", reply=reply(**reply_kw), mode="person", output=output,
-                  user=f"discord:{USER_ID}", run_ms=2500)
+    return Result(
+        task_id=TASK_ID,
+        status="ok",
+        reply=reply(**reply_kw),
+        mode="person",
+        output=output,
+        user=f"discord:{USER_ID}",
+        run_ms=2500,
+    )
 
 
 async def test_result_is_a_followup_with_the_image_embed_and_buttons(sender, blobs, discord_fake: FakeDiscord):
@@ -77,7 +93,9 @@ async def test_expired_token_falls_back_to_a_channel_message_mentioning_the_user
     assert not discord_fake.calls_to("POST", r"/webhooks/.*")
     [call] = discord_fake.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages")
     assert call.json["content"] == f"<@{USER_ID}>"
-    assert call.json["allowed_mentions"]["users"] == [str(USER_ID)] or call.json["allowed_mentions"]["users"] == [USER_ID]
+    assert call.json["allowed_mentions"]["users"] == [str(USER_ID)] or call.json["allowed_mentions"]["users"] == [
+        USER_ID
+    ]
     assert call.files[0].data == image
 
 
@@ -204,7 +222,9 @@ async def test_channel_fallback_uploads_within_the_standard_limit(sender, blobs,
 
 async def test_every_sender_request_on_a_bot_route_carries_the_bot_token(sender, blobs, discord_fake):
     await sender.send_result(await ok_result(blobs, png(), alive=False))
-    assert discord_fake.calls_to("GET", "/users/@me") and discord_fake.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages")
+    assert discord_fake.calls_to("GET", "/users/@me") and discord_fake.calls_to(
+        "POST", rf"/channels/{CHANNEL_ID}/messages"
+    )
     assert all(call.status < 400 for call in discord_fake.calls)
 
 

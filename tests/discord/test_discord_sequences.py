@@ -35,18 +35,24 @@ def original_texts(fake: FakeDiscord, token: str) -> list[str]:
 
 async def wait_original(fake: FakeDiscord, token: str, stage: int) -> dict:
     """The latest edit of the original response once it reached `stage` (its components included)."""
+
     def reached():
-        edits = [c for c in fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/{token}/messages/@original")
-                 if c.status == 200 and stage_of(c.json.get("content", "")) >= stage]
+        edits = [
+            c
+            for c in fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/{token}/messages/@original")
+            if c.status == 200 and stage_of(c.json.get("content", "")) >= stage
+        ]
         return edits[-1] if edits else None
+
     return (await fake.wait_for(reached, timeout=30)).json
 
 
 async def press_cancel(fake: FakeDiscord, interaction: dict, original: dict, user_id: int = 42) -> str:
     [[cancel]] = [[c for c in row["components"]] for row in original["components"]]
     assert cancel["label"] == "Cancel"
-    press = fake.button_click(cancel["custom_id"], {**original, "id": "9999", "channel_id": "500",
-                                                    "author": {"id": "111"}}, user_id=user_id)
+    press = fake.button_click(
+        cancel["custom_id"], {**original, "id": "9999", "channel_id": "500", "author": {"id": "111"}}, user_id=user_id
+    )
     await fake.push_interaction(press)
     [answer] = await fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
     return answer.json["data"]["content"]
@@ -55,8 +61,9 @@ async def press_cancel(fake: FakeDiscord, interaction: dict, original: dict, use
 async def test_status_moves_forward_and_is_gone_at_the_end(pipeline, discord_fake, photo_bytes):
     interaction = colorize(discord_fake, photo_bytes)
     await discord_fake.push_interaction(interaction)
-    await discord_fake.wait_for_call("DELETE", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original",
-                                     timeout=30)
+    await discord_fake.wait_for_call(
+        "DELETE", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original", timeout=30
+    )
     texts = original_texts(discord_fake, interaction["token"])
     assert never_backwards(texts) and len(texts) == len(set(texts)), texts
     kinds = [line.kind for line in discord_interaction(discord_fake, interaction["token"])]
@@ -74,8 +81,9 @@ async def test_cancel_while_queued(pipeline, discord_fake, comfy_fake, photo_byt
     assert queued["content"].startswith("Queued — #")
     assert await press_cancel(discord_fake, second, queued, user_id=99) == text("not_yours", "en")
     assert await press_cancel(discord_fake, second, queued) == text("cancelled_count", "en", count=1)
-    [followup] = await discord_fake.wait_for(lambda: [
-        c for c in discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/{second['token']}") if c.status == 200])
+    [followup] = await discord_fake.wait_for(
+        lambda: [c for c in discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/{second['token']}") if c.status == 200]
+    )
     assert followup.json["content"] == text("cancelled", "en")
     await discord_fake.wait_for_call("DELETE", rf"/webhooks/{APP_ID}/{second['token']}/messages/@original")
     assert never_backwards(original_texts(discord_fake, second["token"]))
@@ -88,8 +96,11 @@ async def test_cancel_while_running(pipeline, discord_fake, comfy_fake, photo_by
     running = await wait_original(discord_fake, interaction["token"], 2)
     assert running["content"].startswith("Colorizing")
     assert await press_cancel(discord_fake, interaction, running) == text("cancelled_count", "en", count=1)
-    [followup] = await discord_fake.wait_for(lambda: [
-        c for c in discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}") if c.status == 200])
+    [followup] = await discord_fake.wait_for(
+        lambda: [
+            c for c in discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}") if c.status == 200
+        ]
+    )
     assert followup.json["content"] == text("cancelled", "en") and not followup.files
     await discord_fake.wait_for_call("DELETE", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original")
 
@@ -100,8 +111,9 @@ async def test_the_place_in_line_counts_down_while_waiting(pipeline, discord_fak
     for interaction in interactions:
         await discord_fake.push_interaction(interaction)
     for interaction in interactions:
-        await discord_fake.wait_for_call("DELETE", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original",
-                                         timeout=60)
+        await discord_fake.wait_for_call(
+            "DELETE", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original", timeout=60
+        )
     histories = [original_texts(discord_fake, i["token"]) for i in interactions]
     assert all(never_backwards(h) for h in histories), histories
     places = [[int(t.split("#")[1].split()[0]) for t in h if t.startswith("Queued — #")] for h in histories]

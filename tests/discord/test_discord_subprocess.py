@@ -20,28 +20,48 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def bot_environment(settings, fake) -> dict[str, str]:
-    inherited = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("DISCORD_", "TELEGRAM_", "REDIS_", "COMFYUI_"))}
-    return {**inherited, "PYTHONPATH": str(REPO), "REDIS_URL": settings.redis_url,
-            "COMFYUI_URL": ",".join(settings.comfyui_url), "DISCORD_BOT_TOKEN": "test-token",
-            "DISCORD_API_BASE": fake.api_base, "DISCORD_GATEWAY_URL": fake.gateway_url, "LOG_LEVEL": "INFO"}
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "TELEGRAM_", "REDIS_", "COMFYUI_"))
+    }
+    return {
+        **inherited,
+        "PYTHONPATH": str(REPO),
+        "REDIS_URL": settings.redis_url,
+        "COMFYUI_URL": ",".join(settings.comfyui_url),
+        "DISCORD_BOT_TOKEN": "test-token",
+        "DISCORD_API_BASE": fake.api_base,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "LOG_LEVEL": "INFO",
+    }
 
 
-async def test_repairbot_discord_process_colorizes_one_photo(discord_settings, discord_fake, redis, photo_bytes,
-                                                              tmp_path):
+async def test_repairbot_discord_process_colorizes_one_photo(
+    discord_settings, discord_fake, redis, photo_bytes, tmp_path
+):
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "backend.cli", "discord", cwd=tmp_path, env=bot_environment(discord_settings, discord_fake),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "discord",
+        cwd=tmp_path,
+        env=bot_environment(discord_settings, discord_fake),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         await asyncio.wait_for(discord_fake.identified.wait(), 30)
         sender = build_sender(discord_settings, make_blob_store(discord_settings, redis))
         async with running_pipeline(discord_settings, {"discord": sender}):
             attachment = discord_fake.add_file(photo_bytes, "astronaut_gray.jpg")
-            interaction = discord_fake.slash("colorize", [{"name": "image", "type": 11, "value": attachment["id"]}],
-                                             attachments=[attachment])
+            interaction = discord_fake.slash(
+                "colorize", [{"name": "image", "type": 11, "value": attachment["id"]}], attachments=[attachment]
+            )
             await discord_fake.push_interaction(interaction)
-            [followup] = await discord_fake.wait_for(lambda: [
-                c for c in discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}") if c.files])
+            [followup] = await discord_fake.wait_for(
+                lambda: [
+                    c for c in discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}") if c.files
+                ]
+            )
         [queued] = discord_fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original")[:1]
         assert queued.json["content"].startswith("Queued — #1 in line")
         red, _, blue = ImageStat.Stat(Image.open(io.BytesIO(followup.files[0].data)).convert("RGB")).mean

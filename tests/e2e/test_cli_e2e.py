@@ -59,8 +59,12 @@ class Stack:
 
     async def run(self, *args: str, timeout: float = 90) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
-            *repairbot_command(), *args, env=self.env, cwd=self.workdir,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *repairbot_command(),
+            *args,
+            env=self.env,
+            cwd=self.workdir,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
         return proc.returncode, out.decode(), err.decode()
@@ -83,9 +87,18 @@ class Stack:
 def stack_env(redis_url: str, comfy_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DISCORD_", "REDIS_", "COMFYUI_"))}
     env.update(
-        REDIS_URL=redis_url, COMFYUI_URL=comfy_url, BLOCK_MS="200", MIN_IDLE_MS="2000", RETRY_BACKOFF_S="0.1",
-        RETRY_BACKOFF_MAX_S="0.5", BREAKER_PROBE_MAX_S="0.5", COMFYUI_QUIET_POLL_S="0.5", SHUTDOWN_GRACE_S="10",
-        TASK_TIMEOUT_S="30", PYTHONPATH=str(REPO_ROOT), LOG_LEVEL="INFO",
+        REDIS_URL=redis_url,
+        COMFYUI_URL=comfy_url,
+        BLOCK_MS="200",
+        MIN_IDLE_MS="2000",
+        RETRY_BACKOFF_S="0.1",
+        RETRY_BACKOFF_MAX_S="0.5",
+        BREAKER_PROBE_MAX_S="0.5",
+        COMFYUI_QUIET_POLL_S="0.5",
+        SHUTDOWN_GRACE_S="10",
+        TASK_TIMEOUT_S="30",
+        PYTHONPATH=str(REPO_ROOT),
+        LOG_LEVEL="INFO",
     )
     env.update(extra)
     return env
@@ -173,9 +186,19 @@ async def test_task_waits_while_comfyui_is_down_and_completes_when_it_is_back(st
         stack.run("submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(out), "--timeout", "60")
     )
     await stack.wait_for_log("worker", "marked down")
-    second = asyncio.create_task(stack.run(
-        "submit", str(ASTRONAUT), "--mode", "preview", "--wait", "--out", str(tmp_path / "second.png"), "--timeout", "60"
-    ))
+    second = asyncio.create_task(
+        stack.run(
+            "submit",
+            str(ASTRONAUT),
+            "--mode",
+            "preview",
+            "--wait",
+            "--out",
+            str(tmp_path / "second.png"),
+            "--timeout",
+            "60",
+        )
+    )
     await asyncio.sleep(2)
     assert not submit.done() and not second.done(), "tasks must wait, not fail, while ComfyUI is down"
     code, status, _ = await stack.run("status", "--json")
@@ -307,8 +330,7 @@ async def test_wait_timeout_exits_4_and_the_task_stays_queued(stack, comfy_fake)
 
 
 async def test_sigterm_hands_back_what_outlives_the_grace_period(redis_url, comfy_fake, tmp_path):
-    stack = Stack(stack_env(redis_url, comfy_fake.url, tmp_path, SHUTDOWN_GRACE_S="0.5", MAX_DELIVERIES="1"),
-                  tmp_path)
+    stack = Stack(stack_env(redis_url, comfy_fake.url, tmp_path, SHUTDOWN_GRACE_S="0.5", MAX_DELIVERIES="1"), tmp_path)
     await stack.start("worker", "worker")
     await stack.start("notifier", "notifier")
     try:

@@ -17,8 +17,14 @@ from tests.telegram.conftest import ChatUser
 
 # Keys that live on by design, each bounded another way: the streams (trimmed by MINID / MAXLEN /
 # retention), the recent run times (LTRIM to 100) and the finished-task log (pruned to 24 h).
-LASTING = {"photo_repair_tasks", "photo_repair_results", "photo_repair_events", "photo_repair_dead",
-           keys.RUN_TIMES, keys.DONE_LOG}
+LASTING = {
+    "photo_repair_tasks",
+    "photo_repair_results",
+    "photo_repair_events",
+    "photo_repair_dead",
+    keys.RUN_TIMES,
+    keys.DONE_LOG,
+}
 LASTING_PREFIXES = ("repairbot:discord:commands:",)  # which commands the bot synced: one per application
 
 
@@ -28,10 +34,17 @@ async def test_full_run_logs_no_secret_and_leaves_only_expiring_keys(redis_url, 
     webhook_secret = secrets.token_urlsafe(24)
     telegram, discord = await FakeTelegram(token=telegram_token).start(), await FakeDiscord().start()
     env = clean_env(
-        REDIS_URL=redis_url, COMFYUI_URL=comfy_fake.url, LOG_FORMAT="json", LOG_LEVEL="DEBUG",
-        TELEGRAM_BOT_TOKEN=telegram_token, TELEGRAM_API_BASE=telegram.api_base, TELEGRAM_FILE_BASE=telegram.file_base,
+        REDIS_URL=redis_url,
+        COMFYUI_URL=comfy_fake.url,
+        LOG_FORMAT="json",
+        LOG_LEVEL="DEBUG",
+        TELEGRAM_BOT_TOKEN=telegram_token,
+        TELEGRAM_API_BASE=telegram.api_base,
+        TELEGRAM_FILE_BASE=telegram.file_base,
         TELEGRAM_WEBHOOK_SECRET=webhook_secret,
-        DISCORD_BOT_TOKEN=discord_token, DISCORD_API_BASE=discord.api_base, DISCORD_GATEWAY_URL=discord.gateway_url,
+        DISCORD_BOT_TOKEN=discord_token,
+        DISCORD_API_BASE=discord.api_base,
+        DISCORD_GATEWAY_URL=discord.gateway_url,
     )
     try:
         async with Up(tmp_path, env) as up:
@@ -41,11 +54,13 @@ async def test_full_run_logs_no_secret_and_leaves_only_expiring_keys(redis_url, 
             await ChatUser(telegram).send_photo(photo_bytes)
             await telegram.wait_call("sendPhoto", timeout=30)  # a small photo comes back as a photo alone
             attachment = discord.add_file(photo_bytes, "astronaut_gray.jpg")
-            interaction = discord.slash("colorize", [{"name": "image", "type": 11, "value": attachment["id"]}],
-                                        attachments=[attachment])
+            interaction = discord.slash(
+                "colorize", [{"name": "image", "type": 11, "value": attachment["id"]}], attachments=[attachment]
+            )
             await discord.push_interaction(interaction)
-            await discord.wait_for(lambda: [
-                c for c in discord.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}") if c.files])
+            await discord.wait_for(
+                lambda: [c for c in discord.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}") if c.files]
+            )
         assert up.process.returncode == 0, up.stderr[-3000:]
     finally:
         await telegram.stop()

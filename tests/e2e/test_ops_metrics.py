@@ -37,8 +37,13 @@ async def wait_state(services: Services, task_id: str, state: str) -> None:
 
 async def test_metrics_match_a_known_workload(redis_url, comfy_fake, photo_bytes, tmp_path):
     telegram = await FakeTelegram().start()
-    env = clean_env(REDIS_URL=redis_url, COMFYUI_URL=comfy_fake.url, TELEGRAM_BOT_TOKEN=telegram.token,
-                    TELEGRAM_API_BASE=telegram.api_base, TELEGRAM_FILE_BASE=telegram.file_base)
+    env = clean_env(
+        REDIS_URL=redis_url,
+        COMFYUI_URL=comfy_fake.url,
+        TELEGRAM_BOT_TOKEN=telegram.token,
+        TELEGRAM_API_BASE=telegram.api_base,
+        TELEGRAM_FILE_BASE=telegram.file_base,
+    )
     settings = Settings(_env_file=None, redis_url=redis_url, comfyui_url=comfy_fake.url)
     try:
         async with Up(tmp_path, env) as up, Services.open(settings) as services:
@@ -62,8 +67,12 @@ async def test_metrics_match_a_known_workload(redis_url, comfy_fake, photo_bytes
             await chat.send_photo(photo_bytes)  # through the bot: intake and a send in the `up` process
             await telegram.wait_call("sendPhoto", timeout=30)  # a small photo comes back as a photo alone
             await chat.send_document(b"this is not a picture", name="notes.jpg")
-            await telegram.wait_for(lambda: any("doesn't look like a photo" in str(c.params.get("text", ""))
-                                                for c in telegram.calls_to("editMessageText")))
+            await telegram.wait_for(
+                lambda: any(
+                    "doesn't look like a photo" in str(c.params.get("text", ""))
+                    for c in telegram.calls_to("editMessageText")
+                )
+            )
 
             for _ in range(100):  # the delivered counter moves right after the send
                 samples = await up.metrics()
@@ -72,8 +81,10 @@ async def test_metrics_match_a_known_workload(redis_url, comfy_fake, photo_bytes
                 await asyncio.sleep(0.1)
             for _ in range(100):  # queue gauges are refreshed every OPS_INTERVAL_S
                 samples = await up.metrics()
-                if value(samples, "repairbot_queue_depth_tasks") == 0 \
-                        and value(samples, "repairbot_results_backlog_entries") == 0:
+                if (
+                    value(samples, "repairbot_queue_depth_tasks") == 0
+                    and value(samples, "repairbot_results_backlog_entries") == 0
+                ):
                     break
                 await asyncio.sleep(0.1)
     finally:
@@ -107,8 +118,19 @@ async def test_metrics_match_a_known_workload(redis_url, comfy_fake, photo_bytes
     names = {name for name, _ in samples}
     assert all(name.startswith("repairbot_") for name in names), sorted(names)
     labels = {label for _, pairs in samples for label, _ in pairs}
-    assert labels <= {"mode", "code", "platform", "outcome", "reason", "instance", "state", "group", "stream",
-                      "le", "alert"}, labels
+    assert labels <= {
+        "mode",
+        "code",
+        "platform",
+        "outcome",
+        "reason",
+        "instance",
+        "state",
+        "group",
+        "stream",
+        "le",
+        "alert",
+    }, labels
 
 
 async def test_readiness_follows_redis_and_comfyui(comfy_fake, tmp_path):
@@ -136,17 +158,24 @@ async def test_readiness_follows_redis_and_comfyui(comfy_fake, tmp_path):
         redis_server.stop()
 
 
-async def test_admins_are_alerted_once_when_comfyui_goes_down_and_once_when_it_is_back(
-        redis_url, comfy_fake, tmp_path):
+async def test_admins_are_alerted_once_when_comfyui_goes_down_and_once_when_it_is_back(redis_url, comfy_fake, tmp_path):
     telegram = await FakeTelegram().start()
     admin = 4242
-    env = clean_env(REDIS_URL=redis_url, COMFYUI_URL=comfy_fake.url, TELEGRAM_BOT_TOKEN=telegram.token,
-                    TELEGRAM_API_BASE=telegram.api_base, TELEGRAM_FILE_BASE=telegram.file_base,
-                    TELEGRAM_ADMIN_IDS=str(admin))
+    env = clean_env(
+        REDIS_URL=redis_url,
+        COMFYUI_URL=comfy_fake.url,
+        TELEGRAM_BOT_TOKEN=telegram.token,
+        TELEGRAM_API_BASE=telegram.api_base,
+        TELEGRAM_FILE_BASE=telegram.file_base,
+        TELEGRAM_ADMIN_IDS=str(admin),
+    )
 
     def alerts_to_admin(words: str) -> list:
-        return [c for c in telegram.calls_to("sendMessage")
-                if str(c.params.get("chat_id")) == str(admin) and words in str(c.params.get("text"))]
+        return [
+            c
+            for c in telegram.calls_to("sendMessage")
+            if str(c.params.get("chat_id")) == str(admin) and words in str(c.params.get("text"))
+        ]
 
     try:
         async with Up(tmp_path, env) as up:

@@ -21,15 +21,29 @@ from tests.support.redis_server import free_port
 
 def environment(redis_url: str, tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DISCORD_", "REDIS_", "COMFYUI_"))}
-    env.update(PYTHONPATH=str(REPO_ROOT), REDIS_URL=redis_url, BLOCK_MS="200", COMFYUI_PORT=str(port),
-               COMFYUI_DIR=str(tmp_path / "comfy"), **extra)
+    env.update(
+        PYTHONPATH=str(REPO_ROOT),
+        REDIS_URL=redis_url,
+        BLOCK_MS="200",
+        COMFYUI_PORT=str(port),
+        COMFYUI_DIR=str(tmp_path / "comfy"),
+        **extra,
+    )
     return env
 
 
 async def start_up(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "backend.cli", "up", cwd=cwd, env=env,
-                                                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "up",
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
 
 
 async def read_until(process: asyncio.subprocess.Process, needle: str, timeout: float = 60) -> str:
@@ -51,10 +65,22 @@ async def stop(process: asyncio.subprocess.Process) -> str:
 
 
 async def test_up_runs_the_installed_comfyui_and_stops_it(redis_url, tmp_path, photo_bytes):
-    await asyncio.to_thread(ci.install, ci.InstallOptions(
-        root=tmp_path / "comfy", source=str(tmp_path / "c"), ref=comfyui_repo(tmp_path / "c"),
-        node_source=str(tmp_path / "n"), node_ref=node_repo(tmp_path / "n"), checkpoints=(), device="cpu",
-        torch_spec="", python=Path(sys.executable), extra_requirements=(), say=lambda line: None))
+    await asyncio.to_thread(
+        ci.install,
+        ci.InstallOptions(
+            root=tmp_path / "comfy",
+            source=str(tmp_path / "c"),
+            ref=comfyui_repo(tmp_path / "c"),
+            node_source=str(tmp_path / "n"),
+            node_ref=node_repo(tmp_path / "n"),
+            checkpoints=(),
+            device="cpu",
+            torch_spec="",
+            python=Path(sys.executable),
+            extra_requirements=(),
+            say=lambda line: None,
+        ),
+    )
     port = free_port()
     env = environment(redis_url, tmp_path, port, COMFYUI_PYTHON=sys.executable)
     process = await start_up(env, tmp_path)
@@ -64,8 +90,19 @@ async def test_up_runs_the_installed_comfyui_and_stops_it(redis_url, tmp_path, p
         photo = tmp_path / "photo.jpg"
         photo.write_bytes(photo_bytes)
         submit = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "backend.cli", "submit", str(photo), "--wait", "--out", str(tmp_path / "out.png"),
-            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "submit",
+            str(photo),
+            "--wait",
+            "--out",
+            str(tmp_path / "out.png"),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(submit.communicate(), 60)
         assert submit.returncode == 0, err
         red, _, blue = ImageStat.Stat(Image.open(io.BytesIO((tmp_path / "out.png").read_bytes())).convert("RGB")).mean
@@ -106,13 +143,30 @@ async def test_up_installs_comfyui_first_when_asked(redis_url, tmp_path):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"checkpoint")
     port = free_port()
-    env = environment(redis_url, tmp_path, port, COMFYUI_PYTHON=sys.executable, COMFYUI_TORCH="",
-                      COMFYUI_SOURCE=str(tmp_path / "c"), COMFYUI_REF=comfyui_repo(tmp_path / "c"),
-                      COMFYUI_NODE_SOURCE=str(tmp_path / "n"), COMFYUI_NODE_REF=node_repo(tmp_path / "n"),
-                      COMFYUI_WEIGHTS=str(weights))
+    env = environment(
+        redis_url,
+        tmp_path,
+        port,
+        COMFYUI_PYTHON=sys.executable,
+        COMFYUI_TORCH="",
+        COMFYUI_SOURCE=str(tmp_path / "c"),
+        COMFYUI_REF=comfyui_repo(tmp_path / "c"),
+        COMFYUI_NODE_SOURCE=str(tmp_path / "n"),
+        COMFYUI_NODE_REF=node_repo(tmp_path / "n"),
+        COMFYUI_WEIGHTS=str(weights),
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "backend.cli", "up", "--install-comfyui", cwd=tmp_path, env=env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "up",
+        "--install-comfyui",
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     seen = ""
     try:
         seen = await read_until(process, "ComfyUI is ready", timeout=120)

@@ -26,13 +26,26 @@ async def test_up_serves_telegram_and_discord_in_one_process(redis_url, comfy_fa
     telegram, discord = await FakeTelegram().start(), await FakeDiscord().start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DISCORD_", "REDIS_", "COMFYUI_"))}
     env.update(
-        PYTHONPATH=str(REPO_ROOT), REDIS_URL=redis_url, COMFYUI_URL=comfy_fake.url, BLOCK_MS="200",
-        TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_BASE=telegram.api_base, TELEGRAM_FILE_BASE=telegram.file_base,
-        DISCORD_BOT_TOKEN="test-token", DISCORD_API_BASE=discord.api_base, DISCORD_GATEWAY_URL=discord.gateway_url,
+        PYTHONPATH=str(REPO_ROOT),
+        REDIS_URL=redis_url,
+        COMFYUI_URL=comfy_fake.url,
+        BLOCK_MS="200",
+        TELEGRAM_BOT_TOKEN=telegram.token,
+        TELEGRAM_API_BASE=telegram.api_base,
+        TELEGRAM_FILE_BASE=telegram.file_base,
+        DISCORD_BOT_TOKEN="test-token",
+        DISCORD_API_BASE=discord.api_base,
+        DISCORD_GATEWAY_URL=discord.gateway_url,
     )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "backend.cli", "up", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "up",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         await telegram.wait_call("getUpdates", timeout=30)
@@ -43,11 +56,13 @@ async def test_up_serves_telegram_and_discord_in_one_process(redis_url, comfy_fa
         assert tinted(photo.files["photo"])
 
         attachment = discord.add_file(photo_bytes, "astronaut_gray.jpg")
-        interaction = discord.slash("colorize", [{"name": "image", "type": 11, "value": attachment["id"]}],
-                                    attachments=[attachment])
+        interaction = discord.slash(
+            "colorize", [{"name": "image", "type": 11, "value": attachment["id"]}], attachments=[attachment]
+        )
         await discord.push_interaction(interaction)
-        [followup] = await discord.wait_for(lambda: [
-            c for c in discord.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}") if c.files])
+        [followup] = await discord.wait_for(
+            lambda: [c for c in discord.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}") if c.files]
+        )
         assert tinted(followup.files[0].data)
     finally:
         if process.returncode is None:
@@ -67,12 +82,24 @@ async def test_up_starts_a_bot_again_when_its_platform_was_unreachable(redis_url
 
     telegram = FakeTelegram(port=free_port())  # not listening yet: Telegram is "down" when up starts
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DISCORD_", "REDIS_", "COMFYUI_"))}
-    env.update(PYTHONPATH=str(REPO_ROOT), REDIS_URL=redis_url, COMFYUI_URL=comfy_fake.url, BLOCK_MS="200",
-               TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_BASE=telegram.api_base,
-               TELEGRAM_FILE_BASE=telegram.file_base)
+    env.update(
+        PYTHONPATH=str(REPO_ROOT),
+        REDIS_URL=redis_url,
+        COMFYUI_URL=comfy_fake.url,
+        BLOCK_MS="200",
+        TELEGRAM_BOT_TOKEN=telegram.token,
+        TELEGRAM_API_BASE=telegram.api_base,
+        TELEGRAM_FILE_BASE=telegram.file_base,
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "backend.cli", "up", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "up",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         await asyncio.sleep(2)  # the first start fails; up keeps running and tries again

@@ -21,14 +21,21 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 APP_ID = "111"
-BOT_USER = {"id": APP_ID, "username": "repairbot", "discriminator": "0", "global_name": None,
-            "avatar": None, "bot": True}
+BOT_USER = {
+    "id": APP_ID,
+    "username": "repairbot",
+    "discriminator": "0",
+    "global_name": None,
+    "avatar": None,
+    "bot": True,
+}
 JSON = "application/json"  # exactly: discord.py decodes nothing else
 TIMESTAMP = "2024-01-01T00:00:00+00:00"
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
@@ -98,7 +105,7 @@ class FakeDiscord:
         self.url = ""
 
     # --- lifecycle -------------------------------------------------------------------------------
-    async def start(self) -> "FakeDiscord":
+    async def start(self) -> FakeDiscord:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/cdn/{path:.*}", self._cdn_get)
@@ -147,8 +154,16 @@ class FakeDiscord:
         self.originals[token] = self._new_message("0", {"content": ""}, [])
         return self.originals[token]
 
-    def add_file(self, data: bytes, filename: str = "photo.jpg", content_type: str | None = "image/jpeg",
-                 *, size: int | None = None, width: int | None = None, height: int | None = None) -> dict[str, Any]:
+    def add_file(
+        self,
+        data: bytes,
+        filename: str = "photo.jpg",
+        content_type: str | None = "image/jpeg",
+        *,
+        size: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> dict[str, Any]:
         """Serve `data` from the fake CDN and return the attachment payload pointing at it."""
         attachment_id = str(next(self._ids))
         path = f"attachments/{attachment_id}/{filename}"
@@ -177,6 +192,7 @@ class FakeDiscord:
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
         """Wait until `predicate()` is truthy (re-checked after every request and gateway frame); return it."""
+
         async def check() -> Any:
             async with self._changed:
                 while not (value := predicate()):
@@ -186,8 +202,7 @@ class FakeDiscord:
         return await asyncio.wait_for(check(), timeout)
 
     async def wait_for_call(self, method: str, path_regex: str, count: int = 1, timeout: float = 20.0) -> list[Call]:
-        return await self.wait_for(lambda: len(found := self.calls_to(method, path_regex)) >= count and found,
-                                   timeout)
+        return await self.wait_for(lambda: len(found := self.calls_to(method, path_regex)) >= count and found, timeout)
 
     # --- gateway ---------------------------------------------------------------------------------
     async def push(self, event: str, data: dict[str, Any]) -> None:
@@ -222,9 +237,21 @@ class FakeDiscord:
                     await ws.send_json({"op": 11})
                 elif op == 2:
                     self.identifies += 1
-                    await ws.send_json({"op": 0, "t": "READY", "s": next(self._seq), "d": {
-                        "v": 10, "user": BOT_USER, "guilds": [], "session_id": "session-1",
-                        "resume_gateway_url": self.gateway_url, "application": {"id": APP_ID, "flags": 0}}})
+                    await ws.send_json(
+                        {
+                            "op": 0,
+                            "t": "READY",
+                            "s": next(self._seq),
+                            "d": {
+                                "v": 10,
+                                "user": BOT_USER,
+                                "guilds": [],
+                                "session_id": "session-1",
+                                "resume_gateway_url": self.gateway_url,
+                                "application": {"id": APP_ID, "flags": 0},
+                            },
+                        }
+                    )
                     self.identified.set()
                 elif op == 6:
                     self.resumes += 1
@@ -266,8 +293,14 @@ class FakeDiscord:
                 if part.name == "payload_json":
                     call.json = json.loads(await part.text())
                 else:
-                    call.files.append(Upload(part.name or "", part.filename or "",
-                                             part.headers.get("Content-Type", ""), bytes(await part.read())))
+                    call.files.append(
+                        Upload(
+                            part.name or "",
+                            part.filename or "",
+                            part.headers.get("Content-Type", ""),
+                            bytes(await part.read()),
+                        )
+                    )
         elif request.can_read_body:
             raw = await request.read()
             call.json = json.loads(raw) if raw else None
@@ -283,10 +316,11 @@ class FakeDiscord:
         for limit in self._rate_limits:
             if limit.times > 0 and limit.method == call.method and limit.pattern.fullmatch(call.path):
                 limit.times -= 1
-                return _json({"message": "You are being rate limited.", "retry_after": limit.retry_after,
-                              "global": False}, status=429,
-                             headers={"Via": "1.1 google", "Retry-After": str(limit.retry_after),
-                                      "X-RateLimit-Scope": "user"})
+                return _json(
+                    {"message": "You are being rate limited.", "retry_after": limit.retry_after, "global": False},
+                    status=429,
+                    headers={"Via": "1.1 google", "Retry-After": str(limit.retry_after), "X-RateLimit-Scope": "user"},
+                )
         return None
 
     def _route(self, call: Call) -> web.Response:
@@ -294,8 +328,19 @@ class FakeDiscord:
         if m == "GET" and p == "/users/@me":
             return _json(BOT_USER)
         if m == "GET" and p == "/oauth2/applications/@me":
-            return _json({"id": APP_ID, "name": "repairbot", "description": "", "icon": None, "bot_public": True,
-                          "bot_require_code_grant": False, "owner": BOT_USER, "verify_key": "00", "flags": 0})
+            return _json(
+                {
+                    "id": APP_ID,
+                    "name": "repairbot",
+                    "description": "",
+                    "icon": None,
+                    "bot_public": True,
+                    "bot_require_code_grant": False,
+                    "owner": BOT_USER,
+                    "verify_key": "00",
+                    "flags": 0,
+                }
+            )
         if match := re.fullmatch(r"/applications/(\d+)(?:/guilds/(\d+))?/commands", p):
             scope = match.group(2) or "global"
             if m == "PUT":
@@ -331,11 +376,21 @@ class FakeDiscord:
             self.originals[token] = message
             if kind == 4:
                 resource["message"] = message
-        return _json({"interaction": {"id": interaction_id, "type": 2, "response_message_loading": kind == 5,
-                                      "response_message_ephemeral": ephemeral}, "resource": resource})
+        return _json(
+            {
+                "interaction": {
+                    "id": interaction_id,
+                    "type": 2,
+                    "response_message_loading": kind == 5,
+                    "response_message_ephemeral": ephemeral,
+                },
+                "resource": resource,
+            }
+        )
 
-    def _webhook(self, method: str, token: str, message_id: str | None, body: dict[str, Any],
-                 files: list[Upload]) -> web.Response:
+    def _webhook(
+        self, method: str, token: str, message_id: str | None, body: dict[str, Any], files: list[Upload]
+    ) -> web.Response:
         if token in self.expired_tokens:
             return _error(401, 50027, "Invalid Webhook Token")
         if too_large := _too_large(files, self.upload_limits.get(token, self.channel_upload_limit)):
@@ -371,24 +426,44 @@ class FakeDiscord:
         if channel_id is None:
             channel_id = str(next(self._ids))
             self.dm_channels[channel_id] = user_id
-        return _json({"id": channel_id, "type": 1, "last_message_id": None,
-                      "recipients": [user_payload(user_id)]})
+        return _json({"id": channel_id, "type": 1, "last_message_id": None, "recipients": [user_payload(user_id)]})
 
     def _new_message(self, channel_id: str, body: dict[str, Any], files: list[Upload]) -> dict[str, Any]:
         message = {
-            "id": str(next(self._ids)), "channel_id": channel_id, "type": 0, "content": body.get("content") or "",
-            "author": BOT_USER, "attachments": _attachments(body, files), "embeds": body.get("embeds") or [],
-            "components": body.get("components") or [], "mentions": [], "mention_roles": [], "pinned": False,
-            "mention_everyone": False, "tts": False, "timestamp": TIMESTAMP, "edited_timestamp": None,
+            "id": str(next(self._ids)),
+            "channel_id": channel_id,
+            "type": 0,
+            "content": body.get("content") or "",
+            "author": BOT_USER,
+            "attachments": _attachments(body, files),
+            "embeds": body.get("embeds") or [],
+            "components": body.get("components") or [],
+            "mentions": [],
+            "mention_roles": [],
+            "pinned": False,
+            "mention_everyone": False,
+            "tts": False,
+            "timestamp": TIMESTAMP,
+            "edited_timestamp": None,
             "flags": int(body.get("flags") or 0),
         }
         self.messages[message["id"]] = message
         return message
 
     # --- interaction payloads --------------------------------------------------------------------
-    def interaction(self, data: dict[str, Any], *, kind: int = 2, user_id: int = 42, channel_id: int = 500,
-                    guild_id: int | None = 700, locale: str = "en-US", attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
-                    message: dict[str, Any] | None = None, is_admin: bool = False) -> dict[str, Any]:
+    def interaction(
+        self,
+        data: dict[str, Any],
+        *,
+        kind: int = 2,
+        user_id: int = 42,
+        channel_id: int = 500,
+        guild_id: int | None = 700,
+        locale: str = "en-US",
+        attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
+        message: dict[str, Any] | None = None,
+        is_admin: bool = False,
+    ) -> dict[str, Any]:
         """An INTERACTION_CREATE payload; a guild text channel unless `guild_id` is None (then a DM)."""
         token = f"itok-{next(self._ids)}"
         interaction_id = str(next(self._ids))
@@ -396,18 +471,42 @@ class FakeDiscord:
         self.upload_limits[token] = attachment_size_limit
         user = user_payload(user_id)
         payload: dict[str, Any] = {
-            "id": interaction_id, "application_id": APP_ID, "type": kind, "token": token, "version": 1,
-            "channel_id": str(channel_id), "locale": locale, "app_permissions": "0", "entitlements": [],
-            "authorizing_integration_owners": {}, "context": 0 if guild_id else 1,
-            "attachment_size_limit": attachment_size_limit, "data": data,
+            "id": interaction_id,
+            "application_id": APP_ID,
+            "type": kind,
+            "token": token,
+            "version": 1,
+            "channel_id": str(channel_id),
+            "locale": locale,
+            "app_permissions": "0",
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+            "context": 0 if guild_id else 1,
+            "attachment_size_limit": attachment_size_limit,
+            "data": data,
         }
         if guild_id:
             payload["guild_id"] = str(guild_id)
             payload["guild_locale"] = "en-US"
-            payload["channel"] = {"id": str(channel_id), "type": 0, "guild_id": str(guild_id), "name": "photos",
-                                  "position": 0, "permission_overwrites": [], "nsfw": False, "parent_id": None}
-            payload["member"] = {"user": user, "roles": [], "joined_at": TIMESTAMP, "deaf": False, "mute": False,
-                                 "flags": 0, "permissions": "8" if is_admin else "0"}
+            payload["channel"] = {
+                "id": str(channel_id),
+                "type": 0,
+                "guild_id": str(guild_id),
+                "name": "photos",
+                "position": 0,
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+            }
+            payload["member"] = {
+                "user": user,
+                "roles": [],
+                "joined_at": TIMESTAMP,
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "permissions": "8" if is_admin else "0",
+            }
         else:
             payload["channel"] = {"id": str(channel_id), "type": 1, "recipients": [user]}
             payload["user"] = user
@@ -415,8 +514,15 @@ class FakeDiscord:
             payload["message"] = message
         return payload
 
-    def slash(self, name: str, options: list[dict[str, Any]], *, attachments: list[dict[str, Any]] = (),
-              guild_scoped: int | None = None, **kw: Any) -> dict[str, Any]:
+    def slash(
+        self,
+        name: str,
+        options: list[dict[str, Any]],
+        *,
+        attachments: list[dict[str, Any]] = (),
+        guild_scoped: int | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
         """A chat-input command; `attachments` become data.resolved.attachments."""
         data: dict[str, Any] = {"id": str(next(self._ids)), "name": name, "type": 1, "options": options}
         if attachments:
@@ -427,21 +533,38 @@ class FakeDiscord:
 
     def message_command(self, name: str, target: dict[str, Any], **kw: Any) -> dict[str, Any]:
         """A message context-menu command on `target` (a message payload)."""
-        data = {"id": str(next(self._ids)), "name": name, "type": 3, "target_id": target["id"],
-                "resolved": {"messages": {target["id"]: target}}}
+        data = {
+            "id": str(next(self._ids)),
+            "name": name,
+            "type": 3,
+            "target_id": target["id"],
+            "resolved": {"messages": {target["id"]: target}},
+        }
         return self.interaction(data, **kw)
 
     def button_click(self, custom_id: str, message: dict[str, Any], **kw: Any) -> dict[str, Any]:
         return self.interaction({"custom_id": custom_id, "component_type": 2}, kind=3, message=message, **kw)
 
-    def user_message(self, attachments: list[dict[str, Any]], *, channel_id: int = 500, author_id: int = 42,
-                     content: str = "") -> dict[str, Any]:
+    def user_message(
+        self, attachments: list[dict[str, Any]], *, channel_id: int = 500, author_id: int = 42, content: str = ""
+    ) -> dict[str, Any]:
         """Somebody's message in a channel, as a context-menu target."""
         message = {
-            "id": str(next(self._ids)), "channel_id": str(channel_id), "type": 0, "content": content,
-            "author": user_payload(author_id), "attachments": attachments, "embeds": [], "mentions": [],
-            "mention_roles": [], "pinned": False, "mention_everyone": False, "tts": False, "timestamp": TIMESTAMP,
-            "edited_timestamp": None, "flags": 0,
+            "id": str(next(self._ids)),
+            "channel_id": str(channel_id),
+            "type": 0,
+            "content": content,
+            "author": user_payload(author_id),
+            "attachments": attachments,
+            "embeds": [],
+            "mentions": [],
+            "mention_roles": [],
+            "pinned": False,
+            "mention_everyone": False,
+            "tts": False,
+            "timestamp": TIMESTAMP,
+            "edited_timestamp": None,
+            "flags": 0,
         }
         self.messages[message["id"]] = message
         return message
@@ -450,9 +573,16 @@ class FakeDiscord:
 def _attachments(body: dict[str, Any], files: list[Upload]) -> list[dict[str, Any]]:
     result = []
     for index, upload in enumerate(files):
-        result.append({"id": str(900 + index), "filename": upload.filename, "size": len(upload.data),
-                       "url": f"https://cdn.invalid/{upload.filename}", "proxy_url": f"https://cdn.invalid/{upload.filename}",
-                       "content_type": upload.content_type})
+        result.append(
+            {
+                "id": str(900 + index),
+                "filename": upload.filename,
+                "size": len(upload.data),
+                "url": f"https://cdn.invalid/{upload.filename}",
+                "proxy_url": f"https://cdn.invalid/{upload.filename}",
+                "content_type": upload.content_type,
+            }
+        )
     return result
 
 
@@ -463,7 +593,9 @@ def _too_large(files: list[Upload], limit: int) -> web.Response | None:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": JSON, **(headers or {})})
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": JSON, **(headers or {})}
+    )
 
 
 def _error(status: int, code: int, message: str) -> web.Response:

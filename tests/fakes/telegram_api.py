@@ -20,8 +20,9 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -43,8 +44,10 @@ MAX_GETFILE_BYTES = 20 * 1024 * 1024
 
 EDIT_NOT_FOUND = "Bad Request: message to edit not found"
 DELETE_NOT_FOUND = "Bad Request: message to delete not found"
-NOT_MODIFIED = ("Bad Request: message is not modified: specified new message content and reply markup are "
-                "exactly the same as a current content and reply markup of the message")
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup are "
+    "exactly the same as a current content and reply markup of the message"
+)
 CANT_EDIT = "Bad Request: message can't be edited"
 NO_TEXT_TO_EDIT = "Bad Request: there is no text in the message to edit"
 BUTTON_DATA_INVALID = "Bad Request: BUTTON_DATA_INVALID"
@@ -98,7 +101,7 @@ class FakeTelegram:
         self._closing = False
 
     # --- lifecycle -------------------------------------------------------------------------------
-    async def start(self) -> "FakeTelegram":
+    async def start(self) -> FakeTelegram:
         app = web.Application(client_max_size=MAX_UPLOAD)
         app.router.add_post("/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.+}", self._download)
@@ -158,8 +161,15 @@ class FakeTelegram:
             self._arrived.notify_all()
         return update
 
-    def fail_next(self, method: str, status: int = 429, description: str = "Too Many Requests: retry later",
-                  *, retry_after: float | None = None, times: int = 1) -> None:
+    def fail_next(
+        self,
+        method: str,
+        status: int = 429,
+        description: str = "Too Many Requests: retry later",
+        *,
+        retry_after: float | None = None,
+        times: int = 1,
+    ) -> None:
         """Answer the next `times` calls of `method` with an error (429 + retry_after by default)."""
         self.failures.setdefault(method, []).extend(Failure(status, description, retry_after) for _ in range(times))
 
@@ -231,7 +241,7 @@ class FakeTelegram:
             if not self._updates and timeout > 0 and not self._closing:
                 try:
                     await asyncio.wait_for(self._arrived.wait(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             limit = int(params.get("limit") or 100)
             return self._updates[:limit]
@@ -253,8 +263,12 @@ class FakeTelegram:
         if self.file_sizes[file_id] > MAX_GETFILE_BYTES:
             return _error(400, FILE_TOO_BIG)
         # A path that can't exist locally: PTB reads existing local paths as files.
-        return {"file_id": file_id, "file_unique_id": f"U{file_id}", "file_size": self.file_sizes[file_id],
-                "file_path": f"fake-telegram-files/{file_id}"}
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"U{file_id}",
+            "file_size": self.file_sizes[file_id],
+            "file_path": f"fake-telegram-files/{file_id}",
+        }
 
     async def _m_sendMessage(self, params: dict, files: dict) -> Any:
         text = str(params.get("text", ""))
@@ -268,16 +282,26 @@ class FakeTelegram:
         if refusal:
             return _error(400, refusal)
         size = len(files.get("photo", b""))
-        photo = [{"file_id": f"P{len(self.calls)}", "file_unique_id": f"UP{len(self.calls)}",
-                  "width": 1, "height": 1, "file_size": size}]
+        photo = [
+            {
+                "file_id": f"P{len(self.calls)}",
+                "file_unique_id": f"UP{len(self.calls)}",
+                "width": 1,
+                "height": 1,
+                "file_size": size,
+            }
+        ]
         return self._sent(params, photo=photo, caption=params.get("caption"))
 
     async def _m_sendDocument(self, params: dict, files: dict) -> Any:
         refusal = _caption_refusal(params) or _markup_refusal(params)
         if refusal:
             return _error(400, refusal)
-        document = {"file_id": f"D{len(self.calls)}", "file_unique_id": f"UD{len(self.calls)}",
-                    "file_size": len(files.get("document", b""))}
+        document = {
+            "file_id": f"D{len(self.calls)}",
+            "file_unique_id": f"UD{len(self.calls)}",
+            "file_size": len(files.get("document", b"")),
+        }
         return self._sent(params, document=document, caption=params.get("caption"))
 
     async def _m_sendMediaGroup(self, params: dict, files: dict) -> Any:
@@ -296,11 +320,27 @@ class FakeTelegram:
             part = str(item.get("media", "")).removeprefix("attach://")
             data = files.get(part, b"")
             files[f"{index}"] = data
-            content = ({"photo": [{"file_id": f"P{group_id}{index}", "file_unique_id": f"UP{group_id}{index}",
-                                   "width": 1, "height": 1, "file_size": len(data)}]}
-                       if item["type"] == "photo" else
-                       {"document": {"file_id": f"D{group_id}{index}", "file_unique_id": f"UD{group_id}{index}",
-                                     "file_size": len(data)}})
+            content = (
+                {
+                    "photo": [
+                        {
+                            "file_id": f"P{group_id}{index}",
+                            "file_unique_id": f"UP{group_id}{index}",
+                            "width": 1,
+                            "height": 1,
+                            "file_size": len(data),
+                        }
+                    ]
+                }
+                if item["type"] == "photo"
+                else {
+                    "document": {
+                        "file_id": f"D{group_id}{index}",
+                        "file_unique_id": f"UD{group_id}{index}",
+                        "file_size": len(data),
+                    }
+                }
+            )
             messages.append(self._sent(params, media_group_id=group_id, caption=item.get("caption"), **content))
         return messages
 

@@ -22,10 +22,14 @@ def gray_png(size: tuple[int, int] = (80, 60), level: int = 120) -> bytes:
 
 
 def colorize(image: str, *, checkpoint: str = "ddcolor_paper_tiny.pth", size: int = 256) -> dict:
-    return {"1": {"class_type": "LoadImage", "inputs": {"image": image}},
-            "2": {"class_type": "DDColor_Colorize",
-                  "inputs": {"image": ["1", 0], "model_input_size": size, "checkpoint": checkpoint}},
-            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "repairbot/out"}}}
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "2": {
+            "class_type": "DDColor_Colorize",
+            "inputs": {"image": ["1", 0], "model_input_size": size, "checkpoint": checkpoint},
+        },
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "repairbot/out"}},
+    }
 
 
 def deadline(seconds: float = WAIT_S) -> float:
@@ -56,8 +60,16 @@ async def test_run_returns_tinted_png_and_reports_progress(comfy_fake, client):
     async def on_queued():
         queued.append(True)
 
-    result, gpu_ms = await client.run(colorize, gray_png(), "repairbot-t1-1.png", "3", prompt_id=new_id(),
-                                      deadline=deadline(), on_progress=progress.append, on_queued=on_queued)
+    result, gpu_ms = await client.run(
+        colorize,
+        gray_png(),
+        "repairbot-t1-1.png",
+        "3",
+        prompt_id=new_id(),
+        deadline=deadline(),
+        on_progress=progress.append,
+        on_queued=on_queued,
+    )
     assert gpu_ms >= 0
     image = Image.open(io.BytesIO(result))
     red, green, blue = image.convert("RGB").getpixel((5, 5))
@@ -107,8 +119,14 @@ async def test_queue_lists_ids_and_both_cancellations_end_as_cancelled(comfy_fak
 
 async def test_validation_error_is_rejected_with_readable_detail(comfy_fake, client):
     with pytest.raises(PermanentTaskError) as caught:
-        await client.run(lambda v: colorize(v, checkpoint="ddcolor_v9.pth"), gray_png(), "bad.png", "3",
-                         prompt_id=new_id(), deadline=deadline())
+        await client.run(
+            lambda v: colorize(v, checkpoint="ddcolor_v9.pth"),
+            gray_png(),
+            "bad.png",
+            "3",
+            prompt_id=new_id(),
+            deadline=deadline(),
+        )
     assert caught.value.code == "comfyui_rejected"
     assert "node 2 (DDColor_Colorize): Value not in list: checkpoint: 'ddcolor_v9.pth'" in caught.value.detail
     assert comfy_fake.prompts == {}
@@ -132,8 +150,9 @@ async def test_runtime_error_is_comfyui_failed(comfy_fake, client):
 
 async def test_bad_model_input_size_is_comfyui_failed(client):
     with pytest.raises(PermanentTaskError) as caught:
-        await client.run(lambda v: colorize(v, size=100), gray_png(), "s100.png", "3", prompt_id=new_id(),
-                         deadline=deadline())
+        await client.run(
+            lambda v: colorize(v, size=100), gray_png(), "s100.png", "3", prompt_id=new_id(), deadline=deadline()
+        )
     assert caught.value.code == "comfyui_failed"
     assert "Sizes of tensors must match" in caught.value.detail
 
@@ -146,8 +165,15 @@ async def test_interrupt_while_running_is_cancelled(comfy_fake, client):
         await client.interrupt(prompt_id)
 
     with pytest.raises(PermanentTaskError) as caught:
-        await client.run(colorize, gray_png(), "int.png", "3", prompt_id=prompt_id, deadline=deadline(),
-                         on_queued=interrupt_when_queued)
+        await client.run(
+            colorize,
+            gray_png(),
+            "int.png",
+            "3",
+            prompt_id=prompt_id,
+            deadline=deadline(),
+            on_queued=interrupt_when_queued,
+        )
     assert caught.value.code == "cancelled"
 
 
@@ -178,8 +204,9 @@ async def test_stalled_socket_still_completes_through_history(comfy_fake, client
 async def test_restart_mid_wait_ends_without_hanging(comfy_fake, client):
     comfy_fake.delay_s = 2.0
     prompt_id = new_id()
-    task = asyncio.create_task(client.run(colorize, gray_png(), "restart.png", "3", prompt_id=prompt_id,
-                                          deadline=deadline()))
+    task = asyncio.create_task(
+        client.run(colorize, gray_png(), "restart.png", "3", prompt_id=prompt_id, deadline=deadline())
+    )
     await wait_until(lambda: comfy_fake.executor.running is not None)
     await comfy_fake.stop()
     await comfy_fake.start()
@@ -216,10 +243,18 @@ async def test_started_is_reported_when_comfyui_begins_not_while_the_prompt_wait
     async def second_started() -> None:
         seen_when_second_started.append(first_id in comfy_fake.executor.history)
 
-    first = asyncio.create_task(client.run(colorize, gray_png(), "first.png", "3", prompt_id=first_id,
-                                           deadline=deadline()))
+    first = asyncio.create_task(
+        client.run(colorize, gray_png(), "first.png", "3", prompt_id=first_id, deadline=deadline())
+    )
     await wait_until(lambda: comfy_fake.executor.running is not None)
-    await client.run(colorize, gray_png(level=90), "second.png", "3", prompt_id=second_id, deadline=deadline(),
-                     on_started=second_started)
+    await client.run(
+        colorize,
+        gray_png(level=90),
+        "second.png",
+        "3",
+        prompt_id=second_id,
+        deadline=deadline(),
+        on_started=second_started,
+    )
     await first
     assert seen_when_second_started == [True]  # it waited behind the first before it "started"

@@ -37,9 +37,14 @@ async def test_a_lost_socket_image_falls_back_to_a_file_once(comfy_fake, photo_b
     await client.start()
     comfy_fake.stall_ws = True
     try:
-        image, _ = await client.run(lambda name: mode.build(name, task_id="t1"), photo_bytes, "x.jpg",
-                                    mode.output_node, prompt_id="p-1",
-                                    deadline=asyncio.get_running_loop().time() + 30)
+        image, _ = await client.run(
+            lambda name: mode.build(name, task_id="t1"),
+            photo_bytes,
+            "x.jpg",
+            mode.output_node,
+            prompt_id="p-1",
+            deadline=asyncio.get_running_loop().time() + 30,
+        )
     finally:
         await client.close()
     assert image.startswith(b"\x89PNG")

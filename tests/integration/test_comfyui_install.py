@@ -23,8 +23,12 @@ WEIGHTS = bytes(range(256)) * 4096  # 1 MiB standing in for a checkpoint
 
 @pytest.fixture
 def repos(tmp_path: Path) -> dict[str, str]:
-    return {"source": str(tmp_path / "src-comfyui"), "ref": comfyui_repo(tmp_path / "src-comfyui"),
-            "node_source": str(tmp_path / "src-node"), "node_ref": node_repo(tmp_path / "src-node")}
+    return {
+        "source": str(tmp_path / "src-comfyui"),
+        "ref": comfyui_repo(tmp_path / "src-comfyui"),
+        "node_source": str(tmp_path / "src-node"),
+        "node_ref": node_repo(tmp_path / "src-node"),
+    }
 
 
 @pytest.fixture
@@ -41,9 +45,17 @@ async def run_install(opts: ci.InstallOptions) -> ci.Layout:
 
 
 def options(tmp_path: Path, repos: dict[str, str], lines: list[str], **extra) -> ci.InstallOptions:
-    return ci.InstallOptions(root=tmp_path / "comfy", checkpoints=(CHECKPOINT,), device="cpu", torch_spec="",
-                             python=Path(sys.executable), extra_requirements=(), say=lines.append,
-                             **repos, **extra)
+    return ci.InstallOptions(
+        root=tmp_path / "comfy",
+        checkpoints=(CHECKPOINT,),
+        device="cpu",
+        torch_spec="",
+        python=Path(sys.executable),
+        extra_requirements=(),
+        say=lines.append,
+        **repos,
+        **extra,
+    )
 
 
 async def test_install_from_local_sources_and_the_hub_is_idempotent(tmp_path, repos, hub):
@@ -107,8 +119,9 @@ async def test_no_network_no_disk_and_a_broken_driver_say_so(tmp_path, repos, hu
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     smi = bin_dir / "nvidia-smi"
-    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA "
-                   "driver.' >&2\nexit 9\n")
+    smi.write_text(
+        "#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.' >&2\nexit 9\n"
+    )
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     with pytest.raises(ci.InstallError, match="NVIDIA driver is not working.*--device cpu"):
@@ -162,8 +175,13 @@ def test_requirements_leave_torch_to_its_own_step_and_take_headless_opencv(tmp_p
     comfy, node = tmp_path / "a.txt", tmp_path / "b.txt"
     comfy.write_text("torch\ntorchvision\ntorchaudio\nnumpy>=1.25.0\n#non essential dependencies:\nkornia>=0.7.1\n")
     node.write_text("numpy>=1.24.3\nopencv_python>=4.7.0.72\ntimm>=0.9.2\n")
-    assert ci.requirement_lines(comfy, node) == ["numpy>=1.25.0", "kornia>=0.7.1", "numpy>=1.24.3",
-                                                 "opencv-python-headless>=4.7.0.72", "timm>=0.9.2"]
+    assert ci.requirement_lines(comfy, node) == [
+        "numpy>=1.25.0",
+        "kornia>=0.7.1",
+        "numpy>=1.24.3",
+        "opencv-python-headless>=4.7.0.72",
+        "timm>=0.9.2",
+    ]
 
 
 async def test_a_download_left_half_done_by_an_earlier_run_resumes(tmp_path, repos, hub):

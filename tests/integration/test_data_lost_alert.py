@@ -18,8 +18,9 @@ class Admins:
 
 async def test_a_vanished_group_is_recreated_and_the_admins_are_told_once(redis, settings):
     stream = settings.tasks_stream
-    group = ConsumerGroup(redis, group=settings.workers_group, streams={stream: "0"}, role="worker",
-                          dead_stream=settings.dead_stream)
+    group = ConsumerGroup(
+        redis, group=settings.workers_group, streams={stream: "0"}, role="worker", dead_stream=settings.dead_stream
+    )
     group.consumer = "host-worker-0"
     await group.ensure_groups()
     await redis.xadd(stream, {"n": "1"})
@@ -32,8 +33,13 @@ async def test_a_vanished_group_is_recreated_and_the_admins_are_told_once(redis,
 
     admins = Admins()
     watcher = Alerts(redis, settings, admins)
-    observed = Reading(dead_added=0, comfyui_up=[True], oldest_waiting_s=0.0, bot_errors={},
-                       data_lost=await alerts.read_data_lost(redis))
+    observed = Reading(
+        dead_added=0,
+        comfyui_up=[True],
+        oldest_waiting_s=0.0,
+        bot_errors={},
+        data_lost=await alerts.read_data_lost(redis),
+    )
     await watcher.evaluate(observed)
     await watcher.evaluate(observed)
     assert len(admins.messages) == 1 and "Redis lost its data" in admins.messages[0]

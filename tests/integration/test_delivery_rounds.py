@@ -86,6 +86,7 @@ async def kill_a_notifier_mid_send(redis, redis_url: str, task_id: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", HANGING_NOTIFIER, redis_url, cwd=ROOT, env=env)
     try:
+
         async def its_round_is_open() -> bool:
             token = await redis.hget(rounds, "open")
             return token is not None and token != before

@@ -57,12 +57,25 @@ async def test_probe_catches_a_stale_model_and_frees_it(doctor_env, comfy_fake, 
     assert await doctor("--probe") == 0, "freed by the first probe, the second one colours"
 
 
-async def test_plain_doctor_flags_a_listed_checkpoint_missing_from_our_install(doctor_env, comfy_fake, tmp_path,
-                                                                                capsys):
-    layout = await asyncio.to_thread(ci.install, ci.InstallOptions(
-        root=tmp_path / "comfy", source=str(tmp_path / "c"), ref=comfyui_repo(tmp_path / "c"),
-        node_source=str(tmp_path / "n"), node_ref=node_repo(tmp_path / "n"), checkpoints=(), device="cpu",
-        torch_spec="", python=Path(sys.executable), extra_requirements=(), say=lambda line: None))
+async def test_plain_doctor_flags_a_listed_checkpoint_missing_from_our_install(
+    doctor_env, comfy_fake, tmp_path, capsys
+):
+    layout = await asyncio.to_thread(
+        ci.install,
+        ci.InstallOptions(
+            root=tmp_path / "comfy",
+            source=str(tmp_path / "c"),
+            ref=comfyui_repo(tmp_path / "c"),
+            node_source=str(tmp_path / "n"),
+            node_ref=node_repo(tmp_path / "n"),
+            checkpoints=(),
+            device="cpu",
+            torch_spec="",
+            python=Path(sys.executable),
+            extra_requirements=(),
+            say=lambda line: None,
+        ),
+    )
     doctor_env.setenv("COMFYUI_DIR", str(layout.root))
     doctor_env.setenv("COMFYUI_PORT", str(comfy_fake.port))
     assert await doctor() == 1

@@ -18,8 +18,9 @@ async def test_noop_executor_hands_the_input_back_without_comfyui(settings, phot
     settings = settings.model_copy(update={"executor": "noop"})
     sender = RecordingSender()
     async with running_pipeline(settings, {"test": sender}) as services:
-        submitted = [await services.intake.submit(photo_bytes, mode="person", reply=REPLY, user=f"test:{n}")
-                     for n in range(5)]
+        submitted = [
+            await services.intake.submit(photo_bytes, mode="person", reply=REPLY, user=f"test:{n}") for n in range(5)
+        ]
         results = await sender.wait_for_results(5)
         assert {r.task_id for r in results} == {s.task_id for s in submitted}
         assert all(r.status == "ok" and r.output == r.input for r in results)
@@ -57,8 +58,11 @@ async def test_events_emitted_together_go_out_in_one_pipeline_newest_progress_ke
     buffer.emit(Event("b" * 32, "started", reply))
     await buffer.flush()
     written = [Event.decode(fields) for _, fields in await redis.xrange(settings.events_stream)]
-    assert [(e.task_id[0], e.state, e.percent) for e in written] == [("a", "started", 0), ("a", "progress", 30),
-                                                                     ("b", "started", 0)]
+    assert [(e.task_id[0], e.state, e.percent) for e in written] == [
+        ("a", "started", 0),
+        ("a", "progress", 30),
+        ("b", "started", 0),
+    ]
     await redis.aclose()
     buffer.emit(Event("c" * 32, "started", reply))  # Redis gone: dropped quietly, nothing raised
     await buffer.flush()

@@ -21,8 +21,13 @@ async def test_the_same_event_twice_is_one_task_with_the_first_answer(settings, 
     async with Services.open(settings) as services:
         reply = {"platform": "telegram", "chat_id": 5, "status_message_id": 1}
         first = await services.intake.submit(photo_bytes, mode="preview", reply=reply, user=USER, event_key="test:e1")
-        again = await services.intake.submit(photo_bytes, mode="preview", reply={"platform": "telegram", "chat_id": 5, "status_message_id": 2},
-                                             user=USER, event_key="test:e1")
+        again = await services.intake.submit(
+            photo_bytes,
+            mode="preview",
+            reply={"platform": "telegram", "chat_id": 5, "status_message_id": 2},
+            user=USER,
+            event_key="test:e1",
+        )
         assert not first.duplicate and again.duplicate
         assert again.task_id == first.task_id and again.position == first.position
         assert again.reply == reply, "the answer goes where the first delivery was answered"
@@ -36,9 +41,18 @@ async def test_the_same_event_twice_is_one_task_with_the_first_answer(settings, 
 
 async def test_two_deliveries_at_once_race_to_one_task(settings, photo_bytes):
     async with Services.open(settings) as services:
-        outcomes = await asyncio.gather(*[
-            services.intake.submit(photo_bytes, mode="preview", reply={"platform": "telegram", "chat_id": 5, "status_message_id": n + 1}, user=USER,
-                                   event_key="test:race") for n in range(4)])
+        outcomes = await asyncio.gather(
+            *[
+                services.intake.submit(
+                    photo_bytes,
+                    mode="preview",
+                    reply={"platform": "telegram", "chat_id": 5, "status_message_id": n + 1},
+                    user=USER,
+                    event_key="test:race",
+                )
+                for n in range(4)
+            ]
+        )
         [task_id] = await stream_ids(services)
         assert {o.task_id for o in outcomes} == {task_id}
         assert sum(not o.duplicate for o in outcomes) == 1
@@ -47,8 +61,7 @@ async def test_two_deliveries_at_once_race_to_one_task(settings, photo_bytes):
         assert len([k async for k in services.redis.scan_iter("blob:in:*")]) == 1
 
 
-async def test_a_failure_after_the_xadd_keeps_the_reservation_and_answers_queued(settings, photo_bytes,
-                                                                                 monkeypatch):
+async def test_a_failure_after_the_xadd_keeps_the_reservation_and_answers_queued(settings, photo_bytes, monkeypatch):
     async def broken(*args, **kwargs):
         raise ConnectionError("Redis went away right after the XADD")
 
@@ -78,6 +91,7 @@ async def test_a_lost_reply_to_a_committed_xadd_is_still_queued(settings, photo_
 
 async def test_a_failed_xadd_gives_the_place_back(settings, photo_bytes):
     async with Services.open(settings) as services:
+
         async def refused(*args, **kwargs):
             raise ConnectionError("Redis down before the XADD")
 

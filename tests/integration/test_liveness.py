@@ -45,8 +45,15 @@ class Hands:
 
 
 def group(redis, settings, *, lease_s: float, holder=None) -> ConsumerGroup:
-    return ConsumerGroup(redis, group=settings.workers_group, streams={settings.tasks_stream: "0"}, role="worker",
-                         dead_stream=settings.dead_stream, lease_s=lease_s, holder=holder)
+    return ConsumerGroup(
+        redis,
+        group=settings.workers_group,
+        streams={settings.tasks_stream: "0"},
+        role="worker",
+        dead_stream=settings.dead_stream,
+        lease_s=lease_s,
+        holder=holder,
+    )
 
 
 def test_settings_refuse_min_idle_close_to_block_plus_refresh():
@@ -198,8 +205,16 @@ async def test_a_process_restarted_on_a_higher_slot_moves_back_once_the_old_leas
     await before.read_new(1, block=False)
     before._heartbeat_task.cancel()  # killed holding an entry; its process comes back at once
     hands = Hands(room=10)
-    restarted = ConsumerGroup(redis, group=settings.workers_group, streams={stream: "0"}, role="worker",
-                              dead_stream=settings.dead_stream, lease_s=3.0, refresh_s=0.2, holder=hands)
+    restarted = ConsumerGroup(
+        redis,
+        group=settings.workers_group,
+        streams={stream: "0"},
+        role="worker",
+        dead_stream=settings.dead_stream,
+        lease_s=3.0,
+        refresh_s=0.2,
+        holder=hands,
+    )
     assert await restarted.acquire_name() != old_name
     for _ in range(60):  # the old entry is taken over as the lease lapses...
         if hands.adopted:

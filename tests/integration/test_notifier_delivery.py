@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from backend import keys
 from backend.admin import Admin, format_status
@@ -110,10 +110,12 @@ async def test_a_result_and_an_event_with_the_same_entry_id_are_both_handled(red
 
 async def _both_acknowledged(redis, settings) -> bool:
     group = settings.notifiers_group
-    return (await pending(redis, settings.results_stream, group) == 0
-            and await pending(redis, settings.events_stream, group) == 0
-            and bool(await redis.xinfo_groups(settings.events_stream))
-            and (await redis.xinfo_groups(settings.events_stream))[0]["entries-read"] == 1)
+    return (
+        await pending(redis, settings.results_stream, group) == 0
+        and await pending(redis, settings.events_stream, group) == 0
+        and bool(await redis.xinfo_groups(settings.events_stream))
+        and (await redis.xinfo_groups(settings.events_stream))[0]["entries-read"] == 1
+    )
 
 
 async def test_a_result_nobody_here_can_send_waits_parked_then_goes_out(redis, settings):
@@ -133,8 +135,10 @@ async def test_a_result_nobody_here_can_send_waits_parked_then_goes_out(redis, s
         assert "Waiting for a test notifier: 1 result(s)" in format_status(status)
         # Nothing of the results stream is held back for it: everything acknowledged can be trimmed.
         for n in range(300):
-            await redis.xadd(settings.results_stream, Result(task_id=f"{n:032x}", status="failed", reply={
-                "platform": "cli"}, error="timeout").encode())
+            await redis.xadd(
+                settings.results_stream,
+                Result(task_id=f"{n:032x}", status="failed", reply={"platform": "cli"}, error="timeout").encode(),
+            )
         await wait_until(lambda: _xlen_below(redis, settings.results_stream, 300))
     finally:
         without.stop()

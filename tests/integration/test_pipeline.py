@@ -11,8 +11,8 @@ from backend.errors import Refused
 from backend.services import Services
 from backend.tasks import Task
 from tests.support.pipeline import running_pipeline
-from tests.support.workflows import workflows_with_broken_mode
 from tests.support.senders import RecordingSender, SendPermanent, SendRetry
+from tests.support.workflows import workflows_with_broken_mode
 
 REPLY = {"platform": "test"}
 
@@ -75,9 +75,18 @@ async def test_runtime_error_gives_failed_result_with_message(settings, photo_by
 async def test_malformed_entry_is_dead_lettered_on_first_sight(settings):
     sender = RecordingSender()
     async with running_pipeline(settings, {"test": sender}) as services:
-        await services.redis.xadd(settings.tasks_stream, {"v": "1", "task_id": "b" * 32, "mode": "person",
-                                                          "input": "/etc/passwd", "reply": '{"platform":"test"}',
-                                                          "user": "test:1", "submitted_at": "1"})
+        await services.redis.xadd(
+            settings.tasks_stream,
+            {
+                "v": "1",
+                "task_id": "b" * 32,
+                "mode": "person",
+                "input": "/etc/passwd",
+                "reply": '{"platform":"test"}',
+                "user": "test:1",
+                "submitted_at": "1",
+            },
+        )
         await services.redis.xadd(settings.tasks_stream, {"v": "7", "junk": "x"})
         [result] = await sender.wait_for_results(1)
         assert result.status == "failed" and result.error == "malformed_task"
@@ -99,9 +108,13 @@ async def test_stored_result_is_republished_not_rerun(settings, photo_bytes, com
         stored = await services.redis.hgetall(keys.result(submitted.task_id))
         # the same task delivered again (e.g. the worker died between result and XACK)
         entry = await services.redis.xrange(settings.tasks_stream)
-        task_fields = entry[0][1] if entry else Task(
-            task_id=submitted.task_id, mode="preview", input=stored[b"input"].decode(), reply=REPLY,
-            user="test:1").encode()
+        task_fields = (
+            entry[0][1]
+            if entry
+            else Task(
+                task_id=submitted.task_id, mode="preview", input=stored[b"input"].decode(), reply=REPLY, user="test:1"
+            ).encode()
+        )
         await services.redis.delete(keys.delivered(submitted.task_id))
         await services.redis.xadd(settings.tasks_stream, task_fields)
         await sender.wait_for_results(2)

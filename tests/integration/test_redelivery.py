@@ -53,8 +53,13 @@ async def test_long_task_keeps_its_owner(settings, redis, photo_bytes, comfy_fak
     sender = RecordingSender()
     async with running_pipeline(settings, {"test": sender}) as services:
         await services.intake.submit(photo_bytes, mode="preview", reply=REPLY, user="test:1")
-        thief = ConsumerGroup(redis, group=settings.workers_group, streams={settings.tasks_stream: "0"},
-                              role="thief", dead_stream=settings.dead_stream)
+        thief = ConsumerGroup(
+            redis,
+            group=settings.workers_group,
+            streams={settings.tasks_stream: "0"},
+            role="thief",
+            dead_stream=settings.dead_stream,
+        )
         thief.consumer = "thief-0"
         stolen = []
         for _ in range(6):

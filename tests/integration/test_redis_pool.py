@@ -31,9 +31,13 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections(settings):
 
 
 def test_sentinel_urls_get_the_blocking_pool_too(settings):
-    settings = settings.model_copy(update={
-        "redis_url": "redis+sentinel://s1:26379/photos/0", "redis_max_connections": 7, "redis_pool_timeout_s": 3.0,
-    })
+    settings = settings.model_copy(
+        update={
+            "redis_url": "redis+sentinel://s1:26379/photos/0",
+            "redis_max_connections": 7,
+            "redis_pool_timeout_s": 3.0,
+        }
+    )
     pool = connect(settings).connection_pool
     assert isinstance(pool, SentinelBlockingConnectionPool) and isinstance(pool, BlockingConnectionPool)
     assert pool.max_connections == 7 and pool.timeout == 3.0 and pool.service_name == "photos"

@@ -41,8 +41,9 @@ async def test_dead_letters_over_the_length_limit_lose_the_oldest(redis, setting
 
 
 async def test_ops_sweeps_expired_blob_files_and_trims_dead_letters(redis, settings):
-    settings = settings.model_copy(update={"blob_store": "fs", "blob_ttl_s": 60, "dead_max_len": 1,
-                                           "ops_interval_s": 0.05})
+    settings = settings.model_copy(
+        update={"blob_store": "fs", "blob_ttl_s": 60, "dead_max_len": 1, "ops_interval_s": 0.05}
+    )
     blobs = make_blob_store(settings, redis)
     old, new = await blobs.put("in", b"old"), await blobs.put("in", b"new")
     stale = time.time() - 120

@@ -19,8 +19,10 @@ async def three_in_flight(redis, redis_url, settings, comfy_fake, photo_bytes, t
     stack = Stack(stack_env(redis_url, comfy_fake.url, tmp_path, SHUTDOWN_GRACE_S="30"), tmp_path)
     worker = await stack.start("worker", "worker")
     async with Services.open(settings) as services:
-        ids = [(await services.intake.submit(photo_bytes, mode="preview", reply=REPLY, user=f"test:{n}")).task_id
-               for n in range(3)]
+        ids = [
+            (await services.intake.submit(photo_bytes, mode="preview", reply=REPLY, user=f"test:{n}")).task_id
+            for n in range(3)
+        ]
     for _ in range(500):  # all three in ComfyUI (one running, two queued behind it)
         if len(comfy_fake.prompts) == 3:
             break

@@ -14,8 +14,10 @@ CHECKPOINT = "ddcolor_modelscope.pth"  # what `person` uses by default
 
 
 async def submit(services, photo: bytes, count: int) -> list[str]:
-    return [(await services.intake.submit(photo, mode="person", reply=REPLY, user=f"test:{n}")).task_id
-            for n in range(count)]
+    return [
+        (await services.intake.submit(photo, mode="person", reply=REPLY, user=f"test:{n}")).task_id
+        for n in range(count)
+    ]
 
 
 async def test_prefetched_tasks_after_a_missing_checkpoint_never_succeed_grey(settings, photo_bytes, comfy_fake):

@@ -46,8 +46,9 @@ class WatchingExecutor:
         self.beside[task.task_id] = set()
         for other in self.running:
             self.beside[other] |= self.running - {other}
-        pending = await self.redis.xpending_range(self.settings.tasks_stream, self.settings.workers_group,
-                                                  min="-", max="+", count=100)
+        pending = await self.redis.xpending_range(
+            self.settings.tasks_stream, self.settings.workers_group, min="-", max="+", count=100
+        )
         self.pending_at_start[task.task_id] = {
             _text(p["message_id"]): (_text(p["consumer"]), p["times_delivered"]) for p in pending
         }

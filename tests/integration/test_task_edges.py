@@ -18,8 +18,9 @@ from tests.support.senders import RecordingSender
 REPLY = {"platform": "test"}
 
 
-@pytest.mark.parametrize("key", ["blob:in:" + "A" * 32, "blob:tmp:" + "a" * 32, "blob:in:abcdefgh",
-                                 "blob:out:" + "a" * 31 + "_"])
+@pytest.mark.parametrize(
+    "key", ["blob:in:" + "A" * 32, "blob:tmp:" + "a" * 32, "blob:in:abcdefgh", "blob:out:" + "a" * 31 + "_"]
+)
 def test_a_task_accepts_exactly_the_blob_keys_the_store_accepts(key):
     with pytest.raises(ValueError):
         parse_blob_key(key)
@@ -72,8 +73,17 @@ async def test_a_retried_dead_task_is_queued_in_intakes_order(settings, redis, p
     await redis.set(blob, photo_bytes)
     task = Task(task_id="q" * 32, mode="preview", input=blob, reply=REPLY, user="test:7")
     await redis.hset(keys.task(task.task_id), mapping={"handed_back": 2, "state": "done"})
-    await redis.xadd(settings.dead_stream, dead_letter_fields(
-        task.encode(), source=settings.tasks_stream, entry_id="1-0", reason="delivered 4 times", deliveries=4, last_error=""))
+    await redis.xadd(
+        settings.dead_stream,
+        dead_letter_fields(
+            task.encode(),
+            source=settings.tasks_stream,
+            entry_id="1-0",
+            reason="delivered 4 times",
+            deliveries=4,
+            last_error="",
+        ),
+    )
     async with Services.open(settings) as services:  # no worker yet: look at what the retry wrote
         assert (await services.admin.retry_dead(task.task_id)).ok
     state = await redis.hgetall(keys.task(task.task_id))
@@ -91,7 +101,7 @@ async def test_the_deadline_excludes_the_wait_behind_prefetched_prompts(settings
     comfy_fake.delay_s = 0.9  # the third prompt waits 1.8 s behind the first two: longer than its timeout
     sender = RecordingSender()
     async with running_pipeline(settings, {"test": sender}) as services:
-        for n in range(3):
+        for _ in range(3):
             await services.intake.submit(photo_bytes, mode="preview", reply=REPLY, user="test:1")
         results = await sender.wait_for_results(3, timeout=30)
         assert [r.status for r in results] == ["ok"] * 3

@@ -24,9 +24,17 @@ def main(node_dir: str, out: str, encoder: str = "convnext-l") -> None:
 
     torch.manual_seed(0)
     started = time.time()
-    model = DDColor(encoder_name=encoder, decoder_name="MultiScaleColorDecoder", input_size=[512, 512],
-                    num_output_channels=2, last_norm="Spectral", do_normalize=False, num_queries=100,
-                    num_scales=3, dec_layers=9)  # the arguments kijai's nodes.py builds it with
+    model = DDColor(
+        encoder_name=encoder,
+        decoder_name="MultiScaleColorDecoder",
+        input_size=[512, 512],
+        num_output_channels=2,
+        last_norm="Spectral",
+        do_normalize=False,
+        num_queries=100,
+        num_scales=3,
+        dec_layers=9,
+    )  # the arguments kijai's nodes.py builds it with
     state = model.state_dict()
     for key in [k for k, v in state.items() if k.endswith("bias") and tuple(v.shape) == (2,)]:
         state[key] = torch.tensor([20.0, 35.0])

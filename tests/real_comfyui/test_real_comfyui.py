@@ -9,7 +9,6 @@ the hub, `make_random_checkpoint.py` beside this file makes a checkpoint for `--
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 

@@ -45,18 +45,28 @@ def git_repo(path: Path, files: dict[str, str]) -> str:
     subprocess.run(["git", "init", "-q", str(path)], check=True)
     subprocess.run(["git", *env_args, "-C", str(path), "add", "-A"], check=True)
     subprocess.run(["git", *env_args, "-C", str(path), "commit", "-q", "-m", "stand-in"], check=True)
-    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def comfyui_repo(path: Path) -> str:
-    return git_repo(path, {"main.py": STANDIN_MAIN.format(root=str(REPO_ROOT)),
-                           "requirements.txt": "# stand-in: nothing to install\n"})
+    return git_repo(
+        path,
+        {"main.py": STANDIN_MAIN.format(root=str(REPO_ROOT)), "requirements.txt": "# stand-in: nothing to install\n"},
+    )
 
 
 def node_repo(path: Path) -> str:
-    return git_repo(path, {"__init__.py": "NODE_CLASS_MAPPINGS = {}\n", "nodes.py": "# stand-in\n",
-                           "requirements.txt": "\n", "checkpoints/place_checkpoints_here.txt": ""})
+    return git_repo(
+        path,
+        {
+            "__init__.py": "NODE_CLASS_MAPPINGS = {}\n",
+            "nodes.py": "# stand-in\n",
+            "requirements.txt": "\n",
+            "checkpoints/place_checkpoints_here.txt": "",
+        },
+    )
 
 
 @dataclass
@@ -87,8 +97,13 @@ class FakeHub:
 
     def _headers(self, name: str) -> dict[str, str]:
         data = self.files[name]
-        return {"X-Repo-Commit": "0" * 40, "X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"',
-                "X-Linked-Size": str(len(data)), "ETag": '"gitblobsha"', "Accept-Ranges": "bytes"}
+        return {
+            "X-Repo-Commit": "0" * 40,
+            "X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"',
+            "X-Linked-Size": str(len(data)),
+            "ETag": '"gitblobsha"',
+            "Accept-Ranges": "bytes",
+        }
 
     async def head(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

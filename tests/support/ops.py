@@ -22,8 +22,15 @@ def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any repairbot setting, plus `extra`."""
     prefixes = ("TELEGRAM_", "DISCORD_", "REDIS_", "COMFYUI_", "METRICS_", "LOG_", "OPS_", "ALERT_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env.update(PYTHONPATH=str(REPO_ROOT), BLOCK_MS="200", OPS_INTERVAL_S="0.5", RETRY_BACKOFF_S="0.1",
-               RETRY_BACKOFF_MAX_S="0.5", BREAKER_PROBE_MAX_S="0.5", **extra)
+    env.update(
+        PYTHONPATH=str(REPO_ROOT),
+        BLOCK_MS="200",
+        OPS_INTERVAL_S="0.5",
+        RETRY_BACKOFF_S="0.1",
+        RETRY_BACKOFF_MAX_S="0.5",
+        BREAKER_PROBE_MAX_S="0.5",
+        **extra,
+    )
     return env
 
 
@@ -41,10 +48,16 @@ class Up:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> "Up":
+    async def __aenter__(self) -> Up:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "backend.cli", "up", cwd=self.cwd, env=self.env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "up",
+            cwd=self.cwd,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         await self.wait_status("/livez", 200)
         return self
@@ -65,7 +78,7 @@ class Up:
             async with aiohttp.ClientSession() as session:
                 async with session.get(self.base + path, timeout=aiohttp.ClientTimeout(total=5)) as response:
                     return response.status, await response.text()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return 0, ""
 
     async def wait_status(self, path: str, status: int, timeout: float = 30.0) -> str:

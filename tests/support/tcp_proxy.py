@@ -36,7 +36,7 @@ class TcpProxy:
         self._live: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._trigger: tuple[bytes, asyncio.Event] | None = None
 
-    async def start(self) -> "TcpProxy":
+    async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -84,8 +84,10 @@ class TcpProxy:
         pair = (client_writer, up_writer)
         self._live.add(pair)
         try:
-            await asyncio.gather(self._pump(client_reader, up_writer, from_client=True),
-                                 self._pump(up_reader, client_writer, from_client=False))
+            await asyncio.gather(
+                self._pump(client_reader, up_writer, from_client=True),
+                self._pump(up_reader, client_writer, from_client=False),
+            )
         finally:
             self._live.discard(pair)
             for writer in pair:
@@ -112,7 +114,7 @@ class TcpProxy:
                         self._trigger = None
                         self.mode = "blackhole"
                         fired.set()
-                    tail = window[-len(pattern):]
+                    tail = window[-len(pattern) :]
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
         finally:

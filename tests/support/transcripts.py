@@ -61,23 +61,46 @@ def telegram_chat(fake: Any, chat_id: int) -> list[Line]:
             continue
         result = call.result if isinstance(call.result, dict) else {}
         if call.method == "sendMessage" and result:
-            lines.append(Line(call.at, "sent", result["message_id"], str(params.get("text")),
-                              _buttons(params.get("reply_markup"))))
+            lines.append(
+                Line(
+                    call.at, "sent", result["message_id"], str(params.get("text")), _buttons(params.get("reply_markup"))
+                )
+            )
         elif call.method == "editMessageText" and result:
-            lines.append(Line(call.at, "edited", params["message_id"], str(params.get("text")),
-                              _buttons(params.get("reply_markup"))))
+            lines.append(
+                Line(
+                    call.at,
+                    "edited",
+                    params["message_id"],
+                    str(params.get("text")),
+                    _buttons(params.get("reply_markup")),
+                )
+            )
         elif call.method == "deleteMessage" and call.result is True:
             lines.append(Line(call.at, "deleted", params["message_id"]))
         elif call.method in ("sendPhoto", "sendDocument") and result:
             kind = "photo" if call.method == "sendPhoto" else "document"
             size = len(call.files.get(kind, b""))
-            lines.append(Line(call.at, kind, result["message_id"], f"{params.get('caption') or ''} ({size} bytes)",
-                              _buttons(params.get("reply_markup"))))
+            lines.append(
+                Line(
+                    call.at,
+                    kind,
+                    result["message_id"],
+                    f"{params.get('caption') or ''} ({size} bytes)",
+                    _buttons(params.get("reply_markup")),
+                )
+            )
         elif call.method == "sendMediaGroup" and isinstance(call.result, list):
             kinds = {m.get("type") for m in params.get("media", [])}
             captions = [m.get("caption") for m in params.get("media", []) if m.get("caption")]
-            lines.append(Line(call.at, "album", call.result[0]["message_id"],
-                              f"{len(call.result)} {'/'.join(sorted(kinds))}s, caption: {captions[0] if captions else ''}"))
+            lines.append(
+                Line(
+                    call.at,
+                    "album",
+                    call.result[0]["message_id"],
+                    f"{len(call.result)} {'/'.join(sorted(kinds))}s, caption: {captions[0] if captions else ''}",
+                )
+            )
     return lines
 
 
@@ -118,6 +141,7 @@ def discord_interaction(fake: Any, token: str) -> list[Line]:
         elif call.method == "POST":
             embeds = " ".join(e.get("description", "") for e in body.get("embeds", []))
             files = f" +{len(call.files)} file(s)" if call.files else ""
-            lines.append(Line(call.at, "followup", "new", f"{body.get('content') or ''} {embeds}{files}".strip(),
-                              buttons))
+            lines.append(
+                Line(call.at, "followup", "new", f"{body.get('content') or ''} {embeds}{files}".strip(), buttons)
+            )
     return lines

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -27,13 +28,15 @@ async def tg_fake() -> AsyncIterator[FakeTelegram]:
 
 
 def telegram_settings(settings: Settings, fake: FakeTelegram, **overrides: Any) -> Settings:
-    return settings.model_copy(update={
-        "telegram_bot_token": SecretStr(fake.token),
-        "telegram_api_base": fake.api_base,
-        "telegram_file_base": fake.file_base,
-        "telegram_admin_ids": [ADMIN_ID],
-        **overrides,
-    })
+    return settings.model_copy(
+        update={
+            "telegram_bot_token": SecretStr(fake.token),
+            "telegram_api_base": fake.api_base,
+            "telegram_file_base": fake.file_base,
+            "telegram_admin_ids": [ADMIN_ID],
+            **overrides,
+        }
+    )
 
 
 @pytest.fixture
@@ -58,11 +61,22 @@ class ChatUser:
             **content,
         }
 
-    async def send_photo(self, data: bytes, *, caption: str | None = None, file_size: int | None = None,
-                         media_group_id: str | None = None) -> dict[str, Any]:
+    async def send_photo(
+        self,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        file_size: int | None = None,
+        media_group_id: str | None = None,
+    ) -> dict[str, Any]:
         file_id = self.fake.add_file(data, size=file_size)
-        size = {"file_id": file_id, "file_unique_id": f"u{file_id}", "width": 512, "height": 512,
-                "file_size": self.fake.file_sizes[file_id]}
+        size = {
+            "file_id": file_id,
+            "file_unique_id": f"u{file_id}",
+            "width": 512,
+            "height": 512,
+            "file_size": self.fake.file_sizes[file_id],
+        }
         extra: dict[str, Any] = {"photo": [size]}
         if caption:
             extra["caption"] = caption
@@ -70,8 +84,15 @@ class ChatUser:
             extra["media_group_id"] = media_group_id
         return (await self.fake.push_update({"message": self._message(**extra)}))["message"]
 
-    async def send_document(self, data: bytes, *, mime: str = "image/jpeg", name: str = "scan.jpg",
-                            file_size: int | None = None, size_declared: bool = True) -> dict[str, Any]:
+    async def send_document(
+        self,
+        data: bytes,
+        *,
+        mime: str = "image/jpeg",
+        name: str = "scan.jpg",
+        file_size: int | None = None,
+        size_declared: bool = True,
+    ) -> dict[str, Any]:
         """An image sent as a file; `file_size` is its size on Telegram's servers, left out of the
         message when not `size_declared` (Telegram may omit it)."""
         file_id = self.fake.add_file(data, size=file_size)
@@ -89,17 +110,31 @@ class ChatUser:
         """Press an inline button under the bot's message `message_id`; returns the query id."""
         query_id = f"q{self.fake.next_message_id()}"
         message = self.fake.message(self.id, message_id) or {
-            "message_id": message_id, "date": 1700000000, "chat": {"id": self.id, "type": "private"}, "text": "status"}
-        await self.fake.push_update({"callback_query": {
-            "id": query_id, "chat_instance": "ci", "data": data, "message": message,
-            "from": {"id": self.id, "is_bot": False, "first_name": "Ann", "language_code": self.lang},
-        }})
+            "message_id": message_id,
+            "date": 1700000000,
+            "chat": {"id": self.id, "type": "private"},
+            "text": "status",
+        }
+        await self.fake.push_update(
+            {
+                "callback_query": {
+                    "id": query_id,
+                    "chat_instance": "ci",
+                    "data": data,
+                    "message": message,
+                    "from": {"id": self.id, "is_bot": False, "first_name": "Ann", "language_code": self.lang},
+                }
+            }
+        )
         return query_id
 
     def texts(self) -> list[str]:
         """Every text the bot sent or edited into this chat, in order."""
-        return [str(c.params.get("text")) for c in self.fake.calls
-                if c.method in ("sendMessage", "editMessageText") and int(c.params.get("chat_id", 0)) == self.id]
+        return [
+            str(c.params.get("text"))
+            for c in self.fake.calls
+            if c.method in ("sendMessage", "editMessageText") and int(c.params.get("chat_id", 0)) == self.id
+        ]
 
     async def wait_text(self, fragment: str) -> str:
         return await self.fake.wait_for(lambda: next((t for t in self.texts() if fragment in t), None))
@@ -113,8 +148,9 @@ def start_bot(tg_fake: FakeTelegram, settings: Settings):
     async def start(**overrides: Any) -> AsyncIterator[tuple[Services, list[BaseException]]]:
         bot_settings = telegram_settings(settings, tg_fake, **overrides)
         services = Services.create(bot_settings)
-        app = build_application(bot_settings, services,
-                                rate_limiter=FloodAwareRateLimiter(overall_max_rate=0, group_max_rate=0))
+        app = build_application(
+            bot_settings, services, rate_limiter=FloodAwareRateLimiter(overall_max_rate=0, group_max_rate=0)
+        )
         errors: list[BaseException] = []
 
         async def record(update: object, context: Any) -> None:

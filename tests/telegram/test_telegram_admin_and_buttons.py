@@ -43,10 +43,20 @@ async def test_admin_commands(bot, admin, tg_fake):
 
 
 async def test_dead_letters_listed_and_retried(bot, admin):
-    task = Task(task_id="d" * 32, mode="person", input="blob:in:" + "0" * 32,
-                reply={"platform": "telegram", "chat_id": admin.id}, user=f"telegram:{admin.id}")
-    fields = {**task.encode(), "reason": "too many deliveries", "dead_at": "1700000000000",
-              "source": bot.settings.tasks_stream, "source_id": "1-0"}
+    task = Task(
+        task_id="d" * 32,
+        mode="person",
+        input="blob:in:" + "0" * 32,
+        reply={"platform": "telegram", "chat_id": admin.id},
+        user=f"telegram:{admin.id}",
+    )
+    fields = {
+        **task.encode(),
+        "reason": "too many deliveries",
+        "dead_at": "1700000000000",
+        "source": bot.settings.tasks_stream,
+        "source_id": "1-0",
+    }
     await bot.redis.xadd(bot.settings.dead_stream, fields)
     await admin.command("/dlq")
     await admin.wait_text(f"{task.task_id} (")
@@ -54,8 +64,9 @@ async def test_dead_letters_listed_and_retried(bot, admin):
     [[retry]] = listing["reply_markup"]["inline_keyboard"]
     assert retry["text"] == f"Retry {task.task_id[:8]}"
     await admin.press(retry["callback_data"], listing.result["message_id"])
-    answer = await admin.fake.wait_for(lambda: [c for c in admin.fake.calls_to("answerCallbackQuery")
-                                                if c.params.get("text")])
+    answer = await admin.fake.wait_for(
+        lambda: [c for c in admin.fake.calls_to("answerCallbackQuery") if c.params.get("text")]
+    )
     assert answer[-1]["text"] == text("admin_retried", "en", task_id=task.task_id)
     assert await bot.redis.xlen(bot.settings.tasks_stream) == 1
 
@@ -82,7 +93,10 @@ async def stored_result(services, photo_bytes: bytes) -> tuple[str, str]:
 
 async def test_other_mode_resubmits_the_stored_input(bot, user, tg_fake, photo_bytes):
     input_key, output_key = await stored_result(bot, photo_bytes)
-    other, _ = [b.callback_data for b in result_markup(input_key, output_key, "en", bot.workflows.others("person")).inline_keyboard[0]]
+    other, _ = [
+        b.callback_data
+        for b in result_markup(input_key, output_key, "en", bot.workflows.others("person")).inline_keyboard[0]
+    ]
     await user.press(other, message_id=555)
     await user.wait_text("Queued — #1")
     [(_, fields)] = await bot.redis.xrange(bot.settings.tasks_stream)
@@ -93,7 +107,10 @@ async def test_other_mode_resubmits_the_stored_input(bot, user, tg_fake, photo_b
 
 async def test_compare_sends_a_side_by_side(bot, user, tg_fake, photo_bytes):
     input_key, output_key = await stored_result(bot, photo_bytes)
-    _, compare = [b.callback_data for b in result_markup(input_key, output_key, "en", bot.workflows.others("person")).inline_keyboard[0]]
+    _, compare = [
+        b.callback_data
+        for b in result_markup(input_key, output_key, "en", bot.workflows.others("person")).inline_keyboard[0]
+    ]
     await user.press(compare, message_id=556)
     [photo] = await tg_fake.wait_call("sendPhoto")
     assert photo["caption"] == text("compare_caption", "en")
@@ -115,9 +132,14 @@ async def test_other_mode_on_an_expired_input(bot, user):
 
 async def test_webhook_checks_the_secret(settings, tg_fake, photo_bytes):
     port = free_port()
-    hook_settings = telegram_settings(settings, tg_fake, telegram_webhook_url=f"http://127.0.0.1:{port}/tg-hook",
-                                      telegram_webhook_listen="127.0.0.1", telegram_webhook_port=port,
-                                      telegram_webhook_secret=SecretStr("s3cret"))
+    hook_settings = telegram_settings(
+        settings,
+        tg_fake,
+        telegram_webhook_url=f"http://127.0.0.1:{port}/tg-hook",
+        telegram_webhook_listen="127.0.0.1",
+        telegram_webhook_port=port,
+        telegram_webhook_secret=SecretStr("s3cret"),
+    )
     from backend.services import Services
 
     services = Services.create(hook_settings)
@@ -127,8 +149,9 @@ async def test_webhook_checks_the_secret(settings, tg_fake, photo_bytes):
         async with running(app, hook_settings):
             [hook] = tg_fake.calls_to("setWebhook")
             assert hook["url"] == f"http://127.0.0.1:{port}/tg-hook" and hook["secret_token"] == "s3cret"
-            start = {"message": user._message(text="/start", entities=[{"type": "bot_command", "offset": 0,
-                                                                        "length": 6}])}
+            start = {
+                "message": user._message(text="/start", entities=[{"type": "bot_command", "offset": 0, "length": 6}])
+            }
             assert await tg_fake.post_webhook(start, secret="wrong") == 403
             assert await tg_fake.post_webhook(start, secret=None) == 403
             assert await tg_fake.post_webhook(start, secret="s3cret") == 200
@@ -141,6 +164,7 @@ async def test_webhook_checks_the_secret(settings, tg_fake, photo_bytes):
 
 async def test_a_failing_handler_is_logged_and_the_user_told(start_bot, user, photo_bytes, caplog):
     async with start_bot() as (services, errors):
+
         async def broken(*args: object) -> None:
             raise RuntimeError("redis went away")
 
@@ -152,9 +176,11 @@ async def test_a_failing_handler_is_logged_and_the_user_told(start_bot, user, ph
     assert logged and f"user {user.id}" in logged[0].getMessage()
 
 
-async def test_a_photo_that_fails_mid_way_turns_its_status_into_an_apology(start_bot, user, tg_fake, photo_bytes,
-                                                                           caplog):
+async def test_a_photo_that_fails_mid_way_turns_its_status_into_an_apology(
+    start_bot, user, tg_fake, photo_bytes, caplog
+):
     async with start_bot() as (services, errors):
+
         async def broken(user_key: str) -> str:
             raise RuntimeError("redis went away")
 
@@ -162,5 +188,6 @@ async def test_a_photo_that_fails_mid_way_turns_its_status_into_an_apology(start
         await user.send_photo(photo_bytes)
         await user.wait_text(text("error_generic", "en"))
     assert tg_fake.calls_to("editMessageText")[-1].params["text"] == text("error_generic", "en")
-    assert any("could not be queued" in r.getMessage() and f"telegram:{user.id}" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "could not be queued" in r.getMessage() and f"telegram:{user.id}" in r.getMessage() for r in caplog.records
+    )

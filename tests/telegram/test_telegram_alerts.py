@@ -26,6 +26,7 @@ async def test_mute_alerts_is_refused_for_others(bot, user):
 
 async def test_the_error_handler_reports_what_it_caught(start_bot, user):
     async with start_bot() as (services, errors):
+
         async def broken(*args: object) -> None:
             raise RuntimeError("redis went away")
 

@@ -27,27 +27,32 @@ def keyboard(data: str) -> dict:
     return {"inline_keyboard": [[{"text": "b", "callback_data": data}]]}
 
 
-@pytest.mark.parametrize("method,params,description", [
-    ("sendMessage", {"text": "x" * 4097}, tg.TEXT_TOO_LONG),
-    ("sendMessage", {"text": "hi", "reply_markup": keyboard("x" * 65)}, tg.BUTTON_DATA_INVALID),
-    ("sendDocument", {"document": "F1", "caption": "x" * 1025}, tg.CAPTION_TOO_LONG),
-    ("editMessageText", {"message_id": 1, "text": "hi"}, tg.EDIT_NOT_FOUND),
-    ("deleteMessage", {"message_id": 1}, tg.DELETE_NOT_FOUND),
-])
+@pytest.mark.parametrize(
+    "method,params,description",
+    [
+        ("sendMessage", {"text": "x" * 4097}, tg.TEXT_TOO_LONG),
+        ("sendMessage", {"text": "hi", "reply_markup": keyboard("x" * 65)}, tg.BUTTON_DATA_INVALID),
+        ("sendDocument", {"document": "F1", "caption": "x" * 1025}, tg.CAPTION_TOO_LONG),
+        ("editMessageText", {"message_id": 1, "text": "hi"}, tg.EDIT_NOT_FOUND),
+        ("deleteMessage", {"message_id": 1}, tg.DELETE_NOT_FOUND),
+    ],
+)
 async def test_what_telegram_refuses(tg_fake, method, params, description):
     assert await call(tg_fake, method, chat_id=CHAT, **params) == refused(description)
 
 
 async def test_a_message_is_edited_only_into_something_new_and_deleted_once(tg_fake):
     status = tg_fake.bot_message(CHAT, "Queued", keyboard("c:1"))
-    assert await call(tg_fake, "editMessageText", chat_id=CHAT, message_id=status, text="Queued",
-                      reply_markup=keyboard("c:1")) == refused(tg.NOT_MODIFIED)
+    assert await call(
+        tg_fake, "editMessageText", chat_id=CHAT, message_id=status, text="Queued", reply_markup=keyboard("c:1")
+    ) == refused(tg.NOT_MODIFIED)
     status_code, body = await call(tg_fake, "editMessageText", chat_id=CHAT, message_id=status, text="Queued")
     assert status_code == 200 and "reply_markup" not in body["result"]  # dropping the buttons is a change
     assert (await call(tg_fake, "deleteMessage", chat_id=CHAT, message_id=status))[0] == 200
     assert await call(tg_fake, "deleteMessage", chat_id=CHAT, message_id=status) == refused(tg.DELETE_NOT_FOUND)
-    assert await call(tg_fake, "editMessageText", chat_id=CHAT, message_id=status,
-                      text="Done") == refused(tg.EDIT_NOT_FOUND)
+    assert await call(tg_fake, "editMessageText", chat_id=CHAT, message_id=status, text="Done") == refused(
+        tg.EDIT_NOT_FOUND
+    )
 
 
 async def test_get_file_refuses_files_over_20_mb(tg_fake):

@@ -19,7 +19,7 @@ from bots.telegram.ratelimit import FloodAwareRateLimiter
 from tests.support.redis_server import free_port
 from tests.telegram.conftest import ChatUser, telegram_settings
 
-QUEUED_1 = text("queued", "en", position=1, eta=30)[:len("Queued — #1")]
+QUEUED_1 = text("queued", "en", position=1, eta=30)[: len("Queued — #1")]
 
 
 async def task_ids(services: Services) -> list[str]:
@@ -52,7 +52,7 @@ async def test_polling_redelivery_under_a_new_update_id_is_not_queued_again(bot,
     assert again["message_id"] == status_id and again["text"].startswith(QUEUED_1)
     assert tg_fake.message(user.id, status_id)["text"].startswith(QUEUED_1)
     assert await bot.redis.scard(keys.user_active(f"telegram:{user.id}")) == 1
-    assert 0 < await bot.redis.ttl(keys.event_claim(f"telegram:{user.id}:{message['message_id']}"))
+    assert await bot.redis.ttl(keys.event_claim(f"telegram:{user.id}:{message['message_id']}")) > 0
 
 
 async def test_an_album_delivered_again_is_not_queued_again(bot, user, tg_fake, photo_bytes):
@@ -71,10 +71,15 @@ async def test_an_album_delivered_again_is_not_queued_again(bot, user, tg_fake, 
 
 async def run_webhook_bot(settings, tg_fake):
     port = free_port()
-    hook = telegram_settings(settings, tg_fake, telegram_webhook_url=f"http://127.0.0.1:{port}/tg-hook",
-                             telegram_webhook_listen="127.0.0.1", telegram_webhook_port=port,
-                             telegram_webhook_secret=SecretStr("s3cret"),
-                             user_max_active=1)  # the first delivery's place must not refuse its retry
+    hook = telegram_settings(
+        settings,
+        tg_fake,
+        telegram_webhook_url=f"http://127.0.0.1:{port}/tg-hook",
+        telegram_webhook_listen="127.0.0.1",
+        telegram_webhook_port=port,
+        telegram_webhook_secret=SecretStr("s3cret"),
+        user_max_active=1,
+    )  # the first delivery's place must not refuse its retry
     services = Services.create(hook)
     app = build_application(hook, services, rate_limiter=FloodAwareRateLimiter(overall_max_rate=0, group_max_rate=0))
     errors: list[BaseException] = []
@@ -97,19 +102,27 @@ async def test_webhook_post_retried_by_telegram_is_one_task(settings, tg_fake, p
         async with running(app, hook):
             # Telegram's first POST timed out on its side and it sends the same update again, while
             # the first one is still being handled; then once more later.
-            statuses = await asyncio.gather(tg_fake.post_webhook(update, secret="s3cret"),
-                                            tg_fake.post_webhook(update, secret="s3cret"))
+            statuses = await asyncio.gather(
+                tg_fake.post_webhook(update, secret="s3cret"), tg_fake.post_webhook(update, secret="s3cret")
+            )
             assert statuses == [200, 200]
             await user.wait_text(QUEUED_1)
 
             def live_statuses() -> list[int]:
-                return [c.result["message_id"] for c in tg_fake.calls_to("sendMessage")
-                        if c.result and tg_fake.message(user.id, c.result["message_id"]) is not None]
+                return [
+                    c.result["message_id"]
+                    for c in tg_fake.calls_to("sendMessage")
+                    if c.result and tg_fake.message(user.id, c.result["message_id"]) is not None
+                ]
 
             # Each delivery that got as far as a status message either queued the photo or, having lost
             # the race, removed its status: one is left, and it says "Queued".
-            await tg_fake.wait_for(lambda: len(live_statuses()) == 1 and all(
-                tg_fake.message(user.id, s)["text"].startswith(QUEUED_1) for s in live_statuses()))
+            await tg_fake.wait_for(
+                lambda: (
+                    len(live_statuses()) == 1
+                    and all(tg_fake.message(user.id, s)["text"].startswith(QUEUED_1) for s in live_statuses())
+                )
+            )
             edits = len(tg_fake.calls_to("editMessageText"))
             assert await tg_fake.post_webhook(update, secret="s3cret") == 200
             await handled_again(tg_fake, edits)
@@ -129,11 +142,21 @@ async def test_an_other_mode_press_delivered_twice_is_one_task(bot, user, tg_fak
 
     input_key, output_key = await stored_result(bot, photo_bytes)
     other = result_markup(input_key, output_key, "en", bot.workflows.others("person")).inline_keyboard[0][0]
-    result_message = {"message_id": tg_fake.bot_message(user.id, "result"), "date": 1700000000,
-                      "chat": {"id": user.id, "type": "private"}, "text": "result"}
-    press = {"callback_query": {"id": "press-1", "chat_instance": "ci", "data": other.callback_data,
-                                "message": result_message,
-                                "from": {"id": user.id, "is_bot": False, "first_name": "Ann", "language_code": "en"}}}
+    result_message = {
+        "message_id": tg_fake.bot_message(user.id, "result"),
+        "date": 1700000000,
+        "chat": {"id": user.id, "type": "private"},
+        "text": "result",
+    }
+    press = {
+        "callback_query": {
+            "id": "press-1",
+            "chat_instance": "ci",
+            "data": other.callback_data,
+            "message": result_message,
+            "from": {"id": user.id, "is_bot": False, "first_name": "Ann", "language_code": "en"},
+        }
+    }
     await tg_fake.push_update(press)
     await user.wait_text(QUEUED_1)
     edits = len(tg_fake.calls_to("editMessageText"))
@@ -153,8 +176,9 @@ async def test_a_redelivery_after_the_result_leaves_the_chat_alone(bot, user, tg
     calls = len(tg_fake.calls)
     again = await tg_fake.push_update({"message": message})
     # Fetched (the next poll confirms its update_id), then given time to do anything at all.
-    await tg_fake.wait_for(lambda: any(int(c.params.get("offset") or 0) > again["update_id"]
-                                       for c in tg_fake.calls_to("getUpdates")))
+    await tg_fake.wait_for(
+        lambda: any(int(c.params.get("offset") or 0) > again["update_id"] for c in tg_fake.calls_to("getUpdates"))
+    )
     await asyncio.sleep(0.5)
     assert [c.method for c in tg_fake.calls[calls:] if c.method != "getUpdates"] == []
     assert tg_fake.message(user.id, status.result["message_id"])["text"].startswith("Sorry")

@@ -80,8 +80,7 @@ async def test_too_large_is_refused_before_get_file(bot, user, tg_fake, photo_by
     assert not tg_fake.calls_to("getFile")
 
 
-async def test_undeclared_size_over_the_bot_api_limit_is_refused_when_get_file_says_so(bot, user, tg_fake,
-                                                                                       photo_bytes):
+async def test_undeclared_size_over_the_bot_api_limit_is_refused_when_get_file_says_so(bot, user, tg_fake, photo_bytes):
     await user.send_document(photo_bytes, file_size=25 * MB, size_declared=False)
     await user.wait_text(text("too_large", "en", max_mb=20))
     [get_file] = tg_fake.calls_to("getFile")
@@ -213,8 +212,17 @@ async def test_start_and_help_in_the_users_language(bot, tg_fake):
     s = bot.settings
     modes = "\n".join(f"• {m.label('zh')}: {m.describe('zh')}" for m in bot.workflows.choosable)
     assert "人物" in modes and "建筑" in modes  # the modes in Chinese too, from the manifest
-    await chinese.wait_text(text("help", "zh", modes=modes, max_mb=20, max_mp=s.max_image_pixels // 1_000_000,
-                                 active=s.user_max_active, hourly=s.user_max_per_hour))
+    await chinese.wait_text(
+        text(
+            "help",
+            "zh",
+            modes=modes,
+            max_mb=20,
+            max_mp=s.max_image_pixels // 1_000_000,
+            active=s.user_max_active,
+            hourly=s.user_max_per_hour,
+        )
+    )
     commands = tg_fake.calls_to("setMyCommands")[0]["commands"]
     assert {c["command"] for c in commands} >= {"start", "help", "mode", "cancel"}
 
@@ -222,8 +230,15 @@ async def test_start_and_help_in_the_users_language(bot, tg_fake):
 async def test_plain_text_and_other_media_get_a_hint(bot, user, tg_fake):
     await tg_fake.push_update({"message": user._message(text="hello")})
     await user.wait_text(text("start", "en"))
-    sticker = {"file_id": "S1", "file_unique_id": "uS1", "type": "regular", "width": 1, "height": 1,
-               "is_animated": False, "is_video": False}
+    sticker = {
+        "file_id": "S1",
+        "file_unique_id": "uS1",
+        "type": "regular",
+        "width": 1,
+        "height": 1,
+        "is_animated": False,
+        "is_video": False,
+    }
     await tg_fake.push_update({"message": user._message(sticker=sticker)})
     await user.wait_text(text("not_an_image", "en"))
 

@@ -31,8 +31,12 @@ async def test_a_new_mode_is_offered_in_mode_help_captions_and_other_mode(start_
         [(_, fields)] = await services.redis.xrange(services.settings.tasks_stream)
         assert Task.decode(fields).mode == "sepia"
 
-        labels = [b.text for b in result_markup("blob:in:" + "a" * 32, "blob:out:" + "b" * 32, "en",
-                                                services.workflows.others("person")).inline_keyboard[0]]
+        labels = [
+            b.text
+            for b in result_markup(
+                "blob:in:" + "a" * 32, "blob:out:" + "b" * 32, "en", services.workflows.others("person")
+            ).inline_keyboard[0]
+        ]
         assert labels == ["Try building", "Try sepia", "Compare"]
     assert not errors, errors
 

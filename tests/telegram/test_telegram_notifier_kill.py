@@ -26,10 +26,15 @@ async def test_kill_9_mid_send_resends_only_the_part_in_flight(settings, tg_fake
     connection = connect(system)
     blobs = make_blob_store(system, connection)
     status = tg_fake.bot_message(CHAT, "Queued")
-    result = Result(task_id="5" * 32, status="ok", mode="person", input=await blobs.put("in", png((32, 32))),
-                    output=await blobs.put("out", png((64, 64))), run_ms=1000,
-                    reply={"platform": "telegram", "chat_id": CHAT, "status_message_id": status, "lang": "en",
-                           "as_file": True})  # sent as a file: the photo and the file come back
+    result = Result(
+        task_id="5" * 32,
+        status="ok",
+        mode="person",
+        input=await blobs.put("in", png((32, 32))),
+        output=await blobs.put("out", png((64, 64))),
+        run_ms=1000,
+        reply={"platform": "telegram", "chat_id": CHAT, "status_message_id": status, "lang": "en", "as_file": True},
+    )  # sent as a file: the photo and the file come back
     await redis.xadd(system.results_stream, result.encode())
 
     answer_file = asyncio.Event()
@@ -41,13 +46,29 @@ async def test_kill_9_mid_send_resends_only_the_part_in_flight(settings, tg_fake
         return outcome
 
     tg_fake._m_sendDocument = file_taken_answer_held
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PTB_TIMEDELTA": "1", "REDIS_URL": system.redis_url,
-           "TELEGRAM_BOT_TOKEN": tg_fake.token, "TELEGRAM_API_BASE": tg_fake.api_base,
-           "TELEGRAM_FILE_BASE": tg_fake.file_base, "CONSUMER_LEASE_S": "2", "MIN_IDLE_MS": str(system.min_idle_ms),
-           "BLOCK_MS": str(system.block_ms), "VAR_DIR": str(tmp_path / "var")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "PTB_TIMEDELTA": "1",
+        "REDIS_URL": system.redis_url,
+        "TELEGRAM_BOT_TOKEN": tg_fake.token,
+        "TELEGRAM_API_BASE": tg_fake.api_base,
+        "TELEGRAM_FILE_BASE": tg_fake.file_base,
+        "CONSUMER_LEASE_S": "2",
+        "MIN_IDLE_MS": str(system.min_idle_ms),
+        "BLOCK_MS": str(system.block_ms),
+        "VAR_DIR": str(tmp_path / "var"),
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "backend.cli", "notifier", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "notifier",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         await tg_fake.wait_call("sendDocument", timeout=30)
     finally:

@@ -21,12 +21,26 @@ async def test_a_rate_limited_group_holds_up_no_other_chat(tg_settings, tg_fake,
     stream = settings.results_stream
     # The group's answer is a new message; Telegram answers it with a 429 and retry_after 1.5 s.
     tg_fake.fail_next("sendMessage", 429, "Too Many Requests: retry after 1.5", retry_after=1.5)
-    await redis.xadd(stream, Result(task_id="0" * 32, status="failed", error="timeout",
-                                    reply={"platform": "telegram", "chat_id": GROUP, "lang": "en"}).encode())
+    await redis.xadd(
+        stream,
+        Result(
+            task_id="0" * 32,
+            status="failed",
+            error="timeout",
+            reply={"platform": "telegram", "chat_id": GROUP, "lang": "en"},
+        ).encode(),
+    )
     for n, chat in enumerate(PRIVATE_CHATS, start=1):
         status = tg_fake.bot_message(chat, "Queued")
-        await redis.xadd(stream, Result(task_id=f"{n:032x}", status="failed", error="timeout", reply={
-            "platform": "telegram", "chat_id": chat, "status_message_id": status, "lang": "en"}).encode())
+        await redis.xadd(
+            stream,
+            Result(
+                task_id=f"{n:032x}",
+                status="failed",
+                error="timeout",
+                reply={"platform": "telegram", "chat_id": chat, "status_message_id": status, "lang": "en"},
+            ).encode(),
+        )
 
     connection = connect(settings)
     sender = build_sender(settings, make_blob_store(settings, connection), overall_max_rate=0, group_max_rate=0)
@@ -68,10 +82,15 @@ async def test_two_notifiers_with_one_result_entry_each_post_it_once(tg_settings
     connection = connect(settings)
     blobs = make_blob_store(settings, connection)
     status = tg_fake.bot_message(PRIVATE_CHATS[0], "Queued")
-    result = Result(task_id="7" * 32, status="ok", mode="person", input=await blobs.put("in", png((32, 32))),
-                    output=await blobs.put("out", png((64, 64))), run_ms=1000,
-                    reply={"platform": "telegram", "chat_id": PRIVATE_CHATS[0], "status_message_id": status,
-                           "as_file": True})
+    result = Result(
+        task_id="7" * 32,
+        status="ok",
+        mode="person",
+        input=await blobs.put("in", png((32, 32))),
+        output=await blobs.put("out", png((64, 64))),
+        run_ms=1000,
+        reply={"platform": "telegram", "chat_id": PRIVATE_CHATS[0], "status_message_id": status, "as_file": True},
+    )
     await redis.xgroup_create(stream, group, id="0", mkstream=True)
     await redis.xgroup_create(settings.events_stream, group, id="$", mkstream=True)
     host = socket.gethostname().split(".")[0] or "host"

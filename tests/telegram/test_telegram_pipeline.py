@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 from PIL import Image
@@ -80,8 +80,11 @@ async def test_document_album_other_mode_and_compare(whole_system, user, tg_fake
         assert [m.get("caption") for m in album["media"]][1:] == [None]
         assert all(is_tinted(album.files[str(i)]) for i in range(2))
         album_status = [c for c in tg_fake.calls_to("sendMessage") if c["text"] == text("received", "en")][-1]
-        await tg_fake.wait_for(lambda: [c for c in tg_fake.calls_to("deleteMessage")
-                                        if c["message_id"] == album_status.result["message_id"]])
+        await tg_fake.wait_for(
+            lambda: [
+                c for c in tg_fake.calls_to("deleteMessage") if c["message_id"] == album_status.result["message_id"]
+            ]
+        )
 
 
 async def test_cancel_while_waiting(whole_system, user, tg_fake, comfy_fake, photo_bytes):

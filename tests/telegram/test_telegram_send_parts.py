@@ -53,7 +53,11 @@ async def test_a_restarted_sender_does_not_post_the_photo_again(tg_settings, tg_
     async with fresh_sender(tg_settings) as restarted:
         await restarted.send_result(result)
     assert [c.method for c in tg_fake.calls if c.method.startswith(("send", "delete"))] == [
-        "sendPhoto", "sendDocument", "sendDocument", "deleteMessage"]
+        "sendPhoto",
+        "sendDocument",
+        "sendDocument",
+        "deleteMessage",
+    ]
 
 
 @pytest.mark.parametrize("in_flight", ["sendPhoto", "sendDocument"])

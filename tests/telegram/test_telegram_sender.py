@@ -32,10 +32,17 @@ def status_message(fake) -> int:
 async def stored_result(sender, fake, output: bytes, **reply_extra) -> Result:
     input_key = await sender.blobs.put("in", png((64, 64), (128, 128, 128)))
     output_key = await sender.blobs.put("out", output)
-    reply = {"platform": "telegram", "chat_id": CHAT, "message_id": 10, "lang": "en",
-             "status_message_id": status_message(fake), **reply_extra}
-    return Result(task_id="a" * 32, status="ok", reply=reply, mode="person", input=input_key, output=output_key,
-                  run_ms=4200)
+    reply = {
+        "platform": "telegram",
+        "chat_id": CHAT,
+        "message_id": 10,
+        "lang": "en",
+        "status_message_id": status_message(fake),
+        **reply_extra,
+    }
+    return Result(
+        task_id="a" * 32, status="ok", reply=reply, mode="person", input=input_key, output=output_key, run_ms=4200
+    )
 
 
 async def test_result_is_the_photo_alone_with_buttons(tg_sender, tg_fake):
@@ -58,11 +65,17 @@ async def test_result_is_the_photo_alone_with_buttons(tg_sender, tg_fake):
 
 @pytest.mark.parametrize("size,reply_extra", [((300, 200), {"as_file": True}), ((3000, 2000), {})])
 async def test_full_resolution_file_as_well_when_sent_as_a_file_or_the_photo_would_be_compressed(
-        tg_sender, tg_fake, size, reply_extra):
+    tg_sender, tg_fake, size, reply_extra
+):
     output = png(size)
     await tg_sender.send_result(await stored_result(tg_sender, tg_fake, output, **reply_extra))
-    assert [c.method for c in tg_fake.calls] == ["getMe", "editMessageText", "sendPhoto", "sendDocument",
-                                                 "deleteMessage"]
+    assert [c.method for c in tg_fake.calls] == [
+        "getMe",
+        "editMessageText",
+        "sendPhoto",
+        "sendDocument",
+        "deleteMessage",
+    ]
     assert tg_fake.calls[3].files["document"] == output
 
 
@@ -81,10 +94,13 @@ async def test_status_that_cannot_be_deleted_becomes_done(tg_sender, tg_fake):
     assert tg_fake.calls_to("editMessageText")[-1]["text"] == text("done", "en")
 
 
-@pytest.mark.parametrize("status,error,expected", [
-    ("failed", "timeout", text("timeout", "en")),
-    ("cancelled", "cancelled", text("cancelled", "en")),
-])
+@pytest.mark.parametrize(
+    "status,error,expected",
+    [
+        ("failed", "timeout", text("timeout", "en")),
+        ("cancelled", "cancelled", text("cancelled", "en")),
+    ],
+)
 async def test_failure_and_cancel_turn_the_status_into_a_sentence(tg_sender, tg_fake, status, error, expected):
     reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
     await tg_sender.send_result(Result(task_id="b" * 32, status=status, reply=reply, error=error))
@@ -109,8 +125,9 @@ async def test_rate_limit_past_the_retries_is_send_retry(tg_settings, tg_fake):
     from backend.redis_conn import connect
 
     redis = connect(tg_settings)
-    sender = build_sender(tg_settings, make_blob_store(tg_settings, redis), overall_max_rate=0, group_max_rate=0,
-                          max_retries=1)
+    sender = build_sender(
+        tg_settings, make_blob_store(tg_settings, redis), overall_max_rate=0, group_max_rate=0, max_retries=1
+    )
     await sender.start()
     try:
         tg_fake.fail_next("sendPhoto", 429, retry_after=0.2, times=2)
@@ -130,11 +147,14 @@ async def test_rate_limit_past_the_retries_is_send_retry(tg_settings, tg_fake):
         await redis.aclose()
 
 
-@pytest.mark.parametrize("status,description,expected", [
-    (403, "Forbidden: bot was blocked by the user", SendPermanent),
-    (400, "Bad Request: chat not found", SendPermanent),
-    (500, "Internal Server Error", SendRetry),
-])
+@pytest.mark.parametrize(
+    "status,description,expected",
+    [
+        (403, "Forbidden: bot was blocked by the user", SendPermanent),
+        (400, "Bad Request: chat not found", SendPermanent),
+        (500, "Internal Server Error", SendRetry),
+    ],
+)
 async def test_errors_say_what_happens_next(tg_sender, tg_fake, status, description, expected):
     tg_fake.fail_next("sendPhoto", status, description)
     with pytest.raises(expected):
@@ -190,8 +210,9 @@ async def test_a_progress_edit_that_meets_a_429_is_dropped_not_retried(tg_sender
     [refused] = tg_fake.calls_to("editMessageText")  # tried once, not waited out and retried
     assert refused.result is None
     assert tg_sender.bot.rate_limiter.is_limited()  # the 429 is noted: later progress is skipped meanwhile
-    await tg_sender.send_event(Event(task_id="d" * 32, state="progress", reply={**reply, "chat_id": CHAT + 1},
-                                     percent=50))
+    await tg_sender.send_event(
+        Event(task_id="d" * 32, state="progress", reply={**reply, "chat_id": CHAT + 1}, percent=50)
+    )
     assert len(tg_fake.calls_to("editMessageText")) == 1
 
 
@@ -244,8 +265,9 @@ async def test_the_progress_throttle_is_shared_by_every_notifier(tg_sender, tg_s
 async def test_a_failure_carries_retry_and_other_mode_when_it_could_help(tg_sender, tg_fake, error, buttons):
     input_key = await tg_sender.blobs.put("in", png((64, 64)))
     reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
-    await tg_sender.send_result(Result(task_id="b" * 32, status="failed", reply=reply, error=error, mode="person",
-                                       input=input_key))
+    await tg_sender.send_result(
+        Result(task_id="b" * 32, status="failed", reply=reply, error=error, mode="person", input=input_key)
+    )
     [edit] = tg_fake.calls_to("editMessageText")
     assert [b["text"] for b in edit["reply_markup"]["inline_keyboard"][0]] == buttons
     retry = parse(edit["reply_markup"]["inline_keyboard"][0][0]["callback_data"])

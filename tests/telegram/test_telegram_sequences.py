@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -27,8 +27,9 @@ def system(start_bot, settings, tg_fake):
         overrides = {**FAST, **overrides}
         system_settings = telegram_settings(settings, tg_fake, **overrides)
         async with start_bot(**overrides) as (services, errors):
-            sender = build_sender(system_settings, services.blobs, overall_max_rate=0, group_max_rate=0,
-                                  progress_every_s=0.1)
+            sender = build_sender(
+                system_settings, services.blobs, overall_max_rate=0, group_max_rate=0, progress_every_s=0.1
+            )
             async with running_pipeline(system_settings, {"telegram": sender}):
                 yield services
         assert not errors, errors
@@ -40,8 +41,9 @@ def results_in(fake, chat_id: int) -> list:
     return [line for line in telegram_chat(fake, chat_id) if line.kind in ("photo", "album")]
 
 
-async def test_under_load_no_status_goes_backwards_places_count_down_and_statuses_go(system, tg_fake, comfy_fake,
-                                                                                     photo_bytes):
+async def test_under_load_no_status_goes_backwards_places_count_down_and_statuses_go(
+    system, tg_fake, comfy_fake, photo_bytes
+):
     comfy_fake.delay_s = 0.8
     users = [ChatUser(tg_fake, 7000 + i) for i in range(6)]
     async with system():
@@ -49,13 +51,21 @@ async def test_under_load_no_status_goes_backwards_places_count_down_and_statuse
             await user.send_photo(photo_bytes)
         await tg_fake.wait_for(lambda: all(results_in(tg_fake, u.id) for u in users), timeout=60)
 
-        await tg_fake.wait_for(lambda: all(status_histories(telegram_chat(tg_fake, u.id))[
-            next(iter(status_histories(telegram_chat(tg_fake, u.id))))][-1] == "<deleted>" for u in users))
+        await tg_fake.wait_for(
+            lambda: all(
+                status_histories(telegram_chat(tg_fake, u.id))[
+                    next(iter(status_histories(telegram_chat(tg_fake, u.id))))
+                ][-1]
+                == "<deleted>"
+                for u in users
+            )
+        )
     for user in users:
         [history] = status_histories(telegram_chat(tg_fake, user.id)).values()
         assert never_backwards(history), history
         assert history[-1] == "<deleted>"  # the status is gone at the end
         assert len(history) == len(set(history)), f"an unchanged edit: {history}"
+
     def places(history: list[str]) -> list[int]:
         return [int(m.group(1)) for text in history if (m := re.search(r"#(\d+) in line", text))]
 

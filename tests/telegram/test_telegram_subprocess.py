@@ -33,15 +33,22 @@ async def test_repairbot_telegram_process_colorizes_a_photo(settings, tg_fake, p
     }
     env.pop("TELEGRAM_WEBHOOK_URL", None)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "backend.cli", "telegram", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "telegram",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     system_settings = telegram_settings(settings, tg_fake)
     try:
         await tg_fake.wait_call("getUpdates", timeout=30)
         redis = connect(system_settings)
-        sender = build_sender(system_settings, make_blob_store(system_settings, redis),
-                              overall_max_rate=0, group_max_rate=0)
+        sender = build_sender(
+            system_settings, make_blob_store(system_settings, redis), overall_max_rate=0, group_max_rate=0
+        )
         try:
             async with running_pipeline(system_settings, {"telegram": sender}):
                 await ChatUser(tg_fake).send_photo(photo_bytes)

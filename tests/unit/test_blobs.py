@@ -32,8 +32,16 @@ async def test_size_cap(fake_redis, tmp_path):
             await store.put("in", b"x" * 11)
 
 
-@pytest.mark.parametrize("key", ["blob:in:../../etc/passwd", "/etc/passwd", "blob:in:" + "A" * 32,
-                                 "blob:tmp:" + "a" * 32, "blob:in:" + "a" * 31 + "/"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "blob:in:../../etc/passwd",
+        "/etc/passwd",
+        "blob:in:" + "A" * 32,
+        "blob:tmp:" + "a" * 32,
+        "blob:in:" + "a" * 31 + "/",
+    ],
+)
 async def test_keys_that_are_not_ours_are_rejected(fake_redis, tmp_path, key):
     for store in (RedisBlobStore(fake_redis), FileBlobStore(tmp_path)):
         with pytest.raises(ValueError):

@@ -14,7 +14,9 @@ from backend.texts import CATALOG, has, text
 from backend.workflows import Workflows
 
 SOURCES = [p for folder in ("backend", "bots") for p in (REPO_ROOT / folder).rglob("*.py")]
-KEY_USES = re.compile(r"""\b(?:text|Refused|PermanentTaskError|TransientTaskError|RepairError|_say|_t)\(\s*["']([a-z0-9_]+)["']""")
+KEY_USES = re.compile(
+    r"""\b(?:text|Refused|PermanentTaskError|TransientTaskError|RepairError|_say|_t)\(\s*["']([a-z0-9_]+)["']"""
+)
 CODE_ATTRS = re.compile(r"""\bcode\s*=\s*["']([a-z0-9_]+)["']""")
 
 
@@ -61,9 +63,12 @@ def test_a_missing_key_is_logged_not_shown_raw(caplog):
 
 def test_no_file_under_bots_names_a_mode():
     modes = Workflows.load(REPO_ROOT / "workflows").names
-    named = re.compile(r"""["'](%s)["']""" % "|".join(map(re.escape, modes)))
-    offenders = [str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "bots").rglob("*.py")
-                 if named.search(p.read_text(encoding="utf-8"))]
+    named = re.compile(r"""["'](""" + "|".join(map(re.escape, modes)) + r""")["']""")
+    offenders = [
+        str(p.relative_to(REPO_ROOT))
+        for p in (REPO_ROOT / "bots").rglob("*.py")
+        if named.search(p.read_text(encoding="utf-8"))
+    ]
     assert not offenders, f"mode names belong in workflows/modes.toml: {offenders}"
 
 

@@ -84,19 +84,28 @@ def shape(messages: list[dict]) -> list[tuple]:
 
 def recorded_ws(rec: dict, label: str, prompt_id: str) -> list[dict]:
     texts = [e["json"] for e in rec["events"] if e["kind"] == "ws_text" and e.get("label") == label]
-    start = next(i for i, m in enumerate(texts) if m["type"] == "execution_start"
-                 and m["data"]["prompt_id"] == prompt_id) - 2  # the two status messages of enqueueing
-    end = next(i for i, m in enumerate(texts) if m["type"] == "executing"
-               and m["data"].get("node") is None and m["data"].get("prompt_id") == prompt_id)
-    return texts[start:end + 1]
+    start = (
+        next(i for i, m in enumerate(texts) if m["type"] == "execution_start" and m["data"]["prompt_id"] == prompt_id)
+        - 2
+    )  # the two status messages of enqueueing
+    end = next(
+        i
+        for i, m in enumerate(texts)
+        if m["type"] == "executing" and m["data"].get("node") is None and m["data"].get("prompt_id") == prompt_id
+    )
+    return texts[start : end + 1]
 
 
 async def test_validation_errors_match_recordings(comfy_fake, http):
     name, data = recorded_upload(recording("04_invalid_unknown_class"))
     assert (await upload(http, comfy_fake, name, data)).status == 200
     compared = 0
-    for rec_name in ("04_invalid_unknown_class", "05_invalid_missing_input", "06_invalid_bad_image_name",
-                     "07_invalid_misc"):
+    for rec_name in (
+        "04_invalid_unknown_class",
+        "05_invalid_missing_input",
+        "06_invalid_bad_image_name",
+        "07_invalid_misc",
+    ):
         events = recording(rec_name)["events"]
         for request in events:
             if request["kind"] != "http_request" or request["path"] != "/prompt" or request["method"] != "POST":
@@ -104,8 +113,9 @@ async def test_validation_errors_match_recordings(comfy_fake, http):
             response = next(e for e in events if e["kind"] == "http_response" and e.get("label") == request["label"])
             if response["status"] != 400:
                 continue
-            got = await http.post(comfy_fake.url + "/prompt", data=request["body_text"],
-                                  headers={"Content-Type": "application/json"})
+            got = await http.post(
+                comfy_fake.url + "/prompt", data=request["body_text"], headers={"Content-Type": "application/json"}
+            )
             body = await got.text()
             assert got.status == 400, request["label"]
             assert strip_tracebacks(json.loads(body)) == strip_tracebacks(response["body_json"]), request["label"]
@@ -120,8 +130,11 @@ async def test_partial_success_and_coercion_match_recording(comfy_fake, http):
     name, data = recorded_upload(rec)
     await upload(http, comfy_fake, name, data)
     request = next(e for e in rec["events"] if e.get("label") == "two_outputs_one_invalid_partial_success")
-    expected = next(e for e in rec["events"] if e["kind"] == "http_response"
-                    and e.get("label") == "two_outputs_one_invalid_partial_success")
+    expected = next(
+        e
+        for e in rec["events"]
+        if e["kind"] == "http_response" and e.get("label") == "two_outputs_one_invalid_partial_success"
+    )
     answer = await (await http.post(comfy_fake.url + "/prompt", json=request["body_json"])).json()
     assert answer["node_errors"] == expected["body_json"]["node_errors"]
     assert comfy_fake.prompts[answer["prompt_id"]]["prompt"]["4"]  # queued anyway
@@ -147,10 +160,14 @@ async def test_success_run_messages_match_recording(comfy_fake, http):
     name, data = recorded_upload(rec)
     ws = await http.ws_connect(f"{comfy_fake.url}/ws?clientId={rec['client_id']}")
     hello = json.loads((await ws.receive()).data)
-    assert hello == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}},
-                                                "sid": rec["client_id"]}}
+    assert hello == {
+        "type": "status",
+        "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": rec["client_id"]},
+    }
     await upload(http, comfy_fake, name, data, overwrite="true")
-    queued = await http.post(comfy_fake.url + "/prompt", json={"prompt": rec["workflow"], "client_id": rec["client_id"]})
+    queued = await http.post(
+        comfy_fake.url + "/prompt", json={"prompt": rec["workflow"], "client_id": rec["client_id"]}
+    )
     answer = await queued.json()
     assert answer["number"] == 0 and answer["node_errors"] == {}
     got = await messages_until_done(ws, answer["prompt_id"])
@@ -159,11 +176,13 @@ async def test_success_run_messages_match_recording(comfy_fake, http):
     history = await (await http.get(f"{comfy_fake.url}/history/{answer['prompt_id']}")).json()
     entry = history[answer["prompt_id"]]
     assert list(entry) == ["prompt", "outputs", "status", "meta"]
-    assert entry["outputs"] == {"3": {"images": [{"filename": "basic_00001_.png", "subfolder": "recording",
-                                                  "type": "output"}]}}
+    assert entry["outputs"] == {
+        "3": {"images": [{"filename": "basic_00001_.png", "subfolder": "recording", "type": "output"}]}
+    }
     assert [m[0] for m in entry["status"]["messages"]] == ["execution_start", "execution_cached", "execution_success"]
-    view = await http.get(comfy_fake.url + "/view", params={"filename": "basic_00001_.png",
-                                                           "subfolder": "recording", "type": "output"})
+    view = await http.get(
+        comfy_fake.url + "/view", params={"filename": "basic_00001_.png", "subfolder": "recording", "type": "output"}
+    )
     assert view.headers["Content-Type"] == "image/png"
     assert view.headers["Content-Disposition"] == 'filename="basic_00001_.png"'
     image = Image.open(io.BytesIO(await view.read()))
@@ -180,8 +199,9 @@ async def test_cached_resubmit_replays_old_files(comfy_fake, http):
     await ws.receive()
     runs = []
     for _ in range(2):
-        answer = await (await http.post(comfy_fake.url + "/prompt",
-                                         json={"prompt": BASIC_WORKFLOW, "client_id": "c1"})).json()
+        answer = await (
+            await http.post(comfy_fake.url + "/prompt", json={"prompt": BASIC_WORKFLOW, "client_id": "c1"})
+        ).json()
         runs.append(await messages_until_done(ws, answer["prompt_id"]))
     second = recorded_ws(rec, "owner", rec["prompt_ids"][1])
     assert shape(runs[1]) == shape(second)
@@ -201,8 +221,9 @@ async def test_runtime_error_from_garbage_upload(comfy_fake, http):
     await upload(http, comfy_fake, name, data)
     ws = await http.ws_connect(f"{comfy_fake.url}/ws?clientId=c8")
     await ws.receive()
-    answer = await (await http.post(comfy_fake.url + "/prompt", json={"prompt": rec["workflow"],
-                                                                     "client_id": "c8"})).json()
+    answer = await (
+        await http.post(comfy_fake.url + "/prompt", json={"prompt": rec["workflow"], "client_id": "c8"})
+    ).json()
     got = await messages_until_done(ws, answer["prompt_id"])
     assert shape(got) == shape(recorded_ws(rec, "owner", rec["prompt_id"]))
     error = got[-3]["data"]
@@ -217,18 +238,27 @@ async def test_runtime_error_from_garbage_upload(comfy_fake, http):
 
 async def test_ddcolor_size_not_multiple_of_32_fails_at_run_time(comfy_fake, http):
     rec = recording("18_ddcolor_model_input_size_not_multiple_of_32")
-    recorded_errors = [e["json"]["data"]["exception_message"] for e in rec["events"]
-                       if e["kind"] == "ws_text" and e["json"]["type"] == "execution_error"]
+    recorded_errors = [
+        e["json"]["data"]["exception_message"]
+        for e in rec["events"]
+        if e["kind"] == "ws_text" and e["json"]["type"] == "execution_error"
+    ]
     await upload(http, comfy_fake, "gray.png", png(size=(333, 201)))
     ws = await http.ws_connect(f"{comfy_fake.url}/ws?clientId=c18")
     await ws.receive()
     errors = []
     for size in (100, 288, 48):
-        workflow = {"1": {"class_type": "LoadImage", "inputs": {"image": "gray.png"}},
-                    "2": {"class_type": "DDColor_Colorize", "inputs": {"image": ["1", 0], "model_input_size": size,
-                                                                       "checkpoint": "ddcolor_paper_tiny.pth"}},
-                    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": f"dd/s{size}"}}}
-        answer = await (await http.post(comfy_fake.url + "/prompt", json={"prompt": workflow, "client_id": "c18"})).json()
+        workflow = {
+            "1": {"class_type": "LoadImage", "inputs": {"image": "gray.png"}},
+            "2": {
+                "class_type": "DDColor_Colorize",
+                "inputs": {"image": ["1", 0], "model_input_size": size, "checkpoint": "ddcolor_paper_tiny.pth"},
+            },
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": f"dd/s{size}"}},
+        }
+        answer = await (
+            await http.post(comfy_fake.url + "/prompt", json={"prompt": workflow, "client_id": "c18"})
+        ).json()
         got = await messages_until_done(ws, answer["prompt_id"])
         errors += [m["data"]["exception_message"] for m in got if m["type"] == "execution_error"]
     assert errors == recorded_errors
@@ -241,7 +271,10 @@ async def test_ddcolor_size_not_multiple_of_32_fails_at_run_time(comfy_fake, htt
 async def test_upload_renaming(comfy_fake, http):
     first, second = png(100), png(200)
     assert await (await upload(http, comfy_fake, "a.png", first)).json() == {
-        "name": "a.png", "subfolder": "", "type": "input"}
+        "name": "a.png",
+        "subfolder": "",
+        "type": "input",
+    }
     assert (await (await upload(http, comfy_fake, "a.png", first)).json())["name"] == "a.png"
     assert (await (await upload(http, comfy_fake, "a.png", second)).json())["name"] == "a (1).png"
     assert (await (await upload(http, comfy_fake, "a.png", second)).json())["name"] == "a (1).png"
@@ -308,8 +341,9 @@ async def test_same_client_id_twice_loses_the_registration(comfy_fake, http):
     async with asyncio.timeout(5):
         while "twin" in comfy_fake.hub.sockets:
             await asyncio.sleep(0.01)
-    answer = await (await http.post(comfy_fake.url + "/prompt",
-                                     json={"prompt": BASIC_WORKFLOW, "client_id": "twin"})).json()
+    answer = await (
+        await http.post(comfy_fake.url + "/prompt", json={"prompt": BASIC_WORKFLOW, "client_id": "twin"})
+    ).json()
     async with asyncio.timeout(10):
         while not comfy_fake.history.get(answer["prompt_id"]):
             await asyncio.sleep(0.02)

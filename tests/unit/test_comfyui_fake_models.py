@@ -20,10 +20,14 @@ CHECKPOINT = "ddcolor_paper_tiny.pth"
 
 
 def workflow(tag: str) -> dict:
-    return {"1": {"class_type": "LoadImage", "inputs": {"image": "gray.png"}},
-            "2": {"class_type": "DDColor_Colorize",
-                  "inputs": {"image": ["1", 0], "model_input_size": 256, "checkpoint": CHECKPOINT}},
-            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": f"m/{tag}"}}}
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "gray.png"}},
+        "2": {
+            "class_type": "DDColor_Colorize",
+            "inputs": {"image": ["1", 0], "model_input_size": 256, "checkpoint": CHECKPOINT},
+        },
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": f"m/{tag}"}},
+    }
 
 
 @pytest.fixture
@@ -44,16 +48,18 @@ async def outcome(http, fake, ws, prompt_id: str) -> str:
         return "error"
     entry = (await (await http.get(f"{fake.url}/history/{prompt_id}")).json())[prompt_id]
     image = entry["outputs"]["3"]["images"][0]
-    data = await (await http.get(fake.url + "/view", params={"filename": image["filename"],
-                                                              "subfolder": image["subfolder"]})).read()
+    data = await (
+        await http.get(fake.url + "/view", params={"filename": image["filename"], "subfolder": image["subfolder"]})
+    ).read()
     red, _, blue = Image.open(io.BytesIO(data)).convert("RGB").getpixel((5, 5))
     return "colour" if red - blue > 10 else "grey"
 
 
 async def test_missing_checkpoint_error_matches_recording(comfy_fake, http):
     rec = recording("12_ddcolor_missing_weights")
-    recorded = next(e["json"]["data"] for e in rec["events"]
-                    if e["kind"] == "ws_text" and e["json"]["type"] == "execution_error")
+    recorded = next(
+        e["json"]["data"] for e in rec["events"] if e["kind"] == "ws_text" and e["json"]["type"] == "execution_error"
+    )
     comfy_fake.missing_checkpoints = {CHECKPOINT}
     await upload(http, comfy_fake, "gray.png", png())
     ws = await http.ws_connect(f"{comfy_fake.url}/ws?clientId=m")
@@ -61,7 +67,10 @@ async def test_missing_checkpoint_error_matches_recording(comfy_fake, http):
     prompt_id = await queue(http, comfy_fake, "a")
     error = next(m["data"] for m in await messages_until_done(ws, prompt_id) if m["type"] == "execution_error")
     assert (error["exception_type"], error["exception_message"], error["node_type"]) == (
-        recorded["exception_type"], recorded["exception_message"], recorded["node_type"])
+        recorded["exception_type"],
+        recorded["exception_message"],
+        recorded["node_type"],
+    )
 
 
 async def test_node_stays_unloaded_until_free_even_with_the_file_back(comfy_fake, http):

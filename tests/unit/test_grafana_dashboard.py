@@ -15,8 +15,9 @@ SUFFIXES = ("_bucket", "_count", "_sum")
 def exported_names() -> set[str]:
     names = {family.name for family in metrics.REGISTRY.collect()}
     collector = metrics.QueueCollector(Settings(_env_file=None))
-    collector.numbers = metrics.QueueNumbers(streams={"s": 0}, groups={"g": {"lag": 0, "pending": 0,
-                                                                         "oldest_pending_s": 0}})
+    collector.numbers = metrics.QueueNumbers(
+        streams={"s": 0}, groups={"g": {"lag": 0, "pending": 0, "oldest_pending_s": 0}}
+    )
     names |= {family.name for family in collector.collect()}
     return names | {f"{name}_total" for name in names}  # counters are collected without the suffix
 

@@ -490,9 +490,7 @@ def test_exif_orientation_is_applied():
     assert min(image.getpixel((10, 35))) > 225
 
 
-@pytest.mark.parametrize(
-    ("fmt", "params"), [("TIFF", {}), ("WEBP", {"lossless": True}), ("BMP", {}), ("GIF", {})]
-)
+@pytest.mark.parametrize(("fmt", "params"), [("TIFF", {}), ("WEBP", {"lossless": True}), ("BMP", {}), ("GIF", {})])
 def test_whitelisted_formats_are_accepted(fmt: str, params: dict):
     data = encode(Image.new("RGB", (30, 20), (10, 120, 200)), fmt, **params)
     prepared = prepare(data)
@@ -540,7 +538,7 @@ def test_finalize_output_rewrites_an_rgb_png_without_decoding(forbid_decoding):
     iend = comfy_png.index(b"IEND") - 4
     comfy_png = comfy_png[:iend] + png_chunk(b"tEXt", b"workflow\x00{}") + comfy_png[iend:]
     idat = comfy_png.index(b"IDAT") - 4
-    pixels = comfy_png[idat:comfy_png.index(b"tEXtworkflow") - 4]
+    pixels = comfy_png[idat : comfy_png.index(b"tEXtworkflow") - 4]
     forbid_decoding()
     clean = images.finalize_output(comfy_png, max_pixels=MAX_PIXELS)
     assert b"DDColor" not in clean and b"workflow" not in clean and pixels in clean
@@ -692,7 +690,15 @@ def test_png_top_rows_is_the_top_of_the_image_inflated_alone(mode: str):
     assert decoded(images.png_top_rows(encode(image, "PNG"), 400)).size == (50, 40)  # no more than there is
 
 
-@pytest.mark.parametrize("data", [b"", b"not a png", encode(Image.new("RGB", (9, 9)), "JPEG"),
-                                  encode(Image.new("P", (9, 9)), "PNG"), encode(noise((64, 64)), "PNG")[:300]])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not a png",
+        encode(Image.new("RGB", (9, 9)), "JPEG"),
+        encode(Image.new("P", (9, 9)), "PNG"),
+        encode(noise((64, 64)), "PNG")[:300],
+    ],
+)
 def test_png_top_rows_declines_what_it_cannot_sample(data: bytes):
     assert images.png_top_rows(data, 8) is None

@@ -15,9 +15,25 @@ from backend.settings import REPO_ROOT, Settings
 K8S = REPO_ROOT / "config" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 # The redis-streams trigger's metadata keys (KEDA docs, scalers/redis-streams).
-KEDA_STREAM_KEYS = {"address", "host", "port", "usernameFromEnv", "passwordFromEnv", "stream", "consumerGroup",
-                    "pendingEntriesCount", "streamLength", "lagCount", "activationLagCount", "enableTLS",
-                    "unsafeSsl", "databaseIndex", "addressFromEnv", "hostFromEnv", "portFromEnv"}
+KEDA_STREAM_KEYS = {
+    "address",
+    "host",
+    "port",
+    "usernameFromEnv",
+    "passwordFromEnv",
+    "stream",
+    "consumerGroup",
+    "pendingEntriesCount",
+    "streamLength",
+    "lagCount",
+    "activationLagCount",
+    "enableTLS",
+    "unsafeSsl",
+    "databaseIndex",
+    "addressFromEnv",
+    "hostFromEnv",
+    "portFromEnv",
+}
 
 
 def documents() -> list[tuple[Path, dict]]:
@@ -31,8 +47,11 @@ def of_kind(kind: str) -> list[dict]:
     return [doc for _, doc in documents() if doc["kind"] == kind]
 
 
-@pytest.mark.parametrize("path,doc", [(p, d) for p, d in documents() if not d["apiVersion"].startswith("keda.sh/")],
-                         ids=lambda value: value.name if isinstance(value, Path) else value["kind"])
+@pytest.mark.parametrize(
+    "path,doc",
+    [(p, d) for p, d in documents() if not d["apiVersion"].startswith("keda.sh/")],
+    ids=lambda value: value.name if isinstance(value, Path) else value["kind"],
+)
 def test_builtin_kinds_match_the_kubernetes_schema(path, doc):
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
@@ -53,8 +72,9 @@ def test_every_part_has_a_deployment_with_probes_resources_and_a_pdb():
         assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
         assert pod["spec"]["hostname"] == "repairbot"  # stable consumer names: host + lease slot
         labels = pod["metadata"]["labels"]
-        assert any(all(labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items())
-                   for pdb in budgets), f"no PodDisruptionBudget selects {name}"
+        assert any(
+            all(labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items()) for pdb in budgets
+        ), f"no PodDisruptionBudget selects {name}"
 
 
 def test_configmap_holds_only_real_settings_and_no_secret():

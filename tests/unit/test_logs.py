@@ -18,8 +18,11 @@ from backend.settings import Settings
 
 @pytest.fixture
 def tokens() -> dict[str, str]:
-    return {"telegram": f"{1000 + secrets.randbelow(10**6)}:{secrets.token_urlsafe(20)}",
-            "discord": secrets.token_urlsafe(30), "password": secrets.token_hex(8)}
+    return {
+        "telegram": f"{1000 + secrets.randbelow(10**6)}:{secrets.token_urlsafe(20)}",
+        "discord": secrets.token_urlsafe(30),
+        "password": secrets.token_hex(8),
+    }
 
 
 def capture(formatter: logging.Formatter, redactor: Redactor) -> tuple[logging.Logger, io.StringIO]:
@@ -35,9 +38,12 @@ def capture(formatter: logging.Formatter, redactor: Redactor) -> tuple[logging.L
 
 
 def settings_with(tokens: dict[str, str]) -> Settings:
-    return Settings(_env_file=None, telegram_bot_token=SecretStr(tokens["telegram"]),
-                    discord_bot_token=SecretStr(tokens["discord"]),
-                    redis_url=f"redis://:{tokens['password']}@redis:6379/0")
+    return Settings(
+        _env_file=None,
+        telegram_bot_token=SecretStr(tokens["telegram"]),
+        discord_bot_token=SecretStr(tokens["discord"]),
+        redis_url=f"redis://:{tokens['password']}@redis:6379/0",
+    )
 
 
 def test_secrets_leave_messages_arguments_and_tracebacks(tokens):

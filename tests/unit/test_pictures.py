@@ -16,16 +16,17 @@ PHOTOS = REPO_ROOT / "tests" / "data" / "photos"
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
-    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
 
 
 def test_the_chart_stacks_done_failed_and_cancelled_in_their_colours():
-    entries = [(f"t{i}:{status}:{3000 + i * 100}", 60000 * (i % 10) + 5) for i, status in
-               enumerate(["ok"] * 12 + ["failed"] * 3 + ["cancelled"] * 2)]
+    entries = [
+        (f"t{i}:{status}:{3000 + i * 100}", 60000 * (i % 10) + 5)
+        for i, status in enumerate(["ok"] * 12 + ["failed"] * 3 + ["cancelled"] * 2)
+    ]
     series = series_from_log(entries, start_ms=0, minutes=10)
     assert sum(series.done) == 12 and sum(series.failed) == 3 and sum(series.cancelled) == 2
-    assert any(v is not None for v in series.p50) and all(
-        a is None or b >= a for a, b in zip(series.p50, series.p90))
+    assert any(v is not None for v in series.p50) and all(a is None or b >= a for a, b in zip(series.p50, series.p90))
     chart = Image.open(io.BytesIO(stats_chart_png(Stats(600, 12, 3, 2, [], 1.7, 3.5, 4.0, 4.0), series, "en")))
     assert chart.size == (1200, 600)
     colours = {colour for _, colour in chart.convert("RGB").getcolors(1_000_000)}

@@ -5,16 +5,29 @@ import json
 import pytest
 
 from backend.tasks import (
-    SCHEMA_VERSION, DeadLetter, Event, MalformedRecord, Result, Task, dead_letter_fields, new_task_id, validate_reply,
+    SCHEMA_VERSION,
+    DeadLetter,
+    Event,
+    MalformedRecord,
+    Result,
+    Task,
+    dead_letter_fields,
+    new_task_id,
+    validate_reply,
 )
 
 BLOB = "blob:in:" + "a" * 32
 
 
 def make_task(**overrides):
-    fields = dict(task_id=new_task_id(), mode="person", input=BLOB,
-                  reply={"platform": "telegram", "chat_id": 42, "status_message_id": 7, "lang": "zh"},
-                  user="telegram:42", params={"model_input_size": 512})
+    fields = dict(
+        task_id=new_task_id(),
+        mode="person",
+        input=BLOB,
+        reply={"platform": "telegram", "chat_id": 42, "status_message_id": 7, "lang": "zh"},
+        user="telegram:42",
+        params={"model_input_size": 512},
+    )
     fields.update(overrides)
     return Task(**fields)
 
@@ -30,8 +43,16 @@ def test_task_round_trip_through_bytes():
 
 
 def test_result_and_event_round_trip():
-    result = Result(new_task_id(), "ok", {"platform": "cli"}, mode="person", input=BLOB,
-                    output="blob:out:" + "b" * 32, run_ms=1200, worker="host-worker-0")
+    result = Result(
+        new_task_id(),
+        "ok",
+        {"platform": "cli"},
+        mode="person",
+        input=BLOB,
+        output="blob:out:" + "b" * 32,
+        run_ms=1200,
+        worker="host-worker-0",
+    )
     assert Result.decode(as_redis(result.encode())) == result
     event = Event(new_task_id(), "progress", {"platform": "cli"}, percent=40)
     assert Event.decode(as_redis(event.encode())) == event
@@ -82,8 +103,15 @@ def test_ok_result_needs_an_output_and_status_is_checked():
 
 
 def test_discord_reply_channel_requires_its_ids():
-    reply = {"platform": "discord", "application_id": "111", "channel_id": "222", "user_id": "333",
-             "interaction_token": "tok", "token_expires_at": 1.5, "private": True}
+    reply = {
+        "platform": "discord",
+        "application_id": "111",
+        "channel_id": "222",
+        "user_id": "333",
+        "interaction_token": "tok",
+        "token_expires_at": 1.5,
+        "private": True,
+    }
     assert validate_reply(reply) == reply
     with pytest.raises(MalformedRecord):
         validate_reply({**reply, "private": "yes"})
@@ -93,8 +121,9 @@ def test_discord_reply_channel_requires_its_ids():
 
 def test_dead_letter_keeps_original_fields_and_reason():
     original = as_redis(make_task().encode())
-    fields = dead_letter_fields(original, source="photo_repair_tasks", entry_id="1-1", reason="poison",
-                                deliveries=4, last_error="boom")
+    fields = dead_letter_fields(
+        original, source="photo_repair_tasks", entry_id="1-1", reason="poison", deliveries=4, last_error="boom"
+    )
     letter = DeadLetter.from_entry(b"5-0", as_redis(fields))
     assert letter.reason == "poison" and letter.source == "photo_repair_tasks"
     assert Task.decode(letter.fields).task_id == letter.task_id

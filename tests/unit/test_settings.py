@@ -40,6 +40,8 @@ def test_sentinel_url_gives_a_client_that_follows_the_master():
     client = connect(Settings(_env_file=None, redis_url="redis+sentinel://s1:26379,s2:26380/photos/2"))
     pool = client.connection_pool
     assert pool.service_name == "photos"
-    assert [(c.connection_pool.connection_kwargs["host"], c.connection_pool.connection_kwargs["port"])
-            for c in pool.sentinel_manager.sentinels] == [("s1", 26379), ("s2", 26380)]
+    assert [
+        (c.connection_pool.connection_kwargs["host"], c.connection_pool.connection_kwargs["port"])
+        for c in pool.sentinel_manager.sentinels
+    ] == [("s1", 26379), ("s2", 26380)]
     assert pool.connection_kwargs["db"] == 2

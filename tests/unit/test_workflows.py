@@ -25,8 +25,9 @@ def test_shipped_modes(shipped):
     ddcolor = next(n for n in person.values() if n["class_type"] == "DDColor_Colorize")
     assert ddcolor["inputs"]["model_input_size"] % 32 == 0
     assert ddcolor["inputs"]["checkpoint"] == "ddcolor_modelscope.pth"
-    building = next(n for n in shipped.get("building").build("x.png", task_id="t").values()
-                    if n["class_type"] == "DDColor_Colorize")
+    building = next(
+        n for n in shipped.get("building").build("x.png", task_id="t").values() if n["class_type"] == "DDColor_Colorize"
+    )
     assert building["inputs"]["model_input_size"] > ddcolor["inputs"]["model_input_size"]
     preview = shipped.get("preview").build("x.png", task_id="t")
     assert {n["class_type"] for n in preview.values()} <= {"LoadImage", "ImageScaleBy", "ImageScale", "SaveImage"}
@@ -41,8 +42,17 @@ def test_build_sets_input_prefix_and_params_without_touching_the_template(shippe
     assert mode.template["2"]["inputs"]["model_input_size"] == 512
 
 
-@pytest.mark.parametrize("params", [{"model_input_size": 500}, {"model_input_size": 64}, {"checkpoint": "evil.pth"},
-                                    {"unknown": 1}, {"model_input_size": "512"}, {"model_input_size": True}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"model_input_size": 500},
+        {"model_input_size": 64},
+        {"checkpoint": "evil.pth"},
+        {"unknown": 1},
+        {"model_input_size": "512"},
+        {"model_input_size": True},
+    ],
+)
 def test_params_outside_the_whitelist_are_refused(shipped, params):
     with pytest.raises(Refused) as caught:
         shipped.get("person").check_params(params)
@@ -77,21 +87,33 @@ def write_mode(folder: Path, template: dict, entry: str) -> None:
     (folder / "modes.toml").write_text(entry)
 
 
-GOOD = {"1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "p"}}}
+GOOD = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "p"}},
+}
 
 
 @pytest.mark.parametrize(
     "template, entry, message",
     [
         (GOOD, '[modes.m]\ntemplate = "t.json"\ninput_node = "9"\noutput_node = "2"\n', "input_node 9"),
-        ({**GOOD, "2": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "p"}}},
-         '[modes.m]\ntemplate = "t.json"\ninput_node = "1"\noutput_node = "2"\n', "missing node 7"),
-        ({**GOOD, "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0, 3], "filename_prefix": "p"}}},
-         '[modes.m]\ntemplate = "t.json"\ninput_node = "1"\noutput_node = "2"\n', "malformed link"),
+        (
+            {**GOOD, "2": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "p"}}},
+            '[modes.m]\ntemplate = "t.json"\ninput_node = "1"\noutput_node = "2"\n',
+            "missing node 7",
+        ),
+        (
+            {**GOOD, "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0, 3], "filename_prefix": "p"}}},
+            '[modes.m]\ntemplate = "t.json"\ninput_node = "1"\noutput_node = "2"\n',
+            "malformed link",
+        ),
         (GOOD, '[modes.m]\ntemplate = "../t.json"\ninput_node = "1"\noutput_node = "2"\n', "must sit in"),
-        (GOOD, '[modes.m]\ntemplate = "t.json"\ninput_node = "1"\noutput_node = "2"\n'
-               '[modes.m.params.size]\nnode = "2"\ninput = "nope"\n', "missing input"),
+        (
+            GOOD,
+            '[modes.m]\ntemplate = "t.json"\ninput_node = "1"\noutput_node = "2"\n'
+            '[modes.m.params.size]\nnode = "2"\ninput = "nope"\n',
+            "missing input",
+        ),
         (GOOD, '[modes.m]\ntemplate = "t.json"\noutput_node = "2"\n', "missing 'input_node'"),
     ],
 )

@@ -80,12 +80,18 @@ class PromptRun:
 
     def progress_state(self, node_id: str, state: str, value: Any, maximum: Any) -> None:
         pid = self.item.prompt_id
-        self.progress[node_id] = {"value": value, "max": maximum, "state": state, "node_id": node_id,
-                                  "prompt_id": pid, "display_node_id": node_id, "parent_node_id": None,
-                                  "real_node_id": node_id}
+        self.progress[node_id] = {
+            "value": value,
+            "max": maximum,
+            "state": state,
+            "node_id": node_id,
+            "prompt_id": pid,
+            "display_node_id": node_id,
+            "parent_node_id": None,
+            "real_node_id": node_id,
+        }
         # progress_state goes to the owner, or to every socket when the prompt has no client_id
-        self.executor.hub.send("progress_state", {"prompt_id": pid, "nodes": dict(self.progress)},
-                               self.item.client_id)
+        self.executor.hub.send("progress_state", {"prompt_id": pid, "nodes": dict(self.progress)}, self.item.client_id)
 
     # -- execution -------------------------------------------------------------------------------
     def execution_order(self) -> list[str]:
@@ -127,17 +133,34 @@ class PromptRun:
                     continue
                 await self.run_node(node_id, signatures[node_id])
         except Interrupted:
-            self.add_message("execution_interrupted", {
-                "prompt_id": pid, "node_id": current, "node_type": self.node_class(current),
-                "executed": list(self.executed), "timestamp": _now_ms()}, broadcast=True)
+            self.add_message(
+                "execution_interrupted",
+                {
+                    "prompt_id": pid,
+                    "node_id": current,
+                    "node_type": self.node_class(current),
+                    "executed": list(self.executed),
+                    "timestamp": _now_ms(),
+                },
+                broadcast=True,
+            )
             return False
         except NodeFailure as failure:
-            self.add_message("execution_error", {
-                "prompt_id": pid, "node_id": current, "node_type": self.node_class(current),
-                "executed": list(self.executed), "exception_message": f"{failure.message}\n",
-                "exception_type": failure.exception_type, "traceback": FAKE_TRACEBACK,
-                "current_inputs": self.current_inputs(current),
-                "current_outputs": list(self.item.prompt), "timestamp": _now_ms()})
+            self.add_message(
+                "execution_error",
+                {
+                    "prompt_id": pid,
+                    "node_id": current,
+                    "node_type": self.node_class(current),
+                    "executed": list(self.executed),
+                    "exception_message": f"{failure.message}\n",
+                    "exception_type": failure.exception_type,
+                    "traceback": FAKE_TRACEBACK,
+                    "current_inputs": self.current_inputs(current),
+                    "current_outputs": list(self.item.prompt),
+                    "timestamp": _now_ms(),
+                },
+            )
             return False
         self.add_message("execution_success", {"prompt_id": pid, "timestamp": _now_ms()})
         return True
@@ -160,8 +183,9 @@ class PromptRun:
         self.values[node_id] = values
         if ui is not None:
             self.ui[node_id] = ui
-            self.to_owner("executed", {"node": node_id, "display_node": node_id, "output": ui,
-                                       "prompt_id": self.item.prompt_id})
+            self.to_owner(
+                "executed", {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": self.item.prompt_id}
+            )
             self.progress_state(node_id, "finished", 1, 1)
 
     async def run_node(self, node_id: str, signature: str) -> None:
@@ -193,34 +217,51 @@ class PromptRun:
         ex.cache[signature] = (result.outputs, result.ui)
         if result.ui is not None:
             self.ui[node_id] = result.ui
-            self.to_owner("executed", {"node": node_id, "display_node": node_id, "output": result.ui,
-                                       "prompt_id": pid})
+            self.to_owner("executed", {"node": node_id, "display_node": node_id, "output": result.ui, "prompt_id": pid})
         self.progress_state(node_id, "finished", 1.0, 1.0)
 
     def context(self) -> NodeContext:
         ex, item = self.executor, self.item
 
         def send_binary(node_id: str, png: bytes) -> None:
-            ex.hub.send_image(png, item.client_id, {"node_id": node_id, "prompt_id": item.prompt_id,
-                                                    "display_node_id": node_id, "parent_node_id": None,
-                                                    "real_node_id": node_id})
+            ex.hub.send_image(
+                png,
+                item.client_id,
+                {
+                    "node_id": node_id,
+                    "prompt_id": item.prompt_id,
+                    "display_node_id": node_id,
+                    "parent_node_id": None,
+                    "real_node_id": node_id,
+                },
+            )
 
         def send_progress(node_id: str, value: int, maximum: int) -> None:
-            self.to_owner("progress", {"value": value, "max": maximum, "prompt_id": item.prompt_id,
-                                       "node": node_id})
+            self.to_owner("progress", {"value": value, "max": maximum, "prompt_id": item.prompt_id, "node": node_id})
 
-        return NodeContext(read_input=ex.files.read_input, write_output=ex.files.write,
-                           output_names=ex.files.names, send_binary=send_binary, send_progress=send_progress,
-                           prompt=item.prompt, extra_data=item.extra_data,
-                           checkpoint_present=lambda name: name not in ex.missing_checkpoints,
-                           checkpoint_sound=lambda name: name not in ex.broken_checkpoints)
+        return NodeContext(
+            read_input=ex.files.read_input,
+            write_output=ex.files.write,
+            output_names=ex.files.names,
+            send_binary=send_binary,
+            send_progress=send_progress,
+            prompt=item.prompt,
+            extra_data=item.extra_data,
+            checkpoint_present=lambda name: name not in ex.missing_checkpoints,
+            checkpoint_sound=lambda name: name not in ex.broken_checkpoints,
+        )
 
     def history_entry(self, success: bool) -> dict:
-        return {"prompt": self.item.as_json(), "outputs": dict(self.ui),
-                "status": {"status_str": "success" if success else "error", "completed": success,
-                           "messages": self.messages},
-                "meta": {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n}
-                         for n in self.ui}}
+        return {
+            "prompt": self.item.as_json(),
+            "outputs": dict(self.ui),
+            "status": {
+                "status_str": "success" if success else "error",
+                "completed": success,
+                "messages": self.messages,
+            },
+            "meta": {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in self.ui},
+        }
 
 
 class Executor:

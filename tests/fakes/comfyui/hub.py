@@ -59,8 +59,11 @@ class WebSocketHub:
     async def _publish(self) -> None:
         while True:
             kind, payload, sid = await self._outbox.get()
-            targets = list(self.sockets.items()) if sid is None else (
-                [(sid, self.sockets[sid])] if sid in self.sockets else [])
+            targets = (
+                list(self.sockets.items())
+                if sid is None
+                else ([(sid, self.sockets[sid])] if sid in self.sockets else [])
+            )
             for target_sid, ws in targets:
                 try:
                     if kind == "json":

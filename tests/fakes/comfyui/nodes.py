@@ -17,8 +17,13 @@ from typing import Any
 from PIL import Image, ImageFilter, PngImagePlugin
 
 FAKE_ROOT = "<COMFYUI_ROOT>"
-_RESAMPLE = {"nearest-exact": Image.NEAREST, "bilinear": Image.BILINEAR, "area": Image.BOX,
-             "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+_RESAMPLE = {
+    "nearest-exact": Image.NEAREST,
+    "bilinear": Image.BILINEAR,
+    "area": Image.BOX,
+    "bicubic": Image.BICUBIC,
+    "lanczos": Image.LANCZOS,
+}
 
 
 class NodeFailure(Exception):
@@ -34,10 +39,10 @@ class NodeFailure(Exception):
 class NodeContext:
     """What a node may touch: the fake's file store and the prompt being run."""
 
-    read_input: Callable[[str], bytes | None]          # LoadImage value -> bytes
-    write_output: Callable[[str, str, bytes], None]    # (kind, "sub/name", bytes)
-    output_names: Callable[[str, str], list[str]]      # (kind, subfolder) -> file names
-    send_binary: Callable[[str, bytes], None]          # (node_id, png) for SaveImageWebsocket
+    read_input: Callable[[str], bytes | None]  # LoadImage value -> bytes
+    write_output: Callable[[str, str, bytes], None]  # (kind, "sub/name", bytes)
+    output_names: Callable[[str, str], list[str]]  # (kind, subfolder) -> file names
+    send_binary: Callable[[str, bytes], None]  # (node_id, png) for SaveImageWebsocket
     send_progress: Callable[[str, int, int], None]
     prompt: dict
     extra_data: dict = field(default_factory=dict)
@@ -64,20 +69,21 @@ def _png_bytes(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
 def load_image(ctx: NodeContext, node_id: str, image: str) -> NodeResult:
     data = ctx.read_input(image)
     if data is None:
-        raise NodeFailure("FileNotFoundError",
-                          f"[Errno 2] No such file or directory: '{FAKE_ROOT}/input/{image}'")
+        raise NodeFailure("FileNotFoundError", f"[Errno 2] No such file or directory: '{FAKE_ROOT}/input/{image}'")
     try:
         picture = Image.open(io.BytesIO(data))
         picture.load()
     except Exception:  # noqa: BLE001 - any decode failure looks like this upstream
-        raise NodeFailure("PIL.UnidentifiedImageError",
-                          f"cannot identify image file '{FAKE_ROOT}/input/{image}'") from None
+        raise NodeFailure(
+            "PIL.UnidentifiedImageError", f"cannot identify image file '{FAKE_ROOT}/input/{image}'"
+        ) from None
     mask = picture.getchannel("A") if "A" in picture.getbands() else Image.new("L", (64, 64), 0)
     return NodeResult([picture.convert("RGB"), mask])
 
 
-def image_scale(ctx: NodeContext, node_id: str, image: Image.Image, upscale_method: str, width: int,
-                height: int, crop: str) -> NodeResult:
+def image_scale(
+    ctx: NodeContext, node_id: str, image: Image.Image, upscale_method: str, width: int, height: int, crop: str
+) -> NodeResult:
     w, h = image.size
     if width == 0 and height == 0:
         return NodeResult([image])
@@ -94,8 +100,9 @@ def image_scale(ctx: NodeContext, node_id: str, image: Image.Image, upscale_meth
     return NodeResult([image.resize((width, height), _RESAMPLE[upscale_method])])
 
 
-def image_scale_by(ctx: NodeContext, node_id: str, image: Image.Image, upscale_method: str,
-                   scale_by: float) -> NodeResult:
+def image_scale_by(
+    ctx: NodeContext, node_id: str, image: Image.Image, upscale_method: str, scale_by: float
+) -> NodeResult:
     w, h = image.size
     size = (max(1, round(w * scale_by)), max(1, round(h * scale_by)))
     return NodeResult([image.resize(size, _RESAMPLE[upscale_method])])
@@ -110,14 +117,15 @@ def _tensor_size_error(size: int) -> str | None:
     stride = 8
     while stride <= 32:
         if size % stride:
-            return (f"Sizes of tensors must match except in dimension 1. Expected size {size // stride * 2} "
-                    f"but got size {size // (stride // 2)} for tensor number 1 in the list.")
+            return (
+                f"Sizes of tensors must match except in dimension 1. Expected size {size // stride * 2} "
+                f"but got size {size // (stride // 2)} for tensor number 1 in the list."
+            )
         stride *= 2
     return None
 
 
-def ddcolor(ctx: NodeContext, node_id: str, image: Image.Image, model_input_size: int,
-            checkpoint: str) -> NodeResult:
+def ddcolor(ctx: NodeContext, node_id: str, image: Image.Image, model_input_size: int, checkpoint: str) -> NodeResult:
     """kijai's node: the network is built on the node instance, then the checkpoint loaded into it.
     When the file is missing the load raises after the (random) network was kept, and the instance
     never loads again for that checkpoint: later runs "succeed" near-grey until /free drops it."""
@@ -125,8 +133,11 @@ def ddcolor(ctx: NodeContext, node_id: str, image: Image.Image, model_input_size
     if model.get("checkpoint") != checkpoint:
         model.update(checkpoint=checkpoint, loaded=False)
         if not ctx.checkpoint_present(checkpoint):
-            raise NodeFailure("FileNotFoundError", "[Errno 2] No such file or directory: "
-                              f"'{FAKE_ROOT}/custom_nodes/ComfyUI-DDColor/checkpoints/{checkpoint}'")
+            raise NodeFailure(
+                "FileNotFoundError",
+                "[Errno 2] No such file or directory: "
+                f"'{FAKE_ROOT}/custom_nodes/ComfyUI-DDColor/checkpoints/{checkpoint}'",
+            )
         model["loaded"] = ctx.checkpoint_sound(checkpoint)
     problem = _tensor_size_error(model_input_size)
     if problem:
@@ -134,8 +145,9 @@ def ddcolor(ctx: NodeContext, node_id: str, image: Image.Image, model_input_size
     luminance = image.convert("L")
     if not model["loaded"]:  # random weights: a/b close to zero, the photo comes back grey
         return NodeResult([Image.merge("RGB", (luminance, luminance, luminance.point(lambda v: max(0, v - 1))))])
-    tinted = Image.merge("RGB", (luminance, luminance.point(lambda v: round(v * 0.85)),
-                                 luminance.point(lambda v: round(v * 0.6))))
+    tinted = Image.merge(
+        "RGB", (luminance, luminance.point(lambda v: round(v * 0.85)), luminance.point(lambda v: round(v * 0.6)))
+    )
     return NodeResult([tinted])
 
 
@@ -148,8 +160,11 @@ def _next_counter(names: list[str], basename: str) -> int:
 def _save(ctx: NodeContext, image: Image.Image, prefix: str, kind: str) -> dict:
     normalized = posixpath.normpath(prefix)
     if normalized.startswith("..") or normalized.startswith("/"):
-        raise NodeFailure("Exception", "**** ERROR: Saving image outside the output folder is not allowed."
-                                       f"\n full_output_folder: {FAKE_ROOT}/{kind}/{posixpath.dirname(normalized)}")
+        raise NodeFailure(
+            "Exception",
+            "**** ERROR: Saving image outside the output folder is not allowed."
+            f"\n full_output_folder: {FAKE_ROOT}/{kind}/{posixpath.dirname(normalized)}",
+        )
     subfolder, basename = posixpath.dirname(normalized), posixpath.basename(normalized)
     counter = _next_counter(ctx.output_names(kind, subfolder), basename)
     filename = f"{basename}_{counter:05}_.png"

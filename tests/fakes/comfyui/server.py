@@ -26,18 +26,54 @@ from tests.fakes.comfyui.validation import PromptValidator
 DEFAULT_OBJECT_INFO = Path(__file__).resolve().parents[2] / "data" / "comfyui" / "object_info.json"
 FILE_KINDS = ("input", "temp", "output")
 # GET /models of a real 0.3.64 with kijai's DDColor node (which registers no folder of its own)
-MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
-                 "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",
-                 "custom_nodes", "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders"]
+MODEL_FOLDERS = [
+    "checkpoints",
+    "configs",
+    "loras",
+    "vae",
+    "text_encoders",
+    "diffusion_models",
+    "clip_vision",
+    "style_models",
+    "embeddings",
+    "diffusers",
+    "vae_approx",
+    "controlnet",
+    "gligen",
+    "upscale_models",
+    "custom_nodes",
+    "hypernetworks",
+    "photomaker",
+    "classifiers",
+    "model_patches",
+    "audio_encoders",
+]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 SYSTEM_STATS = {
-    "system": {"os": "posix", "ram_total": 25276502016, "ram_free": 24175886336, "comfyui_version": "0.3.64",
-               "required_frontend_version": "1.27.10", "installed_templates_version": "0.1.95",
-               "required_templates_version": "0.1.95", "python_version": "3.11.7 (fake)",
-               "pytorch_version": "2.14.1+cpu", "embedded_python": False,
-               "argv": ["main.py", "--cpu", "--listen", "127.0.0.1"]},
-    "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 25276502016,
-                 "vram_free": 24175886336, "torch_vram_total": 25276502016, "torch_vram_free": 24175886336}],
+    "system": {
+        "os": "posix",
+        "ram_total": 25276502016,
+        "ram_free": 24175886336,
+        "comfyui_version": "0.3.64",
+        "required_frontend_version": "1.27.10",
+        "installed_templates_version": "0.1.95",
+        "required_templates_version": "0.1.95",
+        "python_version": "3.11.7 (fake)",
+        "pytorch_version": "2.14.1+cpu",
+        "embedded_python": False,
+        "argv": ["main.py", "--cpu", "--listen", "127.0.0.1"],
+    },
+    "devices": [
+        {
+            "name": "cpu",
+            "type": "cpu",
+            "index": None,
+            "vram_total": 25276502016,
+            "vram_free": 24175886336,
+            "torch_vram_total": 25276502016,
+            "torch_vram_free": 24175886336,
+        }
+    ],
 }
 
 
@@ -94,8 +130,7 @@ class FakeComfyUI:
     empty queue and history (files stay), like a restarted ComfyUI.
     """
 
-    def __init__(self, *, delay_s: float = 0.0, object_info_path: str | Path = DEFAULT_OBJECT_INFO,
-                 port: int = 0):
+    def __init__(self, *, delay_s: float = 0.0, object_info_path: str | Path = DEFAULT_OBJECT_INFO, port: int = 0):
         self.object_info = json.loads(Path(object_info_path).read_text())
         self.port = port
         self.url = ""
@@ -158,8 +193,10 @@ class FakeComfyUI:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._record, self._fault, self._origin_guard],
-                              client_max_size=SERVER_FEATURES["max_upload_size"])
+        app = web.Application(
+            middlewares=[self._record, self._fault, self._origin_guard],
+            client_max_size=SERVER_FEATURES["max_upload_size"],
+        )
         for prefix in ("", "/api"):
             self._add_routes(app, prefix)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
@@ -248,8 +285,12 @@ class FakeComfyUI:
                 number = -number
             self.number += 1
         if "prompt" not in body:
-            error = {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided",
-                     "extra_info": {}}
+            error = {
+                "type": "no_prompt",
+                "message": "No prompt provided",
+                "details": "No prompt provided",
+                "extra_info": {},
+            }
             return web.json_response({"error": error, "node_errors": {}}, status=400)
         prompt = body["prompt"]
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
@@ -274,8 +315,9 @@ class FakeComfyUI:
 
     async def get_queue(self, request: web.Request) -> web.Response:
         running = [self.executor.running.as_json()] if self.executor.running else []
-        return web.json_response({"queue_running": running,
-                                  "queue_pending": [item.as_json() for item in self.executor.pending]})
+        return web.json_response(
+            {"queue_running": running, "queue_pending": [item.as_json() for item in self.executor.pending]}
+        )
 
     async def post_queue(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -396,8 +438,7 @@ class FakeComfyUI:
             fmt, _, quality = preview.partition(";")
             if fmt in ("webp", "jpeg"):
                 buffer = io.BytesIO()
-                Image.open(io.BytesIO(data)).convert("RGB").save(
-                    buffer, format=fmt.upper(), quality=int(quality or 90))
+                Image.open(io.BytesIO(data)).convert("RGB").save(buffer, format=fmt.upper(), quality=int(quality or 90))
                 return web.Response(body=buffer.getvalue(), content_type=f"image/{fmt}", headers=headers)
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         return web.Response(body=data, content_type=content_type, headers=headers)
