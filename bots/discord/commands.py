@@ -209,7 +209,12 @@ async def show_queued(
     if note:
         sentence += "\n" + note
     if await services.lines.advance(line, QUEUED, sentence):
-        await interaction.edit_original_response(content=sentence, view=cancel_view(line, lang))
+        try:
+            await interaction.edit_original_response(content=sentence, view=cancel_view(line, lang))
+        except discord.HTTPException as exc:
+            # The photo is queued and its result will come: a status edit Discord refused (5xx, 429) is
+            # no failure of the photo, and the next stage's edit replaces it.
+            log.info("queued status for %s not shown: %s", user, exc)
 
 
 def check_declared(photo: discord.Attachment, upload_limit: int, intake: Intake) -> None:
