@@ -9,7 +9,8 @@ table and written to JSON, see tests/chaos/conftest.py).
 - refused: how many got a final answer instead of a result (a refusal such as a rate limit, or that it failed);
 - lost: photos that got neither their result nor a final answer (a refusal, or being told it failed);
 - duplicates: result posts beyond the first, per chat message (photo and file counted separately);
-- in_flight_at_kill: sends Telegram had accepted but whose reply had not reached the notifier at a kill;
+- in_flight_at_kill: sends Telegram had accepted but whose reply had not reached the notifier at a kill
+  (still being answered, or a photo or file answered within the last quarter second);
 - runs / reruns: ComfyUI prompts, and prompts beyond one per task;
 - dead: entries in the dead-letter stream at the end;
 - generic_errors: "something went wrong" messages users got;

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,10 @@ from tests.fakes.telegram_api import FakeTelegram
 
 GENERIC_ERRORS = ("something went wrong",)
 SEND_METHODS = ("sendPhoto", "sendDocument", "sendMessage")
+# A result part (photo, file) answered this recently may still be on its way to the notifier, or not yet
+# recorded as sent, when it is killed.
+REPLY_WINDOW_S = 0.25
+RESULT_PARTS = ("sendPhoto", "sendDocument")
 FILE_RERUN = "-file"  # prompt_id suffix of a run repeated with SaveImage (backend/comfyui.py)
 IN_PROGRESS = tuple(
     text(key, "en").split("{")[0].split("—")[0].strip()
@@ -48,6 +53,7 @@ class ChaosTelegram(FakeTelegram):
         super().__init__(*args, **kwargs)
         self.photo_answer_delay_s = 0.0
         self.in_flight: set[object] = set()  # send requests received and not yet answered
+        self.answered_at: list[float] = []  # when each result part was answered (monotonic)
 
     async def _api(self, request: web.Request) -> web.Response:
         if request.match_info["method"] not in SEND_METHODS:
@@ -58,6 +64,14 @@ class ChaosTelegram(FakeTelegram):
             return await super()._api(request)
         finally:
             self.in_flight.discard(token)
+            if request.match_info["method"] in RESULT_PARTS:
+                self.answered_at.append(time.monotonic())
+
+    def replies_in_flight(self, window_s: float = REPLY_WINDOW_S) -> int:
+        """Sends whose reply may not have reached the notifier: still being answered, or result parts
+        answered so recently that the reply may be on the wire or not yet recorded as sent."""
+        since = time.monotonic() - window_s
+        return len(self.in_flight) + sum(1 for at in self.answered_at if at >= since)
 
     async def _m_sendPhoto(self, params: dict, files: dict) -> Any:
         result = await super()._m_sendPhoto(params, files)

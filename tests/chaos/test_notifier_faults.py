@@ -18,7 +18,7 @@ async def kill_notifier_counting_in_flight(stack, ledger) -> set[bytes]:
     """kill -9 the notifier; sends Telegram accepted but hasn't answered yet may show up twice.
     Returns the result entries the dead notifier still held."""
     consumer = stack.consumer_of("notifier")
-    in_flight = len(stack.telegram.in_flight)
+    in_flight = stack.telegram.replies_in_flight()
     ledger.fault()
     await stack.kill("notifier")
     ledger.in_flight_at_kill += in_flight
