@@ -2,8 +2,8 @@
 ComfyUI where the hub can't be reached. Its colours are meaningless, but they are colours:
 
     var/comfyui/venv/bin/python tests/real_comfyui/make_random_checkpoint.py \\
-        var/comfyui/ComfyUI/custom_nodes/ComfyUI-DDColor /tmp/ddcolor_modelscope.pth
-    repairbot comfyui install --weights /tmp/ddcolor_modelscope.pth ...
+        var/comfyui/ComfyUI/custom_nodes/ComfyUI-DDColor ./ddcolor_modelscope.pth
+    repairbot comfyui install --weights ./ddcolor_modelscope.pth ...
 
 ConvNeXt-L, as `ddcolor_modelscope.pth` (the modes' checkpoint) uses; pass convnext-t for the tiny one.
 The last layer's a/b bias is set so the output is visibly coloured rather than grey.
