@@ -68,7 +68,7 @@ def test_result_and_event_round_trip():
         ({"reply": "{not json"}, "not JSON"),
         ({"reply": json.dumps({"platform": "irc", "chat_id": 1})}, "unknown reply platform"),
         ({"reply": json.dumps({"platform": "telegram"})}, "lacks 'chat_id'"),
-        ({"reply": json.dumps({"platform": "telegram", "chat_id": 1, "path": "/tmp/x"})}, "unexpected reply field"),
+        ({"reply": json.dumps({"platform": "telegram", "chat_id": 1, "path": "/etc/x"})}, "unexpected reply field"),
         ({"reply": json.dumps({"platform": "telegram", "chat_id": "abc"})}, "chat_id"),
         ({"submitted_at": "yesterday"}, "not an integer"),
         ({"params": json.dumps({"a": {"nested": 1}})}, "scalars"),
