@@ -67,7 +67,8 @@ async def cmd_submit(settings: Settings, args: argparse.Namespace, stop: asyncio
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    from backend.admin import Admin, format_status
+    from backend.admin import Admin
+    from backend.admin_texts import format_status
     from backend.comfy_probe import ComfyProbe
     from backend.redis_conn import connect
 
@@ -77,7 +78,7 @@ async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio
     finally:
         await redis.aclose()
 
-    print(json.dumps(status.to_json(), indent=2) if args.json else format_status(status))
+    print(json.dumps(status.to_json(), indent=2) if args.json else format_status(status, "en"))
     return EXIT_OK
 
 
@@ -85,9 +86,9 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace, stop: asyncio.Ev
     async with Services.open(settings) as services:
         admin = services.admin
         if args.action == "list":
-            from backend.admin import format_dead_letters
+            from backend.admin_texts import format_dead_letters
 
-            print(format_dead_letters(await admin.dead_letters(limit=args.limit)))
+            print(format_dead_letters(await admin.dead_letters(limit=args.limit), "en"))
         elif args.action == "retry":
             if not args.id:
                 print("usage: repairbot dlq retry ID (a task id or a dead-letter entry id)", file=sys.stderr)
@@ -116,9 +117,9 @@ async def cmd_pause(settings: Settings, args: argparse.Namespace, stop: asyncio.
 async def cmd_stats(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     async with Services.open(settings) as services:
         stats = await services.admin.stats(window_s=args.window)
-    from backend.admin import format_stats
+    from backend.admin_texts import format_stats
 
-    print(json.dumps(stats.to_json()) if args.json else format_stats(stats))
+    print(json.dumps(stats.to_json()) if args.json else format_stats(stats, "en"))
     return EXIT_OK
 
 

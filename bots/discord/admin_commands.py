@@ -15,8 +15,7 @@ import discord
 from discord import app_commands
 
 from backend import alerts
-from backend.admin import format_status
-from backend.admin_texts import dead_letter_lines, stats_caption
+from backend.admin_texts import format_dead_letters, format_stats, format_status
 from backend.charts import stats_chart_png, stats_series
 from backend.services import Services
 from backend.texts import text
@@ -63,7 +62,7 @@ class AdminGroup(app_commands.Group):
     async def queue(self, interaction: discord.Interaction) -> None:
         # Probing a slow or unreachable ComfyUI may outlast Discord's 3 s window to acknowledge.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.answer(interaction, block(format_status(await self.services.admin.status())))
+        await self.answer(interaction, block(format_status(await self.services.admin.status(), lang_of(interaction))))
 
     @app_commands.command(description="The latest dead letters")
     async def dlq(self, interaction: discord.Interaction) -> None:
@@ -82,7 +81,7 @@ class AdminGroup(app_commands.Group):
                         custom_id=f"{DEAD_RETRY_PREFIX}{letter.task_id}"[:100],
                     )
                 )
-        await self.answer(interaction, block(dead_letter_lines(letters, lang)), view=view)
+        await self.answer(interaction, block(format_dead_letters(letters, lang)), view=view)
 
     @app_commands.command(description="Queue a dead task again")
     @app_commands.describe(task="Task id or dead-letter entry id")
@@ -119,7 +118,7 @@ class AdminGroup(app_commands.Group):
         chart = await asyncio.to_thread(stats_chart_png, numbers, series, lang_of(interaction))
         await self.answer(
             interaction,
-            block(stats_caption(numbers, lang_of(interaction))),
+            block(format_stats(numbers, lang_of(interaction))),
             file=discord.File(io.BytesIO(chart), filename="stats.png"),
         )
 
@@ -127,7 +126,10 @@ class AdminGroup(app_commands.Group):
     @app_commands.describe(minutes="How long to stay quiet; 0 turns alerts on again")
     async def mute_alerts(self, interaction: discord.Interaction, minutes: app_commands.Range[int, 0, 10080]) -> None:
         await alerts.mute(self.services.redis, minutes)
-        await self.answer(interaction, f"alerts muted for {minutes} min" if minutes else "alerts are on again")
+        lang = lang_of(interaction)
+        await self.answer(
+            interaction, text("admin_muted", lang, minutes=minutes) if minutes else text("admin_unmuted", lang)
+        )
 
 
 def add_admin_commands(tree: app_commands.CommandTree, services: Services) -> None:

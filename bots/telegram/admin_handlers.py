@@ -15,8 +15,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import ContextTypes
 
 from backend import alerts
-from backend.admin import format_status
-from backend.admin_texts import dead_letter_lines, stats_caption
+from backend.admin_texts import format_dead_letters, format_stats, format_status
 from backend.charts import stats_chart_png, stats_series
 from backend.texts import text
 from bots.telegram.handlers import asker_of, services_of
@@ -50,7 +49,8 @@ async def _say(update: Update, message: str) -> None:
 @admin_only
 async def queue_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Queue, running, dead letters, workers: the status numbers."""
-    await _say(update, format_status(await services_of(context).admin.status()))
+    lang = asker_of(update, context).lang
+    await _say(update, format_status(await services_of(context).admin.status(), lang))
 
 
 @admin_only
@@ -61,7 +61,9 @@ async def dlq_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     if not letters:
         await _say(update, text("admin_dlq_empty", lang))
         return
-    await update.effective_message.reply_text(dead_letter_lines(letters, lang), reply_markup=dlq_markup(letters, lang))
+    await update.effective_message.reply_text(
+        format_dead_letters(letters, lang), reply_markup=dlq_markup(letters, lang)
+    )
 
 
 @admin_only
@@ -105,7 +107,7 @@ async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     stats = await services.admin.stats(window_s=3600)
     series = await stats_series(services.redis, 3600)
     chart = await asyncio.to_thread(stats_chart_png, stats, series, asker_of(update, context).lang)
-    await update.effective_message.reply_photo(chart, caption=stats_caption(stats, asker_of(update, context).lang))
+    await update.effective_message.reply_photo(chart, caption=format_stats(stats, asker_of(update, context).lang))
 
 
 @admin_only

@@ -11,8 +11,12 @@ ADMIN_ID = 4242
 EPHEMERAL = 64
 
 
-def admin_command(fake: FakeDiscord, sub: str, *, user_id: int = ADMIN_ID, options: list | None = None) -> dict:
-    return fake.slash("repairbot", [{"name": sub, "type": 1, "options": options or []}], user_id=user_id, is_admin=True)
+def admin_command(
+    fake: FakeDiscord, sub: str, *, user_id: int = ADMIN_ID, options: list | None = None, locale: str = "en-US"
+) -> dict:
+    return fake.slash(
+        "repairbot", [{"name": sub, "type": 1, "options": options or []}], user_id=user_id, is_admin=True, locale=locale
+    )
 
 
 async def answer(fake: FakeDiscord, interaction: dict) -> dict:
@@ -35,6 +39,20 @@ async def test_admin_sees_the_queue(bot, discord_fake):
     await discord_fake.push_interaction(interaction)
     content = (await deferred_answer(discord_fake, interaction)).json["content"]
     assert content.startswith("```") and "Queued: 0" in content
+
+
+async def test_admin_texts_follow_the_admins_locale(bot, discord_fake, redis, discord_settings):
+    """A Chinese Discord client gets /repairbot queue and dlq in Chinese."""
+    interaction = admin_command(discord_fake, "queue", locale="zh-CN")
+    await discord_fake.push_interaction(interaction)
+    content = (await deferred_answer(discord_fake, interaction)).json["content"]
+    assert "排队：0" in content and "Queued" not in content
+    await redis.xadd(discord_settings.dead_stream, {"task_id": "deadbeef02", "reason": "broken", "dead_at": "0"})
+    listing = admin_command(discord_fake, "dlq", locale="zh-CN")
+    await discord_fake.push_interaction(listing)
+    shown = (await answer(discord_fake, listing)).json["data"]
+    assert "deadbeef02（? UTC）：broken" in shown["content"]
+    assert shown["components"][0]["components"][0]["label"] == "重试 deadbeef"
 
 
 async def test_admin_pauses_and_resumes(bot, discord_fake, redis):

@@ -8,6 +8,7 @@ import asyncio
 from backend import alerts
 from backend.blobs import make_blob_store
 from backend.services import Services
+from backend.texts import text
 from bots.discord.sender import build_sender
 from tests.discord.test_discord_admin import admin_command, answer
 
@@ -15,7 +16,7 @@ from tests.discord.test_discord_admin import admin_command, answer
 async def test_admin_mutes_alerts(bot, discord_fake, redis):
     mute = admin_command(discord_fake, "mute_alerts", options=[{"name": "minutes", "type": 4, "value": 45}])
     await discord_fake.push_interaction(mute)
-    assert (await answer(discord_fake, mute)).json["data"]["content"] == "alerts muted for 45 min"
+    assert (await answer(discord_fake, mute)).json["data"]["content"] == text("admin_muted", "en", minutes=45)
     assert 2600 < await alerts.muted_for_s(redis) <= 2700
 
 

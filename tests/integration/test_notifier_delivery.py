@@ -10,7 +10,8 @@ import socket
 from collections.abc import AsyncIterator
 
 from backend import keys
-from backend.admin import Admin, format_status
+from backend.admin import Admin
+from backend.admin_texts import format_status
 from backend.notifier import Notifier
 from backend.tasks import Event, Result
 from tests.support.senders import RecordingSender
@@ -132,7 +133,7 @@ async def test_a_result_nobody_here_can_send_waits_parked_then_goes_out(redis, s
         assert await redis.xlen(waiting) == 1
         status = await Admin(redis, settings).status()  # what the operator sees
         assert status.waiting_for_sender == {"test": 1} and status.to_notify == 0
-        assert "Waiting for a test notifier: 1 result(s)" in format_status(status)
+        assert "Waiting for a test notifier: 1 result (" in format_status(status, "en")
         # Nothing of the results stream is held back for it: everything acknowledged can be trimmed.
         for n in range(300):
             await redis.xadd(

@@ -14,7 +14,7 @@ from backend.texts import text
 from bots.telegram.app import build_application, running
 from bots.telegram.keyboards import result_markup
 from tests.support.redis_server import free_port
-from tests.telegram.conftest import ChatUser, telegram_settings
+from tests.telegram.conftest import ADMIN_ID, ChatUser, telegram_settings
 
 PNG_MAGIC = b"\x89PNG"
 
@@ -40,6 +40,21 @@ async def test_admin_commands(bot, admin, tg_fake):
     [chart] = await tg_fake.wait_call("sendPhoto")
     assert chart.files["photo"].startswith(PNG_MAGIC)
     assert "p50" in chart["caption"]
+
+
+async def test_admin_texts_in_chinese(bot, tg_fake):
+    """A Chinese admin reads /queue, /dlq and the /stats caption in Chinese, from the catalog."""
+    admin = ChatUser(tg_fake, ADMIN_ID, lang="zh-hans")
+    await admin.command("/queue")
+    status = await admin.wait_text("排队：0")
+    assert "运行中：0" in status and "工作进程" in status and "Queued" not in status
+    await admin.command("/dlq")
+    await admin.wait_text(text("admin_dlq_empty", "zh"))
+    await admin.command("/stats")
+    [chart] = await tg_fake.wait_call("sendPhoto")
+    assert chart["caption"].startswith("最近 60 分钟：完成 0")
+    await admin.command("/mute_alerts 5")
+    await admin.wait_text(text("admin_muted", "zh", minutes=5))
 
 
 async def test_dead_letters_listed_and_retried(bot, admin):
