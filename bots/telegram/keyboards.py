@@ -63,30 +63,50 @@ def cancel_markup(reply: dict, task_id: str, lang: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[InlineKeyboardButton(text("button_cancel", lang), callback_data=data)]])
 
 
-def other_mode_buttons(input_key: str, others: Sequence[Mode], lang: str) -> list[InlineKeyboardButton]:
+def other_mode_buttons(
+    input_key: str, others: Sequence[Mode], lang: str, *, label_prefix: str = ""
+) -> list[InlineKeyboardButton]:
     """One "Try <mode>" button per other mode users may choose (from the manifest)."""
     buttons = []
     for other in others:
         data = f"o:{pack_hex(_blob_id(input_key))}:{other.name}"
         if len(data.encode()) <= CALLBACK_DATA_MAX:
-            buttons.append(
-                InlineKeyboardButton(text("button_other_mode", lang, mode=other.label(lang)), callback_data=data)
-            )
+            label = label_prefix + text("button_other_mode", lang, mode=other.label(lang))
+            buttons.append(InlineKeyboardButton(label, callback_data=data))
     return buttons
+
+
+def _result_row(
+    input_key: str, output_key: str, lang: str, others: Sequence[Mode], *, label_prefix: str = ""
+) -> list[InlineKeyboardButton]:
+    """ "Other mode" (one per other choosable mode) and "Compare" for one result (only the buttons
+    whose ids are known)."""
+    row = []
+    if input_key and _HEX32.fullmatch(_blob_id(input_key)):
+        row += other_mode_buttons(input_key, others, lang, label_prefix=label_prefix)
+    if input_key and output_key:
+        data = f"x:{pack_hex(_blob_id(input_key))}{pack_hex(_blob_id(output_key))}"
+        row.append(InlineKeyboardButton(label_prefix + text("button_compare", lang), callback_data=data))
+    return row
 
 
 def result_markup(
     input_key: str, output_key: str, lang: str, others: Sequence[Mode] = ()
 ) -> InlineKeyboardMarkup | None:
-    """ "Other mode" (one per other choosable mode) and "Compare" under a result (only the buttons
-    whose ids are known)."""
-    row = []
-    if input_key and _HEX32.fullmatch(_blob_id(input_key)):
-        row += other_mode_buttons(input_key, others, lang)
-    if input_key and output_key:
-        data = f"x:{pack_hex(_blob_id(input_key))}{pack_hex(_blob_id(output_key))}"
-        row.append(InlineKeyboardButton(text("button_compare", lang), callback_data=data))
+    """The buttons under one result."""
+    row = _result_row(input_key, output_key, lang, others)
     return InlineKeyboardMarkup([row]) if row else None
+
+
+def album_markup(numbered: Sequence[tuple[int, str, str, Sequence[Mode]]], lang: str) -> InlineKeyboardMarkup | None:
+    """A media group can't carry buttons: one row per numbered photo of the album, each button named
+    "<n>: Try <mode>" / "<n>: Compare", for the message that follows the group.
+
+    :param numbered: (number in the album, input key, output key, the other modes) per photo
+    """
+    rows = [_result_row(inp, out, lang, others, label_prefix=f"{n}: ") for n, inp, out, others in numbered]
+    rows = [row for row in rows if row]
+    return InlineKeyboardMarkup(rows) if rows else None
 
 
 def failure_markup(input_key: str, mode: str, lang: str, others: Sequence[Mode] = ()) -> InlineKeyboardMarkup | None:

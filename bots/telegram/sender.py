@@ -47,7 +47,7 @@ from backend.tasks import Event, Result, user_lang
 from backend.texts import text
 from backend.workflows import Workflows
 from bots.telegram.albums import album_tasks, finish_album_item
-from bots.telegram.keyboards import cancel_markup, failure_markup, result_markup
+from bots.telegram.keyboards import album_markup, cancel_markup, failure_markup, result_markup
 from bots.telegram.photos import would_be_compressed
 from bots.telegram.ratelimit import NO_RETRY, FloodAwareRateLimiter, retry_after_seconds
 
@@ -353,18 +353,41 @@ class TelegramSender:
             await parts.sending("album")
             await self.bot.send_media_group(reply["chat_id"], media, reply_parameters=_reply_to(pictures[0][0].reply))
             await parts.done("album")
-        if not as_files or parts.sent("album-files"):
-            return len(pictures)
+        if as_files and not parts.sent("album-files"):
+            await self._post_album_files(pictures, caption if not all(fits) else None, lang, parts)
+        await self._post_album_buttons(pictures, lang, parts)
+        return len(pictures)
+
+    async def _post_album_files(
+        self, pictures: list[tuple[Result, bytes]], caption: str | None, lang: str, parts: SendParts
+    ) -> None:
+        """The album's full-resolution files as a second media group."""
         documents = []
         for i, (result, data) in enumerate(pictures):
             document, filename, _ = await self._as_document(result, data, lang)
-            documents.append(
-                InputMediaDocument(document, filename=filename, caption=caption if i == 0 and not all(fits) else None)
-            )
+            documents.append(InputMediaDocument(document, filename=filename, caption=caption if i == 0 else None))
         await parts.sending("album-files")
-        await self.bot.send_media_group(reply["chat_id"], documents)
+        await self.bot.send_media_group(pictures[0][0].reply["chat_id"], documents)
         await parts.done("album-files")
-        return len(pictures)
+
+    async def _post_album_buttons(self, pictures: list[tuple[Result, bytes]], lang: str, parts: SendParts) -> None:
+        """Other mode and Compare for each photo of the album, numbered, in one message after the group
+        (a media group can't carry buttons)."""
+        numbered = [
+            (n, result.input, result.output, self.workflows.others(result.mode) if self.workflows is not None else [])
+            for n, (result, _) in enumerate(pictures, start=1)
+        ]
+        markup = album_markup(numbered, lang)
+        if markup is None:
+            return
+        first = pictures[0][0].reply
+        await self._once(
+            parts,
+            "album-buttons",
+            self.bot.send_message(
+                first["chat_id"], text("album_buttons", lang), reply_markup=markup, reply_parameters=_reply_to(first)
+            ),
+        )
 
     async def _settle_status(self, result: Result, note: str, lang: str, parts: SendParts) -> None:
         """Delete the status message, or say in it why there is no image (with Retry under a failure)."""

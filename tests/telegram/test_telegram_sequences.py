@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from backend.texts import text
+from bots.telegram.keyboards import parse
 from bots.telegram.sender import build_sender
 from tests.support.pipeline import running_pipeline
 from tests.support.transcripts import never_backwards, stage_of, status_histories, telegram_chat
@@ -86,9 +88,21 @@ async def test_an_album_comes_back_as_one_media_group_in_order(system, tg_fake, 
             await user.send_photo(photo_bytes, media_group_id="holiday")
         [album] = await tg_fake.wait_call("sendMediaGroup", timeout=60)
         await tg_fake.wait_for(lambda: tg_fake.calls_to("deleteMessage"))
+        # A media group can't carry buttons: one message after it has them, numbered as in the album.
+        [buttons] = [c for c in tg_fake.calls_to("sendMessage") if c.params.get("reply_markup")]
+        rows = buttons["reply_markup"]["inline_keyboard"]
+        assert [[b["text"] for b in row] for row in rows] == [
+            [f"{n}: Try building", f"{n}: Compare"] for n in (1, 2, 3)
+        ], rows
+        assert buttons["text"] == text("album_buttons", "en")
+        await user.press(rows[1][1]["callback_data"], buttons.result["message_id"])  # "2: Compare"
+        await tg_fake.wait_call("sendPhoto", timeout=30)  # the before/after of photo 2
     assert len(album["media"]) == 3 and [m.get("caption") is not None for m in album["media"]] == [True, False, False]
-    assert not tg_fake.calls_to("sendPhoto") and not tg_fake.calls_to("sendDocument")
-    [history] = status_histories(telegram_chat(tg_fake, user.id)).values()
+    assert not tg_fake.calls_to("sendDocument")
+    assert parse(rows[1][1]["callback_data"]).input_key != parse(rows[0][1]["callback_data"]).input_key
+    histories = status_histories(telegram_chat(tg_fake, user.id))
+    histories.pop(buttons.result["message_id"])
+    [history] = histories.values()
     assert never_backwards(history) and history[-1] == "<deleted>", history
 
 
