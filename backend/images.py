@@ -13,8 +13,8 @@ Every function is pure, synchronous and CPU-bound: callers run big inputs in `as
   blob it reads back without decoding it again.
 - The worker cleans ComfyUI's result (`finalize_output`): its PNG carries the whole workflow in text
   chunks, which must not reach users; an 8-bit RGB PNG loses them by a chunk rewrite, no decoding.
-- Senders build a before/after image (`side_by_side`) and fit results under platform limits
-  (`fit_for_upload`, `telegram_photo_ok`).
+- Senders build a before/after image (`side_by_side`) and fit results under an upload limit
+  (`fit_for_upload`); each platform's own photo rules live in its package (bots/telegram/photos.py).
 """
 
 from __future__ import annotations
@@ -83,12 +83,6 @@ COMPARE_JPEG_QUALITY = 90
 UPLOAD_JPEG_QUALITY = 90
 UPLOAD_MIN_JPEG_QUALITY = 70
 UPLOAD_ATTEMPTS = 10
-
-# Telegram sendPhoto: "at most 10 MB", "width and height must not exceed 10000 in total",
-# "width and height ratio must be at most 20". 10 MB read as decimal: the conservative reading.
-TELEGRAM_PHOTO_MAX_BYTES = 10_000_000
-TELEGRAM_PHOTO_MAX_SIDES_SUM = 10_000
-TELEGRAM_PHOTO_MAX_RATIO = 20
 
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 _SRGB = ImageCms.createProfile("sRGB")
@@ -246,22 +240,6 @@ def fit_for_upload(data: bytes, *, max_bytes: int) -> bytes:
         scale *= min(0.9, 0.95 * math.sqrt(max_bytes / len(candidate)))
         quality = max(UPLOAD_MIN_JPEG_QUALITY, quality - 5)
     raise PermanentTaskError("output_invalid", detail=f"could not fit the image under {max_bytes} bytes")
-
-
-def telegram_photo_ok(data: bytes) -> bool:
-    """Whether Telegram's sendPhoto takes these bytes as they are (else send a document or shrink)."""
-    if not data or len(data) > TELEGRAM_PHOTO_MAX_BYTES:
-        return False
-    try:
-        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-            width, height = image.size
-    except Exception:  # unreadable or a bomb: not a photo Telegram would take either
-        return False
-    if width < 1 or height < 1:
-        return False
-    return width + height <= TELEGRAM_PHOTO_MAX_SIDES_SUM and max(width, height) <= TELEGRAM_PHOTO_MAX_RATIO * min(
-        width, height
-    )
 
 
 # --- opening: header checks, no decoding ----------------------------------------------------------

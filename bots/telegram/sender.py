@@ -48,7 +48,7 @@ from backend.texts import text
 from backend.workflows import Workflows
 from bots.telegram.albums import album_tasks, finish_album_item
 from bots.telegram.keyboards import album_markup, cancel_markup, failure_markup, result_markup
-from bots.telegram.photos import would_be_compressed
+from bots.telegram.photos import photo_ok, would_be_compressed
 from bots.telegram.ratelimit import NO_RETRY, FloodAwareRateLimiter, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -213,10 +213,10 @@ class TelegramSender:
         others = self.workflows.others(result.mode) if self.workflows is not None else []
         markup = result_markup(result.input, result.output, lang, others)
         replying = _reply_to(reply)
-        photo_ok = await asyncio.to_thread(images.telegram_photo_ok, data)
-        as_file = bool(reply.get("as_file")) or not photo_ok or await asyncio.to_thread(would_be_compressed, data)
+        fits = await asyncio.to_thread(photo_ok, data)
+        as_file = bool(reply.get("as_file")) or not fits or await asyncio.to_thread(would_be_compressed, data)
         photo_sent = parts.sent("photo")
-        if not photo_sent and not parts.sent("photo-refused") and photo_ok:
+        if not photo_sent and not parts.sent("photo-refused") and fits:
             await parts.sending("photo")
             try:
                 await self.bot.send_photo(
@@ -345,7 +345,7 @@ class TelegramSender:
             return len(pictures)
         slowest = max(pictures, key=lambda p: p[0].queued_ms + p[0].run_ms)[0]
         caption = self._caption(slowest, lang, count=len(pictures))
-        fits = [await asyncio.to_thread(images.telegram_photo_ok, data) for _, data in pictures]
+        fits = [await asyncio.to_thread(photo_ok, data) for _, data in pictures]
         compressed = [await asyncio.to_thread(would_be_compressed, data) for _, data in pictures]
         as_files = bool(reply.get("as_file")) or not all(fits) or any(compressed)
         if all(fits) and not parts.sent("album"):

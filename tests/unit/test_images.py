@@ -25,7 +25,7 @@ Awkward but valid inputs converted to 8-bit RGB PNG without metadata: CMYK JPEG,
 APNG (first frame), multi-picture JPEG (MPO), EXIF orientation 6 (dimensions swapped), PNG carrying
 text, EXIF and an ICC profile; TIFF, WEBP and BMP accepted; the real photos in tests/data/photos.
 Also: finalize_output strips a "prompt" text chunk and EXIF, side_by_side dimensions, fit_for_upload
-gets under the limit, telegram_photo_ok boundaries, Pillow's own bomb limit never overriding ours.
+gets under the limit, Pillow's own bomb limit never overriding ours.
 """
 
 from __future__ import annotations
@@ -611,41 +611,6 @@ def test_fit_for_upload_gives_up_on_an_impossible_limit(photo_bytes: bytes):
     with pytest.raises(PermanentTaskError) as caught:
         images.fit_for_upload(photo_bytes, max_bytes=50)
     assert caught.value.code == "output_invalid"
-
-
-# --- Telegram sendPhoto limits --------------------------------------------------------------------
-
-
-def padded(data: bytes, size: int) -> bytes:
-    """The same image grown to `size` bytes (trailing bytes after IEND are ignored by readers)."""
-    return data + bytes(size - len(data))
-
-
-def test_telegram_photo_size_boundary():
-    data = encode(Image.new("RGB", (100, 100)), "PNG")
-    assert images.telegram_photo_ok(padded(data, images.TELEGRAM_PHOTO_MAX_BYTES))
-    assert not images.telegram_photo_ok(padded(data, images.TELEGRAM_PHOTO_MAX_BYTES + 1))
-
-
-@pytest.mark.parametrize(
-    ("width", "height", "ok"),
-    [
-        (5000, 5000, True),
-        (5000, 5001, False),
-        (9500, 500, True),  # sum 10000, ratio 19
-        (2000, 100, True),  # ratio exactly 20
-        (2001, 100, False),
-        (100, 2001, False),
-    ],
-)
-def test_telegram_photo_dimension_boundaries(width: int, height: int, ok: bool, forbid_decoding):
-    forbid_decoding()
-    assert images.telegram_photo_ok(png_header_only(width, height)) is ok
-
-
-@pytest.mark.parametrize("data", [b"", b"not an image", png_header_only(30000, 30000)])
-def test_telegram_photo_rejects_unreadable_data(data: bytes):
-    assert images.telegram_photo_ok(data) is False
 
 
 # --- the worker's recheck ----------------------------------------------------------------------------
