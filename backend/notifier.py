@@ -22,6 +22,7 @@ import collections
 import contextlib
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -31,8 +32,7 @@ from backend.backoff import Backoff, jittered
 from backend.delivery import ACQUIRED, DELIVERED, SENT, SendClaim, SendClaims
 from backend.logs import about_task
 from backend.redact import scrub
-from backend.settings import Settings
-from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, StreamConsumer
+from backend.streams import DEFAULT_OPTIONS, REDIS_DOWN, ConsumerOptions, Entry, StreamConsumer
 from backend.tasks import Event, MalformedRecord, Result, user_lang
 from backend.texts import text
 
@@ -117,36 +117,53 @@ class Notifier(StreamConsumer):
     Every chat has its own queue, sent in order; a platform call takes one of `concurrency` slots only
     while it runs, so a chat that waits out a retry-after or a backoff holds up no other chat.
 
+    Built from Settings by backend.processes.build_notifier; the defaults here are Settings' defaults.
+
     :param senders: platform name -> Sender
     :param concurrency: platform calls in flight at once (different chats proceed in parallel)
+    :param results_stream: where the workers' results are read from
+    :param events_stream: the progress events (read from the newest: older progress is stale)
+    :param group: the notifiers' consumer group
+    :param admin_ids: platform name -> its admins' ids, for operations alerts
+    :param send_retries: send tries in one delivery round
+    :param max_deliveries: failed delivery rounds after which a result is dead-lettered
+    :param max_interrupted_deliveries: rounds cut short by a crash after which a result is dead-lettered
+    :param delivered_ttl_s: how long `delivered:<task_id>` (and a result's round counters) are kept
+    :param options: how it reads, keeps its entries and backs off; a send claim lapses with `lease_s`
     """
 
-    def __init__(self, redis: Redis, settings: Settings, senders: dict[str, Sender], *, concurrency: int = 8):
+    def __init__(
+        self,
+        redis: Redis,
+        senders: dict[str, Sender],
+        *,
+        concurrency: int = 8,
+        results_stream: str = "photo_repair_results",
+        events_stream: str = "photo_repair_events",
+        group: str = "notifiers",
+        admin_ids: Mapping[str, Sequence[int]] | None = None,
+        send_retries: int = 5,
+        max_deliveries: int = 3,
+        max_interrupted_deliveries: int = 20,
+        delivered_ttl_s: int = 7 * 24 * 3600,
+        options: ConsumerOptions = DEFAULT_OPTIONS,
+    ):
         super().__init__(
             redis,
             role="notifier",
-            min_idle_ms=settings.min_idle_ms,
-            read_batch=settings.read_batch,
-            shutdown_grace_s=settings.shutdown_grace_s,
-            retry_backoff_s=settings.retry_backoff_s,
-            retry_backoff_max_s=settings.retry_backoff_max_s,
+            group=group,
+            streams={results_stream: "0", events_stream: "$"},
+            options=options,
         )
-        self.settings = settings
         self.platforms = {name: _Platform(name, sender) for name, sender in senders.items()}
         self.concurrency = concurrency
         self.max_held = concurrency * HELD_PER_SLOT  # entries read and not finished, over all chats
-        self.group = ConsumerGroup(
-            redis,
-            group=settings.notifiers_group,
-            streams={settings.results_stream: "0", settings.events_stream: "$"},
-            role="notifier",
-            dead_stream=settings.dead_stream,
-            block_ms=settings.block_ms,
-            call_timeout_s=settings.redis_socket_timeout_s,
-            lease_s=settings.consumer_lease_s,
-            refresh_s=settings.ownership_refresh_s,
-            holder=self,
-        )
+        self.results_stream = results_stream
+        self.admin_ids = {name: list(ids) for name, ids in (admin_ids or {}).items()}
+        self.send_retries = send_retries
+        self.max_deliveries = max_deliveries
+        self.max_interrupted_deliveries = max_interrupted_deliveries
+        self.delivered_ttl_s = delivered_ttl_s
         # Keyed by (stream, entry id): the results and events streams can hand out the same id.
         self._inflight: dict[tuple[str, str], Entry] = {}
         self._chats: dict[str, _ChatQueue] = {}
@@ -154,21 +171,19 @@ class Notifier(StreamConsumer):
         self._warned_missing: set[str] = set()
         self._move_back = redis.register_script(MOVE_BACK_SCRIPT)
         # As long as a consumer lease: when a dead notifier's entries move on, its claim has lapsed too.
-        self._claims = SendClaims(
-            redis, ttl_ms=int(settings.consumer_lease_s * 1000), rounds_ttl_s=settings.delivered_ttl_s
-        )
+        self._claims = SendClaims(redis, ttl_ms=int(options.lease_s * 1000), rounds_ttl_s=delivered_ttl_s)
 
     async def alert_admins(self, message: str) -> int:
         """An operations alert (backend.alerts) to each platform's admins through its sender."""
         reached = 0
         for name, platform in self.platforms.items():
-            admins = getattr(self.settings, f"{name}_admin_ids", None)
+            admins = self.admin_ids.get(name)
             send = getattr(platform.sender, "send_admin_alert", None)
             if not admins or send is None:
                 continue
             try:
                 await platform.ensure_started()
-                reached += await send(message, list(admins))
+                reached += await send(message, admins)
             except Exception as exc:  # noqa: BLE001 - one platform down must not silence the other
                 log.warning("could not alert the %s admins: %s", name, exc)
         return reached
@@ -198,11 +213,11 @@ class Notifier(StreamConsumer):
         """Pick up what a dead notifier left behind, take back waiting results, trim what all acknowledged."""
         free = self.max_held - len(self._inflight)
         if free > 0:
-            for entry in await self.group.reclaim_stale(self.settings.min_idle_ms, count=free):
+            for entry in await self.group.reclaim_stale(self.min_idle_ms, count=free):
                 self._spawn(entry)
         await self._take_back_waiting()
-        await self.group.trim_acknowledged(self.settings.results_stream)
-        await self.group.prune_idle_consumers(max(10 * self.settings.min_idle_ms, 3600 * 1000))
+        await self.group.trim_acknowledged(self.results_stream)
+        await self.group.prune_idle_consumers(max(10 * self.min_idle_ms, 3600 * 1000))
 
     # What the group's heartbeat keeps ours (streams.Holder); a dead notifier's entries come via `adopt`.
     def in_hand(self) -> list[Entry]:
@@ -252,7 +267,7 @@ class Notifier(StreamConsumer):
     async def _handle(self, entry: Entry) -> None:
         about_task(None)  # one chat's entries share an asyncio task: none is about a task until decoded
         try:
-            if entry.stream == self.settings.results_stream:
+            if entry.stream == self.results_stream:
                 await self._handle_result(entry)
             else:
                 await self._handle_event(entry)
@@ -306,11 +321,11 @@ class Notifier(StreamConsumer):
                     "result %s: %d earlier delivery round(s) cut short by a crash (limit %d)",
                     result.task_id,
                     claim.interrupted_rounds,
-                    self.settings.max_interrupted_deliveries,
+                    self.max_interrupted_deliveries,
                 )
             if (
-                claim.failed_rounds >= self.settings.max_deliveries
-                or claim.interrupted_rounds >= self.settings.max_interrupted_deliveries
+                claim.failed_rounds >= self.max_deliveries
+                or claim.interrupted_rounds >= self.max_interrupted_deliveries
             ):
                 await self._give_up(entry, result, platform, claim)
                 return
@@ -320,13 +335,11 @@ class Notifier(StreamConsumer):
         """Dead-letter a result out of delivery rounds. Its user is told first, in a short note, unless
         part of the result is in the chat already or a note tried before was itself cut short by a crash
         (the note must not be what keeps killing the notifier)."""
-        if claim.failed_rounds >= self.settings.max_deliveries:
-            reason = (
-                f"delivery failed too many times ({claim.failed_rounds} rounds of {self.settings.send_retries} tries)"
-            )
+        if claim.failed_rounds >= self.max_deliveries:
+            reason = f"delivery failed too many times ({claim.failed_rounds} rounds of {self.send_retries} tries)"
         else:
             reason = f"the notifier died mid-send {claim.interrupted_rounds} times (crashed or killed while sending it)"
-        if claim.interrupted_rounds <= self.settings.max_interrupted_deliveries:
+        if claim.interrupted_rounds <= self.max_interrupted_deliveries:
             await self._tell_undeliverable(result, platform)
         await self.group.dead_letter(entry, reason=reason, last_error=reason)
         metrics.send_ended(platform.name, "dead_lettered")
@@ -383,8 +396,8 @@ class Notifier(StreamConsumer):
         """Send with retries. A retry-after is waited out in full, and every wait happens outside the
         platform-call slots: only this chat waits."""
         last_error = ""
-        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
-        for attempt in range(1, self.settings.send_retries + 1):
+        backoff = Backoff(self.retry_backoff_s, self.retry_backoff_max_s)
+        for attempt in range(1, self.send_retries + 1):
             if claim.lost or self._stopping.is_set():
                 log.warning(
                     "result %s left pending: %s",
@@ -413,7 +426,7 @@ class Notifier(StreamConsumer):
                 metrics.send_retried(platform.name, rate_limited=False)
             else:
                 async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.set(keys.delivered(result.task_id), "1", ex=self.settings.delivered_ttl_s)
+                    pipe.set(keys.delivered(result.task_id), "1", ex=self.delivered_ttl_s)
                     pipe.delete(keys.send_parts(result.task_id), keys.send_rounds(result.task_id))
                     await pipe.execute()
                 await self.group.ack(entry)
@@ -435,7 +448,7 @@ class Notifier(StreamConsumer):
         """Move a result for a platform this notifier has no sender for into that platform's waiting
         stream (and acknowledge it, so it neither comes back every min_idle nor holds down the results
         stream's trim). A notifier that has the sender takes it back at start and every maintenance."""
-        waiting = keys.waiting_results(self.settings.results_stream, platform)
+        waiting = keys.waiting_results(self.results_stream, platform)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(waiting, entry.fields)
             pipe.xack(entry.stream, self.group.group, entry.entry_id)
@@ -455,8 +468,8 @@ class Notifier(StreamConsumer):
     async def _take_back_waiting(self) -> None:
         """Results that waited for a sender this notifier has go back into the results stream."""
         for name in self.platforms:
-            waiting = keys.waiting_results(self.settings.results_stream, name)
-            moved = await self._move_back(keys=[waiting, self.settings.results_stream], args=[MOVE_BACK_BATCH])
+            waiting = keys.waiting_results(self.results_stream, name)
+            moved = await self._move_back(keys=[waiting, self.results_stream], args=[MOVE_BACK_BATCH])
             if moved:
                 log.info("took back %d %s result(s) that waited for a sender", moved, name)
 

@@ -7,12 +7,23 @@ import asyncio
 import functools
 import importlib
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from backend.redact import redact_url
 from backend.services import Services
 from backend.settings import Settings
 from backend.supervision import logged, restarting, serve, with_ops
+
+if TYPE_CHECKING:  # imported when built: each command loads only the parts it runs
+    from redis.asyncio import Redis
+
+    from backend.blobs import BlobStore
+    from backend.executors import ComfyUI, Executor
+    from backend.notifier import Notifier, Sender
+    from backend.streams import ConsumerOptions
+    from backend.worker import Worker
+    from backend.workflows import Workflows
 
 EXIT_OK, EXIT_ERROR = 0, 1
 BOTS = ("telegram", "discord")
@@ -27,6 +38,83 @@ def bot_module(platform: str, name: str) -> Any:
     return importlib.import_module(f"bots.{platform}.{name}")
 
 
+def consumer_options(settings: Settings) -> ConsumerOptions:
+    """How the worker and the notifier read their groups, keep their entries and back off."""
+    from backend.streams import ConsumerOptions
+
+    return ConsumerOptions(
+        dead_stream=settings.dead_stream,
+        block_ms=settings.block_ms,
+        call_timeout_s=settings.redis_socket_timeout_s,
+        lease_s=settings.consumer_lease_s,
+        min_idle_ms=settings.min_idle_ms,
+        read_batch=settings.read_batch,
+        shutdown_grace_s=settings.shutdown_grace_s,
+        retry_backoff_s=settings.retry_backoff_s,
+        retry_backoff_max_s=settings.retry_backoff_max_s,
+    )
+
+
+def build_worker(
+    settings: Settings,
+    redis: Redis,
+    *,
+    blobs: BlobStore | None = None,
+    workflows: Workflows | None = None,
+    executor: Executor | None = None,
+    clients: list[ComfyUI] | None = None,
+) -> Worker:
+    """The worker as Settings configure it.
+
+    :param blobs: where inputs are read and outputs written (default: per settings)
+    :param workflows: the modes (default: loaded from settings.workflows_dir)
+    :param executor: what runs the tasks (default: the one `settings.executor` names)
+    :param clients: ComfyUI clients to use instead of one per configured URL (tests)
+    """
+    from backend.blobs import make_blob_store
+    from backend.executors import make_executor
+    from backend.worker import Worker
+    from backend.workflows import Workflows
+
+    store = blobs or make_blob_store(settings, redis)
+
+    def make(on_capacity: Callable[[], None]) -> Executor:
+        return executor or make_executor(settings, redis, store, clients=clients, on_capacity=on_capacity)
+
+    return Worker(
+        redis,
+        executor=make,
+        executor_name=settings.executor,
+        workflows=workflows or Workflows.load(settings.workflows_dir),
+        tasks_stream=settings.tasks_stream,
+        results_stream=settings.results_stream,
+        group=settings.workers_group,
+        max_deliveries=settings.max_deliveries,
+        result_ttl_s=settings.blob_ttl_s,
+        options=consumer_options(settings),
+    )
+
+
+def build_notifier(settings: Settings, redis: Redis, senders: dict[str, Sender], *, concurrency: int = 8) -> Notifier:
+    """The notifier as Settings configure it, sending through `senders` (platform name -> Sender)."""
+    from backend.notifier import Notifier
+
+    return Notifier(
+        redis,
+        senders,
+        concurrency=concurrency,
+        results_stream=settings.results_stream,
+        events_stream=settings.events_stream,
+        group=settings.notifiers_group,
+        admin_ids={platform: getattr(settings, f"{platform}_admin_ids") for platform in BOTS},
+        send_retries=settings.send_retries,
+        max_deliveries=settings.max_deliveries,
+        max_interrupted_deliveries=settings.max_interrupted_deliveries,
+        delivered_ttl_s=settings.delivered_ttl_s,
+        options=consumer_options(settings),
+    )
+
+
 def build_senders(settings: Settings, services: Services) -> dict[str, Any]:
     return {
         platform: bot_module(platform, "sender").build_sender(settings, services.blobs)
@@ -37,21 +125,19 @@ def build_senders(settings: Settings, services: Services) -> dict[str, Any]:
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> int:
     from backend.ops import Ops
-    from backend.worker import Worker
 
     async with Services.open(settings) as services:
-        worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
+        worker = build_worker(settings, services.redis, blobs=services.blobs, workflows=services.workflows)
         ops = Ops(services.redis, settings, worker=worker, blobs=services.blobs, modes=services.workflows.names)
         await with_ops(ops, serve(worker, stop))
     return EXIT_OK
 
 
 async def run_notifier(settings: Settings, stop: asyncio.Event) -> int:
-    from backend.notifier import Notifier
     from backend.ops import Ops
 
     async with Services.open(settings) as services:
-        notifier = Notifier(services.redis, settings, build_senders(settings, services))
+        notifier = build_notifier(settings, services.redis, build_senders(settings, services))
         ops = Ops(services.redis, settings, deliver=notifier.alert_admins, modes=services.workflows.names)
         await with_ops(ops, serve(notifier, stop))
     return EXIT_OK
@@ -73,9 +159,7 @@ async def run_up(settings: Settings, stop: asyncio.Event, *, install_comfyui: bo
     """Worker, notifier and every bot whose token is set in one process; a private Redis and the
     installed ComfyUI too when none is configured and nothing answers on the usual port."""
     from backend.embedded_redis import port_open, start_embedded_redis
-    from backend.notifier import Notifier
     from backend.ops import Ops
-    from backend.worker import Worker
 
     redis_child = None
     if "redis_url" not in settings.model_fields_set and not port_open("127.0.0.1", 6379):
@@ -101,8 +185,8 @@ async def run_up(settings: Settings, stop: asyncio.Event, *, install_comfyui: bo
     print("try it without chat:  repairbot submit photo.jpg --wait --out colorized.png", flush=True)
     try:
         async with Services.open(settings) as services:
-            worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
-            notifier = Notifier(services.redis, settings, build_senders(settings, services))
+            worker = build_worker(settings, services.redis, blobs=services.blobs, workflows=services.workflows)
+            notifier = build_notifier(settings, services.redis, build_senders(settings, services))
             ops = Ops(
                 services.redis,
                 settings,

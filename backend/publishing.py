@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from backend import keys
-from backend.settings import Settings
 from backend.streams import is_nogroup
 from backend.tasks import Result
 
@@ -35,12 +34,20 @@ class _Pending:
 
 
 class ResultPublisher:
-    """Group commit of results: `await publish(...)` returns once its transaction has executed."""
+    """Group commit of results: `await publish(...)` returns once its transaction has executed.
 
-    def __init__(self, redis: Redis, settings: Settings, *, group: str):
+    :param group: the consumer group whose task entries are acknowledged with their results
+    :param results_stream: where result entries go
+    :param ttl_s: how long the stored result and the task's hash are kept (Settings.blob_ttl_s)
+    """
+
+    def __init__(
+        self, redis: Redis, *, group: str, results_stream: str = "photo_repair_results", ttl_s: int = 24 * 3600
+    ):
         self.redis = redis
-        self.settings = settings
         self.group = group
+        self.results_stream = results_stream
+        self.ttl_s = ttl_s
         self._queue: list[_Pending] = []
         self._writing = False
 
@@ -76,7 +83,7 @@ class ResultPublisher:
             self._writing = False
 
     async def _write(self, batch: list[_Pending]) -> None:
-        ttl = self.settings.blob_ttl_s
+        ttl = self.ttl_s
         done_log: dict[str, int] = {}
         run_times: list[int] = []
         acks: dict[str, list[str]] = {}
@@ -84,7 +91,7 @@ class ResultPublisher:
             for item in batch:
                 result = item.result
                 fields = result.encode()
-                pipe.xadd(self.settings.results_stream, fields)
+                pipe.xadd(self.results_stream, fields)
                 pipe.hset(keys.result(result.task_id), mapping=fields)
                 pipe.expire(keys.result(result.task_id), ttl)
                 pipe.hset(keys.task(result.task_id), mapping={"state": "done", "status": result.status})

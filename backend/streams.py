@@ -604,6 +604,41 @@ class ConsumerGroup:
             await self._bounded(self.redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True))
 
 
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """How a consumer of a group reads, keeps its entries ours and backs off. The defaults are
+    Settings' defaults; the composition root (backend.processes) fills them from Settings.
+
+    :param dead_stream: where entries that can never be handled go
+    :param block_ms: how long one XREADGROUP blocks (shorter than `call_timeout_s`)
+    :param call_timeout_s: the outer deadline of every Redis call (the socket timeout)
+    :param lease_s: how long our consumer name stays ours without a renewal
+    :param min_idle_ms: an entry unacknowledged this long is stale (maintenance runs well within it)
+    :param read_batch: entries read at most at once
+    :param shutdown_grace_s: how long `stop` waits for the work in hand
+    :param retry_backoff_s: the first wait while Redis is away (or between retries)
+    :param retry_backoff_max_s: the longest such wait
+    """
+
+    dead_stream: str = "photo_repair_dead"
+    block_ms: int = 2000
+    call_timeout_s: float = 10.0
+    lease_s: float = 10.0
+    min_idle_ms: int = 60_000
+    read_batch: int = 16
+    shutdown_grace_s: float = 30.0
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 30.0
+
+    @property
+    def refresh_s(self) -> float:
+        """The heartbeat period (Settings.ownership_refresh_s): lease renewal, idle reset, liveness check."""
+        return min(self.lease_s / 3, self.min_idle_ms / 3000)
+
+
+DEFAULT_OPTIONS = ConsumerOptions()
+
+
 class StreamConsumer:
     """The life of a consumer of a group, which the worker and the notifier share: start, read,
     maintain, drain, stop.
@@ -615,37 +650,44 @@ class StreamConsumer:
     the rest stays pending for the next consumer. A subclass supplies `handle` (take entries on) and
     `maintain`, says what runs (`running`), and may `open` and `close` its own parts around it all.
 
-    :param role: "worker" or "notifier", for the logs
-    :param min_idle_ms: an entry unacknowledged this long is stale (maintenance runs well within it)
-    :param read_batch: entries read at most at once
-    :param shutdown_grace_s: how long `stop` waits for the work in hand
-    :param retry_backoff_s: the first wait while Redis is away
-    :param retry_backoff_max_s: the longest wait while Redis is away
+    :param role: "worker" or "notifier", for the logs and the consumer name
+    :param group: the consumer group
+    :param streams: stream name -> where a freshly created group starts ("0" everything, "$" new only)
+    :param options: how it reads, keeps its entries and backs off
     """
-
-    group: ConsumerGroup  # made by the subclass, with itself as the holder
 
     def __init__(
         self,
         redis: Redis,
         *,
         role: str,
-        min_idle_ms: int = 60_000,
-        read_batch: int = 16,
-        shutdown_grace_s: float = 30.0,
-        retry_backoff_s: float = 1.0,
-        retry_backoff_max_s: float = 30.0,
+        group: str,
+        streams: Mapping[str, str],
+        options: ConsumerOptions = DEFAULT_OPTIONS,
     ) -> None:
         self.redis = redis
         self.role = role
         self.log = logging.getLogger(type(self).__module__)  # log lines name the worker or the notifier
-        self.min_idle_ms = min_idle_ms
-        self.read_batch = read_batch
-        self.shutdown_grace_s = shutdown_grace_s
-        self.retry_backoff_s = retry_backoff_s
-        self.retry_backoff_max_s = retry_backoff_max_s
+        self.options = options
+        self.min_idle_ms = options.min_idle_ms
+        self.read_batch = options.read_batch
+        self.shutdown_grace_s = options.shutdown_grace_s
+        self.retry_backoff_s = options.retry_backoff_s
+        self.retry_backoff_max_s = options.retry_backoff_max_s
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()  # set when work in hand ends: the loop may read again
+        self.group = ConsumerGroup(
+            redis,
+            group=group,
+            streams=streams,
+            role=role,
+            dead_stream=options.dead_stream,
+            block_ms=options.block_ms,
+            call_timeout_s=options.call_timeout_s,
+            lease_s=options.lease_s,
+            refresh_s=options.refresh_s,
+            holder=self,
+        )
 
     # --- what a consumer supplies ------------------------------------------------------------------
     async def handle(self, entries: list[Entry]) -> None:
@@ -662,6 +704,18 @@ class StreamConsumer:
 
     def room(self) -> int:
         """How many more entries it can take on now (streams.Holder)."""
+        raise NotImplementedError
+
+    def in_hand(self) -> list[Entry]:
+        """Entries being worked on now, which the heartbeat keeps ours (streams.Holder)."""
+        raise NotImplementedError
+
+    def adopt(self, entry: Entry) -> None:
+        """Start on an entry taken over from a consumer that died (streams.Holder)."""
+        raise NotImplementedError
+
+    def taken_away(self, entries: list[Entry]) -> None:
+        """Another consumer owns these now (streams.Holder)."""
         raise NotImplementedError
 
     async def free_slots(self) -> int:

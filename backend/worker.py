@@ -25,6 +25,7 @@ import contextlib
 import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +33,11 @@ from redis.asyncio import Redis
 
 from backend import keys, metrics
 from backend.backoff import Backoff, wait_event
-from backend.blobs import BlobStore, make_blob_store
 from backend.errors import HandedBack, Refused, RepairError
-from backend.executors import Executor, make_executor
+from backend.executors import Executor
 from backend.logs import about_task
 from backend.publishing import ResultPublisher
-from backend.settings import Settings
-from backend.streams import REDIS_DOWN, ConsumerGroup, Entry, StreamConsumer
+from backend.streams import DEFAULT_OPTIONS, REDIS_DOWN, ConsumerOptions, Entry, StreamConsumer
 from backend.tasks import MalformedRecord, Result, Task, now_ms, user_lang, validate_reply
 from backend.texts import text
 from backend.workflows import Workflows
@@ -52,50 +51,41 @@ FORGET_CONSUMER_MS = 3600 * 1000  # a consumer name silent this long, holding no
 class Worker(StreamConsumer):
     """Consumes tasks and runs them through its executor (the lifecycle is streams.StreamConsumer's).
 
-    :param blobs: where inputs are read and outputs written (default: per settings)
-    :param workflows: the modes (default: loaded from settings.workflows_dir)
-    :param clients: ComfyUI clients to use instead of one per configured URL (tests)
-    :param executor: what runs the tasks (default: the one `settings.executor` names)
+    Built from Settings by backend.processes.build_worker; the defaults here are Settings' defaults.
+
+    :param executor: makes what runs the tasks, given the callback it calls whenever its capacity grows
+    :param executor_name: what the start-up log line calls it (Settings.executor)
+    :param workflows: the modes
+    :param tasks_stream: the stream tasks are read from
+    :param results_stream: where results are written
+    :param group: the workers' consumer group
+    :param max_deliveries: deliveries (graceful hand-backs aside) after which a task is dead-lettered
+    :param result_ttl_s: how long a stored result and the task's hash are kept (Settings.blob_ttl_s)
+    :param options: how it reads, keeps its entries and backs off
     """
 
     def __init__(
         self,
         redis: Redis,
-        settings: Settings,
         *,
-        blobs: BlobStore | None = None,
-        workflows: Workflows | None = None,
-        clients: list[Any] | None = None,
-        executor: Executor | None = None,
+        executor: Callable[[Callable[[], None]], Executor],
+        workflows: Workflows,
+        executor_name: str = "comfyui",
+        tasks_stream: str = "photo_repair_tasks",
+        results_stream: str = "photo_repair_results",
+        group: str = "repair_workers",
+        max_deliveries: int = 3,
+        result_ttl_s: int = 24 * 3600,
+        options: ConsumerOptions = DEFAULT_OPTIONS,
     ):
-        super().__init__(
-            redis,
-            role="worker",
-            min_idle_ms=settings.min_idle_ms,
-            read_batch=settings.read_batch,
-            shutdown_grace_s=settings.shutdown_grace_s,
-            retry_backoff_s=settings.retry_backoff_s,
-            retry_backoff_max_s=settings.retry_backoff_max_s,
-        )
-        self.settings = settings
-        self.blobs = blobs or make_blob_store(settings, redis)
-        self.workflows = workflows or Workflows.load(settings.workflows_dir)
-        self.executor = executor or make_executor(
-            settings, redis, self.blobs, clients=clients, on_capacity=self._slot_freed.set
-        )
-        self.group = ConsumerGroup(
-            redis,
-            group=settings.workers_group,
-            streams={settings.tasks_stream: "0"},
-            role="worker",
-            dead_stream=settings.dead_stream,
-            block_ms=settings.block_ms,
-            call_timeout_s=settings.redis_socket_timeout_s,
-            lease_s=settings.consumer_lease_s,
-            refresh_s=settings.ownership_refresh_s,
-            holder=self,
-        )
-        self.publisher = ResultPublisher(redis, settings, group=settings.workers_group)
+        super().__init__(redis, role="worker", group=group, streams={tasks_stream: "0"}, options=options)
+        self.workflows = workflows
+        self.executor = executor(self._slot_freed.set)
+        self.executor_name = executor_name
+        self.tasks_stream = tasks_stream
+        self.results_stream = results_stream
+        self.max_deliveries = max_deliveries
+        self.publisher = ResultPublisher(redis, group=group, results_stream=results_stream, ttl_s=result_ttl_s)
         self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
         self._taken_away: set[str] = set()
         self._suspects: set[str] = set()  # entries in hand that were in flight when a worker died
@@ -120,7 +110,7 @@ class Worker(StreamConsumer):
         await self.executor.close()
 
     def describe(self) -> str:
-        return f"executor {self.settings.executor}, {self.executor.capacity()} slot(s)"
+        return f"executor {self.executor_name}, {self.executor.capacity()} slot(s)"
 
     def running(self) -> list[asyncio.Task[None]]:
         return [task for _, task in self._inflight.values()]
@@ -190,14 +180,14 @@ class Worker(StreamConsumer):
             # One at a time: each is a suspect, run alone (and XAUTOCLAIM counts a delivery for all it returns).
             reclaimed = [
                 entry
-                for entry in await self.group.reclaim_stale(self.settings.min_idle_ms, count=1)
+                for entry in await self.group.reclaim_stale(self.min_idle_ms, count=1)
                 if entry.entry_id not in self._inflight
             ]
             for entry in reclaimed:
                 log.info("reclaimed stale task entry %s (delivery %d)", entry.entry_id, entry.deliveries)
             await self._spawn_all(reclaimed)
-        await self.group.trim_acknowledged(self.settings.tasks_stream)
-        await self.group.prune_idle_consumers(max(10 * self.settings.min_idle_ms, FORGET_CONSUMER_MS))
+        await self.group.trim_acknowledged(self.tasks_stream)
+        await self.group.prune_idle_consumers(max(10 * self.min_idle_ms, FORGET_CONSUMER_MS))
         await self.redis.zremrangebyscore(keys.DONE_LOG, "-inf", now_ms() - DONE_LOG_KEEP_MS)
 
     async def _spawn_all(self, entries: list[Entry]) -> None:
@@ -258,7 +248,7 @@ class Worker(StreamConsumer):
             return
         about_task(task.task_id)
         result: Result | None = None
-        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
+        backoff = Backoff(self.retry_backoff_s, self.retry_backoff_max_s)
         while True:
             try:
                 if result is None:
@@ -300,7 +290,7 @@ class Worker(StreamConsumer):
         if await self._republish_stored(entry, task, checks.stored):
             return None
         deliveries = entry.deliveries - checks.handed_back
-        if deliveries > self.settings.max_deliveries:
+        if deliveries > self.max_deliveries:
             await self._give_up(entry, task, f"delivered {deliveries} times without finishing")
             return None
         if checks.cancelled:
@@ -322,7 +312,7 @@ class Worker(StreamConsumer):
                 "running task %s alone: it was in flight when a worker died (delivery %d of at most %d)",
                 task.task_id,
                 deliveries,
-                self.settings.max_deliveries,
+                self.max_deliveries,
             )
             return await self._run(task)
 
@@ -351,7 +341,7 @@ class Worker(StreamConsumer):
                 message=text("malformed_task", user_lang(reply)),
                 worker=self.name,
             )
-            await self.redis.xadd(self.settings.results_stream, failed.encode())
+            await self.redis.xadd(self.results_stream, failed.encode())
         await self.group.dead_letter(entry, reason=f"malformed task: {exc.reason}")
         metrics.task_dead_lettered("")
 
@@ -365,7 +355,7 @@ class Worker(StreamConsumer):
         if not stored:
             return False
         log.info("task %s already has a result: re-publishing it", task.task_id)
-        await self.redis.xadd(self.settings.results_stream, stored)
+        await self.redis.xadd(self.results_stream, stored)
         await self.group.ack(entry)
         return True
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.notifier import Notifier  # noqa: E402
+from backend.processes import build_notifier  # noqa: E402
 from backend.redis_conn import connect  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
@@ -71,7 +71,9 @@ async def main() -> None:
     settings = Settings()
     redis = connect(settings)
     sender = CountingSender(int(os.environ["BENCH_EXPECT"]), Path(os.environ["BENCH_REPORT"]))
-    notifier = Notifier(redis, settings, {"test": sender}, concurrency=int(os.environ.get("BENCH_CONCURRENCY", 256)))
+    notifier = build_notifier(
+        settings, redis, {"test": sender}, concurrency=int(os.environ.get("BENCH_CONCURRENCY", 256))
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, notifier.stop)

@@ -44,9 +44,9 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 async def one_run(url: str, tasks: int) -> dict[str, Any]:
+    from backend.processes import build_worker
     from backend.services import Services
     from backend.settings import Settings
-    from backend.worker import Worker
 
     settings = Settings(_env_file=None, redis_url=url, executor="noop", queue_cap=tasks * 2, block_ms=100)
     services = Services.create(settings)
@@ -61,7 +61,7 @@ async def one_run(url: str, tasks: int) -> dict[str, Any]:
     intake_cmds = delta(before, await commands(services.redis))
     intake_trips = SENT["packets"] - packets - 1  # the INFO above
 
-    worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
+    worker = build_worker(settings, services.redis, blobs=services.blobs, workflows=services.workflows)
     before, packets = await commands(services.redis), SENT["packets"]
     runner = asyncio.create_task(worker.run())
     while await services.redis.xlen(settings.results_stream) < tasks:

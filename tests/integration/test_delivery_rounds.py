@@ -17,6 +17,7 @@ from pathlib import Path
 from backend import keys
 from backend.delivery import ACQUIRED, SendClaims
 from backend.notifier import Notifier, SendRetry
+from backend.processes import build_notifier
 from backend.tasks import Result
 from tests.support.senders import RecordingSender
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HANGING_NOTIFIER = """
 import asyncio, sys
 from redis.asyncio import Redis
-from backend.notifier import Notifier
+from backend.processes import build_notifier
 from backend.settings import Settings
 
 class Hangs:
@@ -38,7 +39,7 @@ class Hangs:
 
 async def main():
     settings = Settings(_env_file=None, redis_url=sys.argv[1], consumer_lease_s=1, block_ms=200, min_idle_ms=3000)
-    await Notifier(Redis.from_url(settings.redis_url), settings, {"test": Hangs()}).run()
+    await build_notifier(settings, Redis.from_url(settings.redis_url), {"test": Hangs()}).run()
 
 asyncio.run(main())
 """
@@ -58,7 +59,7 @@ class FailsToSendPhotos(RecordingSender):
 
 @contextlib.asynccontextmanager
 async def notifier(redis, settings, sender) -> AsyncIterator[Notifier]:
-    running = Notifier(redis, settings, {"test": sender})
+    running = build_notifier(settings, redis, {"test": sender})
     task = asyncio.create_task(running.run())
     try:
         yield running

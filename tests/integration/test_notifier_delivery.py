@@ -13,6 +13,7 @@ from backend import keys
 from backend.admin import Admin
 from backend.admin_texts import format_status
 from backend.notifier import Notifier
+from backend.processes import build_notifier
 from backend.tasks import Event, Result
 from tests.support.senders import RecordingSender
 
@@ -43,7 +44,7 @@ async def notifiers(redis, settings, *senders) -> AsyncIterator[list[Notifier]]:
     """Notifier instances (one per sender, as separate processes would be), started in order."""
     running = []
     for sender in senders:
-        notifier = Notifier(redis, settings, {"test": sender})
+        notifier = build_notifier(settings, redis, {"test": sender})
         running.append((notifier, asyncio.create_task(notifier.run())))
         while not notifier.group.consumer:  # each takes the next consumer name before the next starts
             await asyncio.sleep(0.01)
@@ -124,7 +125,7 @@ async def test_a_result_nobody_here_can_send_waits_parked_then_goes_out(redis, s
     result = Result(task_id="f" * 32, status="failed", reply=REPLY, error="timeout", message="Sorry")
     await redis.xadd(settings.results_stream, result.encode())
     waiting = keys.waiting_results(settings.results_stream, "test")
-    without = Notifier(redis, settings, {})  # e.g. a notifier deployed without this platform's token
+    without = build_notifier(settings, redis, {})  # e.g. a notifier deployed without this platform's token
     running = asyncio.create_task(without.run())
     try:
         await wait_until(lambda: _xlen_is(redis, waiting, 1))

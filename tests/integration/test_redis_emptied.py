@@ -7,7 +7,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from backend.notifier import Notifier
+from backend.processes import build_notifier
 from backend.services import Services
 from tests.e2e.test_cli_e2e import Stack, prompt_reached, stack_env
 from tests.support.redis_server import RedisServer
@@ -33,7 +33,7 @@ async def test_a_task_in_hand_survives_redis_restarting_empty(settings, comfy_fa
         assert not await redis.exists(f"repairbot:task:{submitted.task_id}"), "it came back empty"
 
         sender = RecordingSender()
-        notifier = Notifier(redis, settings, {"test": sender})
+        notifier = build_notifier(settings, redis, {"test": sender})
         running = asyncio.create_task(notifier.run())
         try:
             [result] = await sender.wait_for_results(1, timeout=20)

@@ -14,8 +14,8 @@ from typing import Any
 
 from backend import keys
 from backend.executors import Execution
+from backend.processes import build_worker
 from backend.tasks import Task
-from backend.worker import Worker
 
 REPLY = {"platform": "test"}
 
@@ -79,7 +79,7 @@ async def deliver_to(redis, settings, consumer: str, count: int) -> None:
 @contextlib.asynccontextmanager
 async def worker_running(redis, settings) -> AsyncIterator[WatchingExecutor]:
     executor = WatchingExecutor(redis, settings)
-    worker = Worker(redis, settings, executor=executor)
+    worker = build_worker(settings, redis, executor=executor)
     run = asyncio.create_task(worker.run())
     try:
         yield executor

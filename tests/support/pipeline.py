@@ -7,18 +7,17 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from backend.notifier import Notifier
+from backend.processes import build_notifier, build_worker
 from backend.services import Services
 from backend.settings import Settings
-from backend.worker import Worker
 
 
 @contextlib.asynccontextmanager
 async def running_pipeline(settings: Settings, senders: dict[str, Any] | None = None) -> AsyncIterator[Services]:
     """Yields Services (redis, blobs, workflows, intake, admin) while a worker and a notifier run."""
     services = Services.create(settings)
-    worker = Worker(services.redis, settings, blobs=services.blobs, workflows=services.workflows)
-    notifier = Notifier(services.redis, settings, senders or {})
+    worker = build_worker(settings, services.redis, blobs=services.blobs, workflows=services.workflows)
+    notifier = build_notifier(settings, services.redis, senders or {})
     tasks = [asyncio.create_task(worker.run()), asyncio.create_task(notifier.run())]
     try:
         yield services

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from backend.blobs import make_blob_store
-from backend.notifier import Notifier
+from backend.processes import build_notifier
 from backend.redis_conn import connect
 from backend.settings import REPO_ROOT
 from backend.tasks import Result
@@ -79,7 +79,7 @@ async def test_kill_9_mid_send_resends_only_the_part_in_flight(settings, tg_fake
     assert tg_fake.calls_to("sendPhoto"), output.decode(errors="replace")
 
     sender = build_sender(system, blobs, overall_max_rate=0, group_max_rate=0)
-    notifier = Notifier(redis, system, {"telegram": sender})
+    notifier = build_notifier(system, redis, {"telegram": sender})
     running = asyncio.create_task(notifier.run())
     try:
         await tg_fake.wait_call("deleteMessage", timeout=30)  # taken over once the dead one's lease lapsed

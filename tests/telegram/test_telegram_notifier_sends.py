@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from backend.blobs import make_blob_store
-from backend.notifier import Notifier
+from backend.processes import build_notifier
 from backend.redis_conn import connect
 from backend.tasks import Result
 from bots.telegram.sender import build_sender
@@ -44,7 +44,7 @@ async def test_a_rate_limited_group_holds_up_no_other_chat(tg_settings, tg_fake,
 
     connection = connect(settings)
     sender = build_sender(settings, make_blob_store(settings, connection), overall_max_rate=0, group_max_rate=0)
-    notifier = Notifier(redis, settings, {"telegram": sender}, concurrency=1)  # one slot for everybody
+    notifier = build_notifier(settings, redis, {"telegram": sender}, concurrency=1)  # one slot for everybody
     running = asyncio.create_task(notifier.run())
     loop = asyncio.get_running_loop()
     try:
@@ -100,7 +100,7 @@ async def test_two_notifiers_with_one_result_entry_each_post_it_once(tg_settings
     running = []
     for _ in range(2):
         sender = build_sender(settings, blobs, overall_max_rate=0, group_max_rate=0)
-        notifier = Notifier(redis, settings, {"telegram": sender})
+        notifier = build_notifier(settings, redis, {"telegram": sender})
         running.append((notifier, asyncio.create_task(notifier.run())))
         while not notifier.group.consumer:
             await asyncio.sleep(0.01)
