@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 from backend import keys
 from backend.redact import redact_url
 from backend.settings import Settings
+from backend.task_handle import TaskHandle, TaskState
 from backend.tasks import PLATFORMS, DeadLetter, MalformedRecord, Result, Task, now_ms
 
 DEFAULT_RUN_S = 10.0
@@ -297,7 +298,7 @@ class Admin:
             pipe.delete(keys.result(tid), keys.cancelled(tid), keys.delivered(tid), keys.send_rounds(tid))
             pipe.sadd(keys.user_active(task.user), tid)
             pipe.hdel(keys.task(tid), "handed_back")  # a fresh start: earlier hand-backs are not this run's
-            pipe.hset(keys.task(tid), mapping={"state": "queued", "user": task.user, "mode": task.mode})
+            pipe.hset(keys.task(tid), mapping={"state": TaskState.QUEUED, "user": task.user, "mode": task.mode})
             pipe.expire(keys.task(tid), s.blob_ttl_s)
             pipe.xadd(s.tasks_stream, task.encode())
             pipe.xdel(s.dead_stream, letter.entry_id)
@@ -334,11 +335,7 @@ class Admin:
     # --- for the bots --------------------------------------------------------------------------
     async def cancel(self, task_id: str, *, user: str | None = None) -> bool:
         """Flag a task as cancelled (its owner, or anyone when `user` is None). False if too late."""
-        owner, state = await self.redis.hmget(keys.task(task_id), "user", "state")
-        if owner is None or (user is not None and _text(owner) != user) or _text(state) == "done":
-            return False
-        await self.redis.set(keys.cancelled(task_id), "1", ex=self.settings.blob_ttl_s)
-        return True
+        return await TaskHandle(self.redis, task_id).cancel(user=user, flag_ttl_s=self.settings.blob_ttl_s)
 
     async def cancel_user(self, user: str) -> int:
         """Cancel every task of `user` that is queued or running; returns how many were flagged."""

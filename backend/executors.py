@@ -32,6 +32,7 @@ from backend.errors import HandedBack, PermanentTaskError, Refused, TransientTas
 from backend.event_buffer import EventBuffer
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN
+from backend.task_handle import TaskState
 from backend.tasks import Event, Task
 
 if TYPE_CHECKING:
@@ -383,7 +384,7 @@ class ComfyUIExecutor:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(
                     keys.task(task.task_id),
-                    mapping={"state": "in_comfyui", "instance": client.base_url, "prompt_id": prompt_id},
+                    mapping={"state": TaskState.IN_COMFYUI, "instance": client.base_url, "prompt_id": prompt_id},
                 )
                 pipe.expire(keys.task(task.task_id), self.settings.blob_ttl_s)
                 await pipe.execute()

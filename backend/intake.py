@@ -28,6 +28,7 @@ from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import Refused
 from backend.settings import Settings
 from backend.streams import REDIS_DOWN
+from backend.task_handle import TaskState, state_of
 from backend.tasks import Task, new_task_id, now_ms, validate_reply
 from backend.workflows import Workflows
 
@@ -285,7 +286,7 @@ class Intake:
         except ValueError:
             reply = {}
         ordinal, state = await self.redis.hmget(keys.task(task_id), ["ordinal", "state"])
-        if state is None or state == b"done":  # answered already (or so long ago that its record expired)
+        if state_of(state) in (TaskState.DONE, TaskState.NOT_FOUND):  # answered already (or its record expired)
             return Submitted(task_id, 0, 0, duplicate=True, reply=reply, finished=True)
         position, eta = await self._place(int(ordinal or 0))
         return Submitted(task_id, position, eta, duplicate=True, reply=reply)

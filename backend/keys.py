@@ -56,6 +56,26 @@ def cancelled(task_id: str) -> str:
     return f"repairbot:cancel:{task_id}"
 
 
+def album(chat_id: int | str, status_message_id: int | str, part: str) -> str:
+    """One part ("left", "finished", "tasks") of the photos under one Telegram status message."""
+    return f"repairbot:telegram:album:{chat_id}:{status_message_id}:{part}"
+
+
+def discord_deferred(interaction_id: int | str) -> str:
+    """Set by the first delivery of an interaction that deferred it (Discord takes one answer)."""
+    return f"repairbot:discord:deferred:{interaction_id}"
+
+
+def discord_commands(application_id: int | str, scope: str) -> str:
+    """The hash of the commands last synced for an application and scope (a guild id or "global")."""
+    return f"repairbot:discord:commands:{application_id}:{scope}"
+
+
+def telegram_progress(chat_id: int | str) -> str:
+    """Held for the progress-edit interval after an edit in this chat (expires by itself)."""
+    return f"repairbot:telegram:progress:{chat_id}"
+
+
 def user_active(user: str) -> str:
     """Set of the user's task ids that are queued or running."""
     return f"repairbot:user:{user}:active"

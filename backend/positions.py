@@ -24,6 +24,7 @@ from backend.admin import group_info
 from backend.backoff import wait_event
 from backend.settings import Settings
 from backend.status_line import RUNNING, StatusLines, known_run_s, line_id
+from backend.task_handle import TaskState, state_of
 from backend.tasks import Event
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,15 @@ class QueueView:
                 pipe.hmget(keys.task(task_id), "state", "ordinal")
             rows = dict(zip(everyone, await pipe.execute()))
         active = sorted(
-            int(ordinal or 0) for state, ordinal in rows.values() if _str(state) in ("queued", "in_comfyui")
+            int(ordinal or 0)
+            for state, ordinal in rows.values()
+            if state_of(state) in (TaskState.QUEUED, TaskState.IN_COMFYUI)
         )
         places = []
         for task_id in task_ids:
             state, ordinal = rows[task_id]
-            state, ordinal = _str(state), int(ordinal or 0)
-            if state == "queued":
+            state, ordinal = state_of(state), int(ordinal or 0)
+            if state is TaskState.QUEUED:
                 if ordinal > entries_read:
                     position = pending + ordinal - entries_read
                 else:
@@ -85,7 +88,7 @@ class QueueView:
                 position = max(position, 1)
                 eta = max(1, round(math.ceil(position / parallel) * run_s)) if run_s else 0
                 places.append(Place(task_id, "queued", position, eta))
-            elif state == "in_comfyui":  # handed to ComfyUI: running, or waiting in its queue behind others
+            elif state is TaskState.IN_COMFYUI:  # handed to ComfyUI: running, or waiting in its queue behind others
                 position = 1 + sum(1 for other in active if other < ordinal)
                 eta = max(1, round(math.ceil(position / parallel) * run_s)) if run_s else 0
                 started = await self._started(task_id)

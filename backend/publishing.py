@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from backend import keys
 from backend.streams import is_nogroup
+from backend.task_handle import TaskState
 from backend.tasks import Result
 
 RUN_TIMES_KEEP = 100
@@ -94,7 +95,7 @@ class ResultPublisher:
                 pipe.xadd(self.results_stream, fields)
                 pipe.hset(keys.result(result.task_id), mapping=fields)
                 pipe.expire(keys.result(result.task_id), ttl)
-                pipe.hset(keys.task(result.task_id), mapping={"state": "done", "status": result.status})
+                pipe.hset(keys.task(result.task_id), mapping={"state": TaskState.DONE, "status": result.status})
                 pipe.expire(keys.task(result.task_id), ttl)
                 pipe.srem(keys.user_active(item.user), result.task_id)
                 done_log[f"{result.task_id}:{result.status}:{result.run_ms}"] = result.finished_at

@@ -14,11 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
-from backend import keys
 from backend.errors import Refused
 from backend.services import Services
 from backend.settings import Settings
-from backend.tasks import MalformedRecord, Result
+from backend.task_handle import TaskHandle
+from backend.tasks import MalformedRecord
 
 log = logging.getLogger("repairbot")
 
@@ -44,7 +44,6 @@ async def submit_file(
         print(f"Cannot read {path}: {exc.strerror}. [unreadable_file]", file=sys.stderr)
         return EXIT_REFUSED
     async with Services.open(settings, comfyui=False) as services:
-        start_id = await _last_result_id(services, settings)
         try:
             submitted = await services.intake.submit(
                 data,
@@ -61,9 +60,8 @@ async def submit_file(
             return EXIT_OK
         say_progress(f"queued: #{submitted.position} in line, about {submitted.eta_s} s")
         try:
-            result = await asyncio.wait_for(
-                _wait_for_result(services, settings, submitted.task_id, start_id, stop), timeout=timeout_s
-            )
+            handle = TaskHandle(services.redis, submitted.task_id, results_stream=settings.results_stream)
+            result = await handle.result(timeout_s, stop=stop)
         except TimeoutError:
             print(f"No result within {timeout_s:g} s; the task is still queued. [timeout]", file=sys.stderr)
             return EXIT_TIMEOUT
@@ -103,27 +101,3 @@ def _local_user() -> str:
         if name:
             return name[:64]
     return "local"
-
-
-async def _last_result_id(services: Services, settings: Settings) -> str:
-    last = await services.redis.xrevrange(settings.results_stream, count=1)
-    return last[0][0].decode() if last else "0-0"
-
-
-async def _wait_for_result(
-    services: Services, settings: Settings, task_id: str, start_id: str, stop: asyncio.Event
-) -> Result | None:
-    """Follow the results stream from before the submit until our task's result shows up."""
-    cursor = start_id
-    while not stop.is_set():
-        stored = await services.redis.hgetall(keys.result(task_id))
-        if stored:
-            return Result.decode(stored)
-        reply = await services.redis.xread({settings.results_stream: cursor}, count=100, block=1000)
-        for _, entries in reply or []:
-            for entry_id, fields in entries:
-                cursor = entry_id.decode()
-                if fields.get(b"task_id", b"").decode() == task_id:
-                    with contextlib.suppress(MalformedRecord):
-                        return Result.decode(fields)
-    return None

@@ -18,6 +18,7 @@ from discord import app_commands
 from backend.errors import Refused
 from backend.intake import Intake, Submitted
 from backend.oversize import shrink_to_limit
+from backend.platform_marks import first_to_defer
 from backend.positions import where_lines
 from backend.services import Services
 from backend.status_line import QUEUED, StatusLines, known_run_s, line_id, queued_text
@@ -91,10 +92,7 @@ async def defer_once(services: Services, interaction: discord.Interaction, *, ep
     """Defer ("thinking…") unless an earlier delivery of this interaction did: Discord takes one
     answer per interaction (a second is refused, 40060). A replay that finds it deferred carries on
     as if it had deferred itself; intake then answers it with the first delivery's task."""
-    first = await services.redis.set(
-        f"repairbot:discord:deferred:{interaction.id}", "1", nx=True, ex=INTERACTION_LIFETIME_S
-    )
-    if not first:
+    if not await first_to_defer(services.redis, interaction.id, ttl_s=INTERACTION_LIFETIME_S):
         log.info("interaction %s delivered again while the first delivery is still queueing it", interaction.id)
         interaction.extras[DEFERRED_BEFORE] = True
         return

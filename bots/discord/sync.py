@@ -1,6 +1,6 @@
 """Register the commands with Discord only when they changed: Discord caps command creations per day.
 
-The hash of the exact payload discord.py would send is kept in Redis per application and scope
+The hash of the exact payload discord.py would send is kept (backend.platform_marks) per application and scope
 (a guild id from DISCORD_GUILD_IDS, where changes show at once, or "global"). Moving from global to
 guild commands clears the global ones once. If someone deletes the commands on Discord's side,
 delete the `repairbot:discord:commands:*` keys and restart to register them again.
@@ -15,6 +15,8 @@ import logging
 import discord
 from discord import app_commands
 from redis.asyncio import Redis
+
+from backend.platform_marks import CommandDigests
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +33,16 @@ async def commands_digest(tree: app_commands.CommandTree) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-def digest_key(application_id: int, scope: str) -> str:
-    return f"repairbot:discord:commands:{application_id}:{scope}"
-
-
 async def sync_if_changed(
     tree: app_commands.CommandTree, redis: Redis, *, application_id: int, guild_ids: list[int]
 ) -> list[str]:
     """Sync each scope whose stored hash differs; returns the scopes that were synced."""
     digest = await commands_digest(tree)
+    stored = CommandDigests(redis, application_id)
     synced = []
     for guild_id in guild_ids or [None]:
         scope = str(guild_id) if guild_id else "global"
-        key = digest_key(application_id, scope)
-        stored = await redis.get(key)
-        if stored is not None and (stored.decode() if isinstance(stored, bytes) else stored) == digest:
+        if await stored.get(scope) == digest:
             continue
         if guild_id:
             guild = discord.Object(guild_id)
@@ -53,13 +50,13 @@ async def sync_if_changed(
             await tree.sync(guild=guild)
         else:
             await tree.sync()
-        await redis.set(key, digest)
+        await stored.put(scope, digest)
         synced.append(scope)
         log.info("synced Discord commands (%s)", scope)
-    if guild_ids and await redis.exists(digest_key(application_id, "global")):
+    if guild_ids and await stored.get("global") is not None:
         # Moved from global to guild commands: drop the global ones, or the guilds would list each twice.
         await tree.client.http.bulk_upsert_global_commands(application_id, [])
-        await redis.delete(digest_key(application_id, "global"))
+        await stored.forget("global")
         synced.append("global (cleared)")
         log.info("cleared the global Discord commands now that DISCORD_GUILD_IDS is set")
     return synced

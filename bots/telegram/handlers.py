@@ -17,7 +17,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
-from backend import alerts, images
+from backend import albums, alerts, images
 from backend.compare import labelled_side_by_side
 from backend.errors import Refused
 from backend.intake import Submitted
@@ -27,7 +27,6 @@ from backend.services import Services
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.stored_results import stored_result
 from backend.texts import pick_lang, text
-from bots.telegram import albums
 from bots.telegram.keyboards import Button, cancel_markup, mode_markup, parse
 from bots.telegram.photos import PHOTO_MAX_SIDE
 

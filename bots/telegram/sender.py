@@ -34,10 +34,12 @@ from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from backend import images
+from backend.albums import album_tasks, finish_album_item
 from backend.blobs import BlobStore
 from backend.delivery import PartStore, SendParts
 from backend.errors import RepairError
 from backend.notifier import SendPermanent, SendRetry
+from backend.platform_marks import progress_edit_allowed
 from backend.redis_conn import connect
 from backend.reruns import retry_offers
 from backend.settings import Settings
@@ -46,7 +48,6 @@ from backend.stored_results import stored_results
 from backend.tasks import Event, Result, user_lang
 from backend.texts import text
 from backend.workflows import Workflows
-from bots.telegram.albums import album_tasks, finish_album_item
 from bots.telegram.keyboards import album_markup, cancel_markup, failure_markup, result_markup
 from bots.telegram.photos import photo_ok, would_be_compressed
 from bots.telegram.ratelimit import NO_RETRY, FloodAwareRateLimiter, retry_after_seconds
@@ -494,13 +495,7 @@ class TelegramSender:
         """At most one progress edit per chat per interval, shared by every notifier process (a Redis key
         that expires). Groups get a longer interval: Telegram allows a bot about 20 messages a minute there."""
         interval = self.progress_every_s * (GROUP_SLOWDOWN if int(chat_id) < 0 else 1)
-        if interval <= 0:
-            return True
-        return bool(
-            await self.redis.set(
-                f"repairbot:telegram:progress:{chat_id}", "1", nx=True, px=max(1, int(interval * 1000))
-            )
-        )
+        return await progress_edit_allowed(self.redis, chat_id, interval_s=interval)
 
 
 def _reply_to(reply: dict[str, Any]) -> ReplyParameters | None:

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 from telegram.error import RetryAfter
 
+from backend import albums
 from backend.notifier import SendPermanent, SendRetry
 from backend.tasks import Event, Result
 from backend.texts import text
-from bots.telegram import albums
 from bots.telegram.keyboards import parse
 from bots.telegram.sender import build_sender
 
