@@ -17,12 +17,13 @@ from pathlib import Path
 
 from backend.logs import setup_logging
 from backend.redact import redact_url
-from backend.services import Services
+from backend.redis_conn import REDIS_DOWN
 from backend.settings import Settings
-from backend.streams import REDIS_DOWN
 from backend.supervision import run_until_signal
 
-# Everything else is imported by the command that needs it: `status` and `submit` start fast.
+# Everything else is imported by the command that needs it, so `status` loads neither the
+# stream machinery nor intake, images or metrics, and `submit` not the worker's side
+# (tests/integration/test_cli_imports.py keeps it so).
 
 EXIT_OK, EXIT_ERROR = 0, 1
 
@@ -83,6 +84,8 @@ async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio
 
 
 async def cmd_dlq(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from backend.services import Services
+
     async with Services.open(settings) as services:
         admin = services.admin
         if args.action == "list":
@@ -104,6 +107,8 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace, stop: asyncio.Ev
 
 
 async def cmd_pause(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from backend.services import Services
+
     async with Services.open(settings) as services:
         if args.command == "pause":
             await services.admin.pause()
@@ -115,9 +120,11 @@ async def cmd_pause(settings: Settings, args: argparse.Namespace, stop: asyncio.
 
 
 async def cmd_stats(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from backend.admin_texts import format_stats
+    from backend.services import Services
+
     async with Services.open(settings) as services:
         stats = await services.admin.stats(window_s=args.window)
-    from backend.admin_texts import format_stats
 
     print(json.dumps(stats.to_json()) if args.json else format_stats(stats, "en"))
     return EXIT_OK
@@ -166,9 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comfyui = sub.add_parser("comfyui", help="a local ComfyUI with the DDColor node: install")
     comfyui_sub = comfyui.add_subparsers(dest="comfyui_command", required=True)
-    from backend.comfyui_install import add_install_arguments
-
-    add_install_arguments(comfyui_sub.add_parser("install", help="install ComfyUI, the DDColor node and its weights"))
+    install = comfyui_sub.add_parser("install", help="install ComfyUI, the DDColor node and its weights")
+    install.add_argument("--dir", help="install folder (default: COMFYUI_DIR, var/comfyui)")
+    install.add_argument("--source", help="ComfyUI git URL or local clone (COMFYUI_SOURCE; default: GitHub)")
+    install.add_argument("--ref", help="ComfyUI commit (COMFYUI_REF; default: the pinned v0.3.64)")
+    install.add_argument("--node-source", help="ComfyUI-DDColor git URL or local clone (COMFYUI_NODE_SOURCE)")
+    install.add_argument("--node-ref", help="ComfyUI-DDColor commit (COMFYUI_NODE_REF; default: the pinned one)")
+    install.add_argument(
+        "--weights", type=Path, help="a checkpoint file, or a folder of them, instead of the hub (COMFYUI_WEIGHTS)"
+    )
+    install.add_argument("--device", choices=("auto", "cpu", "cuda"), help="torch build (default: COMFYUI_DEVICE)")
+    install.add_argument(
+        "--skip-weights",
+        action="store_true",
+        help="everything but the checkpoints (an image build; a later run fetches them)",
+    )
     return parser
 
 

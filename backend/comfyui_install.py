@@ -534,23 +534,6 @@ def _short(exc: BaseException) -> str:
 
 
 # --- `repairbot comfyui install` -----------------------------------------------------------------------
-def add_install_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", help="install folder (default: COMFYUI_DIR, var/comfyui)")
-    parser.add_argument("--source", help="ComfyUI git URL or local clone (COMFYUI_SOURCE; default: GitHub)")
-    parser.add_argument("--ref", help="ComfyUI commit (COMFYUI_REF; default: the pinned v0.3.64)")
-    parser.add_argument("--node-source", help="ComfyUI-DDColor git URL or local clone (COMFYUI_NODE_SOURCE)")
-    parser.add_argument("--node-ref", help="ComfyUI-DDColor commit (COMFYUI_NODE_REF; default: the pinned one)")
-    parser.add_argument(
-        "--weights", type=Path, help="a checkpoint file, or a folder of them, instead of the hub (COMFYUI_WEIGHTS)"
-    )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="torch build (default: COMFYUI_DEVICE)")
-    parser.add_argument(
-        "--skip-weights",
-        action="store_true",
-        help="everything but the checkpoints (an image build; a later run fetches them)",
-    )
-
-
 def options_from(
     settings: Settings, args: argparse.Namespace | None = None, say: Callable[[str], None] | None = None
 ) -> InstallOptions:

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from backend import keys
 from backend.backoff import Backoff
-from backend.streams import REDIS_DOWN
+from backend.redis_conn import REDIS_DOWN
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from backend.backoff import Backoff, wait_event
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import HandedBack, PermanentTaskError, Refused, TransientTaskError
 from backend.event_buffer import EventBuffer
+from backend.redis_conn import REDIS_DOWN
 from backend.settings import Settings
-from backend.streams import REDIS_DOWN
 from backend.task_handle import TaskState
 from backend.tasks import Event, Task
 

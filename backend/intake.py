@@ -26,8 +26,8 @@ from backend import images, keys, metrics
 from backend.admin import estimate_wait
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import Refused
+from backend.redis_conn import REDIS_DOWN
 from backend.settings import Settings
-from backend.streams import REDIS_DOWN
 from backend.task_handle import TaskState, state_of
 from backend.tasks import Task, new_task_id, now_ms, validate_reply
 from backend.workflows import Workflows

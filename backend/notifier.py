@@ -32,7 +32,8 @@ from backend.backoff import Backoff, jittered
 from backend.delivery import ACQUIRED, DELIVERED, SENT, SendClaim, SendClaims
 from backend.logs import about_task
 from backend.redact import scrub
-from backend.streams import DEFAULT_OPTIONS, REDIS_DOWN, ConsumerOptions, Entry, StreamConsumer
+from backend.redis_conn import REDIS_DOWN
+from backend.streams import DEFAULT_OPTIONS, ConsumerOptions, Entry, StreamConsumer
 from backend.tasks import Event, MalformedRecord, Result, user_lang
 from backend.texts import text
 

@@ -31,8 +31,8 @@ from backend.backoff import wait_event
 from backend.comfyui import ComfyUIClient
 from backend.health import Check, HealthServer, redis_check
 from backend.redact import redact_url
+from backend.redis_conn import REDIS_DOWN
 from backend.settings import Settings
-from backend.streams import REDIS_DOWN
 from backend.tasks import now_ms
 
 log = logging.getLogger(__name__)

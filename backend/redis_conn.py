@@ -12,12 +12,17 @@ modest pool serves them all with a short wait.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit
 
+from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from backend.settings import Settings
+
+# redis-py's ConnectionError and TimeoutError are not the builtin ones: name both families.
+REDIS_DOWN = (ConnectionError, OSError, asyncio.TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError)
 
 
 class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionPool):  # type: ignore[misc]

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
 
     # Telegram.
     telegram_bot_token: SecretStr | None = None
-    telegram_admin_ids: CommaInts = Field(default_factory=list)
+    telegram_admin_ids: CommaInts = []
     telegram_api_base: str = "https://api.telegram.org/bot"
     telegram_file_base: str = "https://api.telegram.org/file/bot"
     telegram_webhook_url: str | None = None
@@ -102,10 +102,10 @@ class Settings(BaseSettings):
 
     # Discord.
     discord_bot_token: SecretStr | None = None
-    discord_admin_ids: CommaInts = Field(default_factory=list)
+    discord_admin_ids: CommaInts = []
     discord_api_base: str = "https://discord.com/api/v10"
     discord_gateway_url: str | None = None
-    discord_guild_ids: CommaInts = Field(default_factory=list)
+    discord_guild_ids: CommaInts = []
 
     log_level: str = "INFO"
 

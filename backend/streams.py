@@ -25,12 +25,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from backend import keys
 from backend.backoff import Backoff, wait_event
+from backend.redis_conn import REDIS_DOWN
 from backend.tasks import dead_letter_fields
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,6 @@ class Entry:
     entry_id: str
     fields: dict[Any, Any]
     deliveries: int = 1
-
-
-# redis-py's ConnectionError and TimeoutError are not the builtin ones: name both families.
-REDIS_DOWN = (ConnectionError, OSError, asyncio.TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError)
 
 
 async def retry_while_redis_down(

@@ -37,7 +37,8 @@ from backend.errors import HandedBack, Refused, RepairError
 from backend.executors import Executor
 from backend.logs import about_task
 from backend.publishing import ResultPublisher
-from backend.streams import DEFAULT_OPTIONS, REDIS_DOWN, ConsumerOptions, Entry, StreamConsumer
+from backend.redis_conn import REDIS_DOWN
+from backend.streams import DEFAULT_OPTIONS, ConsumerOptions, Entry, StreamConsumer
 from backend.tasks import MalformedRecord, Result, Task, now_ms, user_lang, validate_reply
 from backend.texts import text
 from backend.workflows import Workflows
