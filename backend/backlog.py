@@ -19,16 +19,39 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from backend import images
+from backend import images, keys
 from backend.blobs import BlobStore
 from backend.errors import Refused
 from backend.intake import Intake, Submitted
 from backend.settings import Settings
+from backend.status_line import line_id
+from backend.tasks import Result
 
 log = logging.getLogger(__name__)
 
 USERS = "repairbot:backlog:users"  # set of users with a backlog
 WAITS_FOR = ("too_many_active", "rate_limited", "queue_full", "paused")  # try again later, keep the photo
+
+# KEYS: the user's backlog, the item's event claim (the one `pump` queues it under), the results stream.
+# ARGV: the item as stored, its id, its reply (JSON), the claim's TTL (s), then the cancelled result's
+# field/value pairs. {1}: taken off the list and answered "cancelled" through the results stream, like a
+# task the worker cancelled (so an album's count and its status close as for any other photo); {0, task}:
+# `pump` queued it first, as that task; {2}: gone already. The event claim is what makes this safe
+# against `pump`: whichever writes it first owns the photo, and the other one sees it.
+CANCEL_ITEM_SCRIPT = """
+local first = redis.call('HGET', KEYS[2], 'task_id')
+if first then
+  redis.call('LREM', KEYS[1], 1, ARGV[1])
+  return {0, first}
+end
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return {2} end
+redis.call('HSET', KEYS[2], 'task_id', ARGV[2], 'reply', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+local entry = {}
+for i = 5, #ARGV do entry[#entry + 1] = ARGV[i] end
+redis.call('XADD', KEYS[3], '*', unpack(entry))
+return {1}
+"""
 
 
 def _key(user: str) -> str:
@@ -42,6 +65,7 @@ class Backlog:
         self.intake = intake
         self.blobs = blobs
         self.on_queued: Callable[[Submitted, dict[str, Any]], Awaitable[None]] | None = None
+        self._cancel_item = redis.register_script(CANCEL_ITEM_SCRIPT)
 
     async def room(self, user: str) -> int:
         return max(0, self.settings.user_backlog - int(await self.redis.llen(_key(user))))
@@ -88,12 +112,45 @@ class Backlog:
                     if refusal.code in WAITS_FOR:
                         break
                     log.info("backlogged photo of %s dropped: %s", user, refusal.code)
-                    await self.redis.lpop(_key(user))
+                    await self.redis.lrem(_key(user), 1, head)
                     continue
-                await self.redis.lpop(_key(user))
+                await self.redis.lrem(_key(user), 1, head)  # by value: a cancel may have taken it meanwhile
                 if not submitted.duplicate and self.on_queued is not None:
                     await self.on_queued(submitted, item["reply"])
                 queued.append(submitted)
             if not await self.redis.llen(_key(user)):
                 await self.redis.srem(USERS, user)
         return queued
+
+    async def cancel(self, user: str, *, line: str | None = None) -> tuple[int, list[str]]:
+        """Cancel `user`'s waiting photos (only those under the status message `line`, when given).
+
+        Returns how many were taken off the backlog (each is answered "cancelled" like any photo) and
+        the ids of tasks that `pump` queued from it meanwhile, which the caller flags as any running task.
+        """
+        cancelled, queued = 0, []
+        for raw in await self.redis.lrange(_key(user), 0, -1):
+            item = json.loads(raw)
+            if line is not None and line_id(item["reply"]) != line:
+                continue
+            result = Result(
+                task_id=item["id"],
+                status="cancelled",
+                reply=item["reply"],
+                mode=item["mode"],
+                input=item["input"],
+                user=user,
+            )
+            fields = [part for pair in result.encode().items() for part in pair]
+            reply_json = json.dumps(item["reply"], separators=(",", ":"))
+            args = [raw, item["id"], reply_json, self.settings.idempotency_ttl_s, *fields]
+            outcome = await self._cancel_item(
+                keys=[_key(user), keys.event_claim(f"backlog:{item['id']}"), self.settings.results_stream], args=args
+            )
+            if int(outcome[0]) == 1:
+                cancelled += 1
+            elif int(outcome[0]) == 0:
+                queued.append(outcome[1].decode() if isinstance(outcome[1], bytes) else str(outcome[1]))
+        if cancelled:
+            log.info("cancelled %d backlogged photo(s) of %s", cancelled, user)
+        return cancelled, queued

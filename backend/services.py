@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # imported when built: a CLI command pays only for what it us
     from backend.admin import Admin
     from backend.backlog import Backlog
     from backend.blobs import BlobStore
+    from backend.cancelling import Cancelling
     from backend.intake import Intake
     from backend.positions import PositionAnnouncer, QueueView
     from backend.reruns import Reruns
@@ -35,6 +36,7 @@ class Services:
     queue: QueueView  # where a user's photos are
     reruns: Reruns  # "Other mode" once per photo and mode
     backlog: Backlog  # photos beyond the concurrent cap, started by themselves
+    cancelling: Cancelling  # Cancel and /cancel, the backlog's photos included
 
     @classmethod
     def create(cls, settings: Settings, *, comfyui: bool = True) -> Services:
@@ -43,6 +45,7 @@ class Services:
         from backend.admin import Admin
         from backend.backlog import Backlog
         from backend.blobs import make_blob_store
+        from backend.cancelling import Cancelling
         from backend.intake import Intake
         from backend.positions import PositionAnnouncer, QueueView
         from backend.redis_conn import connect
@@ -69,18 +72,20 @@ class Services:
             await positions.watch(submitted.task_id, reply)
 
         backlog.on_queued = started_from_backlog
+        admin = Admin(redis, settings, clients)
         return cls(
             settings=settings,
             redis=redis,
             blobs=blobs,
             workflows=workflows,
             intake=intake,
-            admin=Admin(redis, settings, clients),
+            admin=admin,
             lines=lines,
             positions=positions,
             queue=QueueView(redis, settings),
             reruns=Reruns(redis, settings.blob_ttl_s),
             backlog=backlog,
+            cancelling=Cancelling(admin, backlog),
         )
 
     @classmethod

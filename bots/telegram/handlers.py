@@ -27,7 +27,7 @@ from backend.services import Services
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.stored_results import stored_result
 from backend.texts import pick_lang, text
-from bots.telegram.keyboards import Button, cancel_markup, mode_markup, parse
+from bots.telegram.keyboards import Button, cancel_markup, mode_markup, parse, status_cancel_markup
 from bots.telegram.photos import PHOTO_MAX_SIDE
 
 log = logging.getLogger(__name__)
@@ -217,11 +217,11 @@ async def open_or_backlog(services: Services, asker: Asker, *, event_key: str | 
 
 
 async def show_backlogged(status: Message, reply: dict[str, Any], lang: str, services: Services, *, count: int) -> None:
-    """Everything of this status waits in the backlog: say so (it starts by itself)."""
+    """Everything of this status waits in the backlog: say so (it starts by itself; Cancel drops it)."""
     sentence = text("backlog_only", lang, count=count)
     if await services.lines.advance(line_id(reply) or "", QUEUED, sentence):
         with contextlib.suppress(BadRequest):
-            await status.edit_text(sentence)
+            await status.edit_text(sentence, reply_markup=status_cancel_markup(status.message_id, lang))
 
 
 async def settle(status: Message, reply: dict[str, Any], services: Services, sentence: str) -> None:
@@ -422,19 +422,16 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def cancel_from_button(button: Button, chat_id: int, asker: Asker, services: Services) -> int:
-    owner = None if asker.exempt else asker.user
+    """One task, or everything under a status message: its tasks and its photos still in the backlog."""
     if button.action == "cancel":
-        task_ids = [button.task_id]
-    else:
-        line = f"telegram:{chat_id}:{button.status_message_id}"  # what status_line.line_id names it
-        task_ids = sorted(
-            {
-                *await albums.album_tasks(services.redis, chat_id, button.status_message_id),
-                *await services.lines.tasks(line),
-            }
-        )
-    flags = [await services.admin.cancel(task_id, user=owner) for task_id in task_ids]
-    return sum(flags)
+        return int(await services.admin.cancel(button.task_id, user=None if asker.exempt else asker.user))
+    line = f"telegram:{chat_id}:{button.status_message_id}"  # what status_line.line_id names it
+    task_ids = {
+        *await albums.album_tasks(services.redis, chat_id, button.status_message_id),
+        *await services.lines.tasks(line),
+    }
+    owner = (await services.lines.owner(line) if asker.exempt else None) or asker.user
+    return await services.cancelling.under_status(line, task_ids, owner=owner, by_admin=asker.exempt)
 
 
 async def run_again(
@@ -563,7 +560,7 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
 async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Cancels every queued or running photo of this user."""
     asker = asker_of(update, context)
-    count = await services_of(context).admin.cancel_user(asker.user)
+    count = await services_of(context).cancelling.everything_of(asker.user)
     key = "cancelled_count" if count else "nothing_to_cancel"
     await update.effective_message.reply_text(text(key, asker.lang, count=count))
 

@@ -4,7 +4,7 @@ Telegram caps callback_data at 64 bytes, so ids travel compactly: a 32-hex task 
 22 base64url characters. Everything a button needs is in its data, so any bot process can answer it.
 
   c:<task>              cancel one task (t:<task id as is> when it isn't 32 hex)
-  C:<status_message_id> cancel the album whose status message this is
+  C:<status_message_id> cancel all under a status message (an album, a burst, backlogged photos)
   o:<input>:<mode>      run the stored input again in another mode
   x:<input><output>     before/after comparison
   m:<mode>              make this mode the user's default
@@ -52,11 +52,18 @@ class Button:
     mode: str = ""
 
 
+def status_cancel_markup(status_message_id: int, lang: str) -> InlineKeyboardMarkup:
+    """Cancel everything under a status message (its tasks and its photos waiting in the backlog)."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(text("button_cancel", lang), callback_data=f"C:{status_message_id}")]]
+    )
+
+
 def cancel_markup(reply: dict, task_id: str, lang: str) -> InlineKeyboardMarkup:
     """The Cancel button under a status message (the whole album's when the task is in one)."""
     if reply.get("album") or reply.get("burst"):
-        data = f"C:{reply['status_message_id']}"
-    elif _HEX32.fullmatch(task_id):
+        return status_cancel_markup(reply["status_message_id"], lang)
+    if _HEX32.fullmatch(task_id):
         data = f"c:{pack_hex(task_id)}"
     else:
         data = f"t:{task_id}"

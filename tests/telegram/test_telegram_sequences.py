@@ -193,3 +193,65 @@ async def test_over_the_pixel_limit_is_shrunk_with_a_note_and_past_the_ceiling_r
         await tg_fake.wait_for(lambda: results_in(tg_fake, user.id), timeout=60)
         await user.send_document(_png((2000, 2000)), mime="image/png", name="huge.png")
         await user.wait_text("This image is 2000×2000 (4.0 megapixels), more than the 3 megapixels")
+
+
+async def _backlog_length(services, user_id: int) -> int:
+    return int(await services.redis.llen(f"repairbot:backlog:telegram:{user_id}"))
+
+
+async def _wait_backlog(services, user_id: int, length: int) -> None:
+    for _ in range(300):
+        if await _backlog_length(services, user_id) == length:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"backlog of {user_id} is {await _backlog_length(services, user_id)}, not {length}")
+
+
+async def test_cancel_reaches_the_photos_waiting_in_the_backlog(system, tg_fake, comfy_fake, photo_bytes):
+    comfy_fake.delay_s = 3.0
+    user = ChatUser(tg_fake)
+    async with system(user_max_active=2, user_backlog=10) as services:
+        for _ in range(6):
+            await user.send_photo(photo_bytes)
+        await _wait_backlog(services, user.id, 4)
+        await user.command("/cancel")
+        await user.wait_text(text("cancelled_count", "en", count=6))
+        assert await _backlog_length(services, user.id) == 0
+        await user.wait_text(text("cancelled", "en"))  # the burst's status, once all six are answered
+        await asyncio.sleep(1.0)  # nothing more comes: no photo starts from the backlog afterwards
+        modes = await services.redis.xlen(services.settings.tasks_stream)
+    assert not results_in(tg_fake, user.id)
+    assert modes == 2  # only the two that were queued before the cancel ever reached the worker
+    histories = status_histories(telegram_chat(tg_fake, user.id))
+    [status] = [h for h in histories.values() if h[0] == text("received_many", "en", count=6) or len(h) > 1]
+    assert never_backwards(status) and status[-1] == text("cancelled", "en"), status
+
+
+async def test_the_cancel_button_of_a_backlogged_photo_drops_it(system, tg_fake, comfy_fake, photo_bytes):
+    comfy_fake.delay_s = 3.0
+    user = ChatUser(tg_fake)
+    async with system(user_max_active=1, user_backlog=5) as services:
+        await user.send_photo(photo_bytes)
+        await tg_fake.wait_for(lambda: tg_fake.calls_to("editMessageText"))
+        await asyncio.sleep(1.0)  # past the burst window: the next photo is one of its own
+        await user.send_photo(photo_bytes)
+        await _wait_backlog(services, user.id, 1)
+        waiting = await tg_fake.wait_for(
+            lambda: next(
+                (c for c in tg_fake.calls_to("editMessageText") if c["text"] == text("backlog_only", "en", count=1)),
+                None,
+            )
+        )
+        [[cancel]] = waiting["reply_markup"]["inline_keyboard"]
+        await user.press(cancel["callback_data"], waiting["message_id"])
+        await tg_fake.wait_for(
+            lambda: any(
+                c["message_id"] == waiting["message_id"] and c["text"] == text("cancelled", "en")
+                for c in tg_fake.calls_to("editMessageText")
+            ),
+            timeout=20,
+        )
+        assert await _backlog_length(services, user.id) == 0
+        await tg_fake.wait_for(lambda: results_in(tg_fake, user.id), timeout=30)  # the first one still comes
+        await asyncio.sleep(0.5)
+    assert len(results_in(tg_fake, user.id)) == 1
