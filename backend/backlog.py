@@ -154,3 +154,14 @@ class Backlog:
         if cancelled:
             log.info("cancelled %d backlogged photo(s) of %s", cancelled, user)
         return cancelled, queued
+
+    async def waiting_by_line(self) -> dict[str, int]:
+        """How many photos wait in the backlog under each status message (for its "N more wait" line)."""
+        counts: dict[str, int] = {}
+        for raw_user in await self.redis.smembers(USERS):
+            user = raw_user.decode() if isinstance(raw_user, bytes) else raw_user
+            for raw in await self.redis.lrange(_key(user), 0, -1):
+                line = line_id(json.loads(raw)["reply"])
+                if line is not None:
+                    counts[line] = counts.get(line, 0) + 1
+        return counts

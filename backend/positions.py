@@ -132,8 +132,10 @@ class PositionAnnouncer:
         lease_ms = max(1, int(self.every_s * 1000) - 50)
         if not await self.redis.set(LEASE, "1", nx=True, px=lease_ms):
             return 0
+        backlogged: dict[str, int] = {}
         if self.backlog is not None:
             await self.backlog.pump()
+            backlogged = await self.backlog.waiting_by_line()
         watched = await self.redis.hgetall(WATCHED)
         if len(watched) > MAX_WATCHED:  # never expected (the queue cap is lower): refresh the oldest part
             watched = dict(list(watched.items())[:MAX_WATCHED])
@@ -154,11 +156,20 @@ class PositionAnnouncer:
             waiting = [p for p in line_places if p.state == "queued" or not started]
             if not started:  # the line's first photo is the one whose place matters
                 eta = max(p.eta_s for p in waiting) if all(p.eta_s for p in waiting) else 0
-                mark = f"{first.position}:{eta}:{len(waiting)}"
+                held = backlogged.get(line_key, 0)
+                mark = f"{first.position}:{eta}:{len(waiting)}:{held}"
                 if announced.get(first.task_id) != mark:
                     announced[first.task_id] = mark
                     events.append(
-                        Event(first.task_id, "queued", reply, position=first.position, eta_s=eta, count=len(waiting))
+                        Event(
+                            first.task_id,
+                            "queued",
+                            reply,
+                            position=first.position,
+                            eta_s=eta,
+                            count=len(waiting),
+                            backlogged=held,
+                        )
                     )
             else:
                 if line is not None and line.stage == RUNNING:  # started: the elapsed time goes on

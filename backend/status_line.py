@@ -162,7 +162,10 @@ def render_event(
     """The stage and the sentence an event puts on its status message."""
     note = f"\n{line.note}" if line is not None and line.note else ""
     if event.state == "queued":
-        return QUEUED, queued_text(lang, event.position, event.eta_s or None, count=max(1, event.count)) + note
+        sentence = queued_text(lang, event.position, event.eta_s or None, count=max(1, event.count))
+        if event.backlogged:
+            sentence += "\n" + text("backlog_waiting", lang, count=event.backlogged)
+        return QUEUED, sentence + note
     running_since = line.since_ms if line is not None and line.stage == RUNNING else None
     elapsed = ((now_ms or _now_ms()) - running_since) / 1000 if running_since else 0.0
     return RUNNING, running_text(

@@ -298,9 +298,10 @@ class Event:
     position: int = 0  # "queued": the place in line
     eta_s: int = 0  # "queued": the estimated wait; 0 when run times are not known yet
     count: int = 0  # "queued": photos still waiting under the same status message
+    backlogged: int = 0  # "queued": photos of the same status message still in the user's backlog
 
     def encode(self) -> dict[str, str]:
-        return {
+        fields = {
             "v": SCHEMA_VERSION,
             "task_id": self.task_id,
             "state": self.state,
@@ -311,6 +312,9 @@ class Event:
             "eta_s": str(self.eta_s),
             "count": str(self.count),
         }
+        if self.backlogged:
+            fields["backlogged"] = str(self.backlogged)
+        return fields
 
     @classmethod
     def decode(cls, fields: Mapping[Any, Any]) -> Event:
@@ -330,6 +334,7 @@ class Event:
             position=_integer(fields, "position", required=False),
             eta_s=_integer(fields, "eta_s", required=False),
             count=_integer(fields, "count", required=False),
+            backlogged=_integer(fields, "backlogged", required=False),
         )
 
 

@@ -68,3 +68,23 @@ async def test_a_photo_cancelled_first_is_not_queued_by_the_pump(settings, photo
         assert again.duplicate and again.task_id == item["id"]
         assert await services.redis.xlen(settings.tasks_stream) == 0
         assert len(await cancelled_results(services)) == 1
+
+
+async def test_the_refreshed_place_in_line_keeps_saying_how_many_wait_in_the_backlog(settings, photo_bytes):
+    from backend.status_line import render_event
+    from backend.tasks import Event
+    from backend.texts import text
+
+    async with Services.open(settings) as services:
+        status = reply(10)
+        queued = await services.intake.submit(photo_bytes, mode="preview", reply=status, user=USER)
+        await services.positions.watch(queued.task_id, status)
+        for _ in range(2):
+            await services.backlog.hold(photo_bytes, user=USER, mode="preview", reply=status)
+        services.settings.user_max_active = 1  # the backlog's photos keep waiting while the first is queued
+        assert await services.positions.tick() == 1
+        [(_, fields)] = await services.redis.xrange(settings.events_stream)
+        event = Event.decode(fields)
+        assert (event.state, event.backlogged) == ("queued", 2)
+        _, sentence = render_event(event, None, None, "en")
+        assert sentence.endswith(text("backlog_waiting", "en", count=2)), sentence
