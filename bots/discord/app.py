@@ -1,8 +1,9 @@
 """The Discord bot in one place: the client, its command tree, and `serve` for `repairbot discord|up`.
 
 Reading this file tells you the whole bot: /colorize and the "Colorize photo" menu (commands.py),
-/repairbot for admins (admin_commands.py), the result buttons (buttons.py, dispatched here by
-custom_id so they work after a restart), commands synced at start-up only when they changed (sync.py).
+/repairbot for admins (admin_commands.py), the buttons (buttons.py: DynamicItems that discord.py
+routes by their custom_id's template, so they work after a restart), commands synced at start-up
+only when they changed (sync.py).
 Results are delivered by the notifier through sender.py, not by this process's gateway connection.
 """
 
@@ -21,7 +22,7 @@ from backend.services import Services
 from backend.settings import Settings
 from backend.texts import text
 from bots.discord.admin_commands import add_admin_commands
-from bots.discord.buttons import handle_component
+from bots.discord.buttons import BUTTONS
 from bots.discord.commands import add_photo_commands
 from bots.discord.endpoints import bot_token, point_at
 from bots.discord.replies import lang_of
@@ -49,6 +50,7 @@ class RepairBot(discord.Client):
         self.command_errors: deque[BaseException] = deque(maxlen=50)  # the latest, for tests and debugging
         add_photo_commands(self.tree, services)
         add_admin_commands(self.tree, services)
+        self.add_dynamic_items(*BUTTONS)
 
     async def setup_hook(self) -> None:
         settings = self.services.settings
@@ -72,15 +74,6 @@ class RepairBot(discord.Client):
 
     async def on_ready(self) -> None:
         log.info("Discord bot ready as %s", self.user)
-
-    async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """Button presses on results; app commands go through the tree by themselves."""
-        if interaction.type is not discord.InteractionType.component:
-            return
-        try:
-            await handle_component(self.services, interaction)
-        except Exception as exc:  # noqa: BLE001 - one bad press must not look like silence
-            await self.on_command_error(interaction, exc)
 
     async def on_command_error(self, interaction: discord.Interaction, error: BaseException) -> None:
         """Log it and tell the user something went wrong; a refused admin check has already answered."""

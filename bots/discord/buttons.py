@@ -1,10 +1,12 @@
-"""The buttons, dispatched by custom_id so they outlive restarts: Cancel under a status, "Other mode"
-and "Compare" under a result.
+"""The buttons, as `discord.ui.DynamicItem`s: discord.py routes a press by its custom_id's template, so
+a button keeps working after a restart or a deploy. Cancel under a status; Retry, Other mode and
+Compare under a result; Retry under an admin's dead letter.
 
-A result button carries only the task id; the finished task is read back from the stored result the
-worker keeps (backend.stored_results), which knows the input, the output, the mode and the owner.
-Cancel carries its status line, which knows its tasks and owner. Someone else's press is told to
-colorize their own photo; a press that no longer applies says so.
+The custom_id formats are the ones messages.py writes (and buttons already posted carry): a result
+button carries only the task id, and the finished task is read back from the stored result the worker
+keeps (backend.stored_results), which knows the input, the output, the mode and the owner. Cancel
+carries its status line, which knows its tasks and owner. Someone else's press is told to colorize
+their own photo; a press that no longer applies says so and the button is disabled on its message.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any
 
 import discord
@@ -19,6 +22,7 @@ import discord
 from backend import stored_results
 from backend.compare import labelled_side_by_side
 from backend.errors import Refused
+from backend.intake import Submitted
 from backend.services import Services
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.tasks import Result
@@ -39,21 +43,181 @@ log = logging.getLogger(__name__)
 COMPARE_MAX_SIDE = 4096  # Discord shows big images; the upload limit is kept by ResultImage.fit
 
 
-async def handle_component(services: Services, interaction: discord.Interaction) -> None:
-    """Route a button press by its custom_id; presses that aren't ours are left alone."""
-    custom_id = str((interaction.data or {}).get("custom_id", ""))
-    if custom_id.startswith(CANCEL_PREFIX):
-        await cancel_pressed(services, interaction, custom_id.removeprefix(CANCEL_PREFIX))
-    elif custom_id.startswith(DEAD_RETRY_PREFIX):
-        await dead_retry_pressed(services, interaction, custom_id.removeprefix(DEAD_RETRY_PREFIX))
-    elif custom_id.startswith(RETRY_PREFIX):
-        await retry_pressed(services, interaction, custom_id.removeprefix(RETRY_PREFIX))
-    elif custom_id.startswith(OTHER_MODE_PREFIX):
-        await other_mode_pressed(services, interaction, custom_id.removeprefix(OTHER_MODE_PREFIX))
-    elif custom_id.startswith(COMPARE_PREFIX):
-        await compare_pressed(services, interaction, custom_id.removeprefix(COMPARE_PREFIX))
+def template(prefix: str, rest: str) -> re.Pattern[str]:
+    return re.compile(re.escape(prefix) + rest)
 
 
+class Press:
+    """What every button shares: the press is handled with the bot's services, a failure is answered
+    and reported as a failed command is, and a button that no longer applies is disabled."""
+
+    item: discord.ui.Button[Any]
+    view: discord.ui.View | None
+
+    def __init__(self, item: discord.ui.Button[Any], parts: dict[str, str | None]):
+        super().__init__(item)  # type: ignore[call-arg]  # DynamicItem's, next in the MRO
+        self.parts = parts  # the custom_id's named groups
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Any:
+        return cls(item, match.groupdict())  # type: ignore[arg-type]
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: Any = interaction.client
+        try:
+            await self.pressed(bot.services, interaction)
+        except Exception as exc:  # noqa: BLE001 - one bad press must not look like silence
+            await bot.on_command_error(interaction, exc)
+
+    async def pressed(self, services: Services, interaction: discord.Interaction) -> None:
+        """Each button's own answer to a press."""
+        raise NotImplementedError
+
+    async def retire(self, interaction: discord.Interaction, sentence: str) -> None:
+        """Say (to the presser only) that the button no longer applies, and disable it on its message
+        by answering the press with the message's buttons, this one greyed out."""
+        if self.view is not None and not interaction.response.is_done():
+            self.item.disabled = True
+            try:
+                await interaction.response.edit_message(view=self.view)
+            except discord.HTTPException as exc:  # the message is gone, or can't be edited: just say it
+                log.info("could not disable a stale button: %s", exc)
+        if interaction.response.is_done():
+            await interaction.followup.send(sentence, ephemeral=True)
+        else:
+            await interaction.response.send_message(sentence, ephemeral=True)
+
+
+class CancelButton(
+    Press, discord.ui.DynamicItem[discord.ui.Button[Any]], template=template(CANCEL_PREFIX, "(?P<line>.+)")
+):
+    """Cancel every photo still queued or running under this status; its owner (or an admin) only."""
+
+    async def pressed(self, services: Services, interaction: discord.Interaction) -> None:
+        lang, user = lang_of(interaction), user_key(interaction.user.id)
+        owner = await services.lines.owner(self.parts["line"])
+        admin = is_admin(interaction, services.settings)
+        if owner is not None and owner != user and not admin:
+            await not_yours(interaction, "Cancel", owner)
+            return
+        flagged = [
+            await services.admin.cancel(task_id, user=None if admin else user)
+            for task_id in await services.lines.tasks(self.parts["line"])
+        ]
+        if count := sum(flagged):
+            await interaction.response.send_message(text("cancelled_count", lang, count=count), ephemeral=True)
+        else:
+            await self.retire(interaction, text("button_gone", lang))
+
+
+class RetryButton(
+    Press, discord.ui.DynamicItem[discord.ui.Button[Any]], template=template(RETRY_PREFIX, "(?P<task>.+)")
+):
+    """A failed photo again, in the same mode; only its owner may ask."""
+
+    async def pressed(self, services: Services, interaction: discord.Interaction) -> None:
+        result = await owned_input(self, services, interaction, self.parts["task"], "Retry")
+        if result is None:
+            return
+        key = f"discord:{interaction.id}:retry"
+        private = bool(result.reply.get("private"))
+        if not await first_delivery(services, interaction, key, private=private):
+            return
+        reply = reply_for(interaction, private=private)
+        try:
+            submitted = await resubmit(services, interaction, result, result.mode, reply, key)
+        except Refused as refusal:
+            await refuse(interaction, refusal, lang_of(interaction), deferred_ephemeral=private)
+            return
+        await show_queued(services, interaction, [submitted], [reply], user_key(interaction.user.id))
+
+
+class OtherModeButton(
+    Press,
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=template(OTHER_MODE_PREFIX, "(?P<task>[^:]+)(?::(?P<mode>.+))?"),
+):
+    """The same photo again in the mode the button names (`<task>:<mode>`; older buttons without one
+    mean the first other mode users may choose). Only its owner may ask, and it runs once per photo
+    and mode: pressed again, it shows the first run's result."""
+
+    async def pressed(self, services: Services, interaction: discord.Interaction) -> None:
+        lang = lang_of(interaction)
+        result = await owned_input(self, services, interaction, self.parts["task"], "Other mode")
+        if result is None:
+            return
+        others = services.workflows.others(result.mode)
+        named = self.parts["mode"]
+        chosen = next((m for m in others if m.name == named), None) if named else next(iter(others), None)
+        if chosen is None:
+            await self.retire(interaction, text("button_gone", lang))
+            return
+        key = f"discord:{interaction.id}:other"  # a press replayed by the gateway is one task, like a photo
+        private = bool(result.reply.get("private"))
+        if not await first_delivery(services, interaction, key, private=private):
+            return
+        reply = reply_for(interaction, private=private)
+        submitted: Submitted | None = None
+
+        async def queue() -> str:
+            nonlocal submitted
+            submitted = await resubmit(services, interaction, result, chosen.name, reply, key)
+            return submitted.task_id
+
+        try:
+            fresh, task_id = await services.reruns.run_once(result.input, chosen.name, queue)
+        except Refused as refusal:
+            await refuse(interaction, refusal, lang, deferred_ephemeral=private)
+            return
+        if fresh and submitted is not None:
+            await show_queued(services, interaction, [submitted], [reply], user_key(interaction.user.id))
+            return
+        await show_earlier_run(services, interaction, task_id, chosen.label(lang), lang)
+
+
+class CompareButton(
+    Press, discord.ui.DynamicItem[discord.ui.Button[Any]], template=template(COMPARE_PREFIX, "(?P<task>.+)")
+):
+    """Before and after side by side, as one image."""
+
+    async def pressed(self, services: Services, interaction: discord.Interaction) -> None:
+        lang = lang_of(interaction)
+        result = await stored_result(services, self.parts["task"])
+        if result is None or not result.output:
+            await self.retire(interaction, text("compare_unavailable", lang))
+            return
+        private = bool(result.reply.get("private"))
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        before, after = await services.blobs.get(result.input), await services.blobs.get(result.output)
+        if before is None or after is None:
+            await refuse(interaction, text("compare_unavailable", lang), lang, deferred_ephemeral=private)
+            return
+        pair = await asyncio.to_thread(labelled_side_by_side, before, after, lang, max_side=COMPARE_MAX_SIDE)
+        image = await ResultImage.fit(pair, interaction.filesize_limit, stem="compare")
+        await interaction.edit_original_response(content=text("compare_caption", lang), attachments=[image.file()])
+
+
+class DeadRetryButton(
+    Press, discord.ui.DynamicItem[discord.ui.Button[Any]], template=template(DEAD_RETRY_PREFIX, "(?P<task>.+)")
+):
+    """An admin's Retry under a dead letter: the task goes back in line, and the button has done its job."""
+
+    async def pressed(self, services: Services, interaction: discord.Interaction) -> None:
+        lang = lang_of(interaction)
+        if not is_admin(interaction, services.settings):
+            await interaction.response.send_message(text("not_allowed", lang), ephemeral=True)
+            return
+        outcome = await services.admin.retry_dead(self.parts["task"])
+        key = "admin_retried" if outcome.ok else "admin_retry_missing"
+        await self.retire(interaction, text(key, lang, task_id=self.parts["task"]))
+
+
+BUTTONS = (CancelButton, RetryButton, OtherModeButton, CompareButton, DeadRetryButton)
+
+
+# --- what the presses share ------------------------------------------------------------------------
 async def stored_result(services: Services, task_id: str) -> Result | None:
     return await stored_results.stored_result(services.redis, task_id)
 
@@ -63,113 +227,43 @@ async def not_yours(interaction: discord.Interaction, what: str, owner: str | No
     await interaction.response.send_message(text("not_yours", lang_of(interaction)), ephemeral=True)
 
 
-async def cancel_pressed(services: Services, interaction: discord.Interaction, line: str) -> None:
-    """Cancel every photo still queued or running under this status; its owner (or an admin) only."""
-    lang, user = lang_of(interaction), user_key(interaction.user.id)
-    owner = await services.lines.owner(line)
-    admin = is_admin(interaction, services.settings)
-    if owner is not None and owner != user and not admin:
-        await not_yours(interaction, "Cancel", owner)
-        return
-    flagged = [
-        await services.admin.cancel(task_id, user=None if admin else user)
-        for task_id in await services.lines.tasks(line)
-    ]
-    count = sum(flagged)
-    key = "cancelled_count" if count else "button_gone"
-    await interaction.response.send_message(text(key, lang, count=count), ephemeral=True)
-
-
-async def other_mode_pressed(services: Services, interaction: discord.Interaction, pressed: str) -> None:
-    """The same photo again in the mode the button names (`<task>:<mode>`; the first other mode users may
-    choose for older buttons without one); only its owner may ask."""
-    lang, user = lang_of(interaction), user_key(interaction.user.id)
-    task_id, _, mode = pressed.partition(":")
+async def owned_input(
+    button: Press, services: Services, interaction: discord.Interaction, task_id: str, what: str
+) -> Result | None:
+    """The finished task behind a Retry or Other mode press, when its photo is still kept and the
+    presser owns it; otherwise the press is answered (an expired photo retires the button) and None."""
     result = await stored_result(services, task_id)
     if result is None or not result.input:
-        await refuse(interaction, Refused("input_expired"), lang, deferred_ephemeral=True)
-        return
-    if result.user != user:
-        await not_yours(interaction, "Other mode", result.user)
-        return
-    others = services.workflows.others(result.mode)
-    chosen = next((m for m in others if m.name == mode), None) if mode else (others[0] if others else None)
-    if chosen is None:
-        await refuse(interaction, text("button_gone", lang), lang, deferred_ephemeral=True)
-        return
-    private = bool(result.reply.get("private"))
-    key = f"discord:{interaction.id}:other"  # a press replayed by the gateway is one task, like a photo
-    if (first := await services.intake.claimed(key)) is not None:  # this press, replayed by the gateway
-        await say_queued_again(services, interaction, first)
-        return
-    await defer_once(services, interaction, ephemeral=private)
-    reply = reply_for(interaction, private=private)
-    submitted = None
-
-    async def queue() -> str:
-        nonlocal submitted
-        submitted = await services.intake.resubmit(
-            result.input,
-            mode=chosen.name,
-            reply=reply,
-            user=user,
-            exempt=is_admin(interaction, services.settings),
-            event_key=key,
-        )
-        return submitted.task_id
-
-    try:
-        fresh, task_id = await services.reruns.run_once(result.input, chosen.name, queue)
-    except Refused as refusal:
-        await refuse(interaction, refusal, lang, deferred_ephemeral=private)
-        return
-    if fresh and submitted is not None:
-        await show_queued(services, interaction, [submitted], [reply], user)
-        return
-    await show_earlier_run(services, interaction, task_id, chosen.label(lang), lang)
+        await button.retire(interaction, Refused("input_expired").user_message(lang_of(interaction)))
+        return None
+    if result.user != user_key(interaction.user.id):
+        await not_yours(interaction, what, result.user)
+        return None
+    return result
 
 
-async def dead_retry_pressed(services: Services, interaction: discord.Interaction, task_id: str) -> None:
-    """An admin's Retry under a dead letter: the task goes back in line."""
-    lang = lang_of(interaction)
-    if not is_admin(interaction, services.settings):
-        await interaction.response.send_message(text("not_allowed", lang), ephemeral=True)
-        return
-    outcome = await services.admin.retry_dead(task_id)
-    key = "admin_retried" if outcome.ok else "admin_retry_missing"
-    await interaction.response.send_message(text(key, lang, task_id=task_id), ephemeral=True)
-
-
-async def retry_pressed(services: Services, interaction: discord.Interaction, task_id: str) -> None:
-    """A failed photo again, in the same mode; only its owner may ask."""
-    lang, user = lang_of(interaction), user_key(interaction.user.id)
-    result = await stored_result(services, task_id)
-    if result is None or not result.input:
-        await refuse(interaction, Refused("input_expired"), lang, deferred_ephemeral=True)
-        return
-    if result.user != user:
-        await not_yours(interaction, "Retry", result.user)
-        return
-    private = bool(result.reply.get("private"))
-    key = f"discord:{interaction.id}:retry"
+async def first_delivery(services: Services, interaction: discord.Interaction, key: str, *, private: bool) -> bool:
+    """Defer the press (True), or answer a press the gateway delivered again as its first delivery was
+    (False): pressed once, it is one task, like a photo."""
     if (first := await services.intake.claimed(key)) is not None:
         await say_queued_again(services, interaction, first)
-        return
+        return False
     await defer_once(services, interaction, ephemeral=private)
-    reply = reply_for(interaction, private=private)
-    try:
-        submitted = await services.intake.resubmit(
-            result.input,
-            mode=result.mode,
-            reply=reply,
-            user=user,
-            exempt=is_admin(interaction, services.settings),
-            event_key=key,
-        )
-    except Refused as refusal:
-        await refuse(interaction, refusal, lang, deferred_ephemeral=private)
-        return
-    await show_queued(services, interaction, [submitted], [reply], user)
+    return True
+
+
+async def resubmit(
+    services: Services, interaction: discord.Interaction, result: Result, mode: str, reply: dict[str, Any], key: str
+) -> Submitted:
+    """The stored photo queued again in `mode`, answered through this press's interaction."""
+    return await services.intake.resubmit(
+        result.input,
+        mode=mode,
+        reply=reply,
+        user=user_key(interaction.user.id),
+        exempt=is_admin(interaction, services.settings),
+        event_key=key,
+    )
 
 
 async def say_queued_again(services: Services, interaction: discord.Interaction, first: Any) -> None:
@@ -197,21 +291,3 @@ async def show_earlier_run(
     await interaction.edit_original_response(
         content=text("other_mode_done", lang, mode=mode), attachments=[image.file()]
     )
-
-
-async def compare_pressed(services: Services, interaction: discord.Interaction, task_id: str) -> None:
-    """Before and after side by side, as one image."""
-    lang = lang_of(interaction)
-    result = await stored_result(services, task_id)
-    if result is None or not result.output:
-        await refuse(interaction, text("compare_unavailable", lang), lang, deferred_ephemeral=True)
-        return
-    private = bool(result.reply.get("private"))
-    await interaction.response.defer(thinking=True, ephemeral=private)
-    before, after = await services.blobs.get(result.input), await services.blobs.get(result.output)
-    if before is None or after is None:
-        await refuse(interaction, text("compare_unavailable", lang), lang, deferred_ephemeral=private)
-        return
-    pair = await asyncio.to_thread(labelled_side_by_side, before, after, lang, max_side=COMPARE_MAX_SIDE)
-    image = await ResultImage.fit(pair, interaction.filesize_limit, stem="compare")
-    await interaction.edit_original_response(content=text("compare_caption", lang), attachments=[image.file()])

@@ -171,15 +171,19 @@ async def test_context_menu_on_a_message_without_images_is_refused(bot, discord_
 
 
 async def test_buttons_of_a_forgotten_task_answer_politely(bot, discord_fake):
-    result_message = discord_fake.user_message([], author_id=int(APP_ID))
+    """The sentence comes only to the presser, and the button that no longer applies is greyed out."""
     for custom_id, sentence in [
         ("repairbot:compare:0123456789abcdef", "Sorry, the original photo is no longer"),
         ("repairbot:other:0123456789abcdef", "Sorry, your photo expired"),
     ]:
+        result_message = discord_fake.user_message([], author_id=int(APP_ID))
         press = discord_fake.button_click(custom_id, result_message)
         await discord_fake.push_interaction(press)
-        [call] = await discord_fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
-        assert call.json["data"]["content"].startswith(sentence) and int(call.json["data"]["flags"]) & EPHEMERAL
+        [update] = await discord_fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
+        [[button]] = [row["components"] for row in update.json["data"]["components"]]
+        assert update.json["type"] == 7 and button["custom_id"] == custom_id and button["disabled"] is True
+        [said] = await discord_fake.wait_for_call("POST", rf"/webhooks/{APP_ID}/{press['token']}")
+        assert said.json["content"].startswith(sentence) and int(said.json["flags"]) & EPHEMERAL
 
 
 async def test_too_many_photos_in_progress_refuses_but_admins_are_exempt(bot, discord_fake, photo_bytes):

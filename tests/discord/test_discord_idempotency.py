@@ -56,21 +56,11 @@ async def test_a_replay_while_the_first_is_still_queueing_is_deferred_once_and_q
 
 
 async def test_an_other_mode_press_replayed_is_one_task(bot, discord_fake, photo_bytes, redis, discord_settings):
-    from backend import keys
-    from backend.tasks import Result
     from bots.discord.messages import OTHER_MODE_PREFIX
+    from tests.discord.conftest import store_finished_result
 
     task_id = "e" * 32
-    stored = Result(
-        task_id=task_id,
-        status="ok",
-        mode="person",
-        user="discord:42",
-        input=await bot.services.blobs.put("in", photo_bytes),
-        output=await bot.services.blobs.put("out", photo_bytes),
-        reply={"platform": "discord", "application_id": APP_ID, "channel_id": "500", "user_id": "42"},
-    )
-    await redis.hset(keys.result(task_id), mapping=stored.encode())
+    await store_finished_result(bot.services, photo_bytes, task_id)
     press = discord_fake.button_click(f"{OTHER_MODE_PREFIX}{task_id}:building", discord_fake.user_message([]))
     await discord_fake.push_interaction(press)
     await discord_fake.wait_for(lambda: original_edits(discord_fake, press))

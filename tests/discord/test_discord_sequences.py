@@ -50,9 +50,8 @@ async def wait_original(fake: FakeDiscord, token: str, stage: int) -> dict:
 async def press_cancel(fake: FakeDiscord, interaction: dict, original: dict, user_id: int = 42) -> str:
     [[cancel]] = [[c for c in row["components"]] for row in original["components"]]
     assert cancel["label"] == "Cancel"
-    press = fake.button_click(
-        cancel["custom_id"], {**original, "id": "9999", "channel_id": "500", "author": {"id": "111"}}, user_id=user_id
-    )
+    status_message = {**fake.user_message([], author_id=int(APP_ID)), "components": original["components"]}
+    press = fake.button_click(cancel["custom_id"], status_message, user_id=user_id)
     await fake.push_interaction(press)
     [answer] = await fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
     return answer.json["data"]["content"]

@@ -9,7 +9,8 @@ switched on per test: 429 with `retry_after`, expired interaction tokens, channe
 may not write to.
 
 As Discord does, it answers each interaction once (an id it never issued is 10062 Unknown interaction,
-a second callback 40060 already acknowledged), refuses webhook calls with an expired token (401, 50027),
+a second callback 40060 already acknowledged), answers a button press's UPDATE_MESSAGE (callback type 7) by
+editing the message the button is on, refuses webhook calls with an expired token (401, 50027),
 uploads over the interaction's attachment_size_limit or 10 MiB in channels (413, 40005), and bot routes
 without `Authorization: Bot <token>` (401).
 """
@@ -86,6 +87,7 @@ class FakeDiscord:
         self.expired_tokens: set[str] = set()
         self.interactions: dict[str, str] = {}  # interaction id -> token, for every interaction issued
         self.acknowledged: set[str] = set()  # interaction ids that got their one callback
+        self.pressed_on: dict[str, dict[str, Any]] = {}  # component interaction id -> the message pressed on
         self.upload_limits: dict[str, int] = {}  # interaction token -> its attachment_size_limit
         self.channel_upload_limit = DEFAULT_UPLOAD_LIMIT  # what a bot may upload outside an interaction
         self.forbidden_channels: dict[str, int] = {}  # channel id -> Discord error code
@@ -376,6 +378,12 @@ class FakeDiscord:
             self.originals[token] = message
             if kind == 4:
                 resource["message"] = message
+        elif kind == 7 and interaction_id in self.pressed_on:  # UPDATE_MESSAGE: the message the button is on
+            message = self.pressed_on[interaction_id]
+            message.update({k: v for k, v in data.items() if k in ("content", "embeds", "components")})
+            message["edited_timestamp"] = TIMESTAMP
+            self.originals[token] = message
+            resource["message"] = message
         return _json(
             {
                 "interaction": {
@@ -512,6 +520,7 @@ class FakeDiscord:
             payload["user"] = user
         if message is not None:
             payload["message"] = message
+            self.pressed_on[interaction_id] = self.messages.get(message["id"], message)
         return payload
 
     def slash(
@@ -543,6 +552,12 @@ class FakeDiscord:
         return self.interaction(data, **kw)
 
     def button_click(self, custom_id: str, message: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """A press of the button `custom_id` on `message`. As on Discord, the message in the payload
+        shows that button: one is added (in a row of its own) to a message built without it."""
+        buttons = [c for row in message.get("components") or [] for c in row.get("components", [])]
+        if not any(b.get("custom_id") == custom_id for b in buttons):
+            row = {"type": 1, "components": [{"type": 2, "style": 2, "label": "button", "custom_id": custom_id}]}
+            message = {**message, "components": [*(message.get("components") or []), row]}
         return self.interaction({"custom_id": custom_id, "component_type": 2}, kind=3, message=message, **kw)
 
     def user_message(
