@@ -16,21 +16,25 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
-from backend import images, keys, metrics
+from backend import images, intake_many, keys, metrics
 from backend.admin import estimate_wait
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import Refused
+from backend.intake_many import Intook, MakeReplies, OnEach, PhotoSource
 from backend.redis_conn import REDIS_DOWN
 from backend.settings import Settings
 from backend.task_handle import TaskState, state_of
 from backend.tasks import Task, new_task_id, now_ms, validate_reply
 from backend.workflows import Workflows
+
+if TYPE_CHECKING:
+    from backend.backlog import Backlog
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +127,27 @@ class Intake:
         self.settings = settings
         self.blobs = blobs
         self.workflows = workflows
+        self.backlog: Backlog | None = None  # set by Services: where photos over the concurrent cap wait
         self._reserve = redis.register_script(RESERVE_SCRIPT)
         self._enqueue_script = redis.register_script(ENQUEUE_SCRIPT)
         self._release_turn = redis.register_script(RELEASE_IF_OWNER)
         self._take_turn = redis.register_script(TAKE_TURN_SCRIPT)
+
+    async def submit_many(
+        self,
+        photos: Sequence[PhotoSource],
+        *,
+        user: str,
+        replies: MakeReplies,
+        mode: str | None = None,
+        exempt: bool = False,
+        backlog: bool = True,
+        on_each: OnEach | None = None,
+    ) -> Intook:
+        """The one call for a chat event's photos, one or many: see backend.intake_many."""
+        return await intake_many.submit_many(
+            self, photos, user=user, replies=replies, mode=mode, exempt=exempt, backlog=backlog, on_each=on_each
+        )
 
     @metrics.counting_refusals
     def check_size(self, size: int | None) -> None:

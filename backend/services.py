@@ -65,6 +65,7 @@ class Services:
         intake = Intake(redis, settings, blobs, workflows)
         lines = StatusLines(redis)
         backlog = Backlog(redis, settings, intake, blobs)
+        intake.backlog = backlog
         positions = PositionAnnouncer(redis, settings, every_s=settings.status_refresh_s, backlog=backlog)
 
         async def started_from_backlog(submitted: Any, reply: dict[str, Any]) -> None:

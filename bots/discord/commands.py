@@ -7,22 +7,21 @@ through the shared intake and edit the "thinking" message to the place in line.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from typing import Any
 
-import aiohttp
 import discord
 from discord import app_commands
 
 from backend.errors import Refused
-from backend.intake import Intake, Submitted
-from backend.oversize import shrink_to_limit
+from backend.intake import Submitted
+from backend.intake_many import Fate, PhotoSource
 from backend.platform_marks import first_to_defer
 from backend.positions import where_lines
 from backend.services import Services
-from backend.status_line import QUEUED, StatusLines, known_run_s, line_id, queued_text
-from backend.texts import text
+from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.workflows import Mode
 from bots.discord.messages import cancel_view
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
@@ -31,7 +30,6 @@ from bots.discord.translations import localized
 log = logging.getLogger(__name__)
 
 MAX_IMAGES_PER_MESSAGE = 4
-MIB = 1024 * 1024
 INTERACTION_LIFETIME_S = 15 * 60
 DEFERRED_BEFORE = "deferred by an earlier delivery"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -51,11 +49,8 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
         interaction: discord.Interaction, image: discord.Attachment, mode: str | None = None, private: bool = False
     ) -> None:
         """One photo in; the place in line now, the colorized photo as a follow-up later."""
-        if await answered_before(services.intake, interaction, [image]):
-            return
         await defer_once(services, interaction, ephemeral=private)
-        chosen = mode or await services.intake.default_mode(user_key(interaction.user.id))
-        await queue_photos(services, interaction, [image], mode=chosen, private=private)
+        await queue_photos(services, interaction, [image], mode=mode, private=private)
 
     @tree.command(name="where", description=localized("Where your photos are in line", "cmd_where"))
     async def where(interaction: discord.Interaction) -> None:
@@ -67,11 +62,8 @@ def add_photo_commands(tree: app_commands.CommandTree, services: Services) -> No
     async def colorize_message(interaction: discord.Interaction, message: discord.Message) -> None:
         """Every image attached to a message (up to four), one task each."""
         photos = [a for a in message.attachments if looks_like_image(a)][:MAX_IMAGES_PER_MESSAGE]
-        if await answered_before(services.intake, interaction, photos):
-            return
         await defer_once(services, interaction, ephemeral=False)
-        mode = await services.intake.default_mode(user_key(interaction.user.id))
-        await queue_photos(services, interaction, photos, mode=mode, private=False)
+        await queue_photos(services, interaction, photos, mode=None, private=False)
 
 
 def mode_choice(mode: Mode) -> app_commands.locale_str:
@@ -99,86 +91,83 @@ async def defer_once(services: Services, interaction: discord.Interaction, *, ep
     await interaction.response.defer(thinking=True, ephemeral=ephemeral)
 
 
-async def answered_before(intake: Intake, interaction: discord.Interaction, photos: list[discord.Attachment]) -> bool:
+async def queue_photos(
+    services: Services,
+    interaction: discord.Interaction,
+    photos: list[discord.Attachment],
+    *,
+    mode: str | None,
+    private: bool,
+) -> None:
+    """One intake call for the interaction's photos; answer with the place in line (and Cancel), or
+    refuse (only the user sees it). Photos of one message share one "thinking" message and come back
+    in one follow-up, numbered."""
+    lang, user = lang_of(interaction), user_key(interaction.user.id)
+
+    async def replies(usable: Sequence[PhotoSource]) -> list[dict[str, Any]]:
+        count = len(usable)
+        return [
+            reply_for(interaction, private=private, part=f"{index}/{count}" if count > 1 else None)
+            for index in range(1, count + 1)
+        ]
+
+    intook = await services.intake.submit_many(
+        [photo_source(interaction, photo) for photo in photos],
+        user=user,
+        replies=replies,
+        mode=mode,
+        exempt=is_admin(interaction, services.settings),
+        backlog=False,
+    )
+    again = intook.of(Fate.AGAIN)
+    if again and len(again) == len(photos):
+        await answer_again(services, interaction, [p.submitted for p in again if p.submitted is not None])
+        return
+    queued = intook.of(Fate.QUEUED)
+    if not queued:
+        refusal = intook.first_refusal
+        if refusal is not None:
+            await refuse(interaction, refusal, lang, deferred_ephemeral=private)
+        return
+    await show_queued(
+        services,
+        interaction,
+        [p.submitted for p in queued if p.submitted is not None],
+        [p.reply for p in queued if p.reply is not None],
+        user,
+        note="\n".join(intook.notes),
+    )
+    for sentence in dict.fromkeys(p.refusal.user_message(lang) for p in intook.of(Fate.REFUSED) if p.refusal):
+        await interaction.followup.send(sentence, ephemeral=True)
+
+
+def photo_source(interaction: discord.Interaction, photo: discord.Attachment) -> PhotoSource:
+    """What Discord declares about an attachment (size, content type; the interaction's file cap) and
+    how to download it (at once: attachment URLs expire)."""
+    return PhotoSource(
+        photo.read,
+        event_key=event_key(interaction, photo),
+        size=photo.size,
+        mime=photo.content_type,
+        size_limit=interaction.filesize_limit,
+        ref=photo,
+    )
+
+
+async def answer_again(services: Services, interaction: discord.Interaction, claims: list[Submitted]) -> None:
     """An interaction delivered again whose photos are all queued already is answered as the first
-    delivery was (its "thinking" message says "Queued" again); it is not deferred a second time,
-    which Discord refuses."""
-    if not photos:
-        return False
-    claims = [await intake.claimed(event_key(interaction, photo)) for photo in photos]
-    if any(claim is None for claim in claims):
-        return False
+    delivery was: its "thinking" message says "Queued" again, unless the photos have moved on."""
     first = claims[0]
     log.info("interaction %s delivered again; answered with task %s", interaction.id, first.task_id)
     if all(claim.finished for claim in claims):  # the results are out: nothing to say again
-        return True
-    eta = first.eta_s if await known_run_s(intake.redis) is not None else None
+        return
+    eta = first.eta_s if await known_run_s(services.redis) is not None else None
     sentence = queued_text(lang_of(interaction), first.position, eta, count=len(claims))
-    line = line_id(first.reply) or ""
-    current = await StatusLines(intake.redis).current(line)
+    current = await services.lines.current(line_id(first.reply) or "")
     if current is not None and current.stage > QUEUED:  # it moved on: never back to "Queued"
-        return True
+        return
     with contextlib.suppress(discord.HTTPException):  # the first answer may be gone already: nothing to redo
         await interaction.edit_original_response(content=sentence)
-    return True
-
-
-async def queue_photos(
-    services: Services, interaction: discord.Interaction, photos: list[discord.Attachment], *, mode: str, private: bool
-) -> None:
-    """Check, download and submit; answer with the place in line (and Cancel), or refuse (only the user
-    sees it)."""
-    intake = services.intake
-    lang, user = lang_of(interaction), user_key(interaction.user.id)
-    exempt = is_admin(interaction, intake.settings)
-    try:
-        if not photos:
-            raise Refused("not_an_image")
-        for photo in photos:
-            check_declared(photo, interaction.filesize_limit, intake)
-        # Room for at least one; each photo is then checked on its own.
-        await intake.check_open(user, exempt=exempt, event_key=event_key(interaction, photos[0]))
-        downloads = [await photo.read() for photo in photos]
-        notes = []
-        for index, data in enumerate(downloads):  # over the pixel limit: a shrunk copy, with a note
-            shrunk = await asyncio.to_thread(
-                shrink_to_limit,
-                data,
-                max_pixels=intake.settings.max_image_pixels,
-                ceiling_pixels=intake.settings.max_image_pixels_ceiling,
-            )
-            if shrunk is not None:
-                downloads[index] = shrunk.data
-                notes.append(text("shrunk_note", lang, **shrunk.note_values()))
-    except Refused as refusal:
-        await refuse(interaction, refusal, lang, deferred_ephemeral=private)
-        return
-    except (discord.HTTPException, aiohttp.ClientError) as exc:  # the attachment could not be fetched
-        log.warning("attachment download failed for %s: %s", user, exc)
-        await refuse(interaction, text("error_generic", lang), lang, deferred_ephemeral=private)
-        return
-    queued: list[Submitted] = []
-    refusals: list[Refused] = []
-    replies: list[dict] = []
-    for index, (photo, data) in enumerate(zip(photos, downloads), start=1):
-        # Photos of one message share one "thinking" message and come back in one follow-up, numbered.
-        part = f"{index}/{len(downloads)}" if len(downloads) > 1 else None
-        reply = reply_for(interaction, private=private, part=part)
-        try:
-            queued.append(
-                await intake.submit(
-                    data, mode=mode, reply=reply, user=user, exempt=exempt, event_key=event_key(interaction, photo)
-                )
-            )
-            replies.append(reply)
-        except Refused as refusal:
-            refusals.append(refusal)
-    if not queued:
-        await refuse(interaction, refusals[0], lang, deferred_ephemeral=private)
-        return
-    await show_queued(services, interaction, queued, replies, user, note="\n".join(notes))
-    for sentence in dict.fromkeys(r.user_message(lang) for r in refusals):
-        await interaction.followup.send(sentence, ephemeral=True)
 
 
 async def show_queued(
@@ -195,8 +184,6 @@ async def show_queued(
     lang = lang_of(interaction)
     line = line_id(replies[0]) or ""
     await services.lines.expect(line, len(queued), user)
-    if note:
-        await services.lines.keep_note(line, note)
     for submitted, reply in zip(queued, replies):
         await services.lines.add_task(line, submitted.task_id)
         await services.positions.watch(submitted.task_id, reply)
@@ -213,15 +200,6 @@ async def show_queued(
             # The photo is queued and its result will come: a status edit Discord refused (5xx, 429) is
             # no failure of the photo, and the next stage's edit replaces it.
             log.info("queued status for %s not shown: %s", user, exc)
-
-
-def check_declared(photo: discord.Attachment, upload_limit: int, intake: Intake) -> None:
-    """Refuse by what Discord says about the file (size, content type) before downloading it."""
-    if photo.size > upload_limit:
-        raise Refused("too_large", max_mb=upload_limit // MIB)
-    intake.check_size(photo.size)
-    if photo.content_type and not photo.content_type.startswith("image/"):
-        raise Refused("not_an_image", detail=f"content type {photo.content_type}")
 
 
 def looks_like_image(attachment: discord.Attachment) -> bool:

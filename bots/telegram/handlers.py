@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,11 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
-from backend import albums, alerts, images
+from backend import albums, alerts
 from backend.compare import labelled_side_by_side
 from backend.errors import Refused
 from backend.intake import Submitted
-from backend.oversize import shrink_to_limit
+from backend.intake_many import Fate, Intook, PhotoOutcome, PhotoSource
 from backend.positions import where_lines
 from backend.services import Services
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
@@ -60,21 +61,26 @@ def asker_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Asker:
 
 
 # --- photos ------------------------------------------------------------------------------------
-def image_file(message: Message) -> tuple[str, int | None]:
-    """(file_id, declared size) of the image in a message; Refused("not_an_image") if there is none."""
+def photo_source(message: Message, downloads: asyncio.Semaphore) -> PhotoSource:
+    """What intake needs to know of a photo message before downloading it, and how to download it.
+
+    A file whose type is not an image is refused unread; getFile refuses files over the Bot API's
+    20 MB, so that is this platform's size cap."""
     if message.photo:
         biggest: PhotoSize = message.photo[-1]
-        return biggest.file_id, biggest.file_size
-    document = message.document
-    if document and (document.mime_type or "image/").startswith("image/"):
-        return document.file_id, document.file_size
-    raise Refused("not_an_image")
+        file_id, size, mime = biggest.file_id, biggest.file_size, None
+    elif message.document is not None:
+        document = message.document
+        file_id, size, mime = document.file_id, document.file_size, document.mime_type
+    else:
+        file_id, size, mime = "", None, ""  # neither: refused as not an image
 
+    async def fetch() -> bytes:
+        return await download(message, file_id, downloads)
 
-def check_declared_size(services: Services, size: int | None) -> None:
-    """Refuse by the declared size before getFile: our own limit, then the Bot API's 20 MB."""
-    services.intake.check_size(size)
-    images.check_size(size, BOT_API_DOWNLOAD_LIMIT)
+    return PhotoSource(
+        fetch, event_key=event_key(message), size=size, mime=mime, size_limit=BOT_API_DOWNLOAD_LIMIT, ref=message
+    )
 
 
 async def download(message: Message, file_id: str, downloads: asyncio.Semaphore) -> bytes:
@@ -99,10 +105,10 @@ async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if group is None:
         return
     asker, services, downloads = asker_of(update, context), services_of(context), downloads_of(context)
-    if len(group) == 1 and not message.media_group_id:
-        await queue_single(message, asker, services, downloads)
-    else:
-        await queue_album(group, asker, services, downloads, burst=not message.media_group_id)
+    together = (
+        None if len(group) == 1 and not message.media_group_id else ("album" if message.media_group_id else "burst")
+    )
+    await queue_photos(group, asker, services, downloads, together=together)
 
 
 def event_key(message: Message) -> str:
@@ -141,79 +147,144 @@ async def answer_again(bot: Any, first: Submitted, lang: str, services: Services
         )
 
 
-async def queue_single(message: Message, asker: Asker, services: Services, downloads: asyncio.Semaphore) -> None:
-    key = event_key(message)
-    first = await services.intake.claimed(key)
-    if first is not None:
-        await answer_again(message.get_bot(), first, asker.lang, services)
-        return
+async def queue_photos(
+    group: list[Message], asker: Asker, services: Services, downloads: asyncio.Semaphore, *, together: str | None
+) -> None:
+    """One photo, or an album or a burst of photos sent one by one (`together`), all under one status
+    message, one task per photo. Photos beyond the user's concurrent cap wait in the backlog; past
+    the backlog, ONE reply says how many were taken and how many to send again."""
+    status: Message | None = None
+    made: list[dict[str, Any]] = []
+
+    async def replies(usable: Sequence[PhotoSource]) -> list[dict[str, Any]]:
+        nonlocal status
+        messages: list[Message] = [photo.ref for photo in usable]
+        count = len(messages)
+        status = await messages[0].reply_text(
+            text("received_many" if count > 1 else "received", asker.lang, count=count), do_quote=True
+        )
+        if together:
+            await albums.open_album(
+                services.redis, messages[0].chat_id, status.message_id, count, services.settings.blob_ttl_s
+            )
+        made.extend(photo_reply(message, status, asker.lang, together) for message in messages)
+        return made
+
+    async def counted(photo: PhotoOutcome) -> None:
+        """The album's sender waits for every photo: the ones that will bring no result count now."""
+        message: Message = photo.source.ref
+        if status is None:
+            return
+        if photo.fate is Fate.QUEUED and photo.submitted is not None:
+            await albums.add_album_task(
+                services.redis,
+                message.chat_id,
+                status.message_id,
+                photo.submitted.task_id,
+                services.settings.blob_ttl_s,
+            )
+        elif photo.fate in (Fate.REFUSED, Fate.DROPPED, Fate.AGAIN):
+            await albums.finish_album_item(
+                services.redis, message.chat_id, status.message_id, f"{FINISHED_AS[photo.fate]}:{message.message_id}"
+            )
+
+    caption_mode = next(filter(None, (services.workflows.from_words(m.caption) for m in group)), None)
     try:
-        file_id, size = image_file(message)
-        check_declared_size(services, size)
-        await open_or_backlog(services, asker, event_key=key)
-    except Refused as refusal:
-        await message.reply_text(refusal.user_message(asker.lang))
+        intook = await services.intake.submit_many(
+            [photo_source(message, downloads) for message in group],
+            user=asker.user,
+            replies=replies,
+            mode=caption_mode,
+            exempt=asker.exempt,
+            on_each=counted if together else None,
+        )
+    except Exception:  # noqa: BLE001 - Telegram or Redis failed mid-way: the status must not say "putting in line"
+        if status is None:
+            raise
+        log.exception("photos from %s could not be queued", asker.user)
+        with contextlib.suppress(Exception):
+            await settle(status, made[0], services, text("error_generic", asker.lang))
         return
-    status = await message.reply_text(text("received", asker.lang), do_quote=True)
-    reply = {
+    await answer_intook(intook, group, status, made, asker, services, together=together)
+
+
+FINISHED_AS = {Fate.REFUSED: "refused", Fate.DROPPED: "dropped", Fate.AGAIN: "again"}
+
+
+def photo_reply(message: Message, status: Message, lang: str, together: str | None) -> dict[str, Any]:
+    """Where this photo's result goes: a reply to it, under the shared status message."""
+    reply: dict[str, Any] = {
         "platform": "telegram",
         "chat_id": message.chat_id,
         "message_id": message.message_id,
         "status_message_id": status.message_id,
-        "lang": asker.lang,
+        "lang": lang,
     }
+    if together == "burst":
+        reply["burst"] = True
+    elif together == "album":
+        reply["album"] = str(message.media_group_id)
     if message.document is not None:
         reply["as_file"] = True
-    try:
-        data = await download(message, file_id, downloads)
-        data, note = await shrunk_if_over(data, services, asker.lang)
-        if note:
-            await services.lines.keep_note(line_id(reply) or "", note)
-        mode = services.workflows.from_words(message.caption) or await services.intake.default_mode(asker.user)
-        try:
-            submitted = await services.intake.submit(
-                data, mode=mode, reply=reply, user=asker.user, exempt=asker.exempt, event_key=key
-            )
-        except Refused as refusal:
-            if refusal.code != "too_many_active":
-                raise
-            await services.backlog.hold(data, user=asker.user, mode=mode, reply=reply, exempt=asker.exempt)
-            await show_backlogged(status, reply, asker.lang, services, count=1)
-            return
-    except Refused as refusal:
-        await settle(status, reply, services, refusal.user_message(asker.lang))
+    return reply
+
+
+async def answer_intook(
+    intook: Intook,
+    group: list[Message],
+    status: Message | None,
+    made: list[dict[str, Any]],
+    asker: Asker,
+    services: Services,
+    *,
+    together: str | None,
+) -> None:
+    """Turn intake's outcome into messages: the status says where the photos stand; each distinct
+    refusal is said once, under the first photo it hit."""
+    lang = asker.lang
+    bot = group[0].get_bot()
+    before = [p for p in intook.of(Fate.AGAIN) if p.reply is None and p.submitted is not None]
+    if before:  # the event was delivered before (all of it, or the part that was queued then)
+        await answer_again(bot, before[0].submitted, lang, services, count=len(before))
+    for photo in intook.of(Fate.REFUSED):
+        if photo.reply is None and photo.refusal not in (None, intook.refusal):  # from what Telegram declared
+            await photo.source.ref.reply_text(photo.refusal.user_message(lang))
+    if intook.refusal is not None:
+        fresh = next((p.source.ref for p in intook.photos if p.fate is not Fate.AGAIN), group[0])
+        await fresh.reply_text(intook.refusal.user_message(lang))
+    if status is None:
         return
-    except Exception:  # noqa: BLE001 - Telegram or Redis failed mid-way: the status must not say "putting in line"
-        log.exception("photo from %s could not be queued", asker.user)
-        with contextlib.suppress(Exception):
-            await settle(status, reply, services, text("error_generic", asker.lang))
-        return
-    if submitted.duplicate:  # the same message, delivered twice at once: the other delivery's status stays
+    reply = made[0]
+    taken = [p for p in intook.photos if p.reply is not None]
+    raced = [p for p in taken if p.fate is Fate.AGAIN and p.submitted is not None]
+    if raced and len(raced) == len(taken):  # delivered twice at once: the other delivery's status stays
         with contextlib.suppress(BadRequest):
             await status.delete()
-        await answer_again(message.get_bot(), submitted, asker.lang, services)
+        await answer_again(bot, raced[0].submitted, lang, services, count=len(raced))
         return
-    await show_queued(status, [submitted], reply, asker.lang, services, note=note)
-
-
-async def shrunk_if_over(data: bytes, services: Services, lang: str) -> tuple[bytes, str]:
-    """An image over the pixel limit becomes a copy shrunk to it, with a note saying so."""
-    s = services.settings
-    shrunk = await asyncio.to_thread(
-        shrink_to_limit, data, max_pixels=s.max_image_pixels, ceiling_pixels=s.max_image_pixels_ceiling
-    )
-    if shrunk is None:
-        return data, ""
-    return shrunk.data, text("shrunk_note", lang, **shrunk.note_values())
-
-
-async def open_or_backlog(services: Services, asker: Asker, *, event_key: str | None = None) -> None:
-    """check_open, except that a user at the concurrent cap may still send while the backlog has room."""
-    try:
-        await services.intake.check_open(asker.user, exempt=asker.exempt, event_key=event_key)
-    except Refused as refusal:
-        if refusal.code != "too_many_active" or await services.backlog.room(asker.user) <= 0:
-            raise
+    queued, waiting, dropped = intook.queued, intook.held, intook.dropped
+    refused: dict[str, Message] = {}
+    for photo in taken:
+        if photo.fate is Fate.REFUSED and photo.refusal is not None:
+            refused.setdefault(photo.refusal.user_message(lang), photo.source.ref)
+    if not queued and not waiting and not dropped and refused:  # nothing taken: the status says why
+        sentence = next(iter(refused))
+        del refused[sentence]
+        await settle(status, reply, services, sentence)
+    for sentence, message in refused.items():
+        await message.reply_text(sentence)
+    if dropped and together:  # one reply for the whole burst: how many were taken, how many to send again
+        await group[0].reply_text(
+            text("backlog_full", lang, taken=intook.taken, sent=intook.taken + dropped, count=dropped)
+        )
+    note = "\n".join(intook.notes)
+    if queued:
+        await show_queued(status, queued, reply, lang, services, waiting=waiting, note=note)
+    elif waiting:
+        await show_backlogged(status, reply, lang, services, count=waiting)
+    elif dropped:
+        sentence = (intook.of(Fate.DROPPED)[0].refusal or Refused("too_many_active")).user_message(lang)
+        await settle(status, reply, services, sentence)
 
 
 async def show_backlogged(status: Message, reply: dict[str, Any], lang: str, services: Services, *, count: int) -> None:
@@ -260,123 +331,6 @@ async def show_queued(
         return
     with contextlib.suppress(BadRequest):
         await status.edit_text(sentence, reply_markup=cancel_markup(reply, queued[0].task_id, lang))
-
-
-async def queue_album(
-    group: list[Message], asker: Asker, services: Services, downloads: asyncio.Semaphore, *, burst: bool = False
-) -> None:
-    """One task per photo of an album (or of a burst of photos sent one by one), all under one status
-    message. Photos beyond the user's concurrent cap wait in the backlog; past the backlog, ONE reply
-    says how many were taken and how many to send again."""
-    first = group[0]
-    keys_of = {message.message_id: event_key(message) for message in group}
-    claims = {m.message_id: await services.intake.claimed(keys_of[m.message_id]) for m in group}
-    again = [claim for claim in claims.values() if claim is not None]
-    if again:  # the album was delivered before (all of it, or the part that was queued then)
-        await answer_again(first.get_bot(), again[0], asker.lang, services, count=len(again))
-        group = [m for m in group if claims[m.message_id] is None]
-        if not group:
-            return
-        first = group[0]
-    usable: list[tuple[Message, str]] = []
-    for message in group:
-        try:
-            file_id, size = image_file(message)
-            check_declared_size(services, size)
-            usable.append((message, file_id))
-        except Refused as refusal:
-            await message.reply_text(refusal.user_message(asker.lang))
-    if not usable:
-        return
-    try:
-        # Room for one; each is checked below.
-        await open_or_backlog(services, asker, event_key=keys_of[usable[0][0].message_id])
-    except Refused as refusal:
-        await first.reply_text(refusal.user_message(asker.lang))
-        return
-    status = await first.reply_text(
-        text("received_many" if len(usable) > 1 else "received", asker.lang, count=len(usable)), do_quote=True
-    )
-    redis, ttl = services.redis, services.settings.blob_ttl_s
-    await albums.open_album(redis, first.chat_id, status.message_id, len(usable), ttl)
-    caption_mode = next(filter(None, (services.workflows.from_words(m.caption) for m in group)), None)
-    mode = caption_mode or await services.intake.default_mode(asker.user)
-    queued: list[Submitted] = []
-    waiting = dropped = 0
-    notes: list[str] = []
-    refused: dict[str, Message] = {}  # each distinct refusal is said once, under the first photo it hit
-    for message, file_id in usable:
-        reply = {
-            "platform": "telegram",
-            "chat_id": message.chat_id,
-            "message_id": message.message_id,
-            "status_message_id": status.message_id,
-            "lang": asker.lang,
-        }
-        if burst:
-            reply["burst"] = True
-        else:
-            reply["album"] = str(first.media_group_id)
-        if message.document is not None:
-            reply["as_file"] = True
-        try:
-            data = await download(message, file_id, downloads)
-            data, note = await shrunk_if_over(data, services, asker.lang)
-            if note:
-                notes.append(note)
-                await services.lines.keep_note(line_id(reply) or "", "\n".join(notes))
-            try:
-                submitted = await services.intake.submit(
-                    data,
-                    mode=mode,
-                    reply=reply,
-                    user=asker.user,
-                    exempt=asker.exempt,
-                    event_key=keys_of[message.message_id],
-                )
-            except Refused as refusal:
-                if refusal.code != "too_many_active":
-                    raise
-                try:
-                    await services.backlog.hold(data, user=asker.user, mode=mode, reply=reply, exempt=asker.exempt)
-                    waiting += 1
-                except Refused as full:
-                    if full.code != "too_many_active":
-                        raise
-                    dropped += 1
-                    await albums.finish_album_item(
-                        redis, first.chat_id, status.message_id, f"dropped:{message.message_id}"
-                    )
-                continue
-        except Refused as refusal:
-            left = await albums.finish_album_item(
-                redis, first.chat_id, status.message_id, f"refused:{message.message_id}"
-            )
-            if left == 0 and not queued:
-                await settle(status, reply, services, refusal.user_message(asker.lang))
-            else:
-                refused.setdefault(refusal.user_message(asker.lang), message)
-            continue
-        if submitted.duplicate:  # delivered twice at once: the other delivery's album has this photo
-            await albums.finish_album_item(redis, first.chat_id, status.message_id, f"again:{message.message_id}")
-            continue
-        await albums.add_album_task(redis, first.chat_id, status.message_id, submitted.task_id, ttl)
-        queued.append(submitted)
-    for sentence, message in refused.items():
-        await message.reply_text(sentence)
-    if dropped:  # one reply for the whole burst: how many were taken, how many to send again
-        taken = len(queued) + waiting
-        await first.reply_text(text("backlog_full", asker.lang, taken=taken, sent=taken + dropped, count=dropped))
-    if queued:
-        await show_queued(
-            status, queued, reply, asker.lang, services, waiting=waiting, note="\n".join(filter(None, notes))
-        )
-    elif waiting:
-        await show_backlogged(status, reply, asker.lang, services, count=waiting)
-    elif dropped:
-        await settle(
-            status, reply, services, text("too_many_active", asker.lang, limit=services.settings.user_max_active)
-        )
 
 
 async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
