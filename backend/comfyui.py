@@ -34,6 +34,11 @@ from backend.stale_model import PromptTakenBack
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_S = 3.0
+# A SaveImageWebsocket frame carries the whole result PNG (a 12 MP one is 10-30 MB). aiohttp's
+# default limit of 4 MB closed the socket on every result past ~1.5 MP: the prompt then ran a second
+# time to be read through /view, and every other waiter polled /history after the reconnect. No
+# limit, as for a /view body: the socket carries only what our own ComfyUI sends.
+WS_MAX_MESSAGE_BYTES = 0
 RECONNECT_BACKOFF_S = (0.2, 5.0)
 DETAIL_LIMIT = 500
 
@@ -447,7 +452,10 @@ class ComfyUIClient:
             try:
                 # `async with` closes the old socket completely before we ever reconnect
                 async with self._ensure_session().ws_connect(
-                    url, heartbeat=30.0, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
+                    url,
+                    heartbeat=30.0,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+                    max_msg_size=WS_MAX_MESSAGE_BYTES,
                 ) as ws:
                     self.connected = True
                     backoff.reset()

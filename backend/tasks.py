@@ -193,7 +193,7 @@ class Task:
     user: str
     submitted_at: int = field(default_factory=now_ms)
     params: dict[str, Any] = field(default_factory=dict)
-    # blake2b of the input blob as intake stored it (optional: older producers don't write it); a
+    # images.content_digest of the input blob as intake stored it (optional: older producers don't write it); a
     # worker that reads the same bytes back trusts them instead of decoding them again.
     digest: str = ""
 

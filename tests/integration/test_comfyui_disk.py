@@ -49,3 +49,38 @@ async def test_a_lost_socket_image_falls_back_to_a_file_once(comfy_fake, photo_b
         await client.close()
     assert image.startswith(b"\x89PNG")
     assert [kind for kind, _ in comfy_fake.files.files].count("output") == 1
+
+
+async def test_a_result_over_4_mb_comes_over_the_socket_in_one_run(comfy_fake):
+    """aiohttp's default WebSocket limit (4 MB) is lifted: a big PNG result is one frame, not a re-run."""
+    import asyncio
+    import io
+    import random
+
+    from PIL import Image
+
+    from backend.comfyui import ComfyUIClient
+    from backend.settings import REPO_ROOT
+    from backend.workflows import Workflows
+
+    noise = Image.frombytes("L", (2000, 1500), random.Random(7).randbytes(2000 * 1500))  # PNG cannot shrink it
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG")
+    mode = Workflows.load(REPO_ROOT / "workflows").get("person")
+    client = ComfyUIClient(comfy_fake.url)
+    await client.start()
+    try:
+        image, _ = await client.run(
+            lambda name: mode.build(name, task_id="t1"),
+            buffer.getvalue(),
+            "x.png",
+            mode.output_node,
+            prompt_id="p-big",
+            deadline=asyncio.get_running_loop().time() + 60,
+        )
+    finally:
+        await client.close()
+    assert len(image) > 4 * 1024 * 1024
+    assert Image.open(io.BytesIO(image)).size == (2000, 1500)
+    assert list(comfy_fake.prompts) == ["p-big"]  # no "-file" re-run
+    assert [kind for kind, _ in comfy_fake.files.files].count("output") == 0

@@ -547,6 +547,19 @@ def test_finalize_output_rewrites_an_rgb_png_without_decoding(forbid_decoding):
         images.finalize_output(comfy_png, max_pixels=48 * 32 - 1)
 
 
+def test_finalize_output_passes_a_png_with_only_pixel_chunks_through(forbid_decoding):
+    """What SaveImageWebsocket sends has no text to drop: the same bytes go on, no copy made."""
+    websocket_png = encode(noise((48, 32)), "PNG")
+    forbid_decoding()
+    assert images.finalize_output(websocket_png, max_pixels=MAX_PIXELS) is websocket_png
+
+
+def test_finalize_output_drops_bytes_after_iend(forbid_decoding):
+    png = encode(noise((48, 32)), "PNG")
+    forbid_decoding()
+    assert images.finalize_output(png + b"trailing workflow", max_pixels=MAX_PIXELS) == png
+
+
 @pytest.mark.parametrize(
     "data",
     [
