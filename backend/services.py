@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # imported when built: a CLI command pays only for what it us
     from backend.positions import PositionAnnouncer, QueueView
     from backend.reruns import Reruns
     from backend.status_line import StatusLines
+    from backend.task_handle import TaskHandle
     from backend.workflows import Workflows
 
 
@@ -88,6 +89,12 @@ class Services:
             backlog=backlog,
             cancelling=Cancelling(admin, backlog),
         )
+
+    def task(self, task_id: str) -> TaskHandle:
+        """A handle on one task: its state, its result (waiting for it if need be), cancel."""
+        from backend.task_handle import TaskHandle
+
+        return TaskHandle(self.redis, task_id, results_stream=self.settings.results_stream)
 
     @classmethod
     @contextlib.asynccontextmanager

@@ -17,7 +17,6 @@ from pathlib import Path
 from backend.errors import Refused
 from backend.services import Services
 from backend.settings import Settings
-from backend.task_handle import TaskHandle
 from backend.tasks import MalformedRecord
 
 log = logging.getLogger("repairbot")
@@ -60,8 +59,7 @@ async def submit_file(
             return EXIT_OK
         say_progress(f"queued: #{submitted.position} in line, about {submitted.eta_s} s")
         try:
-            handle = TaskHandle(services.redis, submitted.task_id, results_stream=settings.results_stream)
-            result = await handle.result(timeout_s, stop=stop)
+            result = await services.task(submitted.task_id).result(timeout_s, stop=stop)
         except TimeoutError:
             print(f"No result within {timeout_s:g} s; the task is still queued. [timeout]", file=sys.stderr)
             return EXIT_TIMEOUT

@@ -4,7 +4,7 @@ Compare under a result; Retry under an admin's dead letter.
 
 The custom_id formats are the ones messages.py writes (and buttons already posted carry): a result
 button carries only the task id, and the finished task is read back from the stored result the worker
-keeps (backend.stored_results), which knows the input, the output, the mode and the owner. Cancel
+keeps (a task handle's finished()), which knows the input, the output, the mode and the owner. Cancel
 carries its status line, which knows its tasks and owner. Someone else's press is told to colorize
 their own photo; a press that no longer applies says so and the button is disabled on its message.
 """
@@ -19,7 +19,6 @@ from typing import Any
 
 import discord
 
-from backend import stored_results
 from backend.compare import labelled_side_by_side
 from backend.errors import Refused
 from backend.intake import Submitted
@@ -219,7 +218,7 @@ BUTTONS = (CancelButton, RetryButton, OtherModeButton, CompareButton, DeadRetryB
 
 # --- what the presses share ------------------------------------------------------------------------
 async def stored_result(services: Services, task_id: str) -> Result | None:
-    return await stored_results.stored_result(services.redis, task_id)
+    return await services.task(task_id).finished()
 
 
 async def not_yours(interaction: discord.Interaction, what: str, owner: str | None) -> None:

@@ -26,7 +26,6 @@ from backend.intake_many import Fate, Intook, PhotoOutcome, PhotoSource
 from backend.positions import where_lines
 from backend.services import Services
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
-from backend.stored_results import stored_result
 from backend.texts import pick_lang, text
 from bots.telegram.keyboards import Button, cancel_markup, mode_markup, parse, status_cancel_markup
 from bots.telegram.photos import PHOTO_MAX_SIDE
@@ -444,7 +443,7 @@ async def run_other_mode(query: Any, button: Button, asker: Asker, services: Ser
 
 
 async def show_earlier_run(message: Message, task_id: str, mode: str, asker: Asker, services: Services) -> None:
-    earlier = await stored_result(services.redis, task_id)
+    earlier = await services.task(task_id).finished()
     data = await services.blobs.get(earlier.output) if earlier is not None and earlier.output else None
     if data is None:
         await message.reply_text(text("other_mode_running", asker.lang, mode=mode))
