@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,6 @@ from backend import images, intake_many, keys, metrics
 from backend.admin import estimate_wait
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import Refused
-from backend.intake_many import Intook, MakeReplies, OnEach, PhotoSource
 from backend.redis_conn import REDIS_DOWN
 from backend.settings import Settings
 from backend.task_handle import TaskState, state_of
@@ -133,21 +132,8 @@ class Intake:
         self._release_turn = redis.register_script(RELEASE_IF_OWNER)
         self._take_turn = redis.register_script(TAKE_TURN_SCRIPT)
 
-    async def submit_many(
-        self,
-        photos: Sequence[PhotoSource],
-        *,
-        user: str,
-        replies: MakeReplies,
-        mode: str | None = None,
-        exempt: bool = False,
-        backlog: bool = True,
-        on_each: OnEach | None = None,
-    ) -> Intook:
-        """The one call for a chat event's photos, one or many: see backend.intake_many."""
-        return await intake_many.submit_many(
-            self, photos, user=user, replies=replies, mode=mode, exempt=exempt, backlog=backlog, on_each=on_each
-        )
+    # The one call for a chat event's photos, one or many (backend.intake_many): a method of Intake.
+    submit_many = intake_many.submit_many
 
     @metrics.counting_refusals
     def check_size(self, size: int | None) -> None:
