@@ -210,3 +210,20 @@ async def test_an_attachment_that_cannot_be_fetched_gets_an_apology_not_a_stuck_
     interaction = colorize(discord_fake, attachment)
     await discord_fake.push_interaction(interaction)
     assert (await ephemeral_refusal(discord_fake, interaction)) == "Sorry, something went wrong. Please try again."
+
+
+async def test_context_menu_with_a_damaged_image_queues_the_others_and_says_why_not_that_one(
+    bot, discord_fake, photo_bytes, redis, discord_settings
+):
+    images = [discord_fake.add_file(photo_bytes, "a.jpg"), discord_fake.add_file(b"garbage" * 40, "b.png", "image/png")]
+    images.append(discord_fake.add_file(photo_bytes, "c.jpg"))
+    bot.services.settings.user_max_active = 10
+    interaction = discord_fake.message_command("Colorize photo", discord_fake.user_message(images, author_id=77))
+    await discord_fake.push_interaction(interaction)
+    edit = await original_edit(discord_fake, interaction)
+    assert edit["content"].startswith("Queued 2 photos — first is #1 in line")
+    [follow_up] = await discord_fake.wait_for_call("POST", rf"/webhooks/{APP_ID}/{interaction['token']}")
+    assert int(follow_up.json["flags"]) & EPHEMERAL and "JPEG, PNG" in follow_up.json["content"]
+    tasks = await tasks_in_stream(redis, discord_settings)
+    assert [json.loads(t["reply"])["part"] for t in tasks] == ["1/3", "3/3"]
+    assert len(discord_fake.downloads) == 3

@@ -255,3 +255,21 @@ async def test_the_cancel_button_of_a_backlogged_photo_drops_it(system, tg_fake,
         await tg_fake.wait_for(lambda: results_in(tg_fake, user.id), timeout=30)  # the first one still comes
         await asyncio.sleep(0.5)
     assert len(results_in(tg_fake, user.id)) == 1
+
+
+async def test_an_album_with_a_damaged_photo_says_so_once_and_the_rest_come_back_together(system, tg_fake, photo_bytes):
+    user = ChatUser(tg_fake)
+    async with system():
+        await user.send_photo(photo_bytes, media_group_id="mixed")
+        broken = await user.send_photo(b"\xff\xd8 not really a jpeg" * 20, media_group_id="mixed")
+        await user.send_photo(photo_bytes, media_group_id="mixed")
+        [album] = await tg_fake.wait_call("sendMediaGroup", timeout=60)
+        await tg_fake.wait_for(lambda: tg_fake.calls_to("deleteMessage"))
+    assert len(album["media"]) == 2, "the album's sender counted the refused photo as finished"
+    chat = telegram_chat(tg_fake, user.id)
+    said = [line.text for line in chat if line.kind == "sent"]
+    assert stage_of(said[0]) == 0, said  # the status
+    assert said.count(text("not_an_image", "en")) == 1, said  # the damaged photo, said once
+    status_id = next(line.message_id for line in chat if line.kind == "sent")
+    history = status_histories(chat)[status_id]
+    assert never_backwards(history) and history[-1] == "<deleted>", history
