@@ -23,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from backend import keys, metrics
+from backend.redact import scrub
 from backend.settings import Settings
 from backend.tasks import now_ms
 
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 MUTED = "repairbot:alerts:muted"
 BOT_ERRORS = "repairbot:alerts:bot_errors"  # hash: platform -> errors caught so far
 BOT_ERROR_LAST = "repairbot:alerts:bot_error_last"  # hash: platform -> the last one, in a few words
+BOT_ERROR_TRACE = "repairbot:alerts:bot_error_trace"  # hash: platform -> the last one's traceback, short
+TRACE_FRAMES = 3  # the innermost frames: where it broke, not how the library got there
+TRACE_CHARS = 900  # fits an alert in one Telegram or Discord message with room to spare
 STATE_TTL_S = 30 * 24 * 3600
 CONFIRM_ROUNDS = 2
 
@@ -59,16 +64,27 @@ async def muted_for_s(redis: Redis) -> int:
     return max(0, int(await redis.ttl(MUTED)))
 
 
+def short_traceback(error: BaseException) -> str:
+    """The innermost frames and the message of `error`, with bot tokens, interaction tokens and URL
+    credentials scrubbed, cut to TRACE_CHARS from the end: what an admin chat may be shown."""
+    frames = traceback.TracebackException.from_exception(error, limit=-TRACE_FRAMES)
+    text = scrub("".join(frames.format(chain=False))).strip()
+    return text if len(text) <= TRACE_CHARS else "…" + text[-TRACE_CHARS:]
+
+
 async def report_bot_error(redis: Redis, platform: str, error: BaseException | None) -> None:
-    """Called from a bot's error handler; never raises (the handler has a user to answer)."""
+    """Called from a bot's error handler (PTB's errorhandlerbot pattern): counted for the admins' alert,
+    which carries the last one's short traceback. Never raises (the handler has a user to answer)."""
     root = error.__cause__ or error if error is not None else None  # wrappers (CommandInvokeError) name the cause
     summary = type(root).__name__ if root is not None else "unknown error"
+    trace = short_traceback(root) if root is not None else ""
     try:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.hincrby(BOT_ERRORS, platform, 1)
             pipe.hset(BOT_ERROR_LAST, platform, summary)
-            pipe.expire(BOT_ERRORS, STATE_TTL_S)
-            pipe.expire(BOT_ERROR_LAST, STATE_TTL_S)
+            pipe.hset(BOT_ERROR_TRACE, platform, trace)
+            for key in (BOT_ERRORS, BOT_ERROR_LAST, BOT_ERROR_TRACE):
+                pipe.expire(key, STATE_TTL_S)
             await asyncio.wait_for(pipe.execute(), timeout=2)
     except Exception as exc:  # noqa: BLE001 - best effort
         log.warning("could not record a %s bot error for the admins: %s", platform, exc)
@@ -82,6 +98,7 @@ class Reading:
     comfyui_up: list[bool]  # one per configured instance
     oldest_waiting_s: float
     bot_errors: dict[str, tuple[int, str]]  # platform -> (count so far, last summary)
+    bot_error_traces: dict[str, str] = field(default_factory=dict)  # platform -> the last one's short traceback
     data_lost: int = 0  # times a consumer group was found gone (keys.DATA_LOST), all groups together
 
 
@@ -106,12 +123,17 @@ async def read_bot_errors(redis: Redis) -> dict[str, tuple[int, str]]:
     return {_text(k): (int(v), _text(last.get(k, b"?"))) for k, v in counts.items()}
 
 
+async def read_bot_error_traces(redis: Redis) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in (await redis.hgetall(BOT_ERROR_TRACE)).items()}
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _bot_error_message(platform: str, last: str, n: int) -> str:
-    return f"⚠️ The {platform} bot caught {n} error(s) in its handlers (last: {last}). See its logs."
+def _bot_error_message(platform: str, last: str, trace: str, n: int) -> str:
+    message = f"⚠️ The {platform} bot caught {n} error(s) in its handlers (last: {last}). See its logs."
+    return f"{message}\n\n{trace}" if trace else message
 
 
 class Alerts:
@@ -161,7 +183,7 @@ class Alerts:
             sent += await self._event(
                 f"bot_error:{platform}",
                 errors,
-                functools.partial(_bot_error_message, platform, last),
+                functools.partial(_bot_error_message, platform, last, reading.bot_error_traces.get(platform, "")),
                 baseline=0,  # the counter itself only exists once a bot caught something
             )
         return sent

@@ -229,6 +229,7 @@ class Ops:
             comfyui_up=up,
             oldest_waiting_s=numbers.oldest_waiting_s,
             bot_errors=await alerts.read_bot_errors(self.redis),
+            bot_error_traces=await alerts.read_bot_error_traces(self.redis),
             data_lost=await alerts.read_data_lost(self.redis),
         )
         await self.alerts.evaluate(reading)  # type: ignore[union-attr]

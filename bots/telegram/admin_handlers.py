@@ -12,25 +12,25 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import ContextTypes
 
 from backend import alerts
 from backend.admin_texts import format_dead_letters, format_stats, format_status
 from backend.charts import stats_chart_png, stats_series
 from backend.texts import text
-from bots.telegram.handlers import asker_of, services_of
+from bots.telegram.context import BotContext
+from bots.telegram.handlers import asker_of
 from bots.telegram.keyboards import dead_retry_data, parse
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
+Handler = Callable[[Update, BotContext], Awaitable[None]]
 
 
 def admin_only(handler: Handler) -> Handler:
     """Run `handler` for admins; refuse (and log) everyone else."""
 
     @functools.wraps(handler)
-    async def guarded(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def guarded(update: Update, context: BotContext) -> None:
         asker = asker_of(update, context)
         if not asker.exempt:
             command = (update.effective_message.text or "").split()[0] if update.effective_message else "?"
@@ -47,16 +47,16 @@ async def _say(update: Update, message: str) -> None:
 
 
 @admin_only
-async def queue_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def queue_command(update: Update, context: BotContext) -> None:
     """Queue, running, dead letters, workers: the status numbers."""
     lang = asker_of(update, context).lang
-    await _say(update, format_status(await services_of(context).admin.status(), lang))
+    await _say(update, format_status(await context.services.admin.status(), lang))
 
 
 @admin_only
-async def dlq_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def dlq_command(update: Update, context: BotContext) -> None:
     """The latest dead letters with their reasons."""
-    letters = await services_of(context).admin.dead_letters(limit=10)
+    letters = await context.services.admin.dead_letters(limit=10)
     lang = asker_of(update, context).lang
     if not letters:
         await _say(update, text("admin_dlq_empty", lang))
@@ -67,13 +67,13 @@ async def dlq_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 
 @admin_only
-async def retry_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def retry_command(update: Update, context: BotContext) -> None:
     """`/retry <task_id>` puts a dead task back in line."""
     lang = asker_of(update, context).lang
     if not context.args:
         await _say(update, text("admin_retry_usage", lang))
         return
-    outcome = await services_of(context).admin.retry_dead(context.args[0])
+    outcome = await context.services.admin.retry_dead(context.args[0])
     if outcome.ok:
         await _say(update, text("admin_retried", lang, task_id=outcome.task_id))
     else:
@@ -81,29 +81,29 @@ async def retry_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 
 @admin_only
-async def purge_dlq_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def purge_dlq_command(update: Update, context: BotContext) -> None:
     """Drops every dead letter."""
-    count = await services_of(context).admin.purge_dead()
+    count = await context.services.admin.purge_dead()
     await _say(update, text("admin_purged", asker_of(update, context).lang, count=count))
 
 
 @admin_only
-async def pause_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def pause_command(update: Update, context: BotContext) -> None:
     """Stops new photos from being accepted and started."""
-    await services_of(context).admin.pause()
+    await context.services.admin.pause()
     await _say(update, text("admin_paused", asker_of(update, context).lang))
 
 
 @admin_only
-async def resume_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await services_of(context).admin.resume()
+async def resume_command(update: Update, context: BotContext) -> None:
+    await context.services.admin.resume()
     await _say(update, text("admin_resumed", asker_of(update, context).lang))
 
 
 @admin_only
-async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def stats_command(update: Update, context: BotContext) -> None:
     """Throughput and run-time percentiles over the last hour, as text and a small chart."""
-    services = services_of(context)
+    services = context.services
     stats = await services.admin.stats(window_s=3600)
     series = await stats_series(services.redis, 3600)
     chart = await asyncio.to_thread(stats_chart_png, stats, series, asker_of(update, context).lang)
@@ -111,7 +111,7 @@ async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 
 @admin_only
-async def mute_alerts_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def mute_alerts_command(update: Update, context: BotContext) -> None:
     """Silence the operations alerts for N minutes (`/mute_alerts 60`; 0 lifts the mute)."""
     args = context.args or []
     lang = asker_of(update, context).lang
@@ -119,7 +119,7 @@ async def mute_alerts_command(update: Update, context: ContextTypes.DEFAULT_TYPE
         await _say(update, text("admin_mute_usage", lang))
         return
     minutes = int(args[0])
-    await alerts.mute(services_of(context).redis, minutes)
+    await alerts.mute(context.services.redis, minutes)
     await _say(update, text("admin_muted", lang, minutes=minutes) if minutes else text("admin_unmuted", lang))
 
 

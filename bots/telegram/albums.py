@@ -1,31 +1,59 @@
-"""Albums: photos sent together (one media_group_id) arrive as separate updates.
+"""Albums: photos sent together (one media_group_id) arrive as separate updates; so do photos sent one
+by one in a moment (a burst).
 
-The bot collects a group for a short window, then queues one task per photo under one status
-message; what Redis keeps about the group is backend.albums'.
+The first photo of a group starts a window on PTB's JobQueue; the photos arriving meanwhile join it,
+and when the window closes one job hands the whole group, in message order, to the handler that
+queues it under one status message. No handler sleeps. What Redis keeps about the group is
+backend.albums'.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from telegram import Message
+from telegram import Message, Update
+from telegram.ext import CallbackContext, JobQueue
 
 COLLECT_WINDOW_S = 1.0
 
 
-class AlbumCollector:
-    """Gathers the messages of one media group for `window_s` (updates are handled concurrently)."""
+@dataclass
+class Gathered:
+    """A group's messages so far (the data of its window's job), the update that opened it (errors are
+    reported against it) and what to do with the whole group."""
+
+    key: tuple[int, str]
+    first: Update
+    ripe: Callable[[Any, Gathered], Awaitable[None]]  # (the job's context, the whole group)
+    messages: list[Message] = field(default_factory=list)
+
+
+class AlbumWindow:
+    """Gathers the messages of one media group (or one burst) for `window_s`, on the JobQueue."""
 
     def __init__(self, window_s: float = COLLECT_WINDOW_S):
         self.window_s = window_s
-        self._groups: dict[tuple[int, str], list[Message]] = {}
+        self._groups: dict[tuple[int, str], Gathered] = {}
 
-    async def collect(self, message: Message) -> list[Message] | None:
-        """The whole group for the first message's handler (after the window); None for the others."""
+    def add(self, update: Update, job_queue: JobQueue[Any], ripe: Callable[[Any, Gathered], Awaitable[None]]) -> None:
+        """Join the photo to its group; the group's first photo schedules `ripe` for when the window closes."""
+        message = update.effective_message
+        assert message is not None  # a photo handler's update has one
         key = (message.chat_id, str(message.media_group_id))
         if key in self._groups:
-            self._groups[key].append(message)
-            return None
-        self._groups[key] = [message]
-        await asyncio.sleep(self.window_s)
-        return sorted(self._groups.pop(key), key=lambda m: m.message_id)
+            self._groups[key].messages.append(message)
+            return
+        gathered = self._groups[key] = Gathered(key, update, ripe, [message])
+        job_queue.run_once(self._closed, self.window_s, data=gathered, name=f"album:{key[0]}:{key[1]}")
+
+    async def _closed(self, context: CallbackContext[Any, Any, Any, Any]) -> None:
+        assert context.job is not None
+        gathered: Gathered = context.job.data  # type: ignore[assignment]
+        del self._groups[gathered.key]
+        gathered.messages.sort(key=lambda m: m.message_id)
+        try:
+            await gathered.ripe(context, gathered)
+        except Exception as exc:  # noqa: BLE001 - reported against the photo's update, so its user is told
+            await context.application.process_error(gathered.first, exc, job=context.job)

@@ -22,14 +22,12 @@ from backend.services import Services
 from backend.settings import Settings
 from bots.telegram import handlers
 from bots.telegram.admin_handlers import ADMIN_COMMANDS
-from bots.telegram.albums import AlbumCollector
+from bots.telegram.context import CONTEXT_TYPES
 from bots.telegram.ratelimit import FloodAwareRateLimiter
 from bots.telegram.sender import initialize_bot, upload_request
 
 log = logging.getLogger(__name__)
 
-BURST_WINDOW_S = 0.6
-MAX_PARALLEL_DOWNLOADS = 8  # photos of up to 20 MB each: bounded, so a burst can't exhaust memory
 PUBLIC_COMMANDS = [
     BotCommand("start", "What this bot does"),
     BotCommand("help", "Modes and limits"),
@@ -67,7 +65,8 @@ def build_application(
     rate_limiter: FloodAwareRateLimiter | None = None,
     with_updater: bool = True,
 ) -> Application:
-    """The Application with every handler; `services` reach the handlers through bot_data."""
+    """The Application with every handler; `services` reach the handlers as `context.services`
+    (bots.telegram.context), and the album window runs on the Application's JobQueue."""
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     builder = (
@@ -77,15 +76,13 @@ def build_application(
         .base_file_url(settings.telegram_file_base)
         .request(upload_request())
         .rate_limiter(rate_limiter or FloodAwareRateLimiter())
+        .context_types(CONTEXT_TYPES)
         .concurrent_updates(True)  # a slow download must not hold up other users (and albums need it)
     )
     if not with_updater:
         builder = builder.updater(None)
     app = builder.build()
-    app.bot_data["services"] = services
-    app.bot_data["albums"] = AlbumCollector()
-    app.bot_data["bursts"] = AlbumCollector(BURST_WINDOW_S)  # photos sent one by one in a moment: one status
-    app.bot_data["downloads"] = asyncio.Semaphore(MAX_PARALLEL_DOWNLOADS)
+    app.bot_data.services = services
 
     app.add_handler(CommandHandler("start", handlers.start, filters=NEW))
     app.add_handler(CommandHandler("help", handlers.help_command, filters=NEW))
@@ -119,7 +116,7 @@ async def running(app: Application, settings: Settings) -> AsyncIterator[Applica
             await app.updater.start_polling(poll_interval=0, timeout=10, drop_pending_updates=False)
         await app.start()
         stop_announcing = asyncio.Event()
-        announcer = asyncio.create_task(app.bot_data["services"].positions.run(stop_announcing))
+        announcer = asyncio.create_task(app.bot_data.services.positions.run(stop_announcing))
         try:
             yield app
         finally:

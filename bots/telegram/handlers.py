@@ -16,7 +16,6 @@ from typing import Any
 from telegram import Message, PhotoSize, ReplyParameters, Update
 from telegram.constants import ChatAction
 from telegram.error import BadRequest
-from telegram.ext import ContextTypes
 
 from backend import albums, alerts
 from backend.compare import labelled_side_by_side
@@ -27,6 +26,8 @@ from backend.positions import where_lines
 from backend.services import Services
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.texts import pick_lang, text
+from bots.telegram.albums import Gathered
+from bots.telegram.context import BotContext
 from bots.telegram.keyboards import Button, cancel_markup, mode_markup, parse, status_cancel_markup
 from bots.telegram.photos import PHOTO_MAX_SIDE
 
@@ -45,17 +46,9 @@ class Asker:
     exempt: bool
 
 
-def services_of(context: ContextTypes.DEFAULT_TYPE) -> Services:
-    return context.application.bot_data["services"]
-
-
-def downloads_of(context: ContextTypes.DEFAULT_TYPE) -> asyncio.Semaphore:
-    return context.application.bot_data["downloads"]
-
-
-def asker_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Asker:
+def asker_of(update: Update, context: BotContext) -> Asker:
     sender = update.effective_user
-    admins = services_of(context).settings.telegram_admin_ids
+    admins = context.services.settings.telegram_admin_ids
     return Asker(f"telegram:{sender.id}", pick_lang(sender.language_code), sender.id in admins)
 
 
@@ -96,18 +89,18 @@ async def download(message: Message, file_id: str, downloads: asyncio.Semaphore)
         return bytes(await file.download_as_bytearray())
 
 
-async def on_image(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A photo or an image file: queued, with a status message that follows it to the result."""
-    message = update.effective_message
-    collector = context.application.bot_data["albums" if message.media_group_id else "bursts"]
-    group = await collector.collect(message)  # an album, or photos sent one by one within a moment
-    if group is None:
-        return
-    asker, services, downloads = asker_of(update, context), services_of(context), downloads_of(context)
-    together = (
-        None if len(group) == 1 and not message.media_group_id else ("album" if message.media_group_id else "burst")
-    )
-    await queue_photos(group, asker, services, downloads, together=together)
+async def on_image(update: Update, context: BotContext) -> None:
+    """A photo or an image file joins its album, or the burst of photos sent one by one within a
+    moment; the window's job (`queue_gathered`) queues them under one status message."""
+    window = context.albums if update.effective_message.media_group_id else context.bursts
+    window.add(update, context.job_queue, queue_gathered)
+
+
+async def queue_gathered(context: BotContext, gathered: Gathered) -> None:
+    """Queue an album, a burst, or a single photo, with a status message that follows it to the result."""
+    group, first = gathered.messages, gathered.first.effective_message
+    together = None if len(group) == 1 and not first.media_group_id else ("album" if first.media_group_id else "burst")
+    await queue_photos(group, asker_of(gathered.first, context), context.services, context.downloads, together=together)
 
 
 def event_key(message: Message) -> str:
@@ -332,23 +325,23 @@ async def show_queued(
         await status.edit_text(sentence, reply_markup=cancel_markup(reply, queued[0].task_id, lang))
 
 
-async def on_other_media(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_other_media(update: Update, context: BotContext) -> None:
     """Videos, stickers, voice notes…: say what we take instead."""
     await update.effective_message.reply_text(text("not_an_image", asker_of(update, context).lang))
 
 
-async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_text(update: Update, context: BotContext) -> None:
     """Plain text: remind the user what to send."""
     await update.effective_message.reply_text(text("start", asker_of(update, context).lang))
 
 
 # --- buttons -----------------------------------------------------------------------------------
-async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_button(update: Update, context: BotContext) -> None:
     """Cancel, Other mode and Compare."""
     query = update.callback_query
     button = parse(query.data or "")
     asker = asker_of(update, context)
-    services = services_of(context)
+    services = context.services
     if button is None or query.message is None:
         await query.answer()
         return
@@ -471,14 +464,14 @@ async def send_comparison(result_message: Message, button: Button, asker: Asker,
 
 
 # --- commands ----------------------------------------------------------------------------------
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def start(update: Update, context: BotContext) -> None:
     """Greets the user and says what to send."""
     await update.effective_message.reply_text(text("start", asker_of(update, context).lang))
 
 
-async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def help_command(update: Update, context: BotContext) -> None:
     """The modes and the limits, from the settings."""
-    services, asker = services_of(context), asker_of(update, context)
+    services, asker = context.services, asker_of(update, context)
     s = services.settings
     modes = "\n".join(
         f"• {mode.label(asker.lang)}: {mode.describe(asker.lang)}" for mode in services.workflows.choosable
@@ -497,31 +490,31 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     )
 
 
-async def where_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def where_command(update: Update, context: BotContext) -> None:
     """/where (or /status): the place in line and the wait of each of this user's photos."""
-    asker, services = asker_of(update, context), services_of(context)
+    asker, services = asker_of(update, context), context.services
     places = await services.queue.of_user(asker.user)
     await update.effective_message.reply_text(where_lines(places, asker.lang))
 
 
-async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def unknown_command(update: Update, context: BotContext) -> None:
     """A command we don't have gets a short hint instead of silence."""
     command = (update.effective_message.text or "/?").split()[0].split("@")[0]
     await update.effective_message.reply_text(text("unknown_command", asker_of(update, context).lang, command=command))
 
 
-async def cancel_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def cancel_command(update: Update, context: BotContext) -> None:
     """Cancels every queued or running photo of this user."""
     asker = asker_of(update, context)
-    count = await services_of(context).cancelling.everything_of(asker.user)
+    count = await context.services.cancelling.everything_of(asker.user)
     key = "cancelled_count" if count else "nothing_to_cancel"
     await update.effective_message.reply_text(text(key, asker.lang, count=count))
 
 
-async def mode_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def mode_command(update: Update, context: BotContext) -> None:
     """`/mode <name>` sets the user's default mode; `/mode` alone (or an unknown name) shows the current
     one with a button per mode users may choose, all from the manifest."""
-    asker, services = asker_of(update, context), services_of(context)
+    asker, services = asker_of(update, context), context.services
     words = " ".join(context.args or ())
     mode = services.workflows.from_words(words)
     if mode is not None:
@@ -561,14 +554,16 @@ async def choose_mode(message: Message, mode: str, asker: Asker, services: Servi
 
 
 # --- errors ------------------------------------------------------------------------------------
-async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Log what failed with the update that caused it, and tell the user to try again."""
+async def on_error(update: object, context: BotContext) -> None:
+    """Log what failed with the update that caused it, tell the user to try again, and report it for
+    the admins' alert, which carries its short, scrubbed traceback to their chats (PTB's
+    errorhandlerbot pattern, rate-limited by backend.alerts)."""
     where = ""
     if isinstance(update, Update):
         user = update.effective_user
         where = f" (update {update.update_id}, user {user.id if user else '?'})"
     log.error("handler failed%s: %s", where, context.error, exc_info=context.error)
-    await alerts.report_bot_error(services_of(context).redis, "telegram", context.error)
+    await alerts.report_bot_error(context.services.redis, "telegram", context.error)
     if isinstance(update, Update) and update.callback_query is not None:
         with contextlib.suppress(Exception):  # stop the button's spinner
             await update.callback_query.answer()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 from backend import keys
+from backend.services import Services
 from backend.texts import text
+from bots.telegram.app import build_application, running
 from bots.telegram.keyboards import parse
+from bots.telegram.ratelimit import FloodAwareRateLimiter
 
 MB = 1024 * 1024
 
@@ -166,6 +169,29 @@ async def test_album_is_one_status_and_one_task_per_photo(bot, user, tg_fake, ph
     assert answer[0]["text"] == text("cancelled_count", "en", count=3)
     for task in tasks:
         assert await bot.redis.exists(keys.cancelled(task["task_id"]))
+
+
+async def test_the_album_window_is_a_job_on_the_job_queue(tg_settings, tg_fake, user, photo_bytes):
+    """The album's photos wait on PTB's JobQueue, not in a sleeping handler: while the window is open
+    one job is scheduled and no update is being handled; when it closes, one status for both."""
+    services = Services.create(tg_settings)
+    app = build_application(
+        tg_settings, services, rate_limiter=FloodAwareRateLimiter(overall_max_rate=0, group_max_rate=0)
+    )
+    try:
+        async with running(app, tg_settings):
+            await user.send_photo(photo_bytes, media_group_id="album-3")
+            name = f"album:{user.id}:album-3"
+            [job] = await tg_fake.wait_for(lambda: app.job_queue.get_jobs_by_name(name))
+            await user.send_photo(photo_bytes, media_group_id="album-3")
+            await tg_fake.wait_for(lambda: len(job.data.messages) == 2)  # the job carries the group
+            assert app.update_processor.current_concurrent_updates == 0  # both handlers have returned
+            assert app.job_queue.get_jobs_by_name(name) == (job,) and not user.texts()  # still gathering
+            await user.wait_text("Queued 2 photos")
+            assert not app.job_queue.get_jobs_by_name(name)
+            assert len([t for t in user.texts() if t == text("received_many", "en", count=2)]) == 1
+    finally:
+        await services.close()
 
 
 async def test_album_over_the_active_limit_queues_what_fits_and_says_why_not_the_rest(start_bot, user, photo_bytes):

@@ -140,3 +140,21 @@ async def test_a_condition_that_began_and_ended_within_a_mute_is_never_mentioned
     await alerts.mute(redis, 0)
     await rounds(watcher, reading())
     assert admins.messages == []
+
+
+def test_the_traceback_an_admin_sees_is_short_and_scrubbed():
+    def innermost(message: str) -> None:
+        raise ValueError(message)
+
+    def caught(message: str) -> str:
+        try:
+            innermost(message)
+        except ValueError as error:
+            return alerts.short_traceback(error)
+        raise AssertionError("innermost raised nothing")
+
+    trace = caught("POST https://discord.com/api/webhooks/111/" + "t" * 60 + " failed")
+    assert trace.startswith("Traceback") and ", in innermost" in trace
+    assert trace.endswith("ValueError: POST https://discord.com/api/webhooks/111/<token> failed")
+    long = caught("x" * 5000)
+    assert len(long) == alerts.TRACE_CHARS + 1 and long.startswith("…") and long.endswith("x" * 100)
