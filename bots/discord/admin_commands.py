@@ -1,8 +1,11 @@
-"""/repairbot queue|dlq|retry|purge|pause|resume|stats for the ids in DISCORD_ADMIN_IDS.
+"""/repairbot queue|dlq|retry|purge|pause|resume|stats|mute_alerts for the ids in DISCORD_ADMIN_IDS.
 
-Discord hides the group from members without the administrator permission (default_member_permissions);
-the id list is what actually decides, and anyone else who gets here is refused and logged. Answers are
-ephemeral: queue numbers are not for the channel.
+Organised as the photo commands are (commands.py): `add_admin_commands(tree, services)` registers
+handlers that close over the services, here under one app_commands.Group. Discord hides the group
+from members without the administrator permission (default_member_permissions); the id list is what
+actually decides: every subcommand carries the `admins_only` check, and anyone else who gets here is
+refused and logged. Answers are ephemeral (queue numbers are not for the channel) and in the admin's
+language; descriptions come from the catalog, in Chinese for Chinese clients.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -18,9 +23,10 @@ from backend import alerts
 from backend.admin_texts import format_dead_letters, format_stats, format_status
 from backend.charts import stats_chart_png, stats_series
 from backend.services import Services
-from backend.texts import text
+from backend.texts import CATALOG, text
 from bots.discord.messages import DEAD_RETRY_PREFIX
 from bots.discord.replies import lang_of
+from bots.discord.translations import localized
 
 log = logging.getLogger(__name__)
 
@@ -32,45 +38,56 @@ def block(body: str) -> str:
     return "```\n" + body[: MESSAGE_LIMIT - 8] + "\n```"
 
 
-class AdminGroup(app_commands.Group):
-    """The /repairbot group; every subcommand passes `interaction_check` first."""
+def described(key: str) -> app_commands.locale_str:
+    """A description from the catalog: English by default, the catalog's Chinese for Chinese clients."""
+    return localized(CATALOG["en"][key], key)
 
-    def __init__(self, services: Services):
-        super().__init__(
-            name="repairbot",
-            description="Operate repairbot (admins only)",
-            default_permissions=discord.Permissions(administrator=True),
-        )
-        self.services = services
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if interaction.user.id in self.services.settings.discord_admin_ids:
+async def answer(interaction: discord.Interaction, content: str, **kw: Any) -> None:
+    """Answer at once, or as a follow-up when the command deferred because it may take a while."""
+    if interaction.response.is_done():
+        await interaction.followup.send(content, ephemeral=True, **kw)
+    else:
+        await interaction.response.send_message(content, ephemeral=True, **kw)
+
+
+def add_admin_commands(tree: app_commands.CommandTree, services: Services) -> None:
+    group = app_commands.Group(
+        name="repairbot",
+        description=described("cmd_admin"),
+        default_permissions=discord.Permissions(administrator=True),
+    )
+
+    async def admins_only(interaction: discord.Interaction) -> bool:
+        if interaction.user.id in services.settings.discord_admin_ids:
             return True
         command = interaction.command.qualified_name if interaction.command else "?"
         log.warning("discord:%s (%s) tried /%s and was refused", interaction.user.id, interaction.user, command)
         await interaction.response.send_message(text("not_allowed", lang_of(interaction)), ephemeral=True)
         return False
 
-    async def answer(self, interaction: discord.Interaction, content: str, **kw: object) -> None:
-        """Answer at once, or as a follow-up when the command deferred because it may take a while."""
-        if interaction.response.is_done():
-            await interaction.followup.send(content, ephemeral=True, **kw)
-        else:
-            await interaction.response.send_message(content, ephemeral=True, **kw)
+    def admin(name: str, **kw: Any) -> Callable[[Any], Any]:
+        """`@admin("queue")`: a subcommand of /repairbot, described by the catalog's `cmd_<name>`, admins only."""
 
-    @app_commands.command(description="Queue, workers and ComfyUI at a glance")
-    async def queue(self, interaction: discord.Interaction) -> None:
+        def register(handler: Any) -> Any:
+            checked = app_commands.check(admins_only)(handler)
+            return group.command(name=name, description=described(f"cmd_{name}"), **kw)(checked)
+
+        return register
+
+    @admin("queue")
+    async def queue(interaction: discord.Interaction) -> None:
         # Probing a slow or unreachable ComfyUI may outlast Discord's 3 s window to acknowledge.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.answer(interaction, block(format_status(await self.services.admin.status(), lang_of(interaction))))
+        await answer(interaction, block(format_status(await services.admin.status(), lang_of(interaction))))
 
-    @app_commands.command(description="The latest dead letters")
-    async def dlq(self, interaction: discord.Interaction) -> None:
-        letters = await self.services.admin.dead_letters(limit=10)
-        if not letters:
-            await self.answer(interaction, text("admin_dlq_empty", lang_of(interaction)))
-            return
+    @admin("dlq")
+    async def dlq(interaction: discord.Interaction) -> None:
+        letters = await services.admin.dead_letters(limit=10)
         lang = lang_of(interaction)
+        if not letters:
+            await answer(interaction, text("admin_dlq_empty", lang))
+            return
         view = discord.ui.View(timeout=None)
         for letter in letters[:25]:
             if letter.task_id:
@@ -81,56 +98,53 @@ class AdminGroup(app_commands.Group):
                         custom_id=f"{DEAD_RETRY_PREFIX}{letter.task_id}"[:100],
                     )
                 )
-        await self.answer(interaction, block(format_dead_letters(letters, lang)), view=view)
+        await answer(interaction, block(format_dead_letters(letters, lang)), view=view)
 
-    @app_commands.command(description="Queue a dead task again")
-    @app_commands.describe(task="Task id or dead-letter entry id")
-    async def retry(self, interaction: discord.Interaction, task: str) -> None:
-        outcome = await self.services.admin.retry_dead(task.strip())
+    @admin("retry")
+    @app_commands.describe(task=described("cmd_retry_task"))
+    async def retry(interaction: discord.Interaction, task: str) -> None:
+        outcome = await services.admin.retry_dead(task.strip())
         lang = lang_of(interaction)
         if outcome.ok:
-            await self.answer(interaction, text("admin_retried", lang, task_id=outcome.task_id))
+            await answer(interaction, text("admin_retried", lang, task_id=outcome.task_id))
         else:
-            await self.answer(interaction, text("admin_retry_missing", lang, task_id=task.strip()))
+            await answer(interaction, text("admin_retry_missing", lang, task_id=task.strip()))
 
-    @app_commands.command(description="Delete every dead letter")
-    async def purge(self, interaction: discord.Interaction) -> None:
-        count = await self.services.admin.purge_dead()
-        await self.answer(interaction, text("admin_purged", lang_of(interaction), count=count))
+    @admin("purge")
+    async def purge(interaction: discord.Interaction) -> None:
+        count = await services.admin.purge_dead()
+        await answer(interaction, text("admin_purged", lang_of(interaction), count=count))
 
-    @app_commands.command(description="Stop starting new tasks")
-    async def pause(self, interaction: discord.Interaction) -> None:
-        await self.services.admin.pause()
+    @admin("pause")
+    async def pause(interaction: discord.Interaction) -> None:
+        await services.admin.pause()
         log.warning("discord:%s paused the queue", interaction.user.id)
-        await self.answer(interaction, text("admin_paused", lang_of(interaction)))
+        await answer(interaction, text("admin_paused", lang_of(interaction)))
 
-    @app_commands.command(description="Start tasks again")
-    async def resume(self, interaction: discord.Interaction) -> None:
-        await self.services.admin.resume()
+    @admin("resume")
+    async def resume(interaction: discord.Interaction) -> None:
+        await services.admin.resume()
         log.warning("discord:%s resumed the queue", interaction.user.id)
-        await self.answer(interaction, text("admin_resumed", lang_of(interaction)))
+        await answer(interaction, text("admin_resumed", lang_of(interaction)))
 
-    @app_commands.command(description="Throughput and run times of the last hour, with a chart")
-    async def stats(self, interaction: discord.Interaction) -> None:
+    @admin("stats")
+    async def stats(interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # the chart takes a moment
-        numbers = await self.services.admin.stats()
-        series = await stats_series(self.services.redis, 3600)
-        chart = await asyncio.to_thread(stats_chart_png, numbers, series, lang_of(interaction))
-        await self.answer(
-            interaction,
-            block(format_stats(numbers, lang_of(interaction))),
-            file=discord.File(io.BytesIO(chart), filename="stats.png"),
+        numbers = await services.admin.stats()
+        series = await stats_series(services.redis, 3600)
+        lang = lang_of(interaction)
+        chart = await asyncio.to_thread(stats_chart_png, numbers, series, lang)
+        await answer(
+            interaction, block(format_stats(numbers, lang)), file=discord.File(io.BytesIO(chart), filename="stats.png")
         )
 
-    @app_commands.command(name="mute_alerts", description="Silence the operations alerts for some minutes (0 lifts)")
-    @app_commands.describe(minutes="How long to stay quiet; 0 turns alerts on again")
-    async def mute_alerts(self, interaction: discord.Interaction, minutes: app_commands.Range[int, 0, 10080]) -> None:
-        await alerts.mute(self.services.redis, minutes)
+    @admin("mute_alerts")
+    @app_commands.describe(minutes=described("cmd_mute_alerts_minutes"))
+    async def mute_alerts(interaction: discord.Interaction, minutes: app_commands.Range[int, 0, 10080]) -> None:
+        await alerts.mute(services.redis, minutes)
         lang = lang_of(interaction)
-        await self.answer(
+        await answer(
             interaction, text("admin_muted", lang, minutes=minutes) if minutes else text("admin_unmuted", lang)
         )
 
-
-def add_admin_commands(tree: app_commands.CommandTree, services: Services) -> None:
-    tree.add_command(AdminGroup(services))
+    tree.add_command(group)

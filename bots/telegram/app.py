@@ -20,6 +20,7 @@ from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, 
 
 from backend.services import Services
 from backend.settings import Settings
+from backend.texts import text
 from bots.telegram import handlers
 from bots.telegram.admin_handlers import ADMIN_COMMANDS
 from bots.telegram.context import CONTEXT_TYPES
@@ -28,30 +29,8 @@ from bots.telegram.sender import initialize_bot, upload_request
 
 log = logging.getLogger(__name__)
 
-PUBLIC_COMMANDS = [
-    BotCommand("start", "What this bot does"),
-    BotCommand("help", "Modes and limits"),
-    BotCommand("mode", "Show or choose your default mode"),
-    BotCommand("where", "Where your photos are in line"),
-    BotCommand("cancel", "Cancel your waiting photos"),
-]
-PUBLIC_COMMANDS_ZH = [
-    BotCommand("start", "这个机器人能做什么"),
-    BotCommand("help", "模式和限制"),
-    BotCommand("mode", "查看或选择默认模式"),
-    BotCommand("where", "查看照片的排队位置"),
-    BotCommand("cancel", "取消等待中的照片"),
-]
-ADMIN_MENU = [
-    BotCommand("queue", "Queue, workers and ComfyUI"),
-    BotCommand("stats", "The last hour, with a chart"),
-    BotCommand("dlq", "Dead letters, with Retry"),
-    BotCommand("retry", "Queue a dead task again"),
-    BotCommand("purge_dlq", "Drop every dead letter"),
-    BotCommand("pause", "Stop starting new photos"),
-    BotCommand("resume", "Start photos again"),
-    BotCommand("mute_alerts", "Silence alerts for N minutes"),
-]
+PUBLIC_MENU = ("start", "help", "mode", "where", "cancel")
+ADMIN_MENU = ("queue", "stats", "dlq", "retry", "purge_dlq", "pause", "resume", "mute_alerts")
 NEW = filters.UpdateType.MESSAGE  # not edits (a fixed caption must not queue the photo again), not channel posts
 OTHER_MEDIA = (
     filters.VIDEO | filters.ANIMATION | filters.AUDIO | filters.VOICE | filters.VIDEO_NOTE | filters.Sticker.ALL
@@ -100,16 +79,23 @@ def build_application(
     return app
 
 
+def menu(commands: tuple[str, ...], lang: str) -> list[BotCommand]:
+    """The command menu in `lang`, each command described by the catalog's `cmd_<name>`."""
+    return [BotCommand(name, text(f"cmd_{name}", lang)) for name in commands]
+
+
 @contextlib.asynccontextmanager
 async def running(app: Application, settings: Settings) -> AsyncIterator[Application]:
     """Start the bot (webhook or long polling) and stop it cleanly on the way out."""
     await initialize_bot(app.initialize)
     try:
-        await app.bot.set_my_commands(PUBLIC_COMMANDS)
-        await app.bot.set_my_commands(PUBLIC_COMMANDS_ZH, language_code="zh")
+        await app.bot.set_my_commands(menu(PUBLIC_MENU, "en"))
+        await app.bot.set_my_commands(menu(PUBLIC_MENU, "zh"), language_code="zh")
         for admin in settings.telegram_admin_ids:  # admins see their commands too, in their own chat only
             with contextlib.suppress(TelegramError):  # an admin who never opened the chat: no menu yet
-                await app.bot.set_my_commands(PUBLIC_COMMANDS + ADMIN_MENU, scope=BotCommandScopeChat(admin))
+                scope = BotCommandScopeChat(admin)
+                await app.bot.set_my_commands(menu(PUBLIC_MENU + ADMIN_MENU, "en"), scope=scope)
+                await app.bot.set_my_commands(menu(PUBLIC_MENU + ADMIN_MENU, "zh"), scope=scope, language_code="zh")
         if settings.telegram_webhook_url:
             await start_webhook(app, settings)
         else:

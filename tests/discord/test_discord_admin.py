@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from backend import keys
+from backend.texts import text
 from tests.fakes.discord_api import APP_ID, FakeDiscord
 
 ADMIN_ID = 4242
@@ -140,3 +141,26 @@ async def test_moving_to_guild_commands_clears_the_global_ones_once(discord_sett
     [first, cleared] = discord_fake.calls_to("PUT", rf"/applications/{APP_ID}/commands")
     assert first.json and cleared.json == []
     assert len(discord_fake.calls_to("PUT", rf"/applications/{APP_ID}/guilds/700/commands")) == 1
+
+
+async def test_admin_commands_are_described_from_the_catalog_in_both_languages(
+    discord_settings, discord_fake, start_bot
+):
+    async with start_bot(discord_settings):
+        pass
+    [call] = discord_fake.calls_to("PUT", rf"/applications/{APP_ID}/commands")
+    group = next(c for c in call.json if c["name"] == "repairbot")
+    assert group["description_localizations"]["zh-CN"] == text("cmd_admin", "zh")
+    queue = next(o for o in group["options"] if o["name"] == "queue")
+    assert queue["description"] == text("cmd_queue", "en")
+    assert queue["description_localizations"]["zh-CN"] == text("cmd_queue", "zh")
+    assert {o["name"] for o in group["options"]} == {
+        "queue",
+        "dlq",
+        "retry",
+        "purge",
+        "pause",
+        "resume",
+        "stats",
+        "mute_alerts",
+    }

@@ -57,6 +57,15 @@ async def test_admin_texts_in_chinese(bot, tg_fake):
     await admin.wait_text(text("admin_muted", "zh", minutes=5))
 
 
+async def test_admins_get_their_command_menu_in_both_languages(bot, tg_fake):
+    scoped = [c for c in tg_fake.calls_to("setMyCommands") if c.params.get("scope")]
+    english, chinese = [next(c for c in scoped if c.params.get("language_code") == code) for code in (None, "zh")]
+    assert english["scope"] == chinese["scope"] == {"type": "chat", "chat_id": ADMIN_ID}
+    described = {c["command"]: c["description"] for c in chinese["commands"]}
+    assert described["queue"] == text("cmd_queue", "zh") and described["start"] == text("cmd_start", "zh")
+    assert {c["command"]: c["description"] for c in english["commands"]}["stats"] == text("cmd_stats", "en")
+
+
 async def test_dead_letters_listed_and_retried(bot, admin):
     task = Task(
         task_id="d" * 32,
