@@ -19,9 +19,10 @@ from redis.exceptions import ResponseError
 
 from backend import keys
 from backend.redact import redact_url
+from backend.replies import PLATFORMS
 from backend.settings import Settings
 from backend.task_handle import TaskHandle, TaskState
-from backend.tasks import PLATFORMS, DeadLetter, MalformedRecord, Result, Task, now_ms
+from backend.tasks import DeadLetter, MalformedRecord, Result, Task, now_ms
 
 DEFAULT_RUN_S = 10.0
 DEAD_PAGE = 1000

@@ -17,12 +17,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from backend import images, keys
 from backend.blobs import BlobStore
 from backend.errors import Refused
 from backend.intake import Intake, Submitted
+from backend.replies import REPLY, Reply, reply_json
 from backend.settings import Settings
 from backend.status_line import line_id
 from backend.tasks import Result
@@ -58,19 +60,27 @@ def _key(user: str) -> str:
     return f"repairbot:backlog:{user}"
 
 
+def _reply_of(item: dict[str, Any]) -> Reply | None:
+    """A backlog item's reply channel (stored as the JSON object it is on the streams)."""
+    try:
+        return REPLY.validate_python(item.get("reply"))
+    except ValidationError:
+        return None
+
+
 class Backlog:
     def __init__(self, redis: Redis, settings: Settings, intake: Intake, blobs: BlobStore):
         self.redis = redis
         self.settings = settings
         self.intake = intake
         self.blobs = blobs
-        self.on_queued: Callable[[Submitted, dict[str, Any]], Awaitable[None]] | None = None
+        self.on_queued: Callable[[Submitted, Reply], Awaitable[None]] | None = None
         self._cancel_item = redis.register_script(CANCEL_ITEM_SCRIPT)
 
     async def room(self, user: str) -> int:
         return max(0, self.settings.user_backlog - int(await self.redis.llen(_key(user))))
 
-    async def hold(self, data: bytes, *, user: str, mode: str, reply: dict[str, Any], exempt: bool = False) -> int:
+    async def hold(self, data: bytes, *, user: str, mode: str, reply: Reply, exempt: bool = False) -> int:
         """Keep a photo for later; its place among the user's waiting photos (1 = next). Refused when
         the image is not one we take, or "too_many_active" when the backlog is full too."""
         self.intake.workflows.get(mode)
@@ -83,7 +93,8 @@ class Backlog:
             max_pixels=self.settings.max_image_pixels,
         )
         input_key = await self.blobs.put("in", prepared.data)
-        item = {"id": uuid.uuid4().hex, "input": input_key, "mode": mode, "reply": reply, "exempt": exempt}
+        reply_fields = reply.model_dump(mode="json", exclude_unset=True)
+        item = {"id": uuid.uuid4().hex, "input": input_key, "mode": mode, "reply": reply_fields, "exempt": exempt}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(_key(user), json.dumps(item, separators=(",", ":")))
             pipe.expire(_key(user), self.settings.blob_ttl_s)
@@ -99,11 +110,16 @@ class Backlog:
             user = raw_user.decode() if isinstance(raw_user, bytes) else raw_user
             while (head := await self.redis.lindex(_key(user), 0)) is not None:
                 item = json.loads(head)
+                reply = _reply_of(item)
+                if reply is None:
+                    log.warning("backlogged photo of %s dropped: its reply channel is unreadable", user)
+                    await self.redis.lrem(_key(user), 1, head)
+                    continue
                 try:
                     submitted = await self.intake.resubmit(
                         item["input"],
                         mode=item["mode"],
-                        reply=item["reply"],
+                        reply=reply,
                         user=user,
                         exempt=bool(item.get("exempt")),
                         event_key=f"backlog:{item['id']}",
@@ -116,7 +132,7 @@ class Backlog:
                     continue
                 await self.redis.lrem(_key(user), 1, head)  # by value: a cancel may have taken it meanwhile
                 if not submitted.duplicate and self.on_queued is not None:
-                    await self.on_queued(submitted, item["reply"])
+                    await self.on_queued(submitted, reply)
                 queued.append(submitted)
             if not await self.redis.llen(_key(user)):
                 await self.redis.srem(USERS, user)
@@ -131,19 +147,19 @@ class Backlog:
         cancelled, queued = 0, []
         for raw in await self.redis.lrange(_key(user), 0, -1):
             item = json.loads(raw)
-            if line is not None and line_id(item["reply"]) != line:
-                continue
+            reply = _reply_of(item)
+            if reply is None or (line is not None and line_id(reply) != line):
+                continue  # an unreadable one is pump's to drop
             result = Result(
                 task_id=item["id"],
                 status="cancelled",
-                reply=item["reply"],
+                reply=reply,
                 mode=item["mode"],
                 input=item["input"],
                 user=user,
             )
             fields = [part for pair in result.encode().items() for part in pair]
-            reply_json = json.dumps(item["reply"], separators=(",", ":"))
-            args = [raw, item["id"], reply_json, self.settings.idempotency_ttl_s, *fields]
+            args = [raw, item["id"], reply_json(reply), self.settings.idempotency_ttl_s, *fields]
             outcome = await self._cancel_item(
                 keys=[_key(user), keys.event_claim(f"backlog:{item['id']}"), self.settings.results_stream], args=args
             )
@@ -161,7 +177,7 @@ class Backlog:
         for raw_user in await self.redis.smembers(USERS):
             user = raw_user.decode() if isinstance(raw_user, bytes) else raw_user
             for raw in await self.redis.lrange(_key(user), 0, -1):
-                line = line_id(json.loads(raw)["reply"])
+                line = line_id(_reply_of(json.loads(raw)))
                 if line is not None:
                     counts[line] = counts.get(line, 0) + 1
         return counts

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -27,9 +26,10 @@ from backend.admin import estimate_wait
 from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import Refused
 from backend.redis_conn import REDIS_DOWN
+from backend.replies import Reply, reply_json
 from backend.settings import Settings
 from backend.task_handle import TaskState, state_of
-from backend.tasks import Task, new_task_id, now_ms, validate_reply
+from backend.tasks import MalformedRecord, Task, decode_reply, new_task_id, now_ms
 from backend.workflows import Workflows
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class Submitted:
     position: int
     eta_s: int
     duplicate: bool = False
-    reply: dict[str, Any] = field(default_factory=dict)
+    reply: Reply | None = None  # None when the first task's channel could not be read back
     finished: bool = False
 
 
@@ -192,7 +192,7 @@ class Intake:
         data: bytes,
         *,
         mode: str,
-        reply: dict[str, Any],
+        reply: Reply,
         user: str,
         params: dict[str, Any] | None = None,
         exempt: bool = False,
@@ -204,7 +204,6 @@ class Intake:
             queued before gets its first task back (`duplicate=True`), without limits or a second run
         """
         checked_params = self.workflows.get(mode).check_params(params)
-        validate_reply(reply)
         if event_key is None:
             return await self._submit(data, mode=mode, reply=reply, user=user, params=checked_params, exempt=exempt)
         async with self._sole_delivery(event_key) as first:
@@ -219,7 +218,7 @@ class Intake:
         data: bytes,
         *,
         mode: str,
-        reply: dict[str, Any],
+        reply: Reply,
         user: str,
         params: dict[str, Any],
         exempt: bool,
@@ -287,11 +286,11 @@ class Intake:
         task_id = first[0].decode() if isinstance(first[0], bytes) else str(first[0])
         return await self._first_task(task_id, first[1])
 
-    async def _first_task(self, task_id: str, reply_json: Any) -> Submitted:
+    async def _first_task(self, task_id: str, raw_reply: Any) -> Submitted:
         try:
-            reply = json.loads(reply_json) if reply_json else {}
-        except ValueError:
-            reply = {}
+            reply: Reply | None = decode_reply(raw_reply)
+        except MalformedRecord:
+            reply = None
         ordinal, state = await self.redis.hmget(keys.task(task_id), ["ordinal", "state"])
         if state_of(state) in (TaskState.DONE, TaskState.NOT_FOUND):  # answered already (or its record expired)
             return Submitted(task_id, 0, 0, duplicate=True, reply=reply, finished=True)
@@ -304,7 +303,7 @@ class Intake:
         input_key: str,
         *,
         mode: str,
-        reply: dict[str, Any],
+        reply: Reply,
         user: str,
         exempt: bool = False,
         event_key: str | None = None,
@@ -312,7 +311,6 @@ class Intake:
         """Run an already stored input again (the "Other mode" button); limits apply as for a new photo.
         `event_key` names the button press, so a press delivered twice is one task (as for `submit`)."""
         self.workflows.get(mode)
-        validate_reply(reply)
         if event_key is None:
             return await self._resubmit(input_key, mode=mode, reply=reply, user=user, exempt=exempt)
         async with self._sole_delivery(event_key) as first:
@@ -323,7 +321,7 @@ class Intake:
             )
 
     async def _resubmit(
-        self, input_key: str, *, mode: str, reply: dict[str, Any], user: str, exempt: bool, event_key: str | None = None
+        self, input_key: str, *, mode: str, reply: Reply, user: str, exempt: bool, event_key: str | None = None
     ) -> Submitted:
         await self.check_open(user, exempt=exempt)
         if await self.blobs.get(input_key) is None:
@@ -383,7 +381,7 @@ class Intake:
         input_key: str,
         *,
         mode: str,
-        reply: dict[str, Any],
+        reply: Reply,
         user: str,
         params: dict[str, Any],
         event_key: str | None = None,
@@ -406,7 +404,7 @@ class Intake:
             user,
             mode,
             task.submitted_at,
-            json.dumps(reply, separators=(",", ":")),
+            reply_json(reply),
             *entry,
         ]
         try:
@@ -426,7 +424,7 @@ class Intake:
             return await self._first_task(first, await self.redis.hget(script_keys[2], "reply"))
         if reservation is not None:
             reservation.committed = True
-        metrics.intake_accepted(reply["platform"], mode)
+        metrics.intake_accepted(reply.platform, mode)
         position, eta = await self._place(int(outcome[2] or 0))
         return Submitted(task_id, position, eta, reply=reply)
 

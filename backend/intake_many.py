@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from backend import images
 from backend.errors import Refused
 from backend.oversize import shrink_to_limit
+from backend.replies import Reply, user_lang
 from backend.status_line import StatusLines, line_id
 from backend.texts import text
 
@@ -67,7 +68,7 @@ class PhotoOutcome:
     fate: Fate
     submitted: Submitted | None = None  # QUEUED and AGAIN
     refusal: Refused | None = None  # REFUSED and DROPPED
-    reply: dict[str, Any] | None = None  # the reply channel it got; None when settled before one was made
+    reply: Reply | None = None  # the reply channel it got; None when settled before one was made
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Intook:
         return (first.position, first.eta_s) if first is not None else (0, 0)
 
 
-MakeReplies = Callable[[Sequence[PhotoSource]], Awaitable[Sequence[dict[str, Any]]]]
+MakeReplies = Callable[[Sequence[PhotoSource]], Awaitable[Sequence[Reply]]]
 OnEach = Callable[[PhotoOutcome], Awaitable[None]]
 
 
@@ -201,7 +202,7 @@ async def _check_open(intake: Intake, user: str, *, exempt: bool, backlog: bool,
 async def _take(
     intake: Intake,
     photo: PhotoSource,
-    reply: dict[str, Any],
+    reply: Reply,
     *,
     user: str,
     mode: str,
@@ -248,7 +249,7 @@ async def _fetch(photo: PhotoSource, user: str) -> bytes:
         raise Refused("error_generic", detail=f"download failed: {exc}") from exc
 
 
-async def _shrunk_if_over(intake: Intake, data: bytes, reply: dict[str, Any]) -> tuple[bytes, str] | None:
+async def _shrunk_if_over(intake: Intake, data: bytes, reply: Reply) -> tuple[bytes, str] | None:
     """An image over the pixel limit becomes a copy shrunk to it, with a note saying so."""
     s = intake.settings
     shrunk = await asyncio.to_thread(
@@ -256,4 +257,4 @@ async def _shrunk_if_over(intake: Intake, data: bytes, reply: dict[str, Any]) ->
     )
     if shrunk is None:
         return None
-    return shrunk.data, text("shrunk_note", reply.get("lang"), **shrunk.note_values())
+    return shrunk.data, text("shrunk_note", user_lang(reply), **shrunk.note_values())

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -33,8 +32,9 @@ from backend.delivery import ACQUIRED, DELIVERED, SENT, SendClaim, SendClaims
 from backend.logs import about_task
 from backend.redact import scrub
 from backend.redis_conn import REDIS_DOWN
+from backend.replies import DiscordReply, TelegramReply, user_lang
 from backend.streams import DEFAULT_OPTIONS, ConsumerOptions, Entry, StreamConsumer
-from backend.tasks import Event, MalformedRecord, Result, user_lang
+from backend.tasks import Event, MalformedRecord, Result, decode_reply
 from backend.texts import text
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ class Notifier(StreamConsumer):
         try:
             event = Event.decode(entry.fields)
             about_task(event.task_id)
-            platform = self.platforms.get(event.reply["platform"])
+            platform = self.platforms.get(event.reply.platform)
             if platform is not None and platform.started and not await self.redis.exists(keys.delivered(event.task_id)):
                 async with self._slots:
                     await platform.sender.send_event(event)
@@ -303,7 +303,7 @@ class Notifier(StreamConsumer):
             await self.group.dead_letter(entry, reason=f"malformed result: {exc.reason}")
             return
         about_task(result.task_id)
-        name = result.reply["platform"]
+        name = result.reply.platform
         if name in SILENT_PLATFORMS:
             await self.group.ack(entry)
             return
@@ -477,15 +477,13 @@ class Notifier(StreamConsumer):
 
 def chat_of(entry: Entry) -> str:
     """The chat an entry goes to: its queue. Unreadable entries get a queue of their own."""
-    raw = entry.fields.get(b"reply", entry.fields.get("reply"))
     try:
-        reply = json.loads(raw or "")
-        platform = reply["platform"]
-    except (TypeError, ValueError, KeyError):
+        reply = decode_reply(entry.fields.get(b"reply", entry.fields.get("reply")))
+    except MalformedRecord:
         return f"entry:{entry.stream}:{entry.entry_id}"
-    if platform == "telegram" and reply.get("chat_id") is not None:
-        return f"telegram:{reply['chat_id']}"
-    if platform == "discord" and (reply.get("channel_id") or reply.get("user_id")):
-        return f"discord:{reply.get('channel_id') or reply.get('user_id')}"
+    if isinstance(reply, TelegramReply):
+        return f"telegram:{reply.chat_id}"
+    if isinstance(reply, DiscordReply):
+        return f"discord:{reply.channel_id or reply.user_id}"
     task_id = entry.fields.get(b"task_id", entry.fields.get("task_id", entry.entry_id))
-    return f"{platform}:task:{task_id!r}"
+    return f"{reply.platform}:task:{task_id!r}"

@@ -11,7 +11,6 @@ throttle. Finished tasks are dropped from the watch list.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ from redis.asyncio import Redis
 from backend import keys
 from backend.admin import group_info
 from backend.backoff import wait_event
+from backend.replies import Reply, reply_json
 from backend.settings import Settings
 from backend.status_line import RUNNING, StatusLines, known_run_s, line_id
 from backend.task_handle import TaskState, state_of
-from backend.tasks import Event
+from backend.tasks import Event, MalformedRecord, decode_reply
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class QueueView:
     async def _started(self, task_id: str) -> bool:
         """Whether the task's status says it is colorizing (ComfyUI may still hold it behind others)."""
         raw = await self.redis.hget(WATCHED, task_id)
-        line = line_id(json.loads(raw)) if raw else None
+        line = line_id(_watched_reply(raw)) if raw else None
         current = await StatusLines(self.redis).current(line) if line else None
         return current is None or current.stage >= RUNNING
 
@@ -118,12 +118,12 @@ class PositionAnnouncer:
         self.view = QueueView(redis, settings)
         self.lines = StatusLines(redis)
 
-    async def watch(self, task_id: str, reply: dict[str, Any]) -> None:
+    async def watch(self, task_id: str, reply: Reply) -> None:
         """Follow this task's status message until the task is finished."""
         if line_id(reply) is None:
             return
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(WATCHED, task_id, json.dumps(reply, separators=(",", ":")))
+            pipe.hset(WATCHED, task_id, reply_json(reply))
             pipe.expire(WATCHED, self.settings.blob_ttl_s)
             await pipe.execute()
 
@@ -139,7 +139,7 @@ class PositionAnnouncer:
         watched = await self.redis.hgetall(WATCHED)
         if len(watched) > MAX_WATCHED:  # never expected (the queue cap is lower): refresh the oldest part
             watched = dict(list(watched.items())[:MAX_WATCHED])
-        replies = {_str(k): json.loads(v) for k, v in watched.items()}
+        replies = {_str(k): reply for k, v in watched.items() if (reply := _watched_reply(v)) is not None}
         places = {p.task_id: p for p in await self.view.places(list(replies))}
         announced = {_str(k): _str(v) for k, v in (await self.redis.hgetall(ANNOUNCED)).items()}
         gone = [task_id for task_id in replies if task_id not in places]
@@ -201,6 +201,14 @@ class PositionAnnouncer:
 
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+def _watched_reply(raw: Any) -> Reply | None:
+    """A watched task's reply channel; an unreadable one has no status to refresh."""
+    try:
+        return decode_reply(raw)
+    except MalformedRecord:
+        return None
 
 
 def where_lines(places: list[Place], lang: str) -> str:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported when built: a CLI command pays only for what it us
     from backend.cancelling import Cancelling
     from backend.intake import Intake
     from backend.positions import PositionAnnouncer, QueueView
+    from backend.replies import Reply
     from backend.reruns import Reruns
     from backend.status_line import StatusLines
     from backend.task_handle import TaskHandle
@@ -69,7 +70,7 @@ class Services:
         intake.backlog = backlog
         positions = PositionAnnouncer(redis, settings, every_s=settings.status_refresh_s, backlog=backlog)
 
-        async def started_from_backlog(submitted: Any, reply: dict[str, Any]) -> None:
+        async def started_from_backlog(submitted: Any, reply: Reply) -> None:
             await lines.add_task(line_id(reply) or "", submitted.task_id)
             await positions.watch(submitted.task_id, reply)
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
 from backend import keys
+from backend.replies import DiscordReply, Reply, TelegramReply
 from backend.tasks import Event
 from backend.texts import text
 
@@ -44,14 +44,13 @@ return 1
 """
 
 
-def line_id(reply: Mapping[str, Any]) -> str | None:
+def line_id(reply: Reply | None) -> str | None:
     """The status message a reply channel writes to, or None when it has none."""
-    platform = reply.get("platform")
-    if platform == "telegram" and reply.get("status_message_id"):
-        return f"telegram:{reply['chat_id']}:{reply['status_message_id']}"
-    if platform == "discord" and reply.get("interaction_token"):
-        token = hashlib.sha256(str(reply["interaction_token"]).encode()).hexdigest()[:24]
-        return f"discord:{reply.get('application_id')}:{token}"
+    if isinstance(reply, TelegramReply) and reply.status_message_id:
+        return f"telegram:{reply.chat_id}:{reply.status_message_id}"
+    if isinstance(reply, DiscordReply) and reply.interaction_token:
+        token = hashlib.sha256(reply.interaction_token.encode()).hexdigest()[:24]
+        return f"discord:{reply.application_id}:{token}"
     return None
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from backend.errors import Refused
+from backend.replies import CliReply
 from backend.services import Services
 from backend.settings import Settings
 from backend.tasks import MalformedRecord
@@ -47,7 +48,7 @@ async def submit_file(
             submitted = await services.intake.submit(
                 data,
                 mode=mode or settings.default_mode,
-                reply={"platform": "cli"},
+                reply=CliReply(),
                 user=f"cli:{_local_user()}",
                 exempt=True,
             )

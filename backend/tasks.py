@@ -1,7 +1,7 @@
 """Task, Result, Event and DeadLetter records and their stream encoding.
 
 Entries are flat field maps with a schema version `v`; JSON only inside structured fields (`reply`,
-`params`). Decoding validates every field and raises `MalformedRecord` with a reason, so a loop can
+`params`); the reply channel decodes into its typed model (`backend.replies`). Decoding validates every field and raises `MalformedRecord` with a reason, so a loop can
 dead-letter a bad entry instead of crashing. Nothing decoded here is ever used as a file path.
 """
 
@@ -15,11 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from backend.blobs import BLOB_KEY
 from backend.redact import scrub
+from backend.replies import REPLY, Reply, problem, reply_json
 
 SCHEMA_VERSION = "1"
-PLATFORMS = ("telegram", "discord", "cli", "test")
 RESULT_STATUSES = ("ok", "failed", "cancelled")
 EVENT_STATES = ("queued", "started", "progress", "retrying")
 
@@ -94,62 +96,21 @@ def _check_version(fields: Mapping[Any, Any]) -> None:
         raise MalformedRecord(f"unknown schema version {version!r}")
 
 
-def _is_id(value: Any) -> bool:
-    """Platform ids: integers, or digit strings (Discord snowflakes travel as strings)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, str) and value.lstrip("-").isdigit() and len(value) <= 24
-
-
-_REPLY_FIELDS: dict[str, dict[str, tuple[bool, Any]]] = {
-    # platform -> field -> (required, checker)
-    "telegram": {
-        "chat_id": (True, _is_id),
-        "message_id": (False, _is_id),
-        "status_message_id": (False, _is_id),
-        "lang": (False, lambda v: isinstance(v, str) and len(v) <= 16),
-        "album": (False, lambda v: isinstance(v, str) and len(v) <= 64),
-        "as_file": (False, lambda v: isinstance(v, bool)),  # sent as a file: the result comes back as one too
-        "burst": (False, lambda v: isinstance(v, bool)),  # one of several photos sent at once, under one status
-    },
-    "discord": {
-        "application_id": (True, _is_id),
-        "interaction_token": (False, lambda v: isinstance(v, str) and 0 < len(v) <= 512),
-        "token_expires_at": (False, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
-        "channel_id": (True, _is_id),
-        "user_id": (True, _is_id),
-        "guild_id": (False, lambda v: v is None or _is_id(v)),
-        "lang": (False, lambda v: isinstance(v, str) and len(v) <= 16),
-        "private": (False, lambda v: isinstance(v, bool)),
-        "upload_limit": (False, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
-        "part": (False, lambda v: isinstance(v, str) and re.fullmatch(r"\d{1,2}/\d{1,2}", v) is not None),
-    },
-    "cli": {},
-    "test": {"inbox": (False, lambda v: isinstance(v, str) and len(v) <= 64)},
-}
-
-
-def validate_reply(reply: Any) -> dict[str, Any]:
-    """Check a reply channel against the fixed set of platforms and their fields."""
-    if not isinstance(reply, dict):
-        raise MalformedRecord("reply is not an object")
-    platform = reply.get("platform")
-    if platform not in _REPLY_FIELDS:
-        raise MalformedRecord(f"unknown reply platform {platform!r}")
-    spec = _REPLY_FIELDS[platform]
-    for name, value in reply.items():
-        if name == "platform":
-            continue
-        if name not in spec:
-            raise MalformedRecord(f"unexpected reply field {name!r}")
-        if not spec[name][1](value):
-            raise MalformedRecord(f"reply field {name!r} is not valid")
-    for name, (required, _) in spec.items():
-        if required and name not in reply:
-            raise MalformedRecord(f"reply lacks {name!r}")
-    return dict(reply)
+def decode_reply(raw: str | bytes | None) -> Reply:
+    """The one place a reply channel's JSON becomes its typed model (`backend.replies`)."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedRecord("field 'reply' is not UTF-8") from exc
+    if not raw:
+        raise MalformedRecord("missing field 'reply'")
+    if len(raw) > _MAX_REPLY_BYTES:
+        raise MalformedRecord("field 'reply' is too long")
+    try:
+        return REPLY.validate_json(raw)
+    except ValidationError as exc:
+        raise MalformedRecord(problem(exc)) from exc
 
 
 def _json_field(fields: Mapping[Any, Any], name: str, *, required: bool = True) -> Any:
@@ -180,16 +141,12 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def user_lang(reply: Mapping[str, Any]) -> str:
-    return str(reply.get("lang") or "en")
-
-
 @dataclass(frozen=True)
 class Task:
     task_id: str
     mode: str
     input: str
-    reply: dict[str, Any]
+    reply: Reply
     user: str
     submitted_at: int = field(default_factory=now_ms)
     params: dict[str, Any] = field(default_factory=dict)
@@ -203,7 +160,7 @@ class Task:
             "task_id": self.task_id,
             "mode": self.mode,
             "input": self.input,
-            "reply": _dumps(self.reply),
+            "reply": reply_json(self.reply),
             "user": self.user,
             "submitted_at": str(self.submitted_at),
         }
@@ -220,7 +177,7 @@ class Task:
             task_id=_matching(fields, "task_id", _TASK_ID),
             mode=_matching(fields, "mode", _MODE),
             input=_matching(fields, "input", BLOB_KEY),
-            reply=validate_reply(_json_field(fields, "reply")),
+            reply=decode_reply(_text(fields, "reply")),
             user=_matching(fields, "user", _USER),
             submitted_at=_integer(fields, "submitted_at"),
             params=_params(fields),
@@ -232,7 +189,7 @@ class Task:
 class Result:
     task_id: str
     status: Literal["ok", "failed", "cancelled"]
-    reply: dict[str, Any]
+    reply: Reply
     mode: str = ""
     input: str = ""
     output: str = ""
@@ -249,7 +206,7 @@ class Result:
             "v": SCHEMA_VERSION,
             "task_id": self.task_id,
             "status": self.status,
-            "reply": _dumps(self.reply),
+            "reply": reply_json(self.reply),
             "mode": self.mode,
             "input": self.input,
             "output": self.output,
@@ -274,7 +231,7 @@ class Result:
         return cls(
             task_id=_matching(fields, "task_id", _TASK_ID),
             status=status,  # type: ignore[arg-type]
-            reply=validate_reply(_json_field(fields, "reply")),
+            reply=decode_reply(_text(fields, "reply")),
             mode=_matching(fields, "mode", _MODE, required=False),
             input=_matching(fields, "input", BLOB_KEY, required=False),
             output=output,
@@ -292,7 +249,7 @@ class Result:
 class Event:
     task_id: str
     state: Literal["queued", "started", "progress", "retrying"]
-    reply: dict[str, Any]
+    reply: Reply
     percent: int = 0
     at: int = field(default_factory=now_ms)
     position: int = 0  # "queued": the place in line
@@ -305,7 +262,7 @@ class Event:
             "v": SCHEMA_VERSION,
             "task_id": self.task_id,
             "state": self.state,
-            "reply": _dumps(self.reply),
+            "reply": reply_json(self.reply),
             "percent": str(self.percent),
             "at": str(self.at),
             "position": str(self.position),
@@ -328,7 +285,7 @@ class Event:
         return cls(
             task_id=_matching(fields, "task_id", _TASK_ID),
             state=state,  # type: ignore[arg-type]
-            reply=validate_reply(_json_field(fields, "reply")),
+            reply=decode_reply(_text(fields, "reply")),
             percent=percent,
             at=_integer(fields, "at", required=False),
             position=_integer(fields, "position", required=False),
@@ -338,17 +295,17 @@ class Event:
         )
 
 
-def _without_tokens(reply_json: str) -> str:
+def _without_tokens(raw: str) -> str:
     """Dead letters live long and admins read them: a reply channel's interaction token stays out."""
     try:
-        reply = json.loads(reply_json)
+        reply = json.loads(raw)
     except ValueError:
-        return reply_json
+        return raw
     if isinstance(reply, dict) and "interaction_token" in reply:
         reply.pop("interaction_token")
         reply.pop("token_expires_at", None)
         return _dumps(reply)
-    return reply_json
+    return raw
 
 
 def dead_letter_fields(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,8 +37,9 @@ from backend.executors import Executor
 from backend.logs import about_task
 from backend.publishing import ResultPublisher
 from backend.redis_conn import REDIS_DOWN
+from backend.replies import user_lang
 from backend.streams import DEFAULT_OPTIONS, ConsumerOptions, Entry, StreamConsumer
-from backend.tasks import MalformedRecord, Result, Task, now_ms, user_lang, validate_reply
+from backend.tasks import MalformedRecord, Result, Task, decode_reply, now_ms
 from backend.texts import text
 from backend.workflows import Workflows
 
@@ -329,7 +329,7 @@ class Worker(StreamConsumer):
     async def _reject_malformed(self, entry: Entry, exc: MalformedRecord) -> None:
         """Dead-letter on first sight; answer the user first when the reply channel is readable."""
         try:
-            reply = validate_reply(_loads(entry.fields.get(b"reply") or entry.fields.get("reply")))
+            reply = decode_reply(entry.fields.get(b"reply") or entry.fields.get("reply"))
             task_id = _as_text(entry.fields.get(b"task_id") or entry.fields.get("task_id") or "")
         except (MalformedRecord, ValueError, TypeError):
             reply, task_id = None, ""
@@ -435,7 +435,3 @@ class _Prechecks:
 
 def _as_text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _loads(value: Any) -> Any:
-    return json.loads(_as_text(value))

@@ -14,6 +14,8 @@ from typing import Any
 
 from _common import ROOT, child_env, photo
 
+from backend.replies import LoopbackReply
+
 SETTLE_S = 0.3
 
 
@@ -97,7 +99,7 @@ async def enqueue(
         async with gate:
             began = time.time()
             done = await services.intake.submit(
-                image, mode="preview", reply={"platform": "test"}, user=f"test:{index}", exempt=True
+                image, mode="preview", reply=LoopbackReply(), user=f"test:{index}", exempt=True
             )
             submitted[done.task_id] = began
 

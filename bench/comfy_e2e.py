@@ -34,6 +34,8 @@ from _common import (  # noqa: E402
     write_json,
 )
 
+from backend.replies import CliReply  # noqa: E402
+
 SLOTS = 3  # worker_concurrency 1 + prefetch 2, the defaults
 
 
@@ -63,7 +65,7 @@ async def repairbot(comfy_url: str, inputs: list[bytes], redis_url: str) -> floa
     services = Services.create(settings, comfyui=False)
     await services.redis.flushall()
     for index, data in enumerate(inputs):
-        await services.intake.submit(data, mode="preview", reply={"platform": "cli"}, user=f"cli:e{index}", exempt=True)
+        await services.intake.submit(data, mode="preview", reply=CliReply(), user=f"cli:e{index}", exempt=True)
     worker = subprocess.Popen(
         [sys.executable, "-m", "backend.cli", "worker"],
         cwd=ROOT,

@@ -24,6 +24,8 @@ import time  # noqa: E402
 from _comfy_direct import DirectClient  # noqa: E402
 from _common import ROOT, cell, child_env, parser, photo, print_table, private_redis, summary, write_json  # noqa: E402
 
+from backend.replies import CliReply  # noqa: E402
+
 SIZES = [(4000, 3000), (1280, 960)]
 
 
@@ -109,7 +111,7 @@ async def repairbot(fake: FixedServiceFake, inputs: list[bytes], url: str) -> No
     services = Services.create(settings, comfyui=False)
     await services.redis.flushall()
     for index, data in enumerate(inputs):
-        await services.intake.submit(data, mode="person", reply={"platform": "cli"}, user=f"cli:d{index}", exempt=True)
+        await services.intake.submit(data, mode="person", reply=CliReply(), user=f"cli:d{index}", exempt=True)
     worker = subprocess.Popen(
         [sys.executable, "-m", "backend.cli", "worker"],
         cwd=ROOT,

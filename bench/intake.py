@@ -19,6 +19,8 @@ import time  # noqa: E402
 
 from _common import cell, parser, photo, print_table, private_redis, summary, write_json  # noqa: E402
 
+from backend.replies import LoopbackReply  # noqa: E402
+
 SIZES = [
     ("512x512 JPEG", 512, 512, "JPEG", 1000),
     ("1280x960 JPEG", 1280, 960, "JPEG", 300),
@@ -42,9 +44,7 @@ async def submit_all(url: str, data: bytes, count: int) -> tuple[float, int]:
 
     async def one(index: int) -> None:
         async with gate:
-            await services.intake.submit(
-                data, mode="preview", reply={"platform": "test"}, user=f"test:{index}", exempt=True
-            )
+            await services.intake.submit(data, mode="preview", reply=LoopbackReply(), user=f"test:{index}", exempt=True)
 
     began = time.perf_counter()
     await asyncio.gather(*(one(index) for index in range(count)))

@@ -21,7 +21,9 @@ from pathlib import Path  # noqa: E402
 
 from _common import ROOT, cell, child_env, parser, photo, print_table, private_redis, summary, write_json  # noqa: E402
 
-REPLY = {"platform": "telegram", "chat_id": 123456789, "message_id": 4242, "status_message_id": 4243, "lang": "en"}
+from backend.replies import TelegramReply  # noqa: E402
+
+REPLY = TelegramReply(chat_id=123456789, message_id=4242, status_message_id=4243, lang="en")
 
 
 def rss_kib(pid: int) -> int:

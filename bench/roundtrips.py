@@ -20,6 +20,8 @@ from typing import Any
 from _common import cell, parser, photo, print_table, private_redis, summary, write_json
 from redis.asyncio.connection import AbstractConnection
 
+from backend.replies import CliReply
+
 SENT = {"packets": 0}
 _original_send = AbstractConnection.send_packed_command
 
@@ -55,9 +57,7 @@ async def one_run(url: str, tasks: int) -> dict[str, Any]:
     image = photo(8, 8)
     before, packets = await commands(services.redis), SENT["packets"]
     for index in range(tasks):
-        await services.intake.submit(
-            image, mode="preview", reply={"platform": "cli"}, user=f"cli:u{index}", exempt=True
-        )
+        await services.intake.submit(image, mode="preview", reply=CliReply(), user=f"cli:u{index}", exempt=True)
     intake_cmds = delta(before, await commands(services.redis))
     intake_trips = SENT["packets"] - packets - 1  # the INFO above
 

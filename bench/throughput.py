@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from backend.replies import CliReply  # noqa: E402
 from backend.services import Services  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from tests.support.redis_server import RedisServer, free_port  # noqa: E402
@@ -86,9 +87,7 @@ async def one_run(tasks: int, prefetch: int, delay: float, workdir: Path) -> tup
         photo = PHOTO.read_bytes()
         began = time.perf_counter()
         for index in range(tasks):
-            await services.intake.submit(
-                photo, mode="preview", reply={"platform": "cli"}, user=f"cli:bench{index}", exempt=True
-            )
+            await services.intake.submit(photo, mode="preview", reply=CliReply(), user=f"cli:bench{index}", exempt=True)
         enqueue_s = time.perf_counter() - began
         started = time.perf_counter()
         worker = subprocess.Popen(

@@ -22,6 +22,8 @@ from pathlib import Path  # noqa: E402
 from _common import ROOT, cell, child_env, parser, photo, print_table, private_redis, summary, write_json  # noqa: E402
 from gpu_duty import FixedServiceFake  # noqa: E402
 
+from backend.replies import CliReply  # noqa: E402
+
 SIZES = [("512x512 JPEG", 512, 512, 300), ("4000x3000 JPEG (12 MP)", 4000, 3000, 30)]
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -43,7 +45,7 @@ async def one_run(url: str, width: int, height: int, tasks: int) -> float:
     data = [photo(width, height, seed=index) for index in range(min(tasks, 8))]
     for index in range(tasks):
         await services.intake.submit(
-            data[index % len(data)], mode="person", reply={"platform": "cli"}, user=f"cli:c{index}", exempt=True
+            data[index % len(data)], mode="person", reply=CliReply(), user=f"cli:c{index}", exempt=True
         )
     worker = subprocess.Popen(
         [sys.executable, "-m", "backend.cli", "worker"],

@@ -22,6 +22,7 @@ import discord
 from backend.compare import labelled_side_by_side
 from backend.errors import Refused
 from backend.intake import Submitted
+from backend.replies import DiscordReply
 from backend.services import Services
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.tasks import Result
@@ -35,7 +36,7 @@ from bots.discord.messages import (
     RETRY_PREFIX,
     ResultImage,
 )
-from bots.discord.replies import is_admin, lang_of, reply_for, user_key
+from bots.discord.replies import asked_privately, is_admin, lang_of, reply_for, user_key
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class RetryButton(
         if result is None:
             return
         key = f"discord:{interaction.id}:retry"
-        private = bool(result.reply.get("private"))
+        private = asked_privately(result.reply)
         if not await first_delivery(services, interaction, key, private=private):
             return
         reply = reply_for(interaction, private=private)
@@ -154,7 +155,7 @@ class OtherModeButton(
             await self.retire(interaction, text("button_gone", lang))
             return
         key = f"discord:{interaction.id}:other"  # a press replayed by the gateway is one task, like a photo
-        private = bool(result.reply.get("private"))
+        private = asked_privately(result.reply)
         if not await first_delivery(services, interaction, key, private=private):
             return
         reply = reply_for(interaction, private=private)
@@ -187,7 +188,7 @@ class CompareButton(
         if result is None or not result.output:
             await self.retire(interaction, text("compare_unavailable", lang))
             return
-        private = bool(result.reply.get("private"))
+        private = asked_privately(result.reply)
         await interaction.response.defer(thinking=True, ephemeral=private)
         before, after = await services.blobs.get(result.input), await services.blobs.get(result.output)
         if before is None or after is None:
@@ -252,7 +253,7 @@ async def first_delivery(services: Services, interaction: discord.Interaction, k
 
 
 async def resubmit(
-    services: Services, interaction: discord.Interaction, result: Result, mode: str, reply: dict[str, Any], key: str
+    services: Services, interaction: discord.Interaction, result: Result, mode: str, reply: DiscordReply, key: str
 ) -> Submitted:
     """The stored photo queued again in `mode`, answered through this press's interaction."""
     return await services.intake.resubmit(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import discord
 from discord import app_commands
@@ -20,6 +19,7 @@ from backend.intake import Submitted
 from backend.intake_many import Fate, PhotoSource
 from backend.platform_marks import first_to_defer
 from backend.positions import where_lines
+from backend.replies import DiscordReply, Reply
 from backend.services import Services
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.workflows import Mode
@@ -104,7 +104,7 @@ async def queue_photos(
     in one follow-up, numbered."""
     lang, user = lang_of(interaction), user_key(interaction.user.id)
 
-    async def replies(usable: Sequence[PhotoSource]) -> list[dict[str, Any]]:
+    async def replies(usable: Sequence[PhotoSource]) -> list[DiscordReply]:
         count = len(usable)
         return [
             reply_for(interaction, private=private, part=f"{index}/{count}" if count > 1 else None)
@@ -174,7 +174,7 @@ async def show_queued(
     services: Services,
     interaction: discord.Interaction,
     queued: list[Submitted],
-    replies: list[dict],
+    replies: list[Reply],
     user: str,
     *,
     note: str = "",

@@ -28,10 +28,11 @@ from backend.delivery import PartStore
 from backend.errors import RepairError
 from backend.notifier import SendPermanent, SendRetry
 from backend.redis_conn import connect
+from backend.replies import DiscordReply, Reply, user_lang
 from backend.settings import Settings
 from backend.status_line import StatusLines, known_run_s, line_id, render_event
 from backend.stored_results import stored_results
-from backend.tasks import Event, Result, user_lang
+from backend.tasks import Event, Result
 from backend.texts import text
 from backend.workflows import Workflows
 from bots.discord.endpoints import bot_token, point_at
@@ -146,10 +147,11 @@ class DiscordSender:
     async def _send_result(self, result: Result) -> None:
         """The result as a follow-up; the photos of one message together in one follow-up once the last
         is in. Then the "thinking" status message goes."""
-        reply, lang = result.reply, user_lang(result.reply)
+        reply = discord_reply(result.reply)
+        lang = user_lang(reply)
         line = line_id(reply)
         async with notifier_errors():
-            if reply.get("part") and line is not None:
+            if reply.part and line is not None:
                 if not await self.lines.part_finished(line, result.task_id):
                     return  # the message's other photos are still on their way
                 results = await self._line_results(line, result)
@@ -167,23 +169,23 @@ class DiscordSender:
         """Every finished photo of the status line, in the order they were attached."""
         found = {r.task_id: r for r in await stored_results(self.redis, await self.lines.tasks(line))}
         found[last.task_id] = last
-        return sorted(found.values(), key=lambda r: int(str(r.reply.get("part", "1/1")).split("/")[0]))
+        return sorted(found.values(), key=lambda r: int((discord_reply(r.reply).part or "1/1").split("/")[0]))
 
-    async def _delete_status(self, reply: dict[str, Any]) -> None:
+    async def _delete_status(self, reply: DiscordReply) -> None:
         """The "thinking"/status message goes once the result is there (while the token lives)."""
         if not token_alive(reply):
             return
         with contextlib.suppress(discord.HTTPException):  # gone already, or an ephemeral one Discord won't delete
             await self._webhook(reply).delete_message("@original")  # type: ignore[arg-type]
 
-    async def _deliver(self, reply: dict[str, Any], message: Callable[..., dict[str, Any]], task_id: str) -> None:
+    async def _deliver(self, reply: DiscordReply, message: Callable[..., dict[str, Any]], task_id: str) -> None:
         """A follow-up while the interaction token lives, else a channel message, else a DM."""
         if token_alive(reply):
             try:
                 await _send(
                     self._webhook(reply).send,
                     message(mention=False, outside_interaction=False),
-                    ephemeral=bool(reply.get("private")),
+                    ephemeral=bool(reply.private),
                     wait=True,
                 )
                 return
@@ -191,14 +193,12 @@ class DiscordSender:
                 if exc.status not in (401, 403, 404):
                     raise
                 log.info("interaction token of %s no longer works (%s); using the channel", task_id, exc)
-        if not reply.get("private"):
+        if not reply.private:
             try:
-                await _send(
-                    self._channel(int(reply["channel_id"])).send, message(mention=True, outside_interaction=True)
-                )
+                await _send(self._channel(int(reply.channel_id)).send, message(mention=True, outside_interaction=True))
                 return
             except (discord.Forbidden, discord.NotFound) as exc:
-                log.info("channel %s not writable for %s (%s); sending a DM", reply["channel_id"], task_id, exc)
+                log.info("channel %s not writable for %s (%s); sending a DM", reply.channel_id, task_id, exc)
         await self._direct_message(reply, message)
 
     async def _compose(self, result: Result, lang: str) -> Callable[..., dict[str, Any]]:
@@ -206,14 +206,15 @@ class DiscordSender:
 
         Only the interaction may upload up to its attachment_size_limit (boosted guilds allow more);
         a channel message or a DM from the bot gets the standard 10 MiB, so those get a smaller image."""
-        user_id = int(result.reply["user_id"])
+        reply = discord_reply(result.reply)
+        user_id = int(reply.user_id)
         mentions = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
         data = await self.blobs.get(result.output) if result.status == "ok" else None
         sentence = failure_text(result, lang) if result.status != "ok" else None
         if result.status == "ok" and data is None:
             sentence = text("output_expired", lang)  # the user still hears what happened
         if data is not None:
-            limit = upload_limit(result.reply)
+            limit = upload_limit(reply)
             try:
                 image = await ResultImage.fit(data, limit)
                 standard_image = (
@@ -246,10 +247,11 @@ class DiscordSender:
     async def _compose_group(self, results: list[Result], lang: str) -> Callable[..., dict[str, Any]]:
         """Up to ten images of one message in one follow-up, numbered, with one embed (mode, total time);
         a photo that failed is named in the text. Each file gets its share of the upload limit."""
-        user_id = int(results[0].reply["user_id"])
+        reply = discord_reply(results[0].reply)
+        user_id = int(reply.user_id)
         mentions = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
         count = len(results)
-        share = max(1, upload_limit(results[0].reply) // count)
+        share = max(1, upload_limit(reply) // count)
         standard_share = max(1, min(share, DEFAULT_UPLOAD_LIMIT // count))
         pictures: list[tuple[int, Result, ResultImage, ResultImage]] = []
         notes: list[str] = []
@@ -284,27 +286,27 @@ class DiscordSender:
 
         return group
 
-    async def _direct_message(self, reply: dict[str, Any], message: Callable[..., dict[str, Any]]) -> None:
+    async def _direct_message(self, reply: DiscordReply, message: Callable[..., dict[str, Any]]) -> None:
         try:
-            channel = await self._client().http.start_private_message(int(reply["user_id"]))
+            channel = await self._client().http.start_private_message(int(reply.user_id))
             dm = self._client().get_partial_messageable(int(channel["id"]), type=discord.ChannelType.private)
             await _send(dm.send, message(mention=False, outside_interaction=True))
         except (discord.Forbidden, discord.NotFound) as exc:
-            raise SendPermanent(f"user {reply['user_id']} can't be reached: {exc}") from exc
+            raise SendPermanent(f"user {reply.user_id} can't be reached: {exc}") from exc
 
     # --- progress ------------------------------------------------------------------------------
     async def send_event(self, event: Event) -> None:
         """Edit the status message ("thinking" at first) with Cancel under it: only forward, only when its
         text changes, refreshes within a stage at most every `progress_every_s`; nothing once the token is gone."""
-        reply = event.reply
+        reply = discord_reply(event.reply)
         line = line_id(reply)
         if not token_alive(reply) or line is None:
             return
         lang = user_lang(reply)
         current = await self.lines.current(line)
         stage, content = render_event(event, current, await known_run_s(self.redis), lang)
-        if reply.get("part") and event.state != "queued":
-            index, count = reply["part"].split("/")
+        if reply.part and event.state != "queued":
+            index, count = reply.part.split("/")
             content = text("photo_part", lang, index=index, count=count) + content
         if current is not None:
             if stage < current.stage or content == current.text:
@@ -327,9 +329,9 @@ class DiscordSender:
             raise RuntimeError("DiscordSender.start() was not called")
         return self.client
 
-    def _webhook(self, reply: dict[str, Any]) -> discord.Webhook:
+    def _webhook(self, reply: DiscordReply) -> discord.Webhook:
         """The interaction's follow-up webhook, built from its application id and token alone."""
-        hook = discord.Webhook.partial(int(reply["application_id"]), reply["interaction_token"], client=self._client())
+        hook = discord.Webhook.partial(int(reply.application_id), reply.interaction_token or "", client=self._client())
         # As Interaction.followup does: an application webhook may send ephemeral messages.
         hook.type = discord.WebhookType.application
         return hook
@@ -358,3 +360,10 @@ def build_sender(settings: Settings, blobs: BlobStore, *, progress_every_s: floa
         owned=redis,
         progress_every_s=progress_every_s,
     )
+
+
+def discord_reply(reply: Reply) -> DiscordReply:
+    """The notifier routes by platform, so anything else here is a wiring mistake: never retried."""
+    if not isinstance(reply, DiscordReply):
+        raise SendPermanent(f"a {reply.platform} reply channel reached the Discord sender")
+    return reply

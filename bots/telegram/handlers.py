@@ -23,6 +23,7 @@ from backend.errors import Refused
 from backend.intake import Submitted
 from backend.intake_many import Fate, Intook, PhotoOutcome, PhotoSource
 from backend.positions import where_lines
+from backend.replies import TelegramReply
 from backend.services import Services
 from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.texts import pick_lang, text
@@ -120,13 +121,12 @@ async def answer_again(bot: Any, first: Submitted, lang: str, services: Services
     """A redelivered message is answered as the first delivery was: that task's status message says
     "Queued" again (unless it has moved on: the status line only goes forward); no second status, no refusal."""
     reply = first.reply
-    chat_id, status_id = reply.get("chat_id"), reply.get("status_message_id")
     log.info("telegram message delivered again; answered with task %s", first.task_id)
     line = line_id(reply)
-    if first.finished or not chat_id or not status_id or line is None:
+    if first.finished or not isinstance(reply, TelegramReply) or line is None:
         return
     eta = first.eta_s if await known_run_s(services.redis) is not None else None
-    sentence = queued_text(lang, first.position, eta, count=count if count > 1 or reply.get("album") else 1)
+    sentence = queued_text(lang, first.position, eta, count=count if count > 1 or reply.album else 1)
     current = await services.lines.current(line)
     if current is not None and current.stage > QUEUED:  # it moved on: never back to "Queued"
         return
@@ -135,7 +135,10 @@ async def answer_again(bot: Any, first: Submitted, lang: str, services: Services
     await services.lines.advance(line, QUEUED, sentence)
     with contextlib.suppress(BadRequest):  # unchanged, or the status is gone
         await bot.edit_message_text(
-            sentence, chat_id=chat_id, message_id=status_id, reply_markup=cancel_markup(reply, first.task_id, lang)
+            sentence,
+            chat_id=reply.chat_id,
+            message_id=reply.status_message_id,
+            reply_markup=cancel_markup(reply, first.task_id, lang),
         )
 
 
@@ -146,9 +149,9 @@ async def queue_photos(
     message, one task per photo. Photos beyond the user's concurrent cap wait in the backlog; past
     the backlog, ONE reply says how many were taken and how many to send again."""
     status: Message | None = None
-    made: list[dict[str, Any]] = []
+    made: list[TelegramReply] = []
 
-    async def replies(usable: Sequence[PhotoSource]) -> list[dict[str, Any]]:
+    async def replies(usable: Sequence[PhotoSource]) -> list[TelegramReply]:
         nonlocal status
         messages: list[Message] = [photo.ref for photo in usable]
         count = len(messages)
@@ -203,29 +206,30 @@ async def queue_photos(
 FINISHED_AS = {Fate.REFUSED: "refused", Fate.DROPPED: "dropped", Fate.AGAIN: "again"}
 
 
-def photo_reply(message: Message, status: Message, lang: str, together: str | None) -> dict[str, Any]:
-    """Where this photo's result goes: a reply to it, under the shared status message."""
-    reply: dict[str, Any] = {
-        "platform": "telegram",
-        "chat_id": message.chat_id,
-        "message_id": message.message_id,
-        "status_message_id": status.message_id,
-        "lang": lang,
-    }
+def photo_reply(message: Message, status: Message, lang: str, together: str | None) -> TelegramReply:
+    """Where this photo's result goes: a reply to it, under the shared status message. A flag that is
+    off is left out rather than written as false (the entries stay as they were)."""
+    flags: dict[str, Any] = {}
     if together == "burst":
-        reply["burst"] = True
+        flags["burst"] = True
     elif together == "album":
-        reply["album"] = str(message.media_group_id)
+        flags["album"] = str(message.media_group_id)
     if message.document is not None:
-        reply["as_file"] = True
-    return reply
+        flags["as_file"] = True
+    return TelegramReply(
+        chat_id=message.chat_id,
+        message_id=message.message_id,
+        status_message_id=status.message_id,
+        lang=lang,
+        **flags,
+    )
 
 
 async def answer_intook(
     intook: Intook,
     group: list[Message],
     status: Message | None,
-    made: list[dict[str, Any]],
+    made: list[TelegramReply],
     asker: Asker,
     services: Services,
     *,
@@ -279,7 +283,7 @@ async def answer_intook(
         await settle(status, reply, services, sentence)
 
 
-async def show_backlogged(status: Message, reply: dict[str, Any], lang: str, services: Services, *, count: int) -> None:
+async def show_backlogged(status: Message, reply: TelegramReply, lang: str, services: Services, *, count: int) -> None:
     """Everything of this status waits in the backlog: say so (it starts by itself; Cancel drops it)."""
     sentence = text("backlog_only", lang, count=count)
     if await services.lines.advance(line_id(reply) or "", QUEUED, sentence):
@@ -287,7 +291,7 @@ async def show_backlogged(status: Message, reply: dict[str, Any], lang: str, ser
             await status.edit_text(sentence, reply_markup=status_cancel_markup(status.message_id, lang))
 
 
-async def settle(status: Message, reply: dict[str, Any], services: Services, sentence: str) -> None:
+async def settle(status: Message, reply: TelegramReply, services: Services, sentence: str) -> None:
     """The status ends with `sentence` (a refusal): nothing edits it afterwards."""
     await services.lines.finish(line_id(reply) or "")
     with contextlib.suppress(BadRequest):
@@ -297,7 +301,7 @@ async def settle(status: Message, reply: dict[str, Any], services: Services, sen
 async def show_queued(
     status: Message,
     queued: list[Submitted],
-    reply: dict[str, Any],
+    reply: TelegramReply,
     lang: str,
     services: Services,
     *,
@@ -390,13 +394,12 @@ async def run_again(
         await answer_again(result_message.get_bot(), first, asker.lang, services)
         return first
     status = await result_message.reply_text(text("received", asker.lang), do_quote=True)
-    reply = {
-        "platform": "telegram",
-        "chat_id": result_message.chat_id,
-        "message_id": result_message.message_id,
-        "status_message_id": status.message_id,
-        "lang": asker.lang,
-    }
+    reply = TelegramReply(
+        chat_id=result_message.chat_id,
+        message_id=result_message.message_id,
+        status_message_id=status.message_id,
+        lang=asker.lang,
+    )
     try:
         submitted = await services.intake.resubmit(
             button.input_key, mode=button.mode, reply=reply, user=asker.user, exempt=asker.exempt, event_key=key

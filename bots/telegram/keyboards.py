@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from backend.replies import TelegramReply
 from backend.texts import text
 from backend.workflows import Mode
 
@@ -59,10 +60,10 @@ def status_cancel_markup(status_message_id: int, lang: str) -> InlineKeyboardMar
     )
 
 
-def cancel_markup(reply: dict, task_id: str, lang: str) -> InlineKeyboardMarkup:
+def cancel_markup(reply: TelegramReply, task_id: str, lang: str) -> InlineKeyboardMarkup:
     """The Cancel button under a status message (the whole album's when the task is in one)."""
-    if reply.get("album") or reply.get("burst"):
-        return status_cancel_markup(reply["status_message_id"], lang)
+    if reply.album or reply.burst:
+        return status_cancel_markup(reply.status_message_id or 0, lang)
     if _HEX32.fullmatch(task_id):
         data = f"c:{pack_hex(task_id)}"
     else:

@@ -41,11 +41,12 @@ from backend.errors import RepairError
 from backend.notifier import SendPermanent, SendRetry
 from backend.platform_marks import progress_edit_allowed
 from backend.redis_conn import connect
+from backend.replies import Reply, TelegramReply, user_lang
 from backend.reruns import retry_offers
 from backend.settings import Settings
 from backend.status_line import SENDING, StatusLines, known_run_s, line_id, render_event
 from backend.stored_results import stored_results
-from backend.tasks import Event, Result, user_lang
+from backend.tasks import Event, Result
 from backend.texts import text
 from backend.workflows import Workflows
 from bots.telegram.keyboards import album_markup, cancel_markup, failure_markup, result_markup
@@ -172,14 +173,14 @@ class TelegramSender:
             raise
 
     async def _send_result(self, result: Result, parts: SendParts) -> None:
-        reply = result.reply
+        reply = telegram_reply(result.reply)
         lang = user_lang(reply)
         with as_send_errors():
             note = ""
-            if reply.get("album") and reply.get("status_message_id"):
+            if reply.album and reply.status_message_id:
                 await self._album_result(result, lang, parts)
                 return
-            if reply.get("burst") and reply.get("status_message_id"):
+            if reply.burst and reply.status_message_id:
                 await self._burst_result(result, lang, parts)
                 return
             if result.status == "ok":
@@ -209,19 +210,19 @@ class TelegramSender:
     async def _post_image(self, result: Result, data: bytes, lang: str, parts: SendParts) -> None:
         """The colorized photo with caption and buttons; the full-resolution file as well only when the
         photo came as a file or Telegram would compress (or refuse) the picture as a photo."""
-        reply = result.reply
+        reply = telegram_reply(result.reply)
         caption = self._caption(result, lang)
         others = self.workflows.others(result.mode) if self.workflows is not None else []
         markup = result_markup(result.input, result.output, lang, others)
         replying = _reply_to(reply)
         fits = await asyncio.to_thread(photo_ok, data)
-        as_file = bool(reply.get("as_file")) or not fits or await asyncio.to_thread(would_be_compressed, data)
+        as_file = bool(reply.as_file) or not fits or await asyncio.to_thread(would_be_compressed, data)
         photo_sent = parts.sent("photo")
         if not photo_sent and not parts.sent("photo-refused") and fits:
             await parts.sending("photo")
             try:
                 await self.bot.send_photo(
-                    reply["chat_id"], data, caption=caption, reply_markup=markup, reply_parameters=replying
+                    reply.chat_id, data, caption=caption, reply_markup=markup, reply_parameters=replying
                 )
                 await parts.done("photo")
                 photo_sent = True
@@ -237,11 +238,11 @@ class TelegramSender:
         document, filename, shrunk_note = await self._as_document(result, data, lang)
         await parts.sending("document")
         if photo_sent:
-            await self.bot.send_document(reply["chat_id"], document, filename=filename, caption=shrunk_note)
+            await self.bot.send_document(reply.chat_id, document, filename=filename, caption=shrunk_note)
         else:
             full_caption = caption if shrunk_note is None else f"{caption}\n{shrunk_note}"
             await self.bot.send_document(
-                reply["chat_id"],
+                reply.chat_id,
                 document,
                 filename=filename,
                 caption=full_caption,
@@ -260,8 +261,8 @@ class TelegramSender:
     async def _album_result(self, result: Result, lang: str, parts: SendParts) -> None:
         """A failure in an album gets its own message (with Retry) at once; the photos wait for the
         album's last result and go out together as one media group, then the status goes."""
-        reply = result.reply
-        chat_id, status_id = reply["chat_id"], reply["status_message_id"]
+        reply = telegram_reply(result.reply)
+        chat_id, status_id = reply.chat_id, reply.status_message_id
         if result.status == "failed":
             note = result.message or text(result.error or "internal", lang)
             await self._once(
@@ -294,8 +295,8 @@ class TelegramSender:
     async def _burst_result(self, result: Result, lang: str, parts: SendParts) -> None:
         """One of several photos sent one by one under one status: its result (or failure) at once, as
         its own reply; the shared status goes with the last."""
-        reply = result.reply
-        chat_id, status_id = reply["chat_id"], reply["status_message_id"]
+        reply = telegram_reply(result.reply)
+        chat_id, status_id = reply.chat_id, reply.status_message_id
         note = ""
         if result.status == "ok":
             data = await self.blobs.get(result.output)
@@ -325,17 +326,17 @@ class TelegramSender:
     async def _post_album(self, last: Result, lang: str, parts: SendParts) -> int:
         """Every colorized photo of the album as ONE media group, in the order they were sent, one caption;
         the full-resolution files as a second group when the photos came as files or would be compressed."""
-        reply = last.reply
+        reply = telegram_reply(last.reply)
         task_ids = sorted(
             {
-                *await album_tasks(self.redis, reply["chat_id"], reply["status_message_id"]),
+                *await album_tasks(self.redis, reply.chat_id, reply.status_message_id),
                 *await self.lines.tasks(line_id(reply) or ""),
             }
         )  # the latter has backlogged ones
         results = {r.task_id: r for r in await stored_results(self.redis, task_ids)}
         results[last.task_id] = last
         pictures: list[tuple[Result, bytes]] = []
-        for result in sorted(results.values(), key=lambda r: int(r.reply.get("message_id") or 0)):
+        for result in sorted(results.values(), key=lambda r: int(telegram_reply(r.reply).message_id or 0)):
             data = await self.blobs.get(result.output) if result.status == "ok" else None
             if data is not None:
                 pictures.append((result, data))
@@ -348,11 +349,11 @@ class TelegramSender:
         caption = self._caption(slowest, lang, count=len(pictures))
         fits = [await asyncio.to_thread(photo_ok, data) for _, data in pictures]
         compressed = [await asyncio.to_thread(would_be_compressed, data) for _, data in pictures]
-        as_files = bool(reply.get("as_file")) or not all(fits) or any(compressed)
+        as_files = bool(reply.as_file) or not all(fits) or any(compressed)
         if all(fits) and not parts.sent("album"):
             media = [InputMediaPhoto(data, caption=caption if i == 0 else None) for i, (_, data) in enumerate(pictures)]
             await parts.sending("album")
-            await self.bot.send_media_group(reply["chat_id"], media, reply_parameters=_reply_to(pictures[0][0].reply))
+            await self.bot.send_media_group(reply.chat_id, media, reply_parameters=_reply_to(pictures[0][0].reply))
             await parts.done("album")
         if as_files and not parts.sent("album-files"):
             await self._post_album_files(pictures, caption if not all(fits) else None, lang, parts)
@@ -368,7 +369,7 @@ class TelegramSender:
             document, filename, _ = await self._as_document(result, data, lang)
             documents.append(InputMediaDocument(document, filename=filename, caption=caption if i == 0 else None))
         await parts.sending("album-files")
-        await self.bot.send_media_group(pictures[0][0].reply["chat_id"], documents)
+        await self.bot.send_media_group(telegram_reply(pictures[0][0].reply).chat_id, documents)
         await parts.done("album-files")
 
     async def _post_album_buttons(self, pictures: list[tuple[Result, bytes]], lang: str, parts: SendParts) -> None:
@@ -381,19 +382,19 @@ class TelegramSender:
         markup = album_markup(numbered, lang)
         if markup is None:
             return
-        first = pictures[0][0].reply
+        first = telegram_reply(pictures[0][0].reply)
         await self._once(
             parts,
             "album-buttons",
             self.bot.send_message(
-                first["chat_id"], text("album_buttons", lang), reply_markup=markup, reply_parameters=_reply_to(first)
+                first.chat_id, text("album_buttons", lang), reply_markup=markup, reply_parameters=_reply_to(first)
             ),
         )
 
     async def _settle_status(self, result: Result, note: str, lang: str, parts: SendParts) -> None:
         """Delete the status message, or say in it why there is no image (with Retry under a failure)."""
-        reply = result.reply
-        chat_id, status_id = reply["chat_id"], reply.get("status_message_id")
+        reply = telegram_reply(result.reply)
+        chat_id, status_id = reply.chat_id, reply.status_message_id
         markup = self._failure_markup(result, lang)
         if status_id:
             await self.lines.finish(line_id(reply) or "")  # no progress edit after this one
@@ -413,7 +414,7 @@ class TelegramSender:
         others = self.workflows.others(result.mode) if other_modes and self.workflows is not None else []
         return failure_markup(result.input, result.mode if retry else "", lang, others)
 
-    async def _show_sending(self, reply: dict[str, Any], lang: str) -> None:
+    async def _show_sending(self, reply: TelegramReply, lang: str) -> None:
         """ "Sending your photo…" while the upload runs (forward only: never over a finished status)."""
         line = line_id(reply)
         message = text("sending", lang)
@@ -421,7 +422,7 @@ class TelegramSender:
             return
         with contextlib.suppress(TelegramError):  # lossy, like progress
             await self.bot.edit_message_text(
-                message, chat_id=reply["chat_id"], message_id=reply["status_message_id"], rate_limit_args=NO_RETRY
+                message, chat_id=reply.chat_id, message_id=reply.status_message_id, rate_limit_args=NO_RETRY
             )
 
     @staticmethod
@@ -458,11 +459,11 @@ class TelegramSender:
         """Edit the status message, only forward and only when its text changes. A new stage shows at
         once; a refresh within the stage (place in line, elapsed time) waits for this chat's turn.
         Nothing while rate-limited: the next event or refresh brings the status up to date."""
-        reply = event.reply
+        reply = telegram_reply(event.reply)
         line = line_id(reply)
         if line is None or self._rate_limited():
             return
-        chat_id = reply["chat_id"]
+        chat_id = reply.chat_id
         lang = user_lang(reply)
         current = await self.lines.current(line)
         stage, message = render_event(event, current, await known_run_s(self.redis), lang)
@@ -478,7 +479,7 @@ class TelegramSender:
             await self.bot.edit_message_text(
                 message,
                 chat_id=chat_id,
-                message_id=reply["status_message_id"],
+                message_id=reply.status_message_id,
                 reply_markup=markup,
                 rate_limit_args=NO_RETRY,
             )
@@ -498,8 +499,15 @@ class TelegramSender:
         return await progress_edit_allowed(self.redis, chat_id, interval_s=interval)
 
 
-def _reply_to(reply: dict[str, Any]) -> ReplyParameters | None:
-    message_id = reply.get("message_id")
+def telegram_reply(reply: Reply) -> TelegramReply:
+    """The notifier routes by platform, so anything else here is a wiring mistake: never retried."""
+    if not isinstance(reply, TelegramReply):
+        raise SendPermanent(f"a {reply.platform} reply channel reached the Telegram sender")
+    return reply
+
+
+def _reply_to(reply: Reply) -> ReplyParameters | None:
+    message_id = telegram_reply(reply).message_id
     return ReplyParameters(int(message_id), allow_sending_without_reply=True) if message_id else None
 
 

@@ -83,6 +83,7 @@ def start_bot():
 async def store_finished_result(services: Services, photo_bytes: bytes, task_id: str, *, user: str = "discord:42"):
     """A finished `person` task of `user` as the worker keeps it, for a result button to find."""
     from backend import keys
+    from backend.replies import DiscordReply
     from backend.tasks import Result
     from tests.fakes.discord_api import APP_ID
 
@@ -93,7 +94,7 @@ async def store_finished_result(services: Services, photo_bytes: bytes, task_id:
         user=user,
         input=await services.blobs.put("in", photo_bytes),
         output=await services.blobs.put("out", photo_bytes),
-        reply={"platform": "discord", "application_id": APP_ID, "channel_id": "500", "user_id": "42"},
+        reply=DiscordReply(application_id=APP_ID, channel_id="500", user_id="42"),
     )
     await services.redis.hset(keys.result(task_id), mapping=stored.encode())
     return stored

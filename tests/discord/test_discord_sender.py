@@ -10,6 +10,7 @@ from PIL import Image
 
 from backend.blobs import RedisBlobStore
 from backend.notifier import SendPermanent, SendRetry
+from backend.replies import DiscordReply
 from backend.tasks import Event, Result
 from bots.discord.sender import build_sender
 from tests.fakes.discord_api import APP_ID, FakeDiscord
@@ -19,9 +20,8 @@ CHANNEL_ID = 500
 USER_ID = 42
 
 
-def reply(token: str = "itok-1", *, alive: bool = True, **extra) -> dict:
-    return {
-        "platform": "discord",
+def reply(token: str = "itok-1", *, alive: bool = True, **extra) -> DiscordReply:
+    fields = {
         "application_id": APP_ID,
         "interaction_token": token,
         "token_expires_at": time.time() + (600 if alive else -1),
@@ -30,8 +30,8 @@ def reply(token: str = "itok-1", *, alive: bool = True, **extra) -> dict:
         "guild_id": "700",
         "lang": "en",
         "private": False,
-        **extra,
     }
+    return DiscordReply(**(fields | extra))
 
 
 def png(size=(64, 48), colour=(200, 120, 60)) -> bytes:

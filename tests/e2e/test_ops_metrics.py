@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from backend import keys
+from backend.replies import CliReply
 from backend.services import Services
 from backend.settings import Settings
 from tests.fakes.telegram_api import FakeTelegram
@@ -14,7 +15,7 @@ from tests.support.ops import Up, clean_env, value
 from tests.support.redis_server import RedisServer
 from tests.telegram.conftest import ChatUser
 
-CLI = {"platform": "cli"}
+CLI = CliReply()
 OK, FAILED, CANCELLED = 3, 2, 1
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 
 from backend import keys
+from backend.replies import REPLY, TelegramReply
 from backend.services import Services
 from backend.tasks import Result
 
 USER = "telegram:7"
 
 
-def reply(status_message_id: int) -> dict:
-    return {"platform": "telegram", "chat_id": 7, "status_message_id": status_message_id, "burst": True}
+def reply(status_message_id: int) -> TelegramReply:
+    return TelegramReply(chat_id=7, status_message_id=status_message_id, burst=True)
 
 
 async def cancelled_results(services: Services) -> list[Result]:
@@ -29,7 +30,7 @@ async def test_cancel_answers_each_backlogged_photo_as_cancelled_through_the_res
         assert (taken, queued) == (2, [])
         results = await cancelled_results(services)
         assert [r.status for r in results] == ["cancelled", "cancelled"]
-        assert {r.reply["status_message_id"] for r in results} == {10}
+        assert {r.reply.status_message_id for r in results} == {10}
         [left] = await services.redis.lrange("repairbot:backlog:" + USER, 0, -1)
         assert json.loads(left)["reply"]["status_message_id"] == 11
         assert await services.cancelling.everything_of(USER) == 1
@@ -45,7 +46,11 @@ async def test_a_photo_the_pump_queued_first_is_flagged_not_answered_twice(setti
         item = json.loads(raw)
         # The pump's step before it takes the item off the list: queued under the item's event key.
         submitted = await services.intake.resubmit(
-            item["input"], mode="preview", reply=item["reply"], user=USER, event_key=f"backlog:{item['id']}"
+            item["input"],
+            mode="preview",
+            reply=REPLY.validate_python(item["reply"]),
+            user=USER,
+            event_key=f"backlog:{item['id']}",
         )
         assert await services.cancelling.under_status("telegram:7:10", [], owner=USER) == 1
         assert await services.redis.exists(keys.cancelled(submitted.task_id))  # the worker answers it
@@ -63,7 +68,11 @@ async def test_a_photo_cancelled_first_is_not_queued_by_the_pump(settings, photo
         assert await services.backlog.cancel(USER) == (1, [])
         # A pump that read the item just before the cancel now tries to queue it: it finds it answered.
         again = await services.intake.resubmit(
-            item["input"], mode="preview", reply=item["reply"], user=USER, event_key=f"backlog:{item['id']}"
+            item["input"],
+            mode="preview",
+            reply=REPLY.validate_python(item["reply"]),
+            user=USER,
+            event_key=f"backlog:{item['id']}",
         )
         assert again.duplicate and again.task_id == item["id"]
         assert await services.redis.xlen(settings.tasks_stream) == 0

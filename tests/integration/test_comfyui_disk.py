@@ -3,10 +3,11 @@ output/ (the result comes over the WebSocket from SaveImageWebsocket)."""
 
 from __future__ import annotations
 
+from backend.replies import LoopbackReply
 from tests.support.pipeline import running_pipeline
 from tests.support.senders import RecordingSender
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 
 
 async def test_many_tasks_leave_no_pile_of_files(settings, photo_bytes, comfy_fake):

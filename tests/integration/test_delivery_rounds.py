@@ -18,10 +18,11 @@ from backend import keys
 from backend.delivery import ACQUIRED, SendClaims
 from backend.notifier import Notifier, SendRetry
 from backend.processes import build_notifier
+from backend.replies import LoopbackReply
 from backend.tasks import Result
 from tests.support.senders import RecordingSender
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 ROOT = Path(__file__).resolve().parents[2]
 
 # A notifier process whose sender never answers: it holds the result's send claim until it is killed.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backend import admin as admin_module
+from backend.replies import LoopbackReply
 from backend.services import Services
 from backend.tasks import Task, dead_letter_fields
 
@@ -16,7 +17,7 @@ async def test_retry_finds_the_oldest_of_many_dead_letters(settings, monkeypatch
                 task_id=f"{n:032x}",
                 mode="person",
                 input="blob:in:" + "a" * 32,
-                reply={"platform": "test"},
+                reply=LoopbackReply(),
                 user=f"test:{n}",
             )
             for n in range(30)

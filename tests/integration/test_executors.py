@@ -7,11 +7,12 @@ import io
 from PIL import Image
 
 from backend import images
+from backend.replies import LoopbackReply
 from backend.tasks import Task
 from tests.support.pipeline import running_pipeline
 from tests.support.senders import RecordingSender
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 
 
 async def test_noop_executor_hands_the_input_back_without_comfyui(settings, photo_bytes, comfy_fake):
@@ -51,7 +52,7 @@ async def test_events_emitted_together_go_out_in_one_pipeline_newest_progress_ke
     from backend.tasks import Event
 
     buffer = EventBuffer(redis, settings.events_stream, maxlen=1000)
-    reply = {"platform": "test"}
+    reply = LoopbackReply()
     buffer.emit(Event("a" * 32, "started", reply))
     for percent in (10, 20, 30):
         buffer.emit(Event("a" * 32, "progress", reply, percent=percent))

@@ -7,9 +7,10 @@ import asyncio
 
 from backend import intake as intake_module
 from backend import keys
+from backend.replies import LoopbackReply, TelegramReply
 from backend.services import Services
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 USER = "test:7"
 
 
@@ -19,12 +20,12 @@ async def stream_ids(services: Services) -> list[str]:
 
 async def test_the_same_event_twice_is_one_task_with_the_first_answer(settings, photo_bytes):
     async with Services.open(settings) as services:
-        reply = {"platform": "telegram", "chat_id": 5, "status_message_id": 1}
+        reply = TelegramReply(chat_id=5, status_message_id=1)
         first = await services.intake.submit(photo_bytes, mode="preview", reply=reply, user=USER, event_key="test:e1")
         again = await services.intake.submit(
             photo_bytes,
             mode="preview",
-            reply={"platform": "telegram", "chat_id": 5, "status_message_id": 2},
+            reply=TelegramReply(chat_id=5, status_message_id=2),
             user=USER,
             event_key="test:e1",
         )
@@ -46,7 +47,7 @@ async def test_two_deliveries_at_once_race_to_one_task(settings, photo_bytes):
                 services.intake.submit(
                     photo_bytes,
                     mode="preview",
-                    reply={"platform": "telegram", "chat_id": 5, "status_message_id": n + 1},
+                    reply=TelegramReply(chat_id=5, status_message_id=n + 1),
                     user=USER,
                     event_key="test:race",
                 )

@@ -3,13 +3,13 @@ limits, the downloads through the bot's callback, the backlog and the refusals."
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from backend import keys
 from backend.errors import Refused
 from backend.intake_many import Fate, PhotoSource
+from backend.replies import TelegramReply
 from backend.services import Services
 
 USER = "test:many"
@@ -38,14 +38,14 @@ class Event:
             fetch, event_key=event_key, size=size, mime=mime, size_limit=declared.get("limit"), ref=index
         )
 
-    async def replies(self, usable: Sequence[PhotoSource]) -> list[dict[str, Any]]:
+    async def replies(self, usable: Sequence[PhotoSource]) -> list[TelegramReply]:
         self.asked.append([photo.ref for photo in usable])
         return [reply(photo.ref) for photo in usable]
 
 
-def reply(index: int) -> dict[str, Any]:
+def reply(index: int) -> TelegramReply:
     """The reply channel of the event's photo `index`: a reply to its message, under one status."""
-    return {"platform": "telegram", "chat_id": 5, "message_id": 100 + index, "status_message_id": 99, "lang": "en"}
+    return TelegramReply(chat_id=5, message_id=100 + index, status_message_id=99, lang="en")
 
 
 def with_limits(settings, **limits):
@@ -67,7 +67,9 @@ async def test_one_photo_is_one_task_with_its_place_and_the_reply_it_was_given(s
         assert intook.place == (1, photo.submitted.eta_s) and intook.taken == 1 and intook.first_refusal is None
         [task] = await stream_tasks(services)
         assert task["task_id"] == photo.submitted.task_id and task["mode"] == settings.default_mode
-        assert json.loads(task["reply"]) == reply(0)
+        assert (
+            task["reply"] == '{"platform":"telegram","chat_id":5,"message_id":100,"status_message_id":99,"lang":"en"}'
+        )
 
 
 async def test_many_photos_keep_their_order_and_only_those_worth_downloading_are_fetched(settings, photo_bytes):

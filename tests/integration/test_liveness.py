@@ -13,12 +13,13 @@ import pydantic
 import pytest
 
 from backend import keys
+from backend.replies import LoopbackReply
 from backend.services import Services
 from backend.settings import Settings
 from backend.streams import ConsumerGroup, Entry
 from tests.e2e.test_cli_e2e import Stack, prompt_reached, stack_env
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 
 
 class Hands:

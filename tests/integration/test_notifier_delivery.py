@@ -14,10 +14,11 @@ from backend.admin import Admin
 from backend.admin_texts import format_status
 from backend.notifier import Notifier
 from backend.processes import build_notifier
+from backend.replies import CliReply, LoopbackReply
 from backend.tasks import Event, Result
 from tests.support.senders import RecordingSender
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 
 
 class SlowSender(RecordingSender):
@@ -139,7 +140,7 @@ async def test_a_result_nobody_here_can_send_waits_parked_then_goes_out(redis, s
         for n in range(300):
             await redis.xadd(
                 settings.results_stream,
-                Result(task_id=f"{n:032x}", status="failed", reply={"platform": "cli"}, error="timeout").encode(),
+                Result(task_id=f"{n:032x}", status="failed", reply=CliReply(), error="timeout").encode(),
             )
         await wait_until(lambda: _xlen_below(redis, settings.results_stream, 300))
     finally:

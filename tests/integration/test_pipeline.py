@@ -8,13 +8,14 @@ from PIL import Image
 
 from backend import keys
 from backend.errors import Refused
+from backend.replies import LoopbackReply
 from backend.services import Services
 from backend.tasks import Task
 from tests.support.pipeline import running_pipeline
 from tests.support.senders import RecordingSender, SendPermanent, SendRetry
 from tests.support.workflows import workflows_with_broken_mode
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 
 
 def is_tinted(data: bytes) -> bool:

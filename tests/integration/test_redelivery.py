@@ -3,12 +3,13 @@
 import asyncio
 
 from backend import keys
+from backend.replies import LoopbackReply
 from backend.streams import ConsumerGroup
 from backend.tasks import Task
 from tests.support.pipeline import running_pipeline
 from tests.support.senders import RecordingSender, SendPermanent
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 
 
 async def deliver_to_a_crashing_consumer(redis, settings, times: int) -> None:

@@ -8,12 +8,13 @@ import asyncio
 from redis.asyncio import Redis
 
 from backend.processes import build_notifier
+from backend.replies import LoopbackReply
 from backend.services import Services
 from tests.e2e.test_cli_e2e import Stack, prompt_reached, stack_env
 from tests.support.redis_server import RedisServer
 from tests.support.senders import RecordingSender
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 
 
 async def test_a_task_in_hand_survives_redis_restarting_empty(settings, comfy_fake, photo_bytes, tmp_path):

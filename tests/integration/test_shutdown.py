@@ -8,10 +8,11 @@ import signal
 import time
 
 from backend import keys
+from backend.replies import LoopbackReply
 from backend.services import Services
 from tests.e2e.test_cli_e2e import Stack, stack_env
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 
 
 async def three_in_flight(redis, redis_url, settings, comfy_fake, photo_bytes, tmp_path, delay_s=0.2):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 
 from backend import stale_model
+from backend.replies import LoopbackReply
 from tests.support.pipeline import running_pipeline
 from tests.support.senders import RecordingSender
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 CHECKPOINT = "ddcolor_modelscope.pth"  # what `person` uses by default
 
 

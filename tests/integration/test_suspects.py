@@ -15,9 +15,10 @@ from typing import Any
 from backend import keys
 from backend.executors import Execution
 from backend.processes import build_worker
+from backend.replies import LoopbackReply
 from backend.tasks import Task
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 
 
 class WatchingExecutor:

@@ -10,12 +10,13 @@ import pytest
 
 from backend import keys
 from backend.blobs import new_blob_key, parse_blob_key
+from backend.replies import LoopbackReply
 from backend.services import Services
 from backend.tasks import MalformedRecord, Result, Task, dead_letter_fields
 from tests.support.pipeline import running_pipeline
 from tests.support.senders import RecordingSender
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 
 
 @pytest.mark.parametrize(

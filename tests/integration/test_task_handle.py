@@ -7,12 +7,13 @@ import asyncio
 
 import pytest
 
+from backend.replies import LoopbackReply
 from backend.services import Services
 from backend.task_handle import TaskHandle, TaskState
 from tests.support.pipeline import running_pipeline
 from tests.support.senders import RecordingSender
 
-REPLY = {"platform": "test"}
+REPLY = LoopbackReply()
 USER = "test:handle"
 
 

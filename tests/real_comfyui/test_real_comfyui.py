@@ -17,6 +17,7 @@ from PIL import Image
 
 from backend import comfyui_doctor, stale_model
 from backend.comfyui import ComfyUIClient
+from backend.replies import LoopbackReply
 from backend.services import Services
 from tests.support.pipeline import running_pipeline
 from tests.support.senders import RecordingSender
@@ -46,7 +47,7 @@ async def test_the_real_comfyui_has_the_ddcolor_node():
 async def test_a_photo_comes_back_colorized_and_the_same_size(real_settings, photo_bytes):
     sender = RecordingSender()
     async with running_pipeline(real_settings, {"test": sender}) as services:
-        await services.intake.submit(photo_bytes, mode="person", reply={"platform": "test"}, user="test:real")
+        await services.intake.submit(photo_bytes, mode="person", reply=LoopbackReply(), user="test:real")
         [result] = await sender.wait_for_results(1, timeout=1500)
         assert result.status == "ok", result
         output = await services.blobs.get(result.output)

@@ -9,6 +9,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from backend.images import prepare_input
+from backend.replies import TelegramReply
 from backend.tasks import Task
 from backend.texts import text
 from bots.telegram.app import build_application, running
@@ -71,7 +72,7 @@ async def test_dead_letters_listed_and_retried(bot, admin):
         task_id="d" * 32,
         mode="person",
         input="blob:in:" + "0" * 32,
-        reply={"platform": "telegram", "chat_id": admin.id},
+        reply=TelegramReply(chat_id=admin.id),
         user=f"telegram:{admin.id}",
     )
     fields = {
@@ -126,7 +127,7 @@ async def test_other_mode_resubmits_the_stored_input(bot, user, tg_fake, photo_b
     [(_, fields)] = await bot.redis.xrange(bot.settings.tasks_stream)
     task = Task.decode(fields)
     assert task.mode == "building" and task.input == input_key
-    assert task.reply["message_id"] == 555
+    assert task.reply.message_id == 555
 
 
 async def test_compare_sends_a_side_by_side(bot, user, tg_fake, photo_bytes):

@@ -12,6 +12,7 @@ from pathlib import Path
 from backend.blobs import make_blob_store
 from backend.processes import build_notifier
 from backend.redis_conn import connect
+from backend.replies import TelegramReply
 from backend.settings import REPO_ROOT
 from backend.tasks import Result
 from bots.telegram.sender import build_sender
@@ -33,7 +34,7 @@ async def test_kill_9_mid_send_resends_only_the_part_in_flight(settings, tg_fake
         input=await blobs.put("in", png((32, 32))),
         output=await blobs.put("out", png((64, 64))),
         run_ms=1000,
-        reply={"platform": "telegram", "chat_id": CHAT, "status_message_id": status, "lang": "en", "as_file": True},
+        reply=TelegramReply(chat_id=CHAT, status_message_id=status, lang="en", as_file=True),
     )  # sent as a file: the photo and the file come back
     await redis.xadd(system.results_stream, result.encode())
 

@@ -9,6 +9,7 @@ import asyncio
 from backend.blobs import make_blob_store
 from backend.processes import build_notifier
 from backend.redis_conn import connect
+from backend.replies import TelegramReply
 from backend.tasks import Result
 from bots.telegram.sender import build_sender
 
@@ -27,7 +28,7 @@ async def test_a_rate_limited_group_holds_up_no_other_chat(tg_settings, tg_fake,
             task_id="0" * 32,
             status="failed",
             error="timeout",
-            reply={"platform": "telegram", "chat_id": GROUP, "lang": "en"},
+            reply=TelegramReply(chat_id=GROUP, lang="en"),
         ).encode(),
     )
     for n, chat in enumerate(PRIVATE_CHATS, start=1):
@@ -38,7 +39,7 @@ async def test_a_rate_limited_group_holds_up_no_other_chat(tg_settings, tg_fake,
                 task_id=f"{n:032x}",
                 status="failed",
                 error="timeout",
-                reply={"platform": "telegram", "chat_id": chat, "status_message_id": status, "lang": "en"},
+                reply=TelegramReply(chat_id=chat, status_message_id=status, lang="en"),
             ).encode(),
         )
 
@@ -89,7 +90,7 @@ async def test_two_notifiers_with_one_result_entry_each_post_it_once(tg_settings
         input=await blobs.put("in", png((32, 32))),
         output=await blobs.put("out", png((64, 64))),
         run_ms=1000,
-        reply={"platform": "telegram", "chat_id": PRIVATE_CHATS[0], "status_message_id": status, "as_file": True},
+        reply=TelegramReply(chat_id=PRIVATE_CHATS[0], status_message_id=status, as_file=True),
     )
     await redis.xgroup_create(stream, group, id="0", mkstream=True)
     await redis.xgroup_create(settings.events_stream, group, id="$", mkstream=True)

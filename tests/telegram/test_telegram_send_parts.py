@@ -13,6 +13,7 @@ from backend import keys
 from backend.blobs import make_blob_store
 from backend.notifier import SendRetry
 from backend.redis_conn import connect
+from backend.replies import TelegramReply
 from bots.telegram.sender import build_sender
 from tests.telegram.test_telegram_sender import png, stored_result
 
@@ -90,7 +91,7 @@ async def test_killed_mid_send_only_the_part_in_flight_goes_again(tg_settings, t
 async def test_a_failure_note_is_not_sent_twice(tg_settings, tg_fake):
     from backend.tasks import Result
 
-    reply = {"platform": "telegram", "chat_id": 4242, "lang": "en"}  # no status message: the note is a message
+    reply = TelegramReply(chat_id=4242, lang="en")  # no status message: the note is a message
     result = Result(task_id="9" * 32, status="failed", reply=reply, error="timeout")
     async with fresh_sender(tg_settings) as first:
         await first.send_result(result)

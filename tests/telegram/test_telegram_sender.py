@@ -10,6 +10,7 @@ from telegram.error import RetryAfter
 
 from backend import albums
 from backend.notifier import SendPermanent, SendRetry
+from backend.replies import TelegramReply
 from backend.tasks import Event, Result
 from backend.texts import text
 from bots.telegram.keyboards import parse
@@ -32,14 +33,7 @@ def status_message(fake) -> int:
 async def stored_result(sender, fake, output: bytes, **reply_extra) -> Result:
     input_key = await sender.blobs.put("in", png((64, 64), (128, 128, 128)))
     output_key = await sender.blobs.put("out", output)
-    reply = {
-        "platform": "telegram",
-        "chat_id": CHAT,
-        "message_id": 10,
-        "lang": "en",
-        "status_message_id": status_message(fake),
-        **reply_extra,
-    }
+    reply = TelegramReply(chat_id=CHAT, message_id=10, lang="en", status_message_id=status_message(fake), **reply_extra)
     return Result(
         task_id="a" * 32, status="ok", reply=reply, mode="person", input=input_key, output=output_key, run_ms=4200
     )
@@ -59,7 +53,7 @@ async def test_result_is_the_photo_alone_with_buttons(tg_sender, tg_fake):
     assert [b.action for b in buttons] == ["other_mode", "compare"]
     assert buttons[0].mode == "building" and buttons[0].input_key == result.input
     assert buttons[1].output_key == result.output
-    assert delete["message_id"] == result.reply["status_message_id"]
+    assert delete["message_id"] == result.reply.status_message_id
     assert tg_fake.was_deleted(CHAT, delete["message_id"])
 
 
@@ -102,10 +96,10 @@ async def test_status_that_cannot_be_deleted_becomes_done(tg_sender, tg_fake):
     ],
 )
 async def test_failure_and_cancel_turn_the_status_into_a_sentence(tg_sender, tg_fake, status, error, expected):
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
+    reply = TelegramReply(chat_id=CHAT, status_message_id=status_message(tg_fake), lang="en")
     await tg_sender.send_result(Result(task_id="b" * 32, status=status, reply=reply, error=error))
     [edit] = tg_fake.calls_to("editMessageText")
-    assert edit["text"] == expected and edit["message_id"] == reply["status_message_id"]
+    assert edit["text"] == expected and edit["message_id"] == reply.status_message_id
 
 
 async def test_rate_limit_goes_back_to_the_notifier_with_the_full_retry_after(tg_sender, tg_fake):
@@ -163,7 +157,7 @@ async def test_errors_say_what_happens_next(tg_sender, tg_fake, status, descript
 
 async def test_album_status_goes_when_the_last_photo_is_in(tg_sender, tg_fake):
     first = await stored_result(tg_sender, tg_fake, png((64, 64)), album="g1")
-    status_id = first.reply["status_message_id"]
+    status_id = first.reply.status_message_id
     await albums.open_album(tg_sender.redis, CHAT, status_id, 2, ttl_s=60)
     await tg_sender.send_result(first)
     await tg_sender.send_result(first)  # a redelivery does not count twice
@@ -176,7 +170,7 @@ async def test_album_status_goes_when_the_last_photo_is_in(tg_sender, tg_fake):
 
 
 async def test_progress_edits_are_throttled_per_chat(tg_sender, tg_fake):
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "zh"}
+    reply = TelegramReply(chat_id=CHAT, status_message_id=status_message(tg_fake), lang="zh")
     await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
     await tg_sender.send_event(Event(task_id="d" * 32, state="progress", reply=reply, percent=50))
     [edit] = tg_fake.calls_to("editMessageText")
@@ -184,7 +178,9 @@ async def test_progress_edits_are_throttled_per_chat(tg_sender, tg_fake):
     [[cancel]] = edit["reply_markup"]["inline_keyboard"]
     assert parse(cancel["callback_data"]).task_id == "d" * 32
 
-    other_chat = {**reply, "chat_id": CHAT + 1, "status_message_id": tg_fake.bot_message(CHAT + 1, "Queued")}
+    other_chat = reply.model_copy(
+        update={"chat_id": CHAT + 1, "status_message_id": tg_fake.bot_message(CHAT + 1, "Queued")}
+    )
     await tg_sender.send_event(Event(task_id="e" * 32, state="queued", reply=other_chat, position=3, eta_s=9))
     await tg_sender.send_event(Event(task_id="e" * 32, state="queued", reply=other_chat, position=2, eta_s=6))
     assert tg_fake.calls_to("editMessageText")[-1]["text"] == text("queued", "zh", position=3, eta=9)
@@ -194,7 +190,7 @@ async def test_progress_edits_are_throttled_per_chat(tg_sender, tg_fake):
 
 
 async def test_progress_is_skipped_while_rate_limited(tg_sender, tg_fake):
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake)}
+    reply = TelegramReply(chat_id=CHAT, status_message_id=status_message(tg_fake))
     tg_fake.fail_next("sendMessage", 429, retry_after=0.3)
     with pytest.raises(RetryAfter):  # handed to the caller, and noted by the limiter
         await tg_sender.bot.send_message(CHAT, "hello")
@@ -204,21 +200,21 @@ async def test_progress_is_skipped_while_rate_limited(tg_sender, tg_fake):
 
 
 async def test_a_progress_edit_that_meets_a_429_is_dropped_not_retried(tg_sender, tg_fake):
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake)}
+    reply = TelegramReply(chat_id=CHAT, status_message_id=status_message(tg_fake))
     tg_fake.fail_next("editMessageText", 429, retry_after=0.3)
     await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
     [refused] = tg_fake.calls_to("editMessageText")  # tried once, not waited out and retried
     assert refused.result is None
     assert tg_sender.bot.rate_limiter.is_limited()  # the 429 is noted: later progress is skipped meanwhile
     await tg_sender.send_event(
-        Event(task_id="d" * 32, state="progress", reply={**reply, "chat_id": CHAT + 1}, percent=50)
+        Event(task_id="d" * 32, state="progress", reply=reply.model_copy(update={"chat_id": CHAT + 1}), percent=50)
     )
     assert len(tg_fake.calls_to("editMessageText")) == 1
 
 
 async def test_result_after_the_user_deleted_the_status_leaves_it_at_that(tg_sender, tg_fake):
     result = await stored_result(tg_sender, tg_fake, png((64, 64)))
-    tg_fake.chats[CHAT].pop(result.reply["status_message_id"])  # the user deleted "Queued"
+    tg_fake.chats[CHAT].pop(result.reply.status_message_id)  # the user deleted "Queued"
     await tg_sender.send_result(result)
     assert [c.method for c in tg_fake.calls] == ["getMe", "editMessageText", "sendPhoto", "deleteMessage"]
     assert tg_fake.calls[-1].result is None  # "message to delete not found": no edit is tried on a gone message
@@ -227,7 +223,7 @@ async def test_result_after_the_user_deleted_the_status_leaves_it_at_that(tg_sen
 async def test_failure_whose_status_was_deleted_comes_as_a_new_message(tg_sender, tg_fake):
     status_id = status_message(tg_fake)
     tg_fake.chats[CHAT].pop(status_id)
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_id, "lang": "en"}
+    reply = TelegramReply(chat_id=CHAT, status_message_id=status_id, lang="en")
     await tg_sender.send_result(Result(task_id="b" * 32, status="failed", reply=reply, error="timeout"))
     [edit] = tg_fake.calls_to("editMessageText")
     assert edit.result is None  # "message to edit not found"
@@ -237,23 +233,23 @@ async def test_failure_whose_status_was_deleted_comes_as_a_new_message(tg_sender
 
 async def test_a_progress_edit_that_changes_nothing_is_let_go(tg_sender, tg_fake):
     tg_sender.progress_every_s = 0
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
+    reply = TelegramReply(chat_id=CHAT, status_message_id=status_message(tg_fake), lang="en")
     for _ in range(2):
         await tg_sender.send_event(Event(task_id="d" * 32, state="progress", reply=reply, percent=50))
     [edit] = tg_fake.calls_to("editMessageText")  # the same text again is not even sent
     assert edit.result is not None
-    assert tg_fake.message(CHAT, reply["status_message_id"])["text"] == text("started", "en")
+    assert tg_fake.message(CHAT, reply.status_message_id)["text"] == text("started", "en")
 
 
 async def test_the_progress_throttle_is_shared_by_every_notifier(tg_sender, tg_settings, tg_fake):
     other_notifier = build_sender(tg_settings, tg_sender.blobs, overall_max_rate=0, group_max_rate=0)
     await other_notifier.start()
     try:
-        reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
+        reply = TelegramReply(chat_id=CHAT, status_message_id=status_message(tg_fake), lang="en")
         await tg_sender.send_event(Event(task_id="d" * 32, state="started", reply=reply))
         await other_notifier.send_event(Event(task_id="d" * 32, state="progress", reply=reply, percent=50))
         assert len(tg_fake.calls_to("editMessageText")) == 1  # the second process saw the first one's edit
-        group = {**reply, "chat_id": -100123}
+        group = reply.model_copy(update={"chat_id": -100123})
         await other_notifier.send_event(Event(task_id="e" * 32, state="started", reply=group))
         ttl_ms = await tg_sender.redis.pttl("repairbot:telegram:progress:-100123")
         assert ttl_ms > tg_sender.progress_every_s * 1000  # groups wait longer between edits
@@ -264,7 +260,7 @@ async def test_the_progress_throttle_is_shared_by_every_notifier(tg_sender, tg_s
 @pytest.mark.parametrize("error,buttons", [("comfyui_failed", ["Retry", "Try building"]), ("timeout", ["Retry"])])
 async def test_a_failure_carries_retry_and_other_mode_when_it_could_help(tg_sender, tg_fake, error, buttons):
     input_key = await tg_sender.blobs.put("in", png((64, 64)))
-    reply = {"platform": "telegram", "chat_id": CHAT, "status_message_id": status_message(tg_fake), "lang": "en"}
+    reply = TelegramReply(chat_id=CHAT, status_message_id=status_message(tg_fake), lang="en")
     await tg_sender.send_result(
         Result(task_id="b" * 32, status="failed", reply=reply, error=error, mode="person", input=input_key)
     )

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from backend.replies import CliReply, DiscordReply, TelegramReply
 from backend.tasks import (
     SCHEMA_VERSION,
     DeadLetter,
@@ -12,8 +13,8 @@ from backend.tasks import (
     Result,
     Task,
     dead_letter_fields,
+    decode_reply,
     new_task_id,
-    validate_reply,
 )
 
 BLOB = "blob:in:" + "a" * 32
@@ -24,7 +25,7 @@ def make_task(**overrides):
         task_id=new_task_id(),
         mode="person",
         input=BLOB,
-        reply={"platform": "telegram", "chat_id": 42, "status_message_id": 7, "lang": "zh"},
+        reply=TelegramReply(chat_id=42, status_message_id=7, lang="zh"),
         user="telegram:42",
         params={"model_input_size": 512},
     )
@@ -46,7 +47,7 @@ def test_result_and_event_round_trip():
     result = Result(
         new_task_id(),
         "ok",
-        {"platform": "cli"},
+        CliReply(),
         mode="person",
         input=BLOB,
         output="blob:out:" + "b" * 32,
@@ -54,7 +55,7 @@ def test_result_and_event_round_trip():
         worker="host-worker-0",
     )
     assert Result.decode(as_redis(result.encode())) == result
-    event = Event(new_task_id(), "progress", {"platform": "cli"}, percent=40)
+    event = Event(new_task_id(), "progress", CliReply(), percent=40)
     assert Event.decode(as_redis(event.encode())) == event
 
 
@@ -95,7 +96,7 @@ def test_missing_field_and_non_utf8_are_malformed():
 
 
 def test_ok_result_needs_an_output_and_status_is_checked():
-    base = Result(new_task_id(), "failed", {"platform": "cli"}, error="comfyui_failed").encode()
+    base = Result(new_task_id(), "failed", CliReply(), error="comfyui_failed").encode()
     with pytest.raises(MalformedRecord, match="without output"):
         Result.decode({**base, "status": "ok"})
     with pytest.raises(MalformedRecord, match="unknown result status"):
@@ -112,11 +113,33 @@ def test_discord_reply_channel_requires_its_ids():
         "token_expires_at": 1.5,
         "private": True,
     }
-    assert validate_reply(reply) == reply
-    with pytest.raises(MalformedRecord):
-        validate_reply({**reply, "private": "yes"})
-    with pytest.raises(MalformedRecord):
-        validate_reply({"platform": "discord", "application_id": "1"})
+    decoded = decode_reply(json.dumps(reply).encode())
+    assert isinstance(decoded, DiscordReply) and decoded.model_dump(exclude_unset=True) == reply
+    with pytest.raises(MalformedRecord, match="reply field 'private' is not valid"):
+        decode_reply(json.dumps({**reply, "private": "yes"}))
+    with pytest.raises(MalformedRecord, match="reply lacks 'channel_id'"):
+        decode_reply('{"platform":"discord","application_id":"1"}')
+
+
+def test_the_reply_field_is_bounded_and_must_be_there():
+    padded = '{"platform":"telegram","chat_id":1,"album":"' + "x" * 64 + '"}' + " " * 2000
+    with pytest.raises(MalformedRecord, match="field 'reply' is too long"):
+        decode_reply(padded)
+    assert isinstance(decode_reply(padded[:2048]), TelegramReply)  # the limit itself is fine
+    fields = make_task().encode()
+    del fields["reply"]
+    with pytest.raises(MalformedRecord, match="missing field 'reply'"):
+        Task.decode(fields)
+    with pytest.raises(MalformedRecord, match="not UTF-8"):
+        decode_reply(b'{"platform":"telegram","chat_id":1,"lang":"\xff"}')
+
+
+def test_records_write_the_reply_json_old_producers_wrote():
+    wire = '{"platform":"telegram","chat_id":42,"message_id":9,"status_message_id":7,"lang":"zh","as_file":true}'
+    task = make_task(reply=decode_reply(wire))
+    assert task.encode()["reply"] == wire
+    result = Result(task.task_id, "failed", task.reply, error="timeout")
+    assert Result.decode(as_redis(result.encode())).encode()["reply"] == wire
 
 
 def test_dead_letter_keeps_original_fields_and_reason():
