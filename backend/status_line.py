@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -25,6 +25,9 @@ from backend import keys
 from backend.replies import DiscordReply, Reply, TelegramReply
 from backend.tasks import Event
 from backend.texts import text
+
+if TYPE_CHECKING:
+    from backend.intake import Submitted
 
 STAGES = ("received", "queued", "running", "sending", "done")
 RECEIVED, QUEUED, RUNNING, SENDING, DONE = range(len(STAGES))
@@ -73,6 +76,18 @@ class StatusLines:
     def __init__(self, redis: Redis):
         self.redis = redis
         self._advance = redis.register_script(ADVANCE_SCRIPT)
+
+    async def queued_again(self, first: Submitted, lang: str, *, count: int = 1) -> str | None:
+        """The "Queued — #N" a redelivered event is answered with on its first status, or None when
+        there is nothing to say again: its result is out, or its status moved past queued (never back)."""
+        line = line_id(first.reply)
+        if first.finished or line is None:
+            return None
+        current = await self.current(line)
+        if current is not None and current.stage > QUEUED:
+            return None
+        eta = first.eta_s if await known_run_s(self.redis) is not None else None
+        return queued_text(lang, first.position, eta, count=count)
 
     async def current(self, line: str) -> Line | None:
         stage, shown, since, at, note = await self.redis.hmget(_key(line), "stage", "text", "since", "at", "note")

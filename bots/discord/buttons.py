@@ -24,7 +24,6 @@ from backend.errors import Refused
 from backend.intake import Submitted
 from backend.replies import DiscordReply
 from backend.services import Services
-from backend.status_line import QUEUED, known_run_s, line_id, queued_text
 from backend.tasks import Result
 from backend.texts import text
 from bots.discord.commands import defer_once, refuse, show_queued
@@ -268,14 +267,11 @@ async def resubmit(
 
 async def say_queued_again(services: Services, interaction: discord.Interaction, first: Any) -> None:
     """A replayed press is answered as the first delivery was, unless its status has moved on."""
-    if first.finished:
+    sentence = await services.lines.queued_again(first, lang_of(interaction))
+    if sentence is None:
         return
-    current = await services.lines.current(line_id(first.reply) or "")
-    if current is not None and current.stage > QUEUED:
-        return
-    eta = first.eta_s if await known_run_s(services.redis) is not None else None
     with contextlib.suppress(discord.HTTPException):
-        await interaction.edit_original_response(content=queued_text(lang_of(interaction), first.position, eta))
+        await interaction.edit_original_response(content=sentence)
 
 
 async def show_earlier_run(

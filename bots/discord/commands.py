@@ -21,7 +21,7 @@ from backend.platform_marks import first_to_defer
 from backend.positions import where_lines
 from backend.replies import DiscordReply, Reply
 from backend.services import Services
-from backend.status_line import QUEUED, known_run_s, line_id, queued_text
+from backend.status_line import QUEUED, line_id, queued_text
 from backend.workflows import Mode
 from bots.discord.messages import cancel_view
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
@@ -157,14 +157,10 @@ def photo_source(interaction: discord.Interaction, photo: discord.Attachment) ->
 async def answer_again(services: Services, interaction: discord.Interaction, claims: list[Submitted]) -> None:
     """An interaction delivered again whose photos are all queued already is answered as the first
     delivery was: its "thinking" message says "Queued" again, unless the photos have moved on."""
-    first = claims[0]
-    log.info("interaction %s delivered again; answered with task %s", interaction.id, first.task_id)
-    if all(claim.finished for claim in claims):  # the results are out: nothing to say again
-        return
-    eta = first.eta_s if await known_run_s(services.redis) is not None else None
-    sentence = queued_text(lang_of(interaction), first.position, eta, count=len(claims))
-    current = await services.lines.current(line_id(first.reply) or "")
-    if current is not None and current.stage > QUEUED:  # it moved on: never back to "Queued"
+    log.info("interaction %s delivered again; answered with task %s", interaction.id, claims[0].task_id)
+    first = next((claim for claim in claims if not claim.finished), None)  # all finished: nothing to say
+    sentence = await services.lines.queued_again(first, lang_of(interaction), count=len(claims)) if first else None
+    if sentence is None:
         return
     with contextlib.suppress(discord.HTTPException):  # the first answer may be gone already: nothing to redo
         await interaction.edit_original_response(content=sentence)

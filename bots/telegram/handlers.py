@@ -25,7 +25,7 @@ from backend.intake_many import Fate, Intook, PhotoOutcome, PhotoSource
 from backend.positions import where_lines
 from backend.replies import TelegramReply
 from backend.services import Services
-from backend.status_line import QUEUED, known_run_s, line_id, queued_text
+from backend.status_line import QUEUED, line_id, queued_text
 from backend.texts import pick_lang, text
 from bots.telegram.albums import Gathered
 from bots.telegram.context import BotContext
@@ -122,17 +122,12 @@ async def answer_again(bot: Any, first: Submitted, lang: str, services: Services
     "Queued" again (unless it has moved on: the status line only goes forward); no second status, no refusal."""
     reply = first.reply
     log.info("telegram message delivered again; answered with task %s", first.task_id)
-    line = line_id(reply)
-    if first.finished or not isinstance(reply, TelegramReply) or line is None:
-        return
-    eta = first.eta_s if await known_run_s(services.redis) is not None else None
-    sentence = queued_text(lang, first.position, eta, count=count if count > 1 or reply.album else 1)
-    current = await services.lines.current(line)
-    if current is not None and current.stage > QUEUED:  # it moved on: never back to "Queued"
+    sentence = await services.lines.queued_again(first, lang, count=count)
+    if sentence is None or not isinstance(reply, TelegramReply) or reply.status_message_id is None:
         return
     # Said again even if recorded: a crash may have come between the record and the edit (a refused
     # "not modified" is the price of this rare path).
-    await services.lines.advance(line, QUEUED, sentence)
+    await services.lines.advance(line_id(reply) or "", QUEUED, sentence)
     with contextlib.suppress(BadRequest):  # unchanged, or the status is gone
         await bot.edit_message_text(
             sentence,
