@@ -207,6 +207,10 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace, asyncio.Event], Awai
 }
 
 
+# The long-running parts: each moves images of up to tens of MB, many times over.
+MOVES_IMAGES = ("worker", "notifier", "up", "telegram", "discord")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
@@ -215,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         from backend.comfyui_install import run_install
 
         return run_install(settings, args)
+    if args.command in MOVES_IMAGES:
+        from backend.heap import keep_freed_memory
+
+        keep_freed_memory()
     command = COMMANDS[args.command]
     try:
         return asyncio.run(run_until_signal(lambda stop: command(settings, args, stop)))
