@@ -27,18 +27,6 @@ async def test_mute_alerts_is_refused_for_others(bot, user):
     assert await alerts.muted_for_s(bot.redis) == 0
 
 
-async def test_the_error_handler_reports_what_it_caught(start_bot, user):
-    async with start_bot() as (services, errors):
-
-        async def broken(*args: object) -> None:
-            raise RuntimeError("redis went away")
-
-        services.intake.set_default_mode = broken
-        await user.command("/mode person")
-        await user.wait_text(text("error_generic", "en"))
-        assert await alerts.read_bot_errors(services.redis) == {"telegram": (1, "RuntimeError")}
-
-
 async def test_a_handler_error_reaches_the_admin_chat_with_a_short_scrubbed_traceback(
     start_bot, user, tg_fake, tg_sender
 ):
@@ -53,6 +41,7 @@ async def test_a_handler_error_reaches_the_admin_chat_with_a_short_scrubbed_trac
         await user.command("/mode person")
         await user.wait_text(text("error_generic", "en"))
         assert [type(e) for e in errors] == [RuntimeError]
+        assert await alerts.read_bot_errors(services.redis) == {"telegram": (1, "RuntimeError")}
 
         async def deliver(message: str) -> int:
             return await tg_sender.send_admin_alert(message, [ADMIN_ID])
