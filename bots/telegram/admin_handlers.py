@@ -18,7 +18,7 @@ from backend.admin_texts import format_dead_letters, format_stats, format_status
 from backend.charts import stats_chart_png, stats_series
 from backend.texts import text
 from bots.telegram.context import BotContext
-from bots.telegram.handlers import asker_of
+from bots.telegram.handlers import asker_of, retire
 from bots.telegram.keyboards import dead_retry_data, parse
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ def dlq_markup(letters: list, lang: str) -> InlineKeyboardMarkup | None:
 
 
 async def dead_retry_pressed(query, asker, services) -> None:
-    """A dead letter's Retry button: admins only; the button goes once it has done its job."""
+    """A dead letter's Retry button: admins only; the button goes once it has done its job (or when
+    that dead letter is gone), the others of the list stay."""
     if not asker.exempt:
         await query.answer(text("not_allowed", asker.lang))
         return
@@ -146,6 +147,7 @@ async def dead_retry_pressed(query, asker, services) -> None:
     outcome = await services.admin.retry_dead(button.task_id)
     key = "admin_retried" if outcome.ok else "admin_retry_missing"
     await query.answer(text(key, asker.lang, task_id=button.task_id))
+    await retire(query)
 
 
 ADMIN_COMMANDS: dict[str, Handler] = {

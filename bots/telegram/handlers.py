@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import Message, PhotoSize, ReplyParameters, Update
+from telegram import InlineKeyboardMarkup, Message, PhotoSize, ReplyParameters, Update
 from telegram.constants import ChatAction
 from telegram.error import BadRequest
 
@@ -348,8 +348,7 @@ async def on_button(update: Update, context: BotContext) -> None:
         count = await cancel_from_button(button, query.message.chat_id, asker, services)
         await query.answer(text("cancelled_count" if count else "button_gone", asker.lang, count=count))
         if not count:  # finished, cancelled already, or not this user's: the button no longer applies here
-            with contextlib.suppress(BadRequest):
-                await query.message.edit_reply_markup(reply_markup=None)
+            await retire(query)
     elif button.action == "other_mode":
         await run_other_mode(query, button, asker, services)
     elif button.action == "retry":
@@ -364,6 +363,17 @@ async def on_button(update: Update, context: BotContext) -> None:
         from bots.telegram.admin_handlers import dead_retry_pressed  # admin_handlers imports this module
 
         await dead_retry_pressed(query, asker, services)
+
+
+async def retire(query: Any) -> None:
+    """Take the pressed button off its message (Telegram can't grey one out); the others stay."""
+    markup = query.message.reply_markup if query.message is not None else None
+    if markup is None:
+        return
+    rows = [[b for b in row if b.callback_data != query.data] for row in markup.inline_keyboard]
+    kept = [row for row in rows if row]
+    with contextlib.suppress(BadRequest):  # the message is gone, or already without it
+        await query.message.edit_reply_markup(reply_markup=InlineKeyboardMarkup(kept) if kept else None)
 
 
 async def cancel_from_button(button: Button, chat_id: int, asker: Asker, services: Services) -> int:
@@ -415,8 +425,9 @@ async def run_other_mode(query: Any, button: Button, asker: Asker, services: Ser
     """Other mode runs once per photo and mode: pressed again, it shows the first run's result."""
     try:
         mode = services.workflows.choosable_mode(button.mode)
-    except Refused:
+    except Refused:  # a mode no longer offered
         await query.answer(text("button_gone", asker.lang))
+        await retire(query)
         return
     await query.answer()
     if (first := await services.intake.claimed(f"telegram:press:{query.id}")) is not None:

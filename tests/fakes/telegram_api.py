@@ -369,6 +369,28 @@ class FakeTelegram:
             message["reply_markup"] = markup
         return message
 
+    async def _m_editMessageReplyMarkup(self, params: dict, files: dict) -> Any:
+        """Only the buttons change; without reply_markup they are removed."""
+        if "inline_message_id" in params:
+            return True
+        refusal = _markup_refusal(params)
+        if refusal:
+            return _error(400, refusal)
+        message = self.message(params["chat_id"], params["message_id"])
+        if message is None:
+            return _error(400, EDIT_NOT_FOUND)
+        if message["from"]["id"] != BOT_USER["id"]:
+            return _error(400, CANT_EDIT)
+        markup = _markup(params)
+        if message.get("reply_markup") == markup:
+            return _error(400, NOT_MODIFIED)
+        message["edit_date"] = 1700000001
+        if markup is None:
+            message.pop("reply_markup", None)
+        else:
+            message["reply_markup"] = markup
+        return message
+
     async def _m_deleteMessage(self, params: dict, files: dict) -> Any:
         chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
         if self.chats.get(chat_id, {}).pop(message_id, None) is None:

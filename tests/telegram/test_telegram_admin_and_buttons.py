@@ -13,7 +13,7 @@ from backend.replies import TelegramReply
 from backend.tasks import Task
 from backend.texts import text
 from bots.telegram.app import build_application, running
-from bots.telegram.keyboards import result_markup
+from bots.telegram.keyboards import cancel_markup, result_markup
 from tests.support.redis_server import free_port
 from tests.telegram.conftest import ADMIN_ID, ChatUser, telegram_settings
 
@@ -68,25 +68,32 @@ async def test_admins_get_their_command_menu_in_both_languages(bot, tg_fake):
 
 
 async def test_dead_letters_listed_and_retried(bot, admin):
-    task = Task(
-        task_id="d" * 32,
-        mode="person",
-        input="blob:in:" + "0" * 32,
-        reply=TelegramReply(chat_id=admin.id),
-        user=f"telegram:{admin.id}",
-    )
-    fields = {
-        **task.encode(),
-        "reason": "too many deliveries",
-        "dead_at": "1700000000000",
-        "source": bot.settings.tasks_stream,
-        "source_id": "1-0",
-    }
-    await bot.redis.xadd(bot.settings.dead_stream, fields)
+    """Each dead letter carries its Retry; a pressed one has done its job and leaves the list's keyboard,
+    the others stay."""
+    tasks = [
+        Task(
+            task_id=letter * 32,
+            mode="person",
+            input="blob:in:" + "0" * 32,
+            reply=TelegramReply(chat_id=admin.id),
+            user=f"telegram:{admin.id}",
+        )
+        for letter in "ed"
+    ]
+    for task in tasks:
+        fields = {
+            **task.encode(),
+            "reason": "too many deliveries",
+            "dead_at": "1700000000000",
+            "source": bot.settings.tasks_stream,
+            "source_id": "1-0",
+        }
+        await bot.redis.xadd(bot.settings.dead_stream, fields)
+    task = tasks[-1]  # the newest is listed first
     await admin.command("/dlq")
     await admin.wait_text(f"{task.task_id} (")
     listing = [c for c in admin.fake.calls_to("sendMessage") if f"{task.task_id} (" in str(c.params.get("text"))][-1]
-    [[retry]] = listing["reply_markup"]["inline_keyboard"]
+    [[retry], [other]] = listing["reply_markup"]["inline_keyboard"]
     assert retry["text"] == f"Retry {task.task_id[:8]}"
     await admin.press(retry["callback_data"], listing.result["message_id"])
     answer = await admin.fake.wait_for(
@@ -94,6 +101,9 @@ async def test_dead_letters_listed_and_retried(bot, admin):
     )
     assert answer[-1]["text"] == text("admin_retried", "en", task_id=task.task_id)
     assert await bot.redis.xlen(bot.settings.tasks_stream) == 1
+    [edit] = await admin.fake.wait_call("editMessageReplyMarkup")
+    assert edit["reply_markup"]["inline_keyboard"] == [[other]]
+    assert admin.fake.message(admin.id, listing.result["message_id"])["reply_markup"]["inline_keyboard"] == [[other]]
 
 
 async def test_admin_commands_refused_for_others(bot, user, caplog):
@@ -216,3 +226,15 @@ async def test_a_photo_that_fails_mid_way_turns_its_status_into_an_apology(
     assert any(
         "could not be queued" in r.getMessage() and f"telegram:{user.id}" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_a_cancel_that_no_longer_applies_leaves_its_message(bot, user, tg_fake):
+    """Cancel under a status whose photo is gone (finished, or never known): "no longer applies", and
+    the button is taken off the message (Telegram can't grey it out)."""
+    markup = cancel_markup({"status_message_id": 1}, "f" * 32, "en").to_dict()
+    status = tg_fake.bot_message(user.id, "Queued — #1 in line.", reply_markup=markup)
+    await user.press(markup["inline_keyboard"][0][0]["callback_data"], status)
+    [answer] = await tg_fake.wait_call("answerCallbackQuery")
+    assert answer["text"] == text("button_gone", "en")
+    [edit] = await tg_fake.wait_call("editMessageReplyMarkup")
+    assert "reply_markup" not in edit.params and "reply_markup" not in tg_fake.message(user.id, status)
