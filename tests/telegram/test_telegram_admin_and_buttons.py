@@ -231,7 +231,7 @@ async def test_a_photo_that_fails_mid_way_turns_its_status_into_an_apology(
 async def test_a_cancel_that_no_longer_applies_leaves_its_message(bot, user, tg_fake):
     """Cancel under a status whose photo is gone (finished, or never known): "no longer applies", and
     the button is taken off the message (Telegram can't grey it out)."""
-    markup = cancel_markup({"status_message_id": 1}, "f" * 32, "en").to_dict()
+    markup = cancel_markup(TelegramReply(chat_id=user.id, status_message_id=1), "f" * 32, "en").to_dict()
     status = tg_fake.bot_message(user.id, "Queued — #1 in line.", reply_markup=markup)
     await user.press(markup["inline_keyboard"][0][0]["callback_data"], status)
     [answer] = await tg_fake.wait_call("answerCallbackQuery")
