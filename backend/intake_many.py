@@ -179,12 +179,9 @@ def _check_declared(intake: Intake, photo: PhotoSource) -> None:
     tighter of our limit and the platform's (its refusal names the limit the user must meet)."""
     if photo.mime is not None and not photo.mime.startswith("image/"):
         raise Refused("not_an_image", detail=f"content type {photo.mime}")
-    platform = photo.size_limit
-    if platform is not None and platform < intake.settings.max_image_bytes:
-        images.check_size(photo.size, platform)
+    if photo.size_limit is not None and photo.size_limit < intake.settings.max_image_bytes:
+        images.check_size(photo.size, photo.size_limit)
     intake.check_size(photo.size)
-    if platform is not None:
-        images.check_size(photo.size, platform)
 
 
 async def _check_open(intake: Intake, user: str, *, exempt: bool, backlog: bool, event_key: str | None) -> None:

@@ -23,7 +23,8 @@ WAKE_S = 1.0  # how long one blocking read of the results stream waits before th
 
 
 class TaskState(StrEnum):
-    """The `state` field of a task's hash, as intake, the worker and the publisher write it."""
+    """The `state` field of a task's hash, as intake (its enqueue script writes "queued"), the
+    executor and the publisher write it."""
 
     QUEUED = "queued"  # on the tasks stream, not yet handed to ComfyUI (a retry or a backlog re-run also)
     IN_COMFYUI = "in_comfyui"  # uploaded and prompted: running, or waiting inside ComfyUI behind others
