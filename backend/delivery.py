@@ -19,11 +19,14 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
 from backend import keys
 from backend.backoff import Backoff
+from backend.batching import GroupCommit
 from backend.redis_conn import REDIS_DOWN
 
 log = logging.getLogger(__name__)
@@ -81,11 +84,28 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: the delivered mark, the parts record, the rounds, the claim, the entry's stream. ARGV: delivered
+# TTL (s), group, entry id, token. The result reached its chat: marked delivered first, then acknowledged
+# (XACK only after the mark, both in one step), and the claim released if still ours. The XACK's reply,
+# or -1 when the group is gone (Redis restarted empty: nothing is pending to acknowledge).
+_DELIVERED = """
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+local acked = redis.pcall('XACK', KEYS[5], ARGV[2], ARGV[3])
+if type(acked) ~= 'number' then acked = -1 end
+if redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
+return acked
+"""
+
 DELIVERED, HELD_ELSEWHERE, ACQUIRED = 2, 0, 1
 
 
 class SendClaims:
     """Makes the send claim of each result; the scripts are registered once.
+
+    The claims of many results in hand at once share their round trips: the claims taken in one
+    tick go out in one pipeline, so do the results marked delivered, and one heartbeat renews
+    every claim held.
 
     :param ttl_ms: how long a claim outlives a silent owner; renewed every third of it while held
     :param rounds_ttl_s: how long a result's delivery-round counters are kept
@@ -99,9 +119,83 @@ class SendClaims:
         self.round_failed_script = redis.register_script(_ROUND_FAILED)
         self.renew_script = redis.register_script(_RENEW_IF_OWNER)
         self.release_script = redis.register_script(_RELEASE_IF_OWNER)
+        self.delivered_script = redis.register_script(_DELIVERED)
+        self._begins: GroupCommit[SendClaim, Any] = GroupCommit(self._begin_all)
+        self._deliveries: GroupCommit[_Delivered, Any] = GroupCommit(self._mark_all_delivered)
+        self._held: set[SendClaim] = set()
+        self._renewing: asyncio.Task[None] | None = None
 
     def for_task(self, task_id: str) -> SendClaim:
         return SendClaim(self, task_id)
+
+    async def _begin_all(self, claims: list[SendClaim]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for claim in claims:
+                await self.begin_script(
+                    keys=[claim.key, keys.delivered(claim.task_id), claim.rounds_key],
+                    args=[claim.token, self.ttl_ms, self.rounds_ttl_s],
+                    client=pipe,
+                )
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def _mark_all_delivered(self, marks: list[_Delivered]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mark in marks:
+                claim = mark.claim
+                await self.delivered_script(
+                    keys=[
+                        keys.delivered(claim.task_id),
+                        keys.send_parts(claim.task_id),
+                        claim.rounds_key,
+                        claim.key,
+                        mark.stream,
+                    ],
+                    args=[mark.ttl_s, mark.group, mark.entry_id, claim.token],
+                    client=pipe,
+                )
+            return list(await pipe.execute(raise_on_error=False))
+
+    # --- one heartbeat for every claim held ------------------------------------------------------
+    def _hold(self, claim: SendClaim) -> None:
+        self._held.add(claim)
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.create_task(self._keep_renewed(), name="send-claims")
+
+    def _let_go(self, claim: SendClaim) -> None:
+        self._held.discard(claim)
+        if not self._held and self._renewing is not None:
+            self._renewing.cancel()
+            self._renewing = None
+
+    async def _keep_renewed(self) -> None:
+        """Every third of the TTL, renew each claim held (one pipeline); a lapsed one is marked lost."""
+        while self._held:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            held = list(self._held)
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for claim in held:
+                        await self.renew_script(keys=[claim.key], args=[claim.token, self.ttl_ms], client=pipe)
+                    replies = await pipe.execute(raise_on_error=False)
+            except Exception as exc:  # noqa: BLE001 - try again at the next renewal
+                log.warning("could not renew %d send claim(s): %s", len(held), exc)
+                continue
+            for claim, renewed in zip(held, replies):
+                if isinstance(renewed, Exception):
+                    log.warning("could not renew send claim %s: %s", claim.key, renewed)
+                elif not renewed and claim in self._held:
+                    claim.lost = True
+                    self._held.discard(claim)
+                    log.warning("send claim %s lapsed while held; the send stops after this part", claim.key)
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    claim: SendClaim
+    stream: str
+    group: str
+    entry_id: str
+    ttl_s: int
 
 
 class SendClaim:
@@ -117,13 +211,11 @@ class SendClaim:
         self.failed_rounds = 0  # earlier rounds of this result that used up every send retry (once acquired)
         self.interrupted_rounds = 0  # earlier rounds cut short by a crash, no outcome recorded (once acquired)
         self.lost = False  # the claim lapsed while held (a stall longer than the TTL): stop sending
+        self._released = False  # `delivered` released it already
 
     async def try_acquire(self) -> int:
         """ACQUIRED (a round is open, and the earlier ones counted), HELD_ELSEWHERE, or DELIVERED already."""
-        state, failed, interrupted = await self.claims.begin_script(
-            keys=[self.key, keys.delivered(self.task_id), self.rounds_key],
-            args=[self.token, self.ttl_ms, self.claims.rounds_ttl_s],
-        )
+        state, failed, interrupted = await self.claims._begins.submit(self)
         self.failed_rounds, self.interrupted_rounds = int(failed), int(interrupted)
         return int(state)
 
@@ -131,36 +223,30 @@ class SendClaim:
         """This round used up every send retry: it counts against MAX_DELIVERIES."""
         await self.claims.round_failed_script(keys=[self.rounds_key], args=[self.token, self.claims.rounds_ttl_s])
 
+    async def delivered(self, stream: str, group: str, entry_id: str, *, ttl_s: int) -> None:
+        """The result is in its chat: `delivered:<task_id>` set (for `ttl_s`), its parts record and rounds
+        forgotten, then its entry acknowledged and the claim released, in one step."""
+        await self.claims._deliveries.submit(_Delivered(self, stream, group, entry_id, ttl_s))
+        self._released = True
+
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[SendClaim]:
         """Keep the (acquired) claim renewed while the body runs; released by its owner on the way out."""
-        renewing = asyncio.create_task(self._keep_renewed(), name=f"claim-{self.key}")
+        self.claims._hold(self)
         try:
             yield self
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
-            try:
-                await self.claims.release_script(keys=[self.key, self.rounds_key], args=[self.token])
-            except Exception as exc:  # noqa: BLE001 - it lapses by itself within its TTL
-                log.info(
-                    "send claim %s not released (%s); it lapses in %d ms, and this round counts as interrupted",
-                    self.key,
-                    exc,
-                    self.ttl_ms,
-                )
-
-    async def _keep_renewed(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
-            try:
-                if not await self.claims.renew_script(keys=[self.key], args=[self.token, self.ttl_ms]):
-                    self.lost = True
-                    log.warning("send claim %s lapsed while held; the send stops after this part", self.key)
-                    return
-            except Exception as exc:  # noqa: BLE001 - try again at the next renewal
-                log.warning("could not renew send claim %s: %s", self.key, exc)
+            self.claims._let_go(self)
+            if not self._released:
+                try:
+                    await self.claims.release_script(keys=[self.key, self.rounds_key], args=[self.token])
+                except Exception as exc:  # noqa: BLE001 - it lapses by itself within its TTL
+                    log.info(
+                        "send claim %s not released (%s); it lapses in %d ms, and this round counts as interrupted",
+                        self.key,
+                        exc,
+                        self.ttl_ms,
+                    )
 
 
 class SendParts:

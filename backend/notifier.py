@@ -426,11 +426,7 @@ class Notifier(StreamConsumer):
                 wait = backoff.next_delay()
                 metrics.send_retried(platform.name, rate_limited=False)
             else:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.set(keys.delivered(result.task_id), "1", ex=self.delivered_ttl_s)
-                    pipe.delete(keys.send_parts(result.task_id), keys.send_rounds(result.task_id))
-                    await pipe.execute()
-                await self.group.ack(entry)
+                await claim.delivered(entry.stream, self.group.group, entry.entry_id, ttl_s=self.delivered_ttl_s)
                 metrics.send_delivered(platform.name, result.finished_at)
                 log.info("delivered %s result of %s to %s", result.status, result.task_id, platform.name)
                 return

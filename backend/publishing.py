@@ -1,4 +1,5 @@
-"""The worker's results, written in groups: one MULTI/EXEC per batch of finished tasks, XACK inside.
+"""The worker's results, written in groups (backend.batching): one MULTI/EXEC per batch of finished
+tasks, XACK inside.
 
 A finished task needs its result entry, the stored copy, its bookkeeping and the XACK of its task
 entry. Written one task at a time that is two round trips each; here every task that finishes while
@@ -12,12 +13,12 @@ without a result.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from backend import keys
+from backend.batching import GroupCommit
 from backend.streams import is_nogroup
 from backend.task_handle import TaskState
 from backend.tasks import Result
@@ -31,7 +32,6 @@ class _Pending:
     user: str
     stream: str
     entry_id: str
-    done: asyncio.Future[None]
 
 
 class ResultPublisher:
@@ -49,41 +49,13 @@ class ResultPublisher:
         self.group = group
         self.results_stream = results_stream
         self.ttl_s = ttl_s
-        self._queue: list[_Pending] = []
-        self._writing = False
+        self._commits: GroupCommit[_Pending, None] = GroupCommit(self._write)
 
     async def publish(self, result: Result, *, user: str, stream: str = "", entry_id: str = "") -> None:
         """Write `result` and its bookkeeping; with an entry id, acknowledge that entry in the same MULTI."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(result, user, stream, entry_id, done))
-        if not self._writing:
-            self._writing = True
-            asyncio.get_running_loop().call_soon(self._start_writer)  # same-tick finishers join this write
-        await done
+        await self._commits.submit(_Pending(result, user, stream, entry_id))
 
-    def _start_writer(self) -> None:
-        asyncio.ensure_future(self._write_all())
-
-    async def _write_all(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    await self._write(batch)
-                except BaseException as exc:  # noqa: BLE001 - every waiter learns what happened
-                    for item in batch:
-                        if not item.done.done():
-                            item.done.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                else:
-                    for item in batch:
-                        if not item.done.done():
-                            item.done.set_result(None)
-        finally:
-            self._writing = False
-
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, batch: list[_Pending]) -> list[None | BaseException]:
         ttl = self.ttl_s
         done_log: dict[str, int] = {}
         run_times: list[int] = []
@@ -115,3 +87,4 @@ class ResultPublisher:
         failed = [reply for reply in replies if isinstance(reply, Exception) and not is_nogroup(reply)]
         if failed:
             raise failed[0]
+        return [None] * len(batch)

@@ -84,6 +84,10 @@ async def test_dead_result_can_be_retried_and_purged(settings, photo_bytes):
         assert outcome.ok
         [result] = await sender.wait_for_results(1)
         assert result.task_id == submitted.task_id and result.status == "ok"
+        for _ in range(50):  # marked right after the send returns, in the notifier's next write
+            if await services.redis.exists(keys.delivered(submitted.task_id)):
+                break
+            await asyncio.sleep(0.05)
         assert await services.redis.exists(keys.delivered(submitted.task_id))
         await services.redis.xadd(settings.dead_stream, {"reason": "x"})
         assert await services.admin.purge_dead() == 1
