@@ -28,7 +28,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, cast
 
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image
 
 from backend.errors import PermanentTaskError, Refused
 
@@ -85,7 +85,6 @@ UPLOAD_MIN_JPEG_QUALITY = 70
 UPLOAD_ATTEMPTS = 10
 
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
-_SRGB = ImageCms.createProfile("sRGB")
 
 
 @dataclass(frozen=True)
@@ -504,6 +503,8 @@ def _decode_to_rgb(image: Image.Image, *, max_pixels: int) -> Image.Image:
 
 def _apply_exif_orientation(image: Image.Image) -> None:
     """Turn the pixels the way the camera meant; unreadable EXIF is metadata, not a broken photo."""
+    from PIL import ImageOps  # only conversions need it: a kept photo (and `repairbot submit`) starts without
+
     try:
         ImageOps.exif_transpose(image, in_place=True)
     except Exception as error:
@@ -554,9 +555,11 @@ def _flatten_on_white(image: Image.Image) -> Image.Image:
 def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
     """RGB whose colours survive dropping the ICC profile; a bad profile is ignored, not fatal."""
     if icc_profile:
+        from PIL import ImageCms  # only photos with a colour profile need the colour engine
+
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
-            converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+            converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
             if converted is not None:
                 return converted
         except Exception as error:

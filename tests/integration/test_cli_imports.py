@@ -38,6 +38,8 @@ NOT_FOR_A_SUBMIT = (
     "backend.comfyui",
     "backend.notifier",
     "backend.comfyui_install",
+    "PIL.ImageCms",  # a photo kept as sent needs neither the colour engine nor EXIF rotation
+    "PIL.ImageOps",
 )
 # redis-py imports PyJWT, which imports cryptography's X.509 and key code; backend/lazy_imports.py
 # defers PyJWT until something uses it, and nothing here does.
