@@ -10,7 +10,7 @@ from PIL import Image
 
 from backend.blobs import RedisBlobStore
 from backend.notifier import SendPermanent, SendRetry
-from backend.replies import DiscordReply
+from backend.replies import DiscordReply, TelegramReply
 from backend.tasks import Event, Result
 from bots.discord.sender import build_sender
 from tests.fakes.discord_api import APP_ID, FakeDiscord
@@ -254,3 +254,12 @@ async def test_a_restarted_sender_does_not_post_a_result_discord_took(discord_se
     await restarted.send_result(result)
     await restarted.close()
     assert len(discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/itok-1")) == 1
+
+
+async def test_another_platform_s_reply_channel_is_refused_without_a_request(sender, discord_fake):
+    stray = TelegramReply(chat_id=42, status_message_id=7)
+    with pytest.raises(SendPermanent, match="telegram reply channel"):
+        await sender.send_result(Result(task_id=TASK_ID, status="failed", reply=stray, error="timeout"))
+    with pytest.raises(SendPermanent, match="telegram reply channel"):
+        await sender.send_event(Event(TASK_ID, "started", stray))
+    assert not discord_fake.calls_to("POST", r"/webhooks/.*") and not discord_fake.calls_to("POST", r"/channels/.*")

@@ -10,7 +10,7 @@ from telegram.error import RetryAfter
 
 from backend import albums
 from backend.notifier import SendPermanent, SendRetry
-from backend.replies import TelegramReply
+from backend.replies import DiscordReply, TelegramReply
 from backend.tasks import Event, Result
 from backend.texts import text
 from bots.telegram.keyboards import parse
@@ -268,3 +268,12 @@ async def test_a_failure_carries_retry_and_other_mode_when_it_could_help(tg_send
     assert [b["text"] for b in edit["reply_markup"]["inline_keyboard"][0]] == buttons
     retry = parse(edit["reply_markup"]["inline_keyboard"][0][0]["callback_data"])
     assert retry.action == "retry" and retry.mode == "person" and retry.input_key == input_key
+
+
+async def test_another_platform_s_reply_channel_is_refused_without_a_request(tg_sender, tg_fake):
+    stray = DiscordReply(application_id="1", channel_id="2", user_id="3")
+    with pytest.raises(SendPermanent, match="discord reply channel"):
+        await tg_sender.send_result(Result(task_id="e" * 32, status="failed", reply=stray, error="timeout"))
+    with pytest.raises(SendPermanent, match="discord reply channel"):
+        await tg_sender.send_event(Event(task_id="e" * 32, state="started", reply=stray))
+    assert [c.method for c in tg_fake.calls] == ["getMe"]
