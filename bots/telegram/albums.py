@@ -3,7 +3,8 @@ by one in a moment (a burst).
 
 The first photo of a group starts a window on PTB's JobQueue; the photos arriving meanwhile join it,
 and when the window closes one job hands the whole group, in message order, to the handler that
-queues it under one status message. No handler sleeps. What Redis keeps about the group is
+queues it under one status message. No handler sleeps. A bot that stops drains its open windows
+first. What Redis keeps about the group is
 backend.albums'.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Message, Update
-from telegram.ext import CallbackContext, JobQueue
+from telegram.ext import Application, CallbackContext, JobQueue
 
 COLLECT_WINDOW_S = 1.0
 
@@ -48,10 +49,19 @@ class AlbumWindow:
         gathered = self._groups[key] = Gathered(key, update, ripe, [message])
         job_queue.run_once(self._closed, self.window_s, data=gathered, name=f"album:{key[0]}:{key[1]}")
 
+    async def drain(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        """Queue every group still gathering, now: the bot is stopping, and these photos were already
+        taken from Telegram; the JobQueue drops jobs not yet run when it stops."""
+        for gathered in list(self._groups.values()):
+            await self._ripen(application.context_types.context(application), gathered)
+
     async def _closed(self, context: CallbackContext[Any, Any, Any, Any]) -> None:
         assert context.job is not None
-        gathered: Gathered = context.job.data  # type: ignore[assignment]
-        del self._groups[gathered.key]
+        await self._ripen(context, context.job.data)  # type: ignore[arg-type]
+
+    async def _ripen(self, context: CallbackContext[Any, Any, Any, Any], gathered: Gathered) -> None:
+        if self._groups.pop(gathered.key, None) is None:  # drained already
+            return
         gathered.messages.sort(key=lambda m: m.message_id)
         try:
             await gathered.ripe(context, gathered)

@@ -110,7 +110,9 @@ async def running(app: Application, settings: Settings) -> AsyncIterator[Applica
             await announcer
             if app.updater.running:
                 await app.updater.stop()
-            await app.stop()
+            await app.stop()  # handles the updates already fetched; drops jobs not yet run
+            for window in (app.bot_data.albums, app.bot_data.bursts):
+                await window.drain(app)
     finally:
         await app.shutdown()
 

@@ -40,6 +40,7 @@ async def test_a_handler_error_reaches_the_admin_chat_with_a_short_scrubbed_trac
         services.intake.set_default_mode = broken
         await user.command("/mode person")
         await user.wait_text(text("error_generic", "en"))
+        await user.fake.wait_for(lambda: errors)  # the test's own error handler runs after the bot's
         assert [type(e) for e in errors] == [RuntimeError]
         assert await alerts.read_bot_errors(services.redis) == {"telegram": (1, "RuntimeError")}
 
@@ -66,5 +67,6 @@ async def test_an_error_in_the_album_windows_job_is_answered_and_reported(start_
         await user.send_photo(photo_bytes, media_group_id="album-x")
         await user.send_photo(photo_bytes, media_group_id="album-x")
         await user.wait_text(text("error_generic", "en"))
+        await user.fake.wait_for(lambda: errors)  # the test's own error handler runs after the bot's
         assert [type(e) for e in errors] == [RuntimeError]
         assert await alerts.read_bot_errors(services.redis) == {"telegram": (1, "RuntimeError")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from backend import keys
 from backend.services import Services
@@ -173,23 +174,32 @@ async def test_album_is_one_status_and_one_task_per_photo(bot, user, tg_fake, ph
 
 async def test_the_album_window_is_a_job_on_the_job_queue(tg_settings, tg_fake, user, photo_bytes):
     """The album's photos wait on PTB's JobQueue, not in a sleeping handler: while the window is open
-    one job is scheduled and no update is being handled; when it closes, one status for both."""
-    services = Services.create(tg_settings)
+    one job is scheduled and no update is being handled; when it closes, one status for both. A bot
+    that stops while a window is open queues those photos on the way out (they were already taken
+    from Telegram), rather than dropping them with the JobQueue's schedule."""
+    settings = tg_settings.model_copy(update={"user_max_active": 4})  # all four photos run at once
+    services = Services.create(settings)
     app = build_application(
-        tg_settings, services, rate_limiter=FloodAwareRateLimiter(overall_max_rate=0, group_max_rate=0)
+        settings, services, rate_limiter=FloodAwareRateLimiter(overall_max_rate=0, group_max_rate=0)
     )
+
+    async def gathering(album: str) -> Any:
+        await user.send_photo(photo_bytes, media_group_id=album)
+        [job] = await tg_fake.wait_for(lambda: app.job_queue.get_jobs_by_name(f"album:{user.id}:{album}"))
+        await user.send_photo(photo_bytes, media_group_id=album)
+        await tg_fake.wait_for(lambda: len(job.data.messages) == 2)  # the job carries the group
+        return job
+
     try:
-        async with running(app, tg_settings):
-            await user.send_photo(photo_bytes, media_group_id="album-3")
-            name = f"album:{user.id}:album-3"
-            [job] = await tg_fake.wait_for(lambda: app.job_queue.get_jobs_by_name(name))
-            await user.send_photo(photo_bytes, media_group_id="album-3")
-            await tg_fake.wait_for(lambda: len(job.data.messages) == 2)  # the job carries the group
+        async with running(app, settings):
+            job = await gathering("album-3")
             assert app.update_processor.current_concurrent_updates == 0  # both handlers have returned
-            assert app.job_queue.get_jobs_by_name(name) == (job,) and not user.texts()  # still gathering
+            assert not user.texts()  # still gathering
             await user.wait_text("Queued 2 photos")
-            assert not app.job_queue.get_jobs_by_name(name)
-            assert len([t for t in user.texts() if t == text("received_many", "en", count=2)]) == 1
+            assert not app.job_queue.get_jobs_by_name(job.name)
+            await gathering("album-4")  # and the bot stops before this window closes
+        assert len(await queued_tasks(services)) == 4
+        assert user.texts().count(text("received_many", "en", count=2)) == 2
     finally:
         await services.close()
 
