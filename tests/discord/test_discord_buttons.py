@@ -4,10 +4,13 @@ stay as they were."""
 
 from __future__ import annotations
 
+from backend.replies import DiscordReply
+from backend.tasks import Task
 from backend.texts import text
 from bots.discord.buttons import BUTTONS, CancelButton, OtherModeButton
 from bots.discord.messages import CANCEL_PREFIX, COMPARE_PREFIX, OTHER_MODE_PREFIX, RETRY_PREFIX, result_view
 from tests.discord.conftest import store_finished_result
+from tests.discord.test_discord_admin import ADMIN_ID, admin_command, answer
 from tests.fakes.discord_api import APP_ID
 
 EPHEMERAL = 64
@@ -82,3 +85,36 @@ async def test_a_failing_press_is_answered_and_reported(bot, discord_fake, redis
     assert call.json["data"]["content"] == text("error_generic", "en")
     assert [type(e) for e in bot.command_errors] == [RuntimeError]
     bot.command_errors.clear()  # the one failure this test made on purpose
+
+
+async def test_a_dead_letters_retry_is_for_admins_and_retires_once_done(bot, discord_fake, redis, discord_settings):
+    """The /dlq Retry is routed like any button: refused for others, and for an admin it queues the task
+    again and is disabled on the listing (its job is done)."""
+    task = Task(
+        task_id="d" * 32,
+        mode="person",
+        input="blob:in:" + "0" * 32,
+        reply=DiscordReply(application_id=APP_ID, channel_id="500", user_id="42"),
+        user="discord:42",
+    )
+    fields = {**task.encode(), "reason": "broken", "dead_at": "0", "source": discord_settings.tasks_stream}
+    await redis.xadd(discord_settings.dead_stream, fields)
+    listing = admin_command(discord_fake, "dlq")
+    await discord_fake.push_interaction(listing)
+    shown = (await answer(discord_fake, listing)).json["data"]
+    message = {**discord_fake.user_message([], author_id=int(APP_ID)), "components": shown["components"]}
+    [[button]] = [row["components"] for row in shown["components"]]
+
+    press = discord_fake.button_click(button["custom_id"], message, user_id=99)
+    await discord_fake.push_interaction(press)
+    [refused] = await discord_fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
+    assert refused.json["data"]["content"] == text("not_allowed", "en")
+    assert await redis.xlen(discord_settings.tasks_stream) == 0
+
+    press = discord_fake.button_click(button["custom_id"], message, user_id=ADMIN_ID)
+    await discord_fake.push_interaction(press)
+    [update] = await discord_fake.wait_for_call("POST", rf"/interactions/{press['id']}/.*/callback")
+    assert update.json["type"] == 7 and update.json["data"]["components"][0]["components"][0]["disabled"] is True
+    [said] = await discord_fake.wait_for_call("POST", rf"/webhooks/{APP_ID}/{press['token']}")
+    assert said.json["content"] == text("admin_retried", "en", task_id=task.task_id)
+    assert await redis.xlen(discord_settings.tasks_stream) == 1
