@@ -345,35 +345,17 @@ class FakeTelegram:
         return messages
 
     async def _m_editMessageText(self, params: dict, files: dict) -> Any:
-        if "inline_message_id" in params:
-            return True
-        text = str(params.get("text", ""))
-        refusal = _text_refusal(text) or _markup_refusal(params)
-        if refusal:
-            return _error(400, refusal)
-        message = self.message(params["chat_id"], params["message_id"])
-        if message is None:
-            return _error(400, EDIT_NOT_FOUND)
-        if message["from"]["id"] != BOT_USER["id"]:
-            return _error(400, CANT_EDIT)
-        if "text" not in message:
-            return _error(400, NO_TEXT_TO_EDIT)
-        markup = _markup(params)  # an edit without reply_markup removes the buttons
-        if message["text"] == text and message.get("reply_markup") == markup:
-            return _error(400, NOT_MODIFIED)
-        message["text"] = text
-        message["edit_date"] = 1700000001
-        if markup is None:
-            message.pop("reply_markup", None)
-        else:
-            message["reply_markup"] = markup
-        return message
+        return self._edit(params, text=str(params.get("text", "")))
 
     async def _m_editMessageReplyMarkup(self, params: dict, files: dict) -> Any:
-        """Only the buttons change; without reply_markup they are removed."""
+        return self._edit(params, text=None)
+
+    def _edit(self, params: dict, *, text: str | None) -> Any:
+        """A bot message's new text (None: only the buttons change) and buttons (an edit without
+        reply_markup removes them), refused as the Bot API refuses it."""
         if "inline_message_id" in params:
             return True
-        refusal = _markup_refusal(params)
+        refusal = (_text_refusal(text) if text is not None else None) or _markup_refusal(params)
         if refusal:
             return _error(400, refusal)
         message = self.message(params["chat_id"], params["message_id"])
@@ -381,9 +363,13 @@ class FakeTelegram:
             return _error(400, EDIT_NOT_FOUND)
         if message["from"]["id"] != BOT_USER["id"]:
             return _error(400, CANT_EDIT)
+        if text is not None and "text" not in message:
+            return _error(400, NO_TEXT_TO_EDIT)
         markup = _markup(params)
-        if message.get("reply_markup") == markup:
+        if (text is None or message["text"] == text) and message.get("reply_markup") == markup:
             return _error(400, NOT_MODIFIED)
+        if text is not None:
+            message["text"] = text
         message["edit_date"] = 1700000001
         if markup is None:
             message.pop("reply_markup", None)
