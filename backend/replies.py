@@ -99,7 +99,8 @@ def reply_json(reply: Reply) -> str:
 
 def user_lang(reply: Reply) -> str:
     """The language to answer in: the one the bot recorded, else English."""
-    return getattr(reply, "lang", None) or "en"
+    lang = reply.lang if isinstance(reply, TelegramReply | DiscordReply) else None
+    return lang or "en"
 
 
 def problem(exc: ValidationError) -> str:
