@@ -10,8 +10,12 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from backend import keys
+from backend.replies import Reply
+from backend.tasks import Result, new_task_id
 
 FINISHED_TTL_S = 24 * 3600
+# The error code of the result `hand_over_last` writes: it queues nothing and says nothing to the user.
+NOT_QUEUED = "not_queued"
 
 
 async def open_album(redis: Redis, chat_id: int, status_message_id: int, count: int, ttl_s: int) -> None:
@@ -48,3 +52,12 @@ async def finish_album_item(redis: Redis, chat_id: int | str, status_message_id:
         pipe.decr(left)
         _, remaining = await pipe.execute()
     return max(0, int(remaining))
+
+
+async def hand_over_last(redis: Redis, results_stream: str, reply: Reply) -> None:
+    """The bot counted the album's last photo (refused, dropped) after the sender had counted every
+    queued one's result, and the sender posts the album only when its own count reaches the end: a
+    result that queues nothing (`NOT_QUEUED`) goes to it through the results stream, so it posts what
+    is there and closes the status, as reliably as any result."""
+    note = Result(task_id=new_task_id(), status="cancelled", reply=reply, error=NOT_QUEUED)
+    await redis.xadd(results_stream, note.encode())

@@ -145,6 +145,7 @@ async def queue_photos(
     the backlog, ONE reply says how many were taken and how many to send again."""
     status: Message | None = None
     made: list[TelegramReply] = []
+    queued_any = False
 
     async def replies(usable: Sequence[PhotoSource]) -> list[TelegramReply]:
         nonlocal status
@@ -162,10 +163,12 @@ async def queue_photos(
 
     async def counted(photo: PhotoOutcome) -> None:
         """The album's sender waits for every photo: the ones that will bring no result count now."""
+        nonlocal queued_any
         message: Message = photo.source.ref
         if status is None:
             return
         if photo.fate is Fate.QUEUED and photo.submitted is not None:
+            queued_any = True
             await albums.add_album_task(
                 services.redis,
                 message.chat_id,
@@ -174,9 +177,11 @@ async def queue_photos(
                 services.settings.blob_ttl_s,
             )
         elif photo.fate in (Fate.REFUSED, Fate.DROPPED, Fate.AGAIN):
-            await albums.finish_album_item(
+            left = await albums.finish_album_item(
                 services.redis, message.chat_id, status.message_id, f"{FINISHED_AS[photo.fate]}:{message.message_id}"
             )
+            if left == 0 and queued_any and photo.reply is not None:  # the queued ones' results are all in
+                await albums.hand_over_last(services.redis, services.settings.results_stream, photo.reply)
 
     caption_mode = next(filter(None, (services.workflows.from_words(m.caption) for m in group)), None)
     try:

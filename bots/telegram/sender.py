@@ -34,7 +34,7 @@ from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from backend import images
-from backend.albums import album_tasks, finish_album_item
+from backend.albums import NOT_QUEUED, album_tasks, finish_album_item
 from backend.blobs import BlobStore
 from backend.delivery import PartStore, SendParts
 from backend.errors import RepairError
@@ -285,7 +285,7 @@ class TelegramSender:
                 self.bot.send_message(chat_id, text("output_invalid", lang), reply_parameters=_reply_to(reply)),
             )
         await self.lines.finish(line_id(reply) or "")
-        cancelled = not posted and result.status == "cancelled"
+        cancelled = not posted and result.status == "cancelled" and result.error != NOT_QUEUED
         await self._once(
             parts,
             "status",
@@ -320,7 +320,7 @@ class TelegramSender:
         if await finish_album_item(self.redis, chat_id, status_id, result.task_id) != 0:
             return
         await self.lines.finish(line_id(reply) or "")
-        final = text("cancelled", lang) if result.status == "cancelled" else None
+        final = text("cancelled", lang) if result.status == "cancelled" and result.error != NOT_QUEUED else None
         await self._once(parts, "status", self._close_status(chat_id, status_id, final, lang))
 
     async def _post_album(self, last: Result, lang: str, parts: SendParts) -> int:

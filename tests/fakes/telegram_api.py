@@ -89,6 +89,7 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.files: dict[str, bytes] = {}
         self.file_sizes: dict[str, int] = {}  # the size Telegram knows, which may differ from the stored bytes
+        self.download_delays: dict[str, float] = {}  # file_id -> seconds its download takes (a slow big file)
         self.chats: dict[int, dict[int, dict[str, Any]]] = {}  # chat id -> message id -> live message
         self.deleted: dict[int, set[int]] = {}  # chat id -> ids of messages that were deleted
         self.failures: dict[str, list[Failure]] = {}
@@ -225,6 +226,7 @@ class FakeTelegram:
         data = self.files.get(file_id)
         if data is None or request.match_info["token"] != self.token:
             return web.Response(status=404)
+        await asyncio.sleep(self.download_delays.get(file_id, 0.0))
         return web.Response(body=data)
 
     # --- methods -----------------------------------------------------------------------------------

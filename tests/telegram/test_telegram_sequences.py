@@ -273,3 +273,42 @@ async def test_an_album_with_a_damaged_photo_says_so_once_and_the_rest_come_back
     status_id = next(line.message_id for line in chat if line.kind == "sent")
     history = status_histories(chat)[status_id]
     assert never_backwards(history) and history[-1] == "<deleted>", history
+
+
+async def test_an_album_whose_last_photo_is_refused_after_the_others_came_back_still_arrives(
+    system, tg_fake, comfy_fake, photo_bytes
+):
+    """The album's sender posts once its count reaches the end; the last photo, refused by the bot only
+    after both results were in, must still end that count where the sender sees it."""
+    comfy_fake.delay_s = 0.0
+    user = ChatUser(tg_fake)
+    async with system():
+        await user.send_photo(photo_bytes, media_group_id="late")
+        await user.send_photo(photo_bytes, media_group_id="late")
+        damaged = await user.send_photo(b"\xff\xd8 not really a jpeg" * 20, media_group_id="late")
+        tg_fake.download_delays[damaged["photo"][-1]["file_id"]] = 3.0  # its download ends after both results
+        [album] = await tg_fake.wait_call("sendMediaGroup", timeout=60)
+        await tg_fake.wait_for(lambda: tg_fake.calls_to("deleteMessage"), timeout=30)
+    assert len(album["media"]) == 2
+    chat = telegram_chat(tg_fake, user.id)
+    said = [line.text for line in chat if line.kind == "sent"]
+    assert said.count(text("not_an_image", "en")) == 1, said
+    assert text("cancelled", "en") not in said
+
+
+async def test_a_burst_whose_last_photo_is_refused_after_the_others_came_back_closes_its_status(
+    system, tg_fake, comfy_fake, photo_bytes
+):
+    comfy_fake.delay_s = 0.0
+    user = ChatUser(tg_fake)
+    async with system():
+        await user.send_photo(photo_bytes)
+        await user.send_photo(photo_bytes)
+        damaged = await user.send_photo(b"\xff\xd8 not really a jpeg" * 20)
+        tg_fake.download_delays[damaged["photo"][-1]["file_id"]] = 3.0
+        await tg_fake.wait_for(lambda: len(results_in(tg_fake, user.id)) == 2, timeout=60)
+        await tg_fake.wait_for(lambda: tg_fake.calls_to("deleteMessage"), timeout=30)
+    chat = telegram_chat(tg_fake, user.id)
+    status_id = next(line.message_id for line in chat if line.kind == "sent")
+    history = status_histories(chat)[status_id]
+    assert never_backwards(history) and history[-1] == "<deleted>", history
