@@ -1,12 +1,13 @@
-"""The worker's results, written in groups (backend.batching): one MULTI/EXEC per batch of finished
+"""The worker's results, written in groups (backend.batching): one script call per batch of finished
 tasks, XACK inside.
 
 A finished task needs its result entry, the stored copy, its bookkeeping and the XACK of its task
 entry. Written one task at a time that is two round trips each; here every task that finishes while
 a write is in flight joins the next one, so under load a single round trip carries many results,
-and an idle worker still writes each result at once (nothing waits for a batch to fill).
+and an idle worker still writes each result at once (nothing waits for a batch to fill). One Lua
+call, not a MULTI of six commands a task: Redis parses one command, and the client packs one.
 
-Everything for a task is in the same transaction as its XACK: a worker that dies before EXEC leaves
+Everything for a task is in the same atomic step as its XACK: a worker that dies before it ran leaves
 the task pending (redelivered, and the stored result, if any, is re-published), never acknowledged
 without a result.
 """
@@ -19,11 +20,53 @@ from redis.asyncio import Redis
 
 from backend import keys
 from backend.batching import GroupCommit
-from backend.streams import is_nogroup
 from backend.task_handle import TaskState
 from backend.tasks import Result
 
 RUN_TIMES_KEEP = 100
+PUBLISH_CHUNK = 500  # tasks per script call: Lua unpacks at most ~8,000 values at once
+
+# KEYS: the results stream, the done log, the run times; then per task its result hash, its task hash,
+# its user's active set and the stream of its task entry. ARGV: TTL (s), run times kept, group, the
+# done state; then per task: status, task id, done-log member, finished at, run ms ('' unless ok),
+# task entry id ('' for none), the number of field pairs, the pairs. NOGROUP on an XACK (Redis lost
+# the group, restarted empty) is skipped: nothing is pending to acknowledge, the result is written.
+PUBLISH_SCRIPT = """
+local ttl, keep, group, done = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local a, k = 5, 4
+local finished_log, run_times, acks = {}, {}, {}
+while a <= #ARGV do
+  local status, task_id, member, finished, run_ms, entry_id = ARGV[a], ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5]
+  local last = a + 6 + 2 * tonumber(ARGV[a+6])
+  redis.call('XADD', KEYS[1], '*', unpack(ARGV, a + 7, last))
+  redis.call('HSET', KEYS[k], unpack(ARGV, a + 7, last))
+  redis.call('EXPIRE', KEYS[k], ttl)
+  redis.call('HSET', KEYS[k+1], 'state', done, 'status', status)
+  redis.call('EXPIRE', KEYS[k+1], ttl)
+  redis.call('SREM', KEYS[k+2], task_id)
+  finished_log[#finished_log + 1] = finished
+  finished_log[#finished_log + 1] = member
+  if run_ms ~= '' then run_times[#run_times + 1] = run_ms end
+  if entry_id ~= '' then
+    local stream = KEYS[k+3]
+    acks[stream] = acks[stream] or {}
+    table.insert(acks[stream], entry_id)
+  end
+  a, k = last + 1, k + 4
+end
+redis.call('ZADD', KEYS[2], unpack(finished_log))
+if #run_times > 0 then
+  redis.call('LPUSH', KEYS[3], unpack(run_times))
+  redis.call('LTRIM', KEYS[3], 0, keep - 1)
+end
+for stream, ids in pairs(acks) do
+  local acked = redis.pcall('XACK', stream, group, unpack(ids))
+  if type(acked) == 'table' and acked.err and not string.find(acked.err, 'NOGROUP', 1, true) then
+    return redis.error_reply(acked.err)
+  end
+end
+return 1
+"""
 
 
 @dataclass
@@ -50,41 +93,34 @@ class ResultPublisher:
         self.results_stream = results_stream
         self.ttl_s = ttl_s
         self._commits: GroupCommit[_Pending, None] = GroupCommit(self._write)
+        self._publish = redis.register_script(PUBLISH_SCRIPT)
 
     async def publish(self, result: Result, *, user: str, stream: str = "", entry_id: str = "") -> None:
-        """Write `result` and its bookkeeping; with an entry id, acknowledge that entry in the same MULTI."""
+        """Write `result` and its bookkeeping; with an entry id, acknowledge that entry in the same step."""
         await self._commits.submit(_Pending(result, user, stream, entry_id))
 
     async def _write(self, batch: list[_Pending]) -> list[None | BaseException]:
-        ttl = self.ttl_s
-        done_log: dict[str, int] = {}
-        run_times: list[int] = []
-        acks: dict[str, list[str]] = {}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for item in batch:
-                result = item.result
-                fields = result.encode()
-                pipe.xadd(self.results_stream, fields)
-                pipe.hset(keys.result(result.task_id), mapping=fields)
-                pipe.expire(keys.result(result.task_id), ttl)
-                pipe.hset(keys.task(result.task_id), mapping={"state": TaskState.DONE, "status": result.status})
-                pipe.expire(keys.task(result.task_id), ttl)
-                pipe.srem(keys.user_active(item.user), result.task_id)
-                done_log[f"{result.task_id}:{result.status}:{result.run_ms}"] = result.finished_at
-                if result.status == "ok":
-                    run_times.append(result.run_ms)
-                if item.entry_id:
-                    acks.setdefault(item.stream, []).append(item.entry_id)
-            pipe.zadd(keys.DONE_LOG, done_log)
-            if run_times:
-                pipe.lpush(keys.RUN_TIMES, *run_times)
-                pipe.ltrim(keys.RUN_TIMES, 0, RUN_TIMES_KEEP - 1)
-            for stream, ids in acks.items():
-                pipe.xack(stream, self.group, *ids)
-            replies = await pipe.execute(raise_on_error=False)
-        # NOGROUP on the XACK: Redis lost the group (restarted empty), so nothing is pending to
-        # acknowledge; the results themselves are written.
-        failed = [reply for reply in replies if isinstance(reply, Exception) and not is_nogroup(reply)]
-        if failed:
-            raise failed[0]
+        for start in range(0, len(batch), PUBLISH_CHUNK):
+            await self._write_chunk(batch[start : start + PUBLISH_CHUNK])
         return [None] * len(batch)
+
+    async def _write_chunk(self, batch: list[_Pending]) -> None:
+        script_keys: list[str] = [self.results_stream, keys.DONE_LOG, keys.RUN_TIMES]
+        args: list[str | int] = [self.ttl_s, RUN_TIMES_KEEP, self.group, TaskState.DONE]
+        for item in batch:
+            result = item.result
+            fields = result.encode()
+            script_keys += [keys.result(result.task_id), keys.task(result.task_id), keys.user_active(item.user)]
+            script_keys.append(item.stream or self.results_stream)  # no entry: nothing acknowledged there
+            args += [
+                result.status,
+                result.task_id,
+                f"{result.task_id}:{result.status}:{result.run_ms}",
+                result.finished_at,
+                result.run_ms if result.status == "ok" else "",
+                item.entry_id,
+                len(fields),
+            ]
+            for name, value in fields.items():
+                args += [name, value]
+        await self._publish(keys=script_keys, args=args)

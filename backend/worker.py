@@ -48,6 +48,18 @@ log = logging.getLogger(__name__)
 DONE_LOG_KEEP_MS = 24 * 3600 * 1000
 FORGET_CONSUMER_MS = 3600 * 1000  # a consumer name silent this long, holding nothing, is forgotten
 
+# KEYS: per task its result hash, its task hash, its cancel flag. Per task: the stored result (flat
+# pairs, empty when none), the graceful hand-backs so far, whether it was cancelled. Read only.
+PRECHECKS_SCRIPT = """
+local out = {}
+for i = 1, #KEYS, 3 do
+  out[#out + 1] = redis.call('HGETALL', KEYS[i])
+  out[#out + 1] = redis.call('HGET', KEYS[i + 1], 'handed_back')
+  out[#out + 1] = redis.call('EXISTS', KEYS[i + 2])
+end
+return out
+"""
+
 
 class Worker(StreamConsumer):
     """Consumes tasks and runs them through its executor (the lifecycle is streams.StreamConsumer's).
@@ -86,6 +98,7 @@ class Worker(StreamConsumer):
         self.tasks_stream = tasks_stream
         self.results_stream = results_stream
         self.max_deliveries = max_deliveries
+        self._read_prechecks = redis.register_script(PRECHECKS_SCRIPT)
         self.publisher = ResultPublisher(redis, group=group, results_stream=results_stream, ttl_s=result_ttl_s)
         self._inflight: dict[str, tuple[Entry, asyncio.Task[None]]] = {}
         self._taken_away: set[str] = set()
@@ -205,21 +218,19 @@ class Worker(StreamConsumer):
             self._spawn(entry, checks.get(entry.entry_id))
 
     async def _prechecks(self, entries: list[Entry]) -> dict[str, _Prechecks]:
-        """Stored result, hand-backs and cancel flag of every decodable task, in one pipeline."""
+        """Stored result, hand-backs and cancel flag of every decodable task, in one script call."""
         tasks: list[tuple[str, Task]] = []
         for entry in entries:
             with contextlib.suppress(MalformedRecord):
                 tasks.append((entry.entry_id, Task.decode(entry.fields)))
         if not tasks:
             return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _, task in tasks:
-                pipe.hgetall(keys.result(task.task_id))
-                pipe.hget(keys.task(task.task_id), "handed_back")
-                pipe.exists(keys.cancelled(task.task_id))
-            replies = await pipe.execute()
+        script_keys: list[str] = []
+        for _, task in tasks:
+            script_keys += [keys.result(task.task_id), keys.task(task.task_id), keys.cancelled(task.task_id)]
+        replies = await self._read_prechecks(keys=script_keys)
         return {
-            entry_id: _Prechecks(task, replies[3 * i], int(replies[3 * i + 1] or 0), bool(replies[3 * i + 2]))
+            entry_id: _Prechecks(task, _pairs(replies[3 * i]), int(replies[3 * i + 1] or 0), bool(replies[3 * i + 2]))
             for i, (entry_id, task) in enumerate(tasks)
         }
 
@@ -431,6 +442,11 @@ class _Prechecks:
     stored: dict[Any, Any]  # its stored result, when a previous delivery got that far
     handed_back: int
     cancelled: bool
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """HGETALL's reply inside a script is flat: name, value, name, value..."""
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def _as_text(value: Any) -> str:
