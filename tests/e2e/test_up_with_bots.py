@@ -101,9 +101,21 @@ async def test_up_starts_a_bot_again_when_its_platform_was_unreachable(redis_url
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    lines: list[str] = []
+
+    async def read_output() -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            lines.append(line.decode(errors="replace"))
+
+    reader = asyncio.create_task(read_output())
     try:
-        await asyncio.sleep(2)  # the first start fails; up keeps running and tries again
-        assert process.returncode is None
+        # The first start fails (however long up takes to get there); up keeps running and tries again.
+        for _ in range(600):
+            if any("telegram bot stopped with an error; starting it again" in line for line in lines):
+                break
+            assert process.returncode is None, "".join(lines)[-3000:]
+            await asyncio.sleep(0.1)
         await telegram.start()
         await telegram.wait_call("getUpdates", timeout=30)
         await ChatUser(telegram).send_photo(photo_bytes)
@@ -112,9 +124,10 @@ async def test_up_starts_a_bot_again_when_its_platform_was_unreachable(redis_url
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(process.communicate(), 60)
+        await asyncio.wait_for(process.wait(), 60)
+        await asyncio.wait_for(reader, 10)
         await telegram.stop()
-    log = output.decode(errors="replace")
+    log = "".join(lines)
     assert process.returncode == 0, log[-3000:]
     assert "telegram bot stopped with an error; starting it again" in log
     assert telegram.token not in log
