@@ -35,6 +35,7 @@ from backend import keys, metrics
 from backend.redact import scrub
 from backend.settings import Settings
 from backend.tasks import now_ms
+from backend.texts import text
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,8 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _bot_error_message(platform: str, last: str, trace: str, n: int) -> str:
-    message = f"⚠️ The {platform} bot caught {n} error(s) in its handlers (last: {last}). See its logs."
+def _bot_error_message(lang: str, platform: str, last: str, trace: str, n: int) -> str:
+    message = text("alert_bot_errors", lang, count=n, platform=platform, last=last)
     return f"{message}\n\n{trace}" if trace else message
 
 
@@ -146,44 +147,41 @@ class Alerts:
 
     async def evaluate(self, reading: Reading) -> list[str]:
         """One round: the messages sent."""
-        s = self.settings
+        s, lang = self.settings, self.settings.alert_lang
         sent: list[str] = []
         down = bool(reading.comfyui_up) and not any(reading.comfyui_up)
-        count = len(reading.comfyui_up)
         sent += await self._condition(
             "comfyui_down",
             down,
-            f"⚠️ Every ComfyUI instance is down ({count}). Tasks wait in the queue; nothing fails for it.",
-            "✅ ComfyUI is back: tasks run again.",
+            text("alert_comfyui_down", lang, count=len(reading.comfyui_up)),
+            text("alert_comfyui_back", lang),
         )
         waiting = reading.oldest_waiting_s > s.alert_wait_s
         sent += await self._condition(
             "queue_wait",
             waiting,
-            f"⚠️ The oldest task has waited {int(reading.oldest_waiting_s // 60)} min "
-            f"(threshold {s.alert_wait_s // 60} min). Add workers or GPUs, or check that workers run.",
-            "✅ Tasks no longer wait longer than the threshold.",
+            text(
+                "alert_queue_wait",
+                lang,
+                minutes=int(reading.oldest_waiting_s // 60),
+                threshold=s.alert_wait_s // 60,
+            ),
+            text("alert_queue_wait_cleared", lang),
         )
         sent += await self._event(
-            "dead_letters",
-            reading.dead_added,
-            lambda n: f"⚠️ {n} new dead letter(s). See /dlq, then /retry or /purge_dlq.",
+            "dead_letters", reading.dead_added, lambda n: text("alert_dead_letters", lang, count=n)
         )
         sent += await self._event(
             "data_lost",
             reading.data_lost,
-            lambda n: (
-                "⚠️ Redis lost its data (restarted empty?): photos still waiting in line are gone and their "
-                "users were not told; photos a worker held still come. Run Redis with AOF "
-                f"(appendfsync always). Seen by {n} process(es)."
-            ),
+            lambda n: text("alert_data_lost", lang, count=n),
             baseline=0,  # the counter lives in the emptied Redis: it only exists once a loss was seen
         )
         for platform, (errors, last) in sorted(reading.bot_errors.items()):
             sent += await self._event(
                 f"bot_error:{platform}",
                 errors,
-                functools.partial(_bot_error_message, platform, last, reading.bot_error_traces.get(platform, "")),
+                functools.partial(_bot_error_message, lang, platform, last, reading.bot_error_traces.get(platform, "")),
                 baseline=0,  # the counter itself only exists once a bot caught something
             )
         return sent
@@ -203,7 +201,7 @@ class Alerts:
         last_sent = int(state.get(b"sent_ms") or 0)
         now = now_ms()
         if active and (not announced or now - last_sent >= self.settings.alert_repeat_s * 1000):
-            message = f"(still) {firing}" if announced else firing
+            message = text("alert_still", self.settings.alert_lang, message=firing) if announced else firing
             sent = await self._send(name, message)
             await self._save(key, firing=1, announced=int(bool(sent) or announced), sent_ms=now if sent else last_sent)
             return sent

@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     ops_interval_s: float = 5.0
     alert_wait_s: int = 900
     alert_repeat_s: int = 1800
+    alert_lang: str = "en"  # the language of the operations alerts pushed to the admins' chats (en, zh)
     dead_max_len: int = 10_000
     dead_max_age_s: int = 14 * 24 * 3600
     blob_sweep_every_s: int = 600

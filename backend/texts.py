@@ -156,6 +156,18 @@ CATALOG: dict[str, dict[str, str]] = {
         "photo_part": "Photo {index} of {count}: ",
         "received": "Got it — putting your photo in line…",
         "admin_retry_usage": "Use /retry <task_id>.",
+        # Operations alerts to the admins' chats (ALERT_LANG).
+        "alert_still": "(still) {message}",
+        "alert_comfyui_down": "⚠️ Every ComfyUI instance is down ({count}). Tasks wait in the queue; nothing fails for it.",
+        "alert_comfyui_back": "✅ ComfyUI is back: tasks run again.",
+        "alert_queue_wait": "⚠️ The oldest task has waited {minutes} min (threshold {threshold} min). Add workers or GPUs, or check that workers run.",
+        "alert_queue_wait_cleared": "✅ Tasks no longer wait longer than the threshold.",
+        "alert_dead_letters_one": "⚠️ 1 new dead letter. See /dlq, then /retry or /purge_dlq.",
+        "alert_dead_letters_other": "⚠️ {count} new dead letters. See /dlq, then /retry or /purge_dlq.",
+        "alert_data_lost_one": "⚠️ Redis lost its data (restarted empty?): photos still waiting in line are gone and their users were not told; photos a worker held still come. Run Redis with AOF (appendfsync always). Seen by 1 process.",
+        "alert_data_lost_other": "⚠️ Redis lost its data (restarted empty?): photos still waiting in line are gone and their users were not told; photos a worker held still come. Run Redis with AOF (appendfsync always). Seen by {count} processes.",
+        "alert_bot_errors_one": "⚠️ The {platform} bot caught 1 error in its handlers (last: {last}). See its logs.",
+        "alert_bot_errors_other": "⚠️ The {platform} bot caught {count} errors in its handlers (last: {last}). See its logs.",
     },
     "zh": {
         "not_an_image": "这似乎不是照片。请发送 JPEG、PNG、WEBP、BMP、TIFF 或 GIF 图片。",
@@ -292,6 +304,14 @@ CATALOG: dict[str, dict[str, str]] = {
         "photo_part": "第 {index}/{count} 张：",
         "received": "收到 — 正在为您的照片排队…",
         "admin_retry_usage": "请使用 /retry <任务ID>。",
+        "alert_still": "（仍未解决）{message}",
+        "alert_comfyui_down": "⚠️ 所有 ComfyUI 实例都已宕机（{count} 个）。任务在队列中等待，不会因此失败。",
+        "alert_comfyui_back": "✅ ComfyUI 已恢复：任务重新开始运行。",
+        "alert_queue_wait": "⚠️ 最早的任务已等待 {minutes} 分钟（阈值 {threshold} 分钟）。请增加 worker 或 GPU，或检查 worker 是否在运行。",
+        "alert_queue_wait_cleared": "✅ 任务的等待时间已不再超过阈值。",
+        "alert_dead_letters_other": "⚠️ 新增 {count} 条死信。请查看 /dlq，然后使用 /retry 或 /purge_dlq。",
+        "alert_data_lost_other": "⚠️ Redis 丢失了数据（以空库重启？）：仍在排队的照片已丢失，其用户没有收到通知；worker 手中的照片仍会送达。请以 AOF 方式运行 Redis（appendfsync always）。发现此情况的进程：{count} 个。",
+        "alert_bot_errors_other": "⚠️ {platform} 机器人的处理程序捕获了 {count} 个错误（最近一次：{last}）。请查看其日志。",
     },
 }
 

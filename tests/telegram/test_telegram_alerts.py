@@ -49,7 +49,7 @@ async def test_a_handler_error_reaches_the_admin_chat_with_a_short_scrubbed_trac
 
         await Ops(services.redis, services.settings, deliver=deliver).evaluate_alerts()
         [alert] = [c["text"] for c in tg_fake.calls_to("sendMessage") if int(c["chat_id"]) == ADMIN_ID]
-    assert alert.startswith("⚠️ The telegram bot caught 1 error(s) in its handlers (last: RuntimeError)")
+    assert alert.startswith("⚠️ The telegram bot caught 1 error in its handlers (last: RuntimeError)")
     assert "Traceback (most recent call last)" in alert and ", in broken" in alert
     assert alert.rstrip().endswith("RuntimeError: redis went away after " + f"{tg_fake.api_base}/bot<token>/getMe")
     assert tg_fake.token not in alert and len(alert) < 1200

@@ -9,6 +9,7 @@ import pytest
 from backend import alerts
 from backend.alerts import Alerts, Reading
 from backend.settings import Settings
+from backend.texts import text
 
 
 @pytest.fixture
@@ -57,6 +58,15 @@ async def test_comfyui_down_fires_once_and_clears_once(redis):
     assert len(admins.messages) == 2 and "ComfyUI is back" in admins.messages[1]
 
 
+async def test_alerts_speak_the_admins_language_with_plurals_right(redis):
+    watcher, admins = make(redis, alert_lang="zh")
+    await rounds(watcher, reading(comfyui_up=[False]))
+    assert admins.messages == [text("alert_comfyui_down", "zh", count=1)]
+    assert admins.messages[0].startswith("⚠️ 所有 ComfyUI 实例都已宕机")
+    assert text("alert_dead_letters", "en", count=1) == "⚠️ 1 new dead letter. See /dlq, then /retry or /purge_dlq."
+    assert "Seen by 3 processes." in text("alert_data_lost", "en", count=3)
+
+
 async def test_a_single_bad_round_is_not_news(redis):
     watcher, admins = make(redis)
     for up in ([True], [False], [True], [False], [True]):
@@ -94,7 +104,7 @@ async def test_dead_letters_growth_is_sent_once_and_counted_in(redis):
     await watcher.evaluate(reading(dead_added=4))  # what was there before alerts existed is not news
     assert admins.messages == []
     await watcher.evaluate(reading(dead_added=6))
-    assert len(admins.messages) == 1 and admins.messages[0].startswith("⚠️ 2 new dead letter(s)")
+    assert len(admins.messages) == 1 and admins.messages[0].startswith("⚠️ 2 new dead letters")
     await watcher.evaluate(reading(dead_added=6))
     await watcher.evaluate(reading(dead_added=9))  # within the repeat interval: held back
     assert len(admins.messages) == 1
@@ -115,7 +125,7 @@ async def test_bot_errors_reported_by_the_handlers_reach_the_admins(redis):
     await alerts.report_bot_error(redis, "telegram", KeyError("x"))
     await watcher.evaluate(reading(bot_errors=await alerts.read_bot_errors(redis)))
     assert len(admins.messages) == 1
-    assert "telegram bot caught 2 error(s)" in admins.messages[0] and "last: KeyError" in admins.messages[0]
+    assert "telegram bot caught 2 errors" in admins.messages[0] and "last: KeyError" in admins.messages[0]
 
 
 async def test_muted_alerts_drop_events_and_announce_what_still_holds_afterwards(redis):
