@@ -264,14 +264,7 @@ class TelegramSender:
         reply = telegram_reply(result.reply)
         chat_id, status_id = reply.chat_id, reply.status_message_id
         if result.status == "failed":
-            note = result.message or text(result.error or "internal", lang)
-            await self._once(
-                parts,
-                "note",
-                self.bot.send_message(
-                    chat_id, note, reply_parameters=_reply_to(reply), reply_markup=self._failure_markup(result, lang)
-                ),
-            )
+            await self._post_note(result, result.message or text(result.error or "internal", lang), lang, parts)
         if await finish_album_item(self.redis, chat_id, status_id, result.task_id) != 0:
             return
         await self._show_sending(reply, lang)
@@ -310,18 +303,19 @@ class TelegramSender:
         elif result.status == "failed":
             note = result.message or text(result.error or "internal", lang)
         if note:
-            await self._once(
-                parts,
-                "note",
-                self.bot.send_message(
-                    chat_id, note, reply_parameters=_reply_to(reply), reply_markup=self._failure_markup(result, lang)
-                ),
-            )
+            await self._post_note(result, note, lang, parts)
         if await finish_album_item(self.redis, chat_id, status_id, result.task_id) != 0:
             return
         await self.lines.finish(line_id(reply) or "")
         final = text("cancelled", lang) if result.status == "cancelled" and result.error != NOT_QUEUED else None
         await self._once(parts, "status", self._close_status(chat_id, status_id, final, lang))
+
+    async def _post_note(self, result: Result, note: str, lang: str, parts: SendParts) -> None:
+        """Why one photo of several has no image, as its own reply (with Retry under a failure)."""
+        reply = telegram_reply(result.reply)
+        markup = self._failure_markup(result, lang)
+        request = self.bot.send_message(reply.chat_id, note, reply_parameters=_reply_to(reply), reply_markup=markup)
+        await self._once(parts, "note", request)
 
     async def _post_album(self, last: Result, lang: str, parts: SendParts) -> int:
         """Every colorized photo of the album as ONE media group, in the order they were sent, one caption;
