@@ -79,6 +79,7 @@ class Press:
         by answering the press with the message's buttons, this one greyed out."""
         if self.view is not None and not interaction.response.is_done():
             self.item.disabled = True
+            self.view.stop()  # only a picture of the message's buttons: discord.py need not keep it to listen
             try:
                 await interaction.response.edit_message(view=self.view)
             except discord.HTTPException as exc:  # the message is gone, or can't be edited: just say it

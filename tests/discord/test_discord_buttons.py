@@ -68,6 +68,7 @@ async def test_a_stale_cancel_is_disabled_and_the_other_buttons_stay(bot, discor
     [row] = update.json["data"]["components"]
     assert [(b["custom_id"], b.get("disabled", False)) for b in row["components"]] == [(cancel, True), (other, False)]
     assert discord_fake.messages[message["id"]]["components"] == update.json["data"]["components"]
+    assert int(message["id"]) not in bot._connection._view_store._views  # nothing kept listening for it
     [said] = await discord_fake.wait_for_call("POST", rf"/webhooks/{APP_ID}/{press['token']}")
     assert said.json["content"] == text("button_gone", "en") and int(said.json["flags"]) & EPHEMERAL
 
