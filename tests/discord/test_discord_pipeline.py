@@ -16,6 +16,7 @@ from bots.discord import replies
 from bots.discord.sender import build_sender
 from tests.fakes.discord_api import APP_ID, FakeDiscord
 from tests.support.pipeline import running_pipeline
+from tests.support.transcripts import never_backwards
 
 CHANNEL_ID = 500
 
@@ -63,7 +64,8 @@ async def test_slash_command_result_arrives_colorized_and_buttons_work(pipeline,
         c.json["content"]
         for c in discord_fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original")
     ]
-    assert edits[0].startswith("Queued — #1 in line")
+    # "Queued" first, unless the worker started before that edit went out (the status only moves forward)
+    assert edits[0].startswith(("Queued — #1 in line", "Colorizing")) and never_backwards(edits), edits
     [other, compare] = followup.json["components"][0]["components"]
     result_message = discord_fake.messages[next(reversed(discord_fake.messages))]
 
