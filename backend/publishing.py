@@ -14,6 +14,7 @@ without a result.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -28,18 +29,19 @@ PUBLISH_CHUNK = 500  # tasks per script call: Lua unpacks at most ~8,000 values 
 
 # KEYS: the results stream, the done log, the run times; then per task its result hash, its task hash,
 # its user's active set and the stream of its task entry. ARGV: TTL (s), run times kept, group, the
-# done state; then per task: status, task id, done-log member, finished at, run ms ('' unless ok),
-# task entry id ('' for none), the number of field pairs, the pairs. NOGROUP on an XACK (Redis lost
-# the group, restarted empty) is skipped: nothing is pending to acknowledge, the result is written.
+# done state; then per task one JSON array: status, task id, done-log member, finished at, run ms ('' unless
+# ok), task entry id ('' for none), then the result's fields as name, value pairs (one argument a task, not
+# thirty: redis-py packs each argument in Python). NOGROUP on an XACK (Redis lost the group, restarted
+# empty) is skipped: nothing is pending to acknowledge, the result is written.
 PUBLISH_SCRIPT = """
 local ttl, keep, group, done = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local a, k = 5, 4
 local finished_log, run_times, acks = {}, {}, {}
-while a <= #ARGV do
-  local status, task_id, member, finished, run_ms, entry_id = ARGV[a], ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5]
-  local last = a + 6 + 2 * tonumber(ARGV[a+6])
-  redis.call('XADD', KEYS[1], '*', unpack(ARGV, a + 7, last))
-  redis.call('HSET', KEYS[k], unpack(ARGV, a + 7, last))
+for i = 5, #ARGV do
+  local task = cjson.decode(ARGV[i])
+  local status, task_id, member, finished, run_ms, entry_id = unpack(task, 1, 6)
+  local k = 4 * (i - 5) + 4
+  redis.call('XADD', KEYS[1], '*', unpack(task, 7, #task))
+  redis.call('HSET', KEYS[k], unpack(task, 7, #task))
   redis.call('EXPIRE', KEYS[k], ttl)
   redis.call('HSET', KEYS[k+1], 'state', done, 'status', status)
   redis.call('EXPIRE', KEYS[k+1], ttl)
@@ -52,7 +54,6 @@ while a <= #ARGV do
     acks[stream] = acks[stream] or {}
     table.insert(acks[stream], entry_id)
   end
-  a, k = last + 1, k + 4
 end
 redis.call('ZADD', KEYS[2], unpack(finished_log))
 if #run_times > 0 then
@@ -109,18 +110,17 @@ class ResultPublisher:
         args: list[str | int] = [self.ttl_s, RUN_TIMES_KEEP, self.group, TaskState.DONE]
         for item in batch:
             result = item.result
-            fields = result.encode()
             script_keys += [keys.result(result.task_id), keys.task(result.task_id), keys.user_active(item.user)]
             script_keys.append(item.stream or self.results_stream)  # no entry: nothing acknowledged there
-            args += [
+            task = [
                 result.status,
                 result.task_id,
                 f"{result.task_id}:{result.status}:{result.run_ms}",
-                result.finished_at,
-                result.run_ms if result.status == "ok" else "",
+                str(result.finished_at),
+                str(result.run_ms) if result.status == "ok" else "",
                 item.entry_id,
-                len(fields),
             ]
-            for name, value in fields.items():
-                args += [name, value]
+            for name, value in result.encode().items():
+                task += [name, value]
+            args.append(json.dumps(task, ensure_ascii=False))
         await self._publish(keys=script_keys, args=args)
