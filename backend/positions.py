@@ -23,7 +23,7 @@ from backend.admin import group_info
 from backend.backoff import wait_event
 from backend.replies import Reply, reply_json
 from backend.settings import Settings
-from backend.status_line import RUNNING, StatusLines, known_run_s, line_id
+from backend.status_line import QUEUED, RUNNING, StatusLines, known_run_s, line_id, queued_text
 from backend.task_handle import TaskState, state_of
 from backend.tasks import Event, MalformedRecord, decode_reply
 
@@ -126,6 +126,33 @@ class PositionAnnouncer:
             pipe.hset(WATCHED, task_id, reply_json(reply))
             pipe.expire(WATCHED, self.settings.blob_ttl_s)
             await pipe.execute()
+
+    async def announce_queued(
+        self, queued: list[Any], replies: list[Reply], lang: str, *, waiting: int = 0, note: str = ""
+    ) -> str | None:
+        """Follow newly queued photos under one status message, and say where they stand: the sentence
+        that status shows now ("Queued — #N, about M s", how many more wait in the backlog, a note), or
+        None when there is nothing to edit: finished already, or the worker or the result got there
+        first (the status only moves forward). From here on the refresher keeps the place current.
+
+        :param queued: intake's Submitted for each photo, with `replies` its reply channel
+        """
+        from backend.texts import text
+
+        line = line_id(replies[0]) if replies else None
+        for submitted, reply in zip(queued, replies):
+            await self.watch(submitted.task_id, reply)
+            if line is not None:
+                await self.lines.add_task(line, submitted.task_id)
+        places = await self.view.places([s.task_id for s in queued])
+        if not places or line is None:
+            return None
+        sentence = queued_text(lang, places[0].position, max(p.eta_s for p in places) or None, count=len(queued))
+        if waiting:
+            sentence += "\n" + text("backlog_waiting", lang, count=waiting)
+        if note:
+            sentence += "\n" + note
+        return sentence if await self.lines.advance(line, QUEUED, sentence) else None
 
     async def tick(self) -> int:
         """One round (if this process holds the lease); returns how many events it put on the stream."""

@@ -21,7 +21,7 @@ from backend.platform_marks import first_to_defer
 from backend.positions import where_lines
 from backend.replies import DiscordReply, Reply
 from backend.services import Services
-from backend.status_line import QUEUED, line_id, queued_text
+from backend.status_line import line_id
 from backend.workflows import Mode
 from bots.discord.messages import cancel_view
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
@@ -180,16 +180,7 @@ async def show_queued(
     lang = lang_of(interaction)
     line = line_id(replies[0]) or ""
     await services.lines.expect(line, len(queued), user)
-    for submitted, reply in zip(queued, replies):
-        await services.lines.add_task(line, submitted.task_id)
-        await services.positions.watch(submitted.task_id, reply)
-    places = await services.queue.places([s.task_id for s in queued])
-    if not places:  # finished already: the result is on its way
-        return
-    sentence = queued_text(lang, places[0].position, max(p.eta_s for p in places) or None, count=len(queued))
-    if note:
-        sentence += "\n" + note
-    if await services.lines.advance(line, QUEUED, sentence):
+    if sentence := await services.positions.announce_queued(queued, replies, lang, note=note):
         try:
             await interaction.edit_original_response(content=sentence, view=cancel_view(line, lang))
         except discord.HTTPException as exc:

@@ -25,7 +25,7 @@ from backend.intake_many import Fate, Intook, PhotoOutcome, PhotoSource
 from backend.positions import where_lines
 from backend.replies import TelegramReply
 from backend.services import Services
-from backend.status_line import QUEUED, line_id, queued_text
+from backend.status_line import QUEUED, line_id
 from backend.texts import pick_lang, text
 from bots.telegram.albums import Gathered
 from bots.telegram.context import BotContext
@@ -308,22 +308,9 @@ async def show_queued(
     waiting: int = 0,
     note: str = "",
 ) -> None:
-    """Turn the status into "Queued — #N" with a Cancel button, unless the worker or the result got
-    there first (the status line only moves forward); the announcer keeps the place current."""
-    for submitted in queued:
-        await services.positions.watch(submitted.task_id, reply)
-    places = await services.queue.places([s.task_id for s in queued])
-    if not places:  # finished already: the result is on its way
-        return
-    sentence = queued_text(lang, places[0].position, max(p.eta_s for p in places) or None, count=len(queued))
-    if waiting:
-        sentence += "\n" + text("backlog_waiting", lang, count=waiting)
-    if note:
-        sentence += "\n" + note
-    line = line_id(reply)
-    for submitted in queued:
-        await services.lines.add_task(line or "", submitted.task_id)
-    if line is None or not await services.lines.advance(line, QUEUED, sentence):
+    """Turn the status into "Queued — #N" with a Cancel button (positions.announce_queued)."""
+    sentence = await services.positions.announce_queued(queued, [reply] * len(queued), lang, waiting=waiting, note=note)
+    if sentence is None:
         return
     with contextlib.suppress(BadRequest):
         await status.edit_text(sentence, reply_markup=cancel_markup(reply, queued[0].task_id, lang))
