@@ -45,24 +45,32 @@ SENT = "sent"
 # - `open`: the token of the round under way. A round that ends in this process (delivered, failed,
 #   handed back, an error) clears it on release; one still open at the next claim died with its notifier.
 #
-# KEYS: the claim, the task's delivered mark, its rounds. ARGV: token, claim TTL (ms), rounds TTL (s).
-# {2, 0, 0}: delivered already; {0, 0, 0}: another process holds the claim; {1, failed, interrupted}: ours,
-# and a round is open. One round trip for what a result needs before it is sent.
+# Per claim KEYS: the claim, the task's delivered mark, its rounds. ARGV: claim TTL (ms), rounds TTL (s),
+# then each claim's token. Per claim {2, 0, 0}: delivered already; {0, 0, 0}: another process holds the
+# claim; {1, failed, interrupted}: ours, and a round is open. One round trip for what every result
+# claimed at once needs before it is sent.
 _BEGIN = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0, 0} end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 0, 0} end
-if redis.call('TYPE', KEYS[3]).ok == 'string' then
-  local legacy = redis.call('GET', KEYS[3])
-  redis.call('DEL', KEYS[3])
-  redis.call('HSET', KEYS[3], 'interrupted', legacy)
+local function begin(claim, delivered, rounds, token)
+  if redis.call('EXISTS', delivered) == 1 then return {2, 0, 0} end
+  if not redis.call('SET', claim, token, 'NX', 'PX', ARGV[1]) then return {0, 0, 0} end
+  if redis.call('TYPE', rounds).ok == 'string' then
+    local legacy = redis.call('GET', rounds)
+    redis.call('DEL', rounds)
+    redis.call('HSET', rounds, 'interrupted', legacy)
+  end
+  local interrupted = tonumber(redis.call('HGET', rounds, 'interrupted') or '0')
+  if redis.call('HEXISTS', rounds, 'open') == 1 then
+    interrupted = redis.call('HINCRBY', rounds, 'interrupted', 1)
+  end
+  redis.call('HSET', rounds, 'open', token)
+  redis.call('EXPIRE', rounds, ARGV[2])
+  return {1, tonumber(redis.call('HGET', rounds, 'failed') or '0'), interrupted}
 end
-local interrupted = tonumber(redis.call('HGET', KEYS[3], 'interrupted') or '0')
-if redis.call('HEXISTS', KEYS[3], 'open') == 1 then
-  interrupted = redis.call('HINCRBY', KEYS[3], 'interrupted', 1)
+local out = {}
+for i = 1, #ARGV - 2 do
+  out[i] = begin(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[i + 2])
 end
-redis.call('HSET', KEYS[3], 'open', ARGV[1])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-return {1, tonumber(redis.call('HGET', KEYS[3], 'failed') or '0'), interrupted}
+return out
 """
 # KEYS: the rounds. ARGV: token, rounds TTL (s). Our open round ended with every retry used up.
 _ROUND_FAILED = """
@@ -72,9 +80,15 @@ local failed = redis.call('HINCRBY', KEYS[1], 'failed', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return failed
 """
+# KEYS: claims. ARGV: claim TTL (ms), then each claim's token. Per claim 1 when renewed, 0 when it is
+# no longer ours (it lapsed).
 _RENEW_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+local out = {}
+for i, claim in ipairs(KEYS) do
+  out[i] = 0
+  if redis.call('GET', claim) == ARGV[i + 1] then out[i] = redis.call('PEXPIRE', claim, ARGV[1]) end
+end
+return out
 """
 # KEYS: the claim, the rounds. ARGV: token. The round closes (a crash is the only way to skip this), the
 # claim goes. The round is closed even when the claim lapsed meanwhile: the token says it is still ours.
@@ -84,17 +98,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: the delivered mark, the parts record, the rounds, the claim, the entry's stream. ARGV: delivered
-# TTL (s), group, entry id, token. The result reached its chat: marked delivered first, then acknowledged
-# (XACK only after the mark, both in one step), and the claim released if still ours. The XACK's reply,
-# or -1 when the group is gone (Redis restarted empty: nothing is pending to acknowledge).
+# Per result KEYS: the delivered mark, the parts record, the rounds, the claim, the entry's stream; ARGV:
+# delivered TTL (s), group, entry id, token. Each result reached its chat: marked delivered first, then
+# acknowledged (XACK only after the mark, both in one step), and the claim released if still ours. Per
+# result the XACK's reply, or -1 when the group is gone (Redis restarted empty: nothing is pending).
 _DELIVERED = """
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[3])
-local acked = redis.pcall('XACK', KEYS[5], ARGV[2], ARGV[3])
-if type(acked) ~= 'number' then acked = -1 end
-if redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
-return acked
+local out = {}
+for i = 1, #KEYS / 5 do
+  local k, a = 5 * (i - 1), 4 * (i - 1)
+  redis.call('SET', KEYS[k + 1], '1', 'EX', ARGV[a + 1])
+  redis.call('DEL', KEYS[k + 2], KEYS[k + 3])
+  local acked = redis.pcall('XACK', KEYS[k + 5], ARGV[a + 2], ARGV[a + 3])
+  if type(acked) ~= 'number' then acked = -1 end
+  if redis.call('GET', KEYS[k + 4]) == ARGV[a + 4] then redis.call('DEL', KEYS[k + 4]) end
+  out[i] = acked
+end
+return out
 """
 
 DELIVERED, HELD_ELSEWHERE, ACQUIRED = 2, 0, 1
@@ -104,7 +123,7 @@ class SendClaims:
     """Makes the send claim of each result; the scripts are registered once.
 
     The claims of many results in hand at once share their round trips: the claims taken in one
-    tick go out in one pipeline, so do the results marked delivered, and one heartbeat renews
+    tick go out in one script call, so do the results marked delivered, and one heartbeat renews
     every claim held.
 
     :param ttl_ms: how long a claim outlives a silent owner; renewed every third of it while held
@@ -129,31 +148,21 @@ class SendClaims:
         return SendClaim(self, task_id)
 
     async def _begin_all(self, claims: list[SendClaim]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for claim in claims:
-                await self.begin_script(
-                    keys=[claim.key, keys.delivered(claim.task_id), claim.rounds_key],
-                    args=[claim.token, self.ttl_ms, self.rounds_ttl_s],
-                    client=pipe,
-                )
-            return list(await pipe.execute(raise_on_error=False))
+        script_keys: list[str] = []
+        for claim in claims:
+            script_keys += [claim.key, keys.delivered(claim.task_id), claim.rounds_key]
+        tokens = [claim.token for claim in claims]
+        return list(await self.begin_script(keys=script_keys, args=[self.ttl_ms, self.rounds_ttl_s, *tokens]))
 
     async def _mark_all_delivered(self, marks: list[_Delivered]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for mark in marks:
-                claim = mark.claim
-                await self.delivered_script(
-                    keys=[
-                        keys.delivered(claim.task_id),
-                        keys.send_parts(claim.task_id),
-                        claim.rounds_key,
-                        claim.key,
-                        mark.stream,
-                    ],
-                    args=[mark.ttl_s, mark.group, mark.entry_id, claim.token],
-                    client=pipe,
-                )
-            return list(await pipe.execute(raise_on_error=False))
+        script_keys: list[str] = []
+        args: list[str | int] = []
+        for mark in marks:
+            claim = mark.claim
+            task_id = claim.task_id
+            script_keys += [keys.delivered(task_id), keys.send_parts(task_id), claim.rounds_key, claim.key, mark.stream]
+            args += [mark.ttl_s, mark.group, mark.entry_id, claim.token]
+        return list(await self.delivered_script(keys=script_keys, args=args))
 
     # --- one heartbeat for every claim held ------------------------------------------------------
     def _hold(self, claim: SendClaim) -> None:
@@ -168,22 +177,21 @@ class SendClaims:
             self._renewing = None
 
     async def _keep_renewed(self) -> None:
-        """Every third of the TTL, renew each claim held (one pipeline); a lapsed one is marked lost."""
+        """Every third of the TTL, renew each claim held (one script call); a lapsed one is marked lost."""
         while self._held:
             await asyncio.sleep(self.ttl_ms / 3000)
             held = list(self._held)
+            if not held:
+                continue
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for claim in held:
-                        await self.renew_script(keys=[claim.key], args=[claim.token, self.ttl_ms], client=pipe)
-                    replies = await pipe.execute(raise_on_error=False)
+                replies = await self.renew_script(
+                    keys=[claim.key for claim in held], args=[self.ttl_ms, *(claim.token for claim in held)]
+                )
             except Exception as exc:  # noqa: BLE001 - try again at the next renewal
                 log.warning("could not renew %d send claim(s): %s", len(held), exc)
                 continue
             for claim, renewed in zip(held, replies):
-                if isinstance(renewed, Exception):
-                    log.warning("could not renew send claim %s: %s", claim.key, renewed)
-                elif not renewed and claim in self._held:
+                if not renewed and claim in self._held:
                     claim.lost = True
                     self._held.discard(claim)
                     log.warning("send claim %s lapsed while held; the send stops after this part", claim.key)
