@@ -95,6 +95,7 @@ class ResultPublisher:
         self.ttl_s = ttl_s
         self._commits: GroupCommit[_Pending, None] = GroupCommit(self._write)
         self._publish = redis.register_script(PUBLISH_SCRIPT)
+        self._loaded = False
 
     async def publish(self, result: Result, *, user: str, stream: str = "", entry_id: str = "") -> None:
         """Write `result` and its bookkeeping; with an entry id, acknowledge that entry in the same step."""
@@ -123,4 +124,7 @@ class ResultPublisher:
             for name, value in result.encode().items():
                 task += [name, value]
             args.append(json.dumps(task, ensure_ascii=False))
+        if not self._loaded:  # once, so that the call that writes results is the first one sent (not NOSCRIPT)
+            await self.redis.script_load(PUBLISH_SCRIPT)
+            self._loaded = True
         await self._publish(keys=script_keys, args=args)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 import time
 
 import pytest
 
+from backend.publishing import PUBLISH_SCRIPT
 from backend.settings import Settings
 from tests.chaos.ledger import assert_clean
 
@@ -104,8 +106,9 @@ async def test_kill9_worker_during_comfyui_run_at_default_settings(chaos, ledger
 
 @pytest.mark.timeout(150)
 async def test_kill9_worker_between_result_write_and_xack(chaos, ledger):
-    """The worker's link to Redis freezes right after the transaction that writes the result; it is
-    killed before its XACK. The next worker must not run the photo again, the chat gets it once."""
+    """The worker's link to Redis freezes right after the script call that writes the result (and
+    acknowledges the task); it is killed before it hears back. The next worker must not run the photo
+    again, the chat gets it once."""
     async with chaos(env={"MIN_IDLE_MS": "4000"}) as stack:
         proxy = await stack.proxy("worker-redis", stack.redis_server.port)
         await asyncio.gather(
@@ -113,7 +116,7 @@ async def test_kill9_worker_between_result_write_and_xack(chaos, ledger):
             stack.spawn("notifier", "notifier"),
             stack.spawn("telegram", "telegram"),
         )
-        frozen = proxy.freeze_after(b"XADD\r\n$20\r\nphoto_repair_results")
+        frozen = proxy.freeze_after(hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest().encode())
         target = await stack.send_telegram_photo()
         await asyncio.wait_for(frozen.wait(), 60)
         ledger.fault()
