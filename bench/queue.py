@@ -52,15 +52,20 @@ def _report_of(procs: list[subprocess.Popen[bytes]], report: Path, timeout: floa
     return json.loads(report.read_text())
 
 
-def raw(url: str, tasks: int, tmp: Path) -> float:
+def baseline(url: str, tasks: int, tmp: Path, script: str, fill: str, roles: tuple[str, ...]) -> float:
+    """Drain rate of a baseline: `script fill` queues the tasks, then one process per role drains them."""
     flush(url)
-    report = tmp / "raw.json"
+    report = tmp / f"{Path(script).stem}.json"
     report.unlink(missing_ok=True)
     env = child_env(url, BENCH_EXPECT=tasks, BENCH_REPORT=report)
-    script = str(ROOT / "bench" / "_raw_streams.py")
-    subprocess.run([sys.executable, script, "producer"], env=env, check=True)
-    procs = [subprocess.Popen([sys.executable, script, role], env=env) for role in ("notifier", "worker")]
+    path = str(ROOT / "bench" / script)
+    subprocess.run([sys.executable, path, fill], env=env, check=True)
+    procs = [subprocess.Popen([sys.executable, path, role], env=env) for role in roles]
     return drain_rate(_report_of(procs, report), tasks)
+
+
+def raw(url: str, tasks: int, tmp: Path) -> float:
+    return baseline(url, tasks, tmp, "_raw_streams.py", "producer", ("notifier", "worker"))
 
 
 def arq_installed() -> bool:
@@ -70,14 +75,7 @@ def arq_installed() -> bool:
 
 
 def arq(url: str, tasks: int, tmp: Path) -> float:
-    flush(url)
-    report = tmp / "arq.json"
-    report.unlink(missing_ok=True)
-    env = child_env(url, BENCH_EXPECT=tasks, BENCH_REPORT=report)
-    script = str(ROOT / "bench" / "_arq_bench.py")
-    subprocess.run([sys.executable, script, "enqueue"], env=env, check=True)
-    procs = [subprocess.Popen([sys.executable, script, "worker"], env=env)]
-    return drain_rate(_report_of(procs, report), tasks)
+    return baseline(url, tasks, tmp, "_arq_bench.py", "enqueue", ("worker",))
 
 
 def main() -> None:
