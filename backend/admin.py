@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 from backend import keys
 from backend.redact import redact_url
 from backend.replies import PLATFORMS
-from backend.settings import Settings
+from backend.stream_names import DEFAULT_STREAMS, StreamNames
 from backend.task_handle import TaskHandle, TaskState
 from backend.tasks import DeadLetter, MalformedRecord, Result, Task, now_ms
 
@@ -44,14 +44,14 @@ async def group_info(redis: Redis, stream: str, group: str) -> dict[str, Any] | 
     return None
 
 
-async def queue_depth(redis: Redis, settings: Settings) -> int:
+async def queue_depth(redis: Redis, streams: StreamNames) -> int:
     """Tasks waiting or running: the group's lag plus its pending count."""
-    info = await group_info(redis, settings.tasks_stream, settings.workers_group)
+    info = await group_info(redis, streams.tasks_stream, streams.workers_group)
     if info is None:
-        return int(await redis.xlen(settings.tasks_stream))
+        return int(await redis.xlen(streams.tasks_stream))
     lag = info.get("lag")
     if lag is None:
-        lag = await redis.xlen(settings.tasks_stream)
+        lag = await redis.xlen(streams.tasks_stream)
     return int(lag) + int(info.get("pending") or 0)
 
 
@@ -62,16 +62,16 @@ async def average_run_s(redis: Redis) -> float:
     return sum(int(x) for x in recent) / len(recent) / 1000.0
 
 
-async def estimate_wait(redis: Redis, settings: Settings, ordinal: int) -> tuple[int, int]:
+async def estimate_wait(redis: Redis, ordinal: int, *, streams: StreamNames, parallel: int = 1) -> tuple[int, int]:
     """(place in line, seconds) for the task that was the stream's `ordinal`-th entry, read in one
     round trip.
 
     Place = tasks in flight + entries not yet delivered up to and including this one; the wait
-    spreads that over every ComfyUI slot that runs at once, at the recent average run time.
+    spreads that over the `parallel` photos that run at once, at the recent average run time.
     """
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.xinfo_groups(settings.tasks_stream)
-        pipe.xlen(settings.tasks_stream)
+        pipe.xinfo_groups(streams.tasks_stream)
+        pipe.xlen(streams.tasks_stream)
         pipe.lrange(keys.RUN_TIMES, 0, 49)
         groups, stream_len, recent = await pipe.execute(raise_on_error=False)
     for reply in (stream_len, recent):
@@ -79,7 +79,7 @@ async def estimate_wait(redis: Redis, settings: Settings, ordinal: int) -> tuple
             raise reply
     info = None
     if not isinstance(groups, Exception):
-        info = next((g for g in groups if _text(g.get("name", "")) == settings.workers_group), None)
+        info = next((g for g in groups if _text(g.get("name", "")) == streams.workers_group), None)
     pending = int(info.get("pending") or 0) if info else 0
     entries_read = info.get("entries-read") if info else 0
     if entries_read is None:
@@ -87,7 +87,7 @@ async def estimate_wait(redis: Redis, settings: Settings, ordinal: int) -> tuple
         entries_read = max(ordinal - (lag if lag is not None else int(stream_len)), 0)
     undelivered = max(ordinal - int(entries_read), 0)
     position = max(pending + undelivered, 1)
-    parallel = max(1, len(settings.comfyui_urls) * max(1, settings.worker_concurrency))
+    parallel = max(1, parallel)
     average_s = sum(int(x) for x in recent) / len(recent) / 1000.0 if recent else DEFAULT_RUN_S
     eta = math.ceil(position / parallel) * average_s
     return position, int(math.ceil(eta))
@@ -155,16 +155,28 @@ class Stats:
 
 
 class Admin:
-    """Operator actions and numbers; `comfy_clients` (ComfyUIClient objects) add instance health."""
+    """Operator actions and numbers; `comfy_clients` (ComfyUIClient objects) add instance health.
 
-    def __init__(self, redis: Redis, settings: Settings, comfy_clients: Iterable[Any] = ()):
+    :param streams: the stream and group names (default: Settings' defaults)
+    :param blob_ttl_s: how long a retried task's bookkeeping and a cancel flag are kept
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        comfy_clients: Iterable[Any] = (),
+        *,
+        streams: StreamNames = DEFAULT_STREAMS,
+        blob_ttl_s: int = 24 * 3600,
+    ):
         self.redis = redis
-        self.settings = settings
         self.comfy_clients = list(comfy_clients)
+        self.streams = streams
+        self.blob_ttl_s = blob_ttl_s
 
     # --- numbers -----------------------------------------------------------------------------
     async def status(self) -> QueueStatus:
-        s = self.settings
+        s = self.streams
         info = await group_info(self.redis, s.tasks_stream, s.workers_group)
         notifier_info = await group_info(self.redis, s.results_stream, s.notifiers_group)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -259,17 +271,17 @@ class Admin:
 
     # --- dead letters ------------------------------------------------------------------------
     async def dead_letters(self, limit: int = 10) -> list[DeadLetter]:
-        entries = await self.redis.xrevrange(self.settings.dead_stream, count=limit)
+        entries = await self.redis.xrevrange(self.streams.dead_stream, count=limit)
         return [DeadLetter.from_entry(entry_id, fields) for entry_id, fields in entries]
 
     async def _find_dead(self, ident: str) -> DeadLetter | None:
         if "-" in ident and ident.replace("-", "").isdigit():
-            entries = await self.redis.xrange(self.settings.dead_stream, ident, ident)
+            entries = await self.redis.xrange(self.streams.dead_stream, ident, ident)
             return DeadLetter.from_entry(*entries[0]) if entries else None
         # By task id: newest first, a page at a time, back to the oldest dead letter if need be.
         newest = "+"
         while True:
-            page = await self.redis.xrevrange(self.settings.dead_stream, max=newest, min="-", count=DEAD_PAGE)
+            page = await self.redis.xrevrange(self.streams.dead_stream, max=newest, min="-", count=DEAD_PAGE)
             for entry_id, fields in page:
                 letter = DeadLetter.from_entry(entry_id, fields)
                 if letter.task_id == ident:
@@ -283,7 +295,7 @@ class Admin:
         letter = await self._find_dead(ident)
         if letter is None:
             return RetryOutcome(False, detail="no such dead letter")
-        s = self.settings
+        s = self.streams
         try:
             if letter.source == s.results_stream:
                 result = Result.decode(letter.fields)
@@ -300,7 +312,7 @@ class Admin:
             pipe.sadd(keys.user_active(task.user), tid)
             pipe.hdel(keys.task(tid), "handed_back")  # a fresh start: earlier hand-backs are not this run's
             pipe.hset(keys.task(tid), mapping={"state": TaskState.QUEUED, "user": task.user, "mode": task.mode})
-            pipe.expire(keys.task(tid), s.blob_ttl_s)
+            pipe.expire(keys.task(tid), self.blob_ttl_s)
             pipe.xadd(s.tasks_stream, task.encode())
             pipe.xdel(s.dead_stream, letter.entry_id)
             pipe.xinfo_stream(s.tasks_stream)
@@ -318,12 +330,12 @@ class Admin:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.delivered(task_id), keys.send_rounds(task_id))
             pipe.xadd(stream, fields)
-            pipe.xdel(self.settings.dead_stream, letter.entry_id)
+            pipe.xdel(self.streams.dead_stream, letter.entry_id)
             await pipe.execute()
 
     async def purge_dead(self) -> int:
-        count = int(await self.redis.xlen(self.settings.dead_stream))
-        await self.redis.delete(self.settings.dead_stream)
+        count = int(await self.redis.xlen(self.streams.dead_stream))
+        await self.redis.delete(self.streams.dead_stream)
         return count
 
     # --- pause / resume ----------------------------------------------------------------------
@@ -336,7 +348,7 @@ class Admin:
     # --- for the bots --------------------------------------------------------------------------
     async def cancel(self, task_id: str, *, user: str | None = None) -> bool:
         """Flag a task as cancelled (its owner, or anyone when `user` is None). False if too late."""
-        return await TaskHandle(self.redis, task_id).cancel(user=user, flag_ttl_s=self.settings.blob_ttl_s)
+        return await TaskHandle(self.redis, task_id).cancel(user=user, flag_ttl_s=self.blob_ttl_s)
 
     async def cancel_user(self, user: str) -> int:
         """Cancel every task of `user` that is queued or running; returns how many were flagged."""

@@ -33,7 +33,6 @@ from redis.exceptions import ResponseError
 
 from backend import keys, metrics
 from backend.redact import scrub
-from backend.settings import Settings
 from backend.tasks import now_ms
 from backend.texts import text
 
@@ -138,16 +137,31 @@ def _bot_error_message(lang: str, platform: str, last: str, trace: str, n: int) 
 
 
 class Alerts:
-    """Evaluates the conditions and sends what is due through `deliver`."""
+    """Evaluates the conditions and sends what is due through `deliver`.
 
-    def __init__(self, redis: Redis, settings: Settings, deliver: Deliver):
+    :param alert_lang: the language of the messages (en, zh)
+    :param alert_wait_s: a task waiting longer than this raises the slow-queue alert
+    :param alert_repeat_s: how often a condition still firing is said again
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        deliver: Deliver,
+        *,
+        alert_lang: str = "en",
+        alert_wait_s: int = 900,
+        alert_repeat_s: int = 1800,
+    ):
         self.redis = redis
-        self.settings = settings
         self.deliver = deliver
+        self.alert_lang = alert_lang
+        self.alert_wait_s = alert_wait_s
+        self.alert_repeat_s = alert_repeat_s
 
     async def evaluate(self, reading: Reading) -> list[str]:
         """One round: the messages sent."""
-        s, lang = self.settings, self.settings.alert_lang
+        lang = self.alert_lang
         sent: list[str] = []
         down = bool(reading.comfyui_up) and not any(reading.comfyui_up)
         sent += await self._condition(
@@ -156,7 +170,7 @@ class Alerts:
             text("alert_comfyui_down", lang, count=len(reading.comfyui_up)),
             text("alert_comfyui_back", lang),
         )
-        waiting = reading.oldest_waiting_s > s.alert_wait_s
+        waiting = reading.oldest_waiting_s > self.alert_wait_s
         sent += await self._condition(
             "queue_wait",
             waiting,
@@ -164,7 +178,7 @@ class Alerts:
                 "alert_queue_wait",
                 lang,
                 minutes=int(reading.oldest_waiting_s // 60),
-                threshold=s.alert_wait_s // 60,
+                threshold=self.alert_wait_s // 60,
             ),
             text("alert_queue_wait_cleared", lang),
         )
@@ -200,8 +214,8 @@ class Alerts:
         announced = state.get(b"announced") == b"1"
         last_sent = int(state.get(b"sent_ms") or 0)
         now = now_ms()
-        if active and (not announced or now - last_sent >= self.settings.alert_repeat_s * 1000):
-            message = text("alert_still", self.settings.alert_lang, message=firing) if announced else firing
+        if active and (not announced or now - last_sent >= self.alert_repeat_s * 1000):
+            message = text("alert_still", self.alert_lang, message=firing) if announced else firing
             sent = await self._send(name, message)
             await self._save(key, firing=1, announced=int(bool(sent) or announced), sent_ms=now if sent else last_sent)
             return sent
@@ -230,7 +244,7 @@ class Alerts:
         if counter < seen:  # counter reset (Redis emptied): start over from here
             await self._save(key, seen=counter, sent_ms=last_sent)
             return []
-        if counter == seen or now_ms() - last_sent < self.settings.alert_repeat_s * 1000:
+        if counter == seen or now_ms() - last_sent < self.alert_repeat_s * 1000:
             return []
         sent = await self._send(name.split(":")[0], message(counter - seen))
         await self._save(key, seen=counter, sent_ms=now_ms() if sent else last_sent)  # muted: dropped, not queued

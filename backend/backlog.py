@@ -25,7 +25,6 @@ from backend.blobs import BlobStore
 from backend.errors import Refused
 from backend.intake import Intake, Submitted
 from backend.replies import REPLY, Reply, reply_json
-from backend.settings import Settings
 from backend.status_line import line_id
 from backend.tasks import Result
 
@@ -69,37 +68,67 @@ def _reply_of(item: dict[str, Any]) -> Reply | None:
 
 
 class Backlog:
-    def __init__(self, redis: Redis, settings: Settings, intake: Intake, blobs: BlobStore):
+    """Photos a user sends past the concurrent cap, kept to start by themselves, first in first out.
+
+    :param user_backlog: photos of one user kept waiting at most
+    :param user_max_active: the concurrent cap, named in the refusal when the backlog is full too
+    :param max_image_bytes: a larger photo is refused
+    :param max_image_pixels: a larger image is shrunk to this many pixels
+    :param blob_ttl_s: how long the waiting photos are kept
+    :param idempotency_ttl_s: how long a cancelled photo's claim is remembered
+    :param results_stream: where a cancelled photo's result goes
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        intake: Intake,
+        blobs: BlobStore,
+        *,
+        user_backlog: int = 10,
+        user_max_active: int = 3,
+        max_image_bytes: int = 20 * 1024 * 1024,
+        max_image_pixels: int = 40_000_000,
+        blob_ttl_s: int = 24 * 3600,
+        idempotency_ttl_s: int = 48 * 3600,
+        results_stream: str = "photo_repair_results",
+    ):
         self.redis = redis
-        self.settings = settings
+        self.user_backlog = user_backlog
+        self.user_max_active = user_max_active
+        self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
+        self.blob_ttl_s = blob_ttl_s
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self.results_stream = results_stream
         self.intake = intake
         self.blobs = blobs
         self.on_queued: Callable[[Submitted, Reply], Awaitable[None]] | None = None
         self._cancel_item = redis.register_script(CANCEL_ITEM_SCRIPT)
 
     async def room(self, user: str) -> int:
-        return max(0, self.settings.user_backlog - int(await self.redis.llen(_key(user))))
+        return max(0, self.user_backlog - int(await self.redis.llen(_key(user))))
 
     async def hold(self, data: bytes, *, user: str, mode: str, reply: Reply, exempt: bool = False) -> int:
         """Keep a photo for later; its place among the user's waiting photos (1 = next). Refused when
         the image is not one we take, or "too_many_active" when the backlog is full too."""
         self.intake.workflows.get(mode)
         if await self.room(user) <= 0:
-            raise Refused("too_many_active", limit=self.settings.user_max_active)
+            raise Refused("too_many_active", limit=self.user_max_active)
         prepared = await asyncio.to_thread(
             images.prepare_input,
             data,
-            max_bytes=self.settings.max_image_bytes,
-            max_pixels=self.settings.max_image_pixels,
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
         )
         input_key = await self.blobs.put("in", prepared.data)
         reply_fields = reply.model_dump(mode="json", exclude_unset=True)
         item = {"id": uuid.uuid4().hex, "input": input_key, "mode": mode, "reply": reply_fields, "exempt": exempt}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(_key(user), json.dumps(item, separators=(",", ":")))
-            pipe.expire(_key(user), self.settings.blob_ttl_s)
+            pipe.expire(_key(user), self.blob_ttl_s)
             pipe.sadd(USERS, user)
-            pipe.expire(USERS, self.settings.blob_ttl_s)
+            pipe.expire(USERS, self.blob_ttl_s)
             length = (await pipe.execute())[0]
         return int(length)
 
@@ -159,9 +188,9 @@ class Backlog:
                 user=user,
             )
             fields = [part for pair in result.encode().items() for part in pair]
-            args = [raw, item["id"], reply_json(reply), self.settings.idempotency_ttl_s, *fields]
+            args = [raw, item["id"], reply_json(reply), self.idempotency_ttl_s, *fields]
             outcome = await self._cancel_item(
-                keys=[_key(user), keys.event_claim(f"backlog:{item['id']}"), self.settings.results_stream], args=args
+                keys=[_key(user), keys.event_claim(f"backlog:{item['id']}"), self.results_stream], args=args
             )
             if int(outcome[0]) == 1:
                 cancelled += 1

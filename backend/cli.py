@@ -72,10 +72,12 @@ async def cmd_status(settings: Settings, args: argparse.Namespace, stop: asyncio
     from backend.admin_texts import format_status
     from backend.comfy_probe import ComfyProbe
     from backend.redis_conn import connect
+    from backend.services import stream_names
 
     redis = connect(settings)  # Admin alone: no intake, images or workflows to load for a look
+    probes = [ComfyProbe(url) for url in settings.comfyui_urls]
     try:
-        status = await Admin(redis, settings, [ComfyProbe(url) for url in settings.comfyui_urls]).status()
+        status = await Admin(redis, probes, streams=stream_names(settings), blob_ttl_s=settings.blob_ttl_s).status()
     finally:
         await redis.aclose()
 

@@ -27,7 +27,7 @@ from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import Refused
 from backend.redis_conn import REDIS_DOWN
 from backend.replies import Reply, reply_json
-from backend.settings import Settings
+from backend.stream_names import DEFAULT_STREAMS, StreamNames
 from backend.task_handle import TaskState, state_of
 from backend.tasks import MalformedRecord, Task, decode_reply, new_task_id, now_ms
 from backend.workflows import Workflows
@@ -119,11 +119,51 @@ return 0
 
 
 class Intake:
-    """Validates, stores and enqueues photos for any platform."""
+    """Validates, stores and enqueues photos for any platform.
 
-    def __init__(self, redis: Redis, settings: Settings, blobs: BlobStore, workflows: Workflows):
+    :param streams: the stream and group names (tasks go on `tasks_stream`)
+    :param parallel: how many photos run at once (ComfyUI instances times WORKER_CONCURRENCY), for the wait
+    :param default_mode: the mode of a user who has not chosen one
+    :param max_image_bytes: a larger photo is refused
+    :param max_image_pixels: a larger image is shrunk to this many pixels
+    :param max_image_pixels_ceiling: past this many pixels an image is refused, not shrunk
+    :param queue_cap: photos are refused while this many tasks wait or run
+    :param user_max_active: photos of one user queued or running at once
+    :param user_max_per_hour: photos one user may send in an hour
+    :param blob_ttl_s: how long a task's bookkeeping and a user's counters are kept
+    :param idempotency_ttl_s: how long a chat event is remembered, so a redelivery is not queued again
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        blobs: BlobStore,
+        workflows: Workflows,
+        *,
+        streams: StreamNames = DEFAULT_STREAMS,
+        parallel: int = 1,
+        default_mode: str = "person",
+        max_image_bytes: int = 20 * 1024 * 1024,
+        max_image_pixels: int = 40_000_000,
+        max_image_pixels_ceiling: int = 150_000_000,
+        queue_cap: int = 500,
+        user_max_active: int = 3,
+        user_max_per_hour: int = 30,
+        blob_ttl_s: int = 24 * 3600,
+        idempotency_ttl_s: int = 48 * 3600,
+    ):
         self.redis = redis
-        self.settings = settings
+        self.streams = streams
+        self.parallel = parallel
+        self.fallback_mode = default_mode
+        self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
+        self.max_image_pixels_ceiling = max_image_pixels_ceiling
+        self.queue_cap = queue_cap
+        self.user_max_active = user_max_active
+        self.user_max_per_hour = user_max_per_hour
+        self.blob_ttl_s = blob_ttl_s
+        self.idempotency_ttl_s = idempotency_ttl_s
         self.blobs = blobs
         self.workflows = workflows
         self.backlog: Backlog | None = None  # set by Services: where photos over the concurrent cap wait
@@ -138,7 +178,7 @@ class Intake:
     @metrics.counting_refusals
     def check_size(self, size: int | None) -> None:
         """Refuse by the size a platform declares, before downloading anything."""
-        images.check_size(size, self.settings.max_image_bytes)
+        images.check_size(size, self.max_image_bytes)
 
     @metrics.counting_refusals
     async def check_open(
@@ -160,11 +200,10 @@ class Intake:
         return bool(await self.redis.exists(keys.event_claim(checked), keys.event_turn(checked)))
 
     async def _check_open(self, user: str, *, exempt: bool, count: int) -> None:
-        s = self.settings
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(keys.PAUSED)
-            pipe.xinfo_groups(s.tasks_stream)
-            pipe.xlen(s.tasks_stream)
+            pipe.xinfo_groups(self.streams.tasks_stream)
+            pipe.xlen(self.streams.tasks_stream)
             if not exempt:
                 pipe.scard(keys.user_active(user))
                 pipe.zcount(keys.user_recent(user), now_ms() - HOUR_MS, "+inf")
@@ -175,16 +214,16 @@ class Intake:
         paused, groups, length = replies[:3]
         if paused:
             raise Refused("paused")
-        depth = _depth(groups, int(length), s.workers_group)
-        if depth + count > s.queue_cap:
+        depth = _depth(groups, int(length), self.streams.workers_group)
+        if depth + count > self.queue_cap:
             raise Refused("queue_full", detail=f"queue depth {depth}")
         if exempt:
             return
         active, recent = (int(reply) for reply in replies[3:5])
-        if active + count > s.user_max_active:
-            raise Refused("too_many_active", limit=s.user_max_active)
-        if recent + count > s.user_max_per_hour:
-            raise Refused("rate_limited", limit=s.user_max_per_hour)
+        if active + count > self.user_max_active:
+            raise Refused("too_many_active", limit=self.user_max_active)
+        if recent + count > self.user_max_per_hour:
+            raise Refused("rate_limited", limit=self.user_max_per_hour)
 
     @metrics.counting_refusals
     async def submit(
@@ -227,7 +266,7 @@ class Intake:
         await self.check_open(user, exempt=exempt)
         task_id = new_task_id()
         async with self._reserved(user, task_id, exempt=exempt) as reservation:
-            limits = {"max_bytes": self.settings.max_image_bytes, "max_pixels": self.settings.max_image_pixels}
+            limits = {"max_bytes": self.max_image_bytes, "max_pixels": self.max_image_pixels}
             if len(data) <= INLINE_IMAGE_BYTES:  # a phone photo's check takes well under a millisecond
                 prepared = images.prepare_input(data, **limits)
             else:
@@ -235,7 +274,7 @@ class Intake:
             try:
                 input_key = await self.blobs.put("in", prepared.data)
             except BlobTooLarge as exc:
-                raise Refused("too_large", detail=str(exc), max_mb=self.settings.max_image_bytes // MB) from None
+                raise Refused("too_large", detail=str(exc), max_mb=self.max_image_bytes // MB) from None
             submitted = await self._enqueue(
                 task_id,
                 input_key,
@@ -349,16 +388,16 @@ class Intake:
                 task_id,
                 now_ms(),
                 HOUR_MS,
-                self.settings.user_max_active,
-                self.settings.user_max_per_hour,
-                self.settings.blob_ttl_s,
+                self.user_max_active,
+                self.user_max_per_hour,
+                self.blob_ttl_s,
                 int(exempt),
             ],
         )
         if outcome == 1:
-            raise Refused("too_many_active", limit=self.settings.user_max_active)
+            raise Refused("too_many_active", limit=self.user_max_active)
         if outcome == 2:
-            raise Refused("rate_limited", limit=self.settings.user_max_per_hour)
+            raise Refused("rate_limited", limit=self.user_max_per_hour)
         reservation = _Reservation()
         try:
             yield reservation
@@ -392,15 +431,14 @@ class Intake:
         and a crash never leaves a claimed event without its task. After the commit only the place in
         line is left to compute, and a failure there gives a best-effort place, not an error."""
         task = Task(task_id=task_id, mode=mode, input=input_key, reply=reply, user=user, params=params, digest=digest)
-        settings = self.settings
-        script_keys = [keys.task(task_id), settings.tasks_stream]
+        script_keys = [keys.task(task_id), self.streams.tasks_stream]
         if event_key is not None:
             script_keys.append(keys.event_claim(_checked_event_key(event_key)))
         entry = [part for pair in task.encode().items() for part in pair]
         args = [
             task_id,
-            settings.blob_ttl_s,
-            settings.idempotency_ttl_s,
+            self.blob_ttl_s,
+            self.idempotency_ttl_s,
             user,
             mode,
             task.submitted_at,
@@ -431,7 +469,7 @@ class Intake:
     async def _place(self, ordinal: int) -> tuple[int, int]:
         """Place in line and wait; best effort: the task is queued whatever this says."""
         try:
-            return await estimate_wait(self.redis, self.settings, ordinal)
+            return await estimate_wait(self.redis, ordinal, streams=self.streams, parallel=self.parallel)
         except Exception as exc:  # noqa: BLE001 - a queued photo must not be answered with an error
             log.warning("place in line unknown for ordinal %d: %s", ordinal, exc)
             return 1, 0
@@ -440,7 +478,7 @@ class Intake:
         """The user's chosen mode, else the bot's default."""
         stored = await self.redis.get(keys.user_mode(user))
         mode = stored.decode() if isinstance(stored, bytes) else stored
-        return mode if mode in self.workflows else self.settings.default_mode
+        return mode if mode in self.workflows else self.fallback_mode
 
     async def set_default_mode(self, user: str, mode: str) -> None:
         self.workflows.get(mode)

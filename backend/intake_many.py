@@ -179,7 +179,7 @@ def _check_declared(intake: Intake, photo: PhotoSource) -> None:
     tighter of our limit and the platform's (its refusal names the limit the user must meet)."""
     if photo.mime is not None and not photo.mime.startswith("image/"):
         raise Refused("not_an_image", detail=f"content type {photo.mime}")
-    if photo.size_limit is not None and photo.size_limit < intake.settings.max_image_bytes:
+    if photo.size_limit is not None and photo.size_limit < intake.max_image_bytes:
         images.check_size(photo.size, photo.size_limit)
     intake.check_size(photo.size)
 
@@ -248,9 +248,8 @@ async def _fetch(photo: PhotoSource, user: str) -> bytes:
 
 async def _shrunk_if_over(intake: Intake, data: bytes, reply: Reply) -> tuple[bytes, str] | None:
     """An image over the pixel limit becomes a copy shrunk to it, with a note saying so."""
-    s = intake.settings
     shrunk = await asyncio.to_thread(
-        shrink_to_limit, data, max_pixels=s.max_image_pixels, ceiling_pixels=s.max_image_pixels_ceiling
+        shrink_to_limit, data, max_pixels=intake.max_image_pixels, ceiling_pixels=intake.max_image_pixels_ceiling
     )
     if shrunk is None:
         return None

@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 from backend import keys
 from backend.admin import group_info
 from backend.errors import Refused
-from backend.settings import Settings
+from backend.stream_names import StreamNames
 from backend.tasks import now_ms
 from backend.texts import CATALOG
 
@@ -250,15 +250,15 @@ def _age_s(entry_id: Any, now: int) -> float:
     return max(0, now - int(_text(entry_id).split("-")[0])) / 1000
 
 
-async def read_queue_numbers(redis: Redis, settings: Settings) -> QueueNumbers:
+async def read_queue_numbers(redis: Redis, streams: StreamNames) -> QueueNumbers:
     """Constant-time reads (per stream: XLEN, XINFO GROUPS, XPENDING summary, XRANGE COUNT 1)."""
     numbers = QueueNumbers()
     now = now_ms()
-    for stream in (settings.tasks_stream, settings.results_stream, settings.dead_stream):
+    for stream in (streams.tasks_stream, streams.results_stream, streams.dead_stream):
         numbers.streams[stream] = int(await redis.xlen(stream))
     for stream, group in (
-        (settings.tasks_stream, settings.workers_group),
-        (settings.results_stream, settings.notifiers_group),
+        (streams.tasks_stream, streams.workers_group),
+        (streams.results_stream, streams.notifiers_group),
     ):
         info = await group_info(redis, stream, group)
         if info is None:
@@ -276,12 +276,12 @@ async def read_queue_numbers(redis: Redis, settings: Settings) -> QueueNumbers:
             "pending": pending,
             "oldest_pending_s": oldest,
         }
-        if stream == settings.tasks_stream:
+        if stream == streams.tasks_stream:
             last = _text(info.get("last-delivered-id") or "0-0")
             first_waiting = await redis.xrange(stream, min=f"({last}", max="+", count=1)
             if first_waiting:
                 numbers.oldest_waiting_s = _age_s(first_waiting[0][0], now)
-    workers, notifiers = numbers.groups[settings.workers_group], numbers.groups[settings.notifiers_group]
+    workers, notifiers = numbers.groups[streams.workers_group], numbers.groups[streams.notifiers_group]
     numbers.depth = int(workers["lag"] + workers["pending"])
     numbers.results_backlog = int(notifiers["lag"] + notifiers["pending"])
     numbers.paused = bool(await redis.exists(keys.PAUSED))
@@ -289,17 +289,19 @@ async def read_queue_numbers(redis: Redis, settings: Settings) -> QueueNumbers:
 
 
 class QueueCollector:
-    """Exports the latest QueueNumbers, or nothing while this process is not the collector."""
+    """Exports the latest QueueNumbers, or nothing while this process is not the collector.
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    :param dead_stream: the stream whose length is exported as the dead letters' count
+    """
+
+    def __init__(self, *, dead_stream: str = "photo_repair_dead"):
+        self.dead_stream = dead_stream
         self.numbers: QueueNumbers | None = None
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         numbers = self.numbers
         if numbers is None:
             return []
-        s = self.settings
         stream_len = GaugeMetricFamily("repairbot_stream_length_entries", "XLEN of each stream.", labels=["stream"])
         for stream, length in numbers.streams.items():
             stream_len.add_metric([stream], length)
@@ -334,7 +336,7 @@ class QueueCollector:
             GaugeMetricFamily(
                 "repairbot_dead_letters_entries",
                 "Entries in the dead-letter stream.",
-                value=numbers.streams.get(s.dead_stream, 0),
+                value=numbers.streams.get(self.dead_stream, 0),
             ),
             GaugeMetricFamily(
                 "repairbot_results_backlog_entries",

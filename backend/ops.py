@@ -32,7 +32,7 @@ from backend.comfyui import ComfyUIClient
 from backend.health import Check, HealthServer, redis_check
 from backend.redact import redact_url
 from backend.redis_conn import REDIS_DOWN
-from backend.settings import Settings
+from backend.stream_names import DEFAULT_STREAMS, StreamNames
 from backend.tasks import now_ms
 
 log = logging.getLogger(__name__)
@@ -73,31 +73,47 @@ class Ops:
     """Metrics, health, alerts and retention for one process.
 
     :param worker: the process's Worker, if any (its ComfyUI view: metrics and readiness)
-    :param deliver: sends an alert to the admins (the notifier's `alert_admins`); without it, no alerts
+    :param alerter: evaluates the alerts and sends them to the admins (a process with a notifier);
+        without it, no alerts
     :param blobs: the blob store, swept when it is a filesystem one
+    :param modes: the modes' names, so their metrics exist before the first photo
+    :param streams: the stream and group names the queue numbers are read from
+    :param ops_interval_s: how often a round runs; the leases last three rounds
+    :param metrics_port: where /metrics, /livez and /readyz are served; None serves nothing
+    :param blob_sweep_every_s: how often a filesystem blob store is swept
+    :param dead_max_len: dead letters beyond the newest this many are trimmed
+    :param dead_max_age_s: dead letters older than this are trimmed
     """
 
     def __init__(
         self,
         redis: Redis,
-        settings: Settings,
         *,
         worker: Any = None,
-        deliver: alerts.Deliver | None = None,
+        alerter: alerts.Alerts | None = None,
         blobs: Any = None,
         modes: list[str] | None = None,
+        streams: StreamNames = DEFAULT_STREAMS,
+        ops_interval_s: float = 5.0,
+        metrics_port: int | None = None,
+        blob_sweep_every_s: int = 600,
+        dead_max_len: int = 10_000,
+        dead_max_age_s: int = 14 * 24 * 3600,
     ):
         self.redis = redis
-        self.settings = settings
         self.worker = worker
         self.blobs = blobs
-        self.deliver = deliver
-        interval = settings.ops_interval_s
-        self.collector = metrics.QueueCollector(settings)
+        self.streams = streams
+        self.ops_interval_s = ops_interval_s
+        self.metrics_port = metrics_port
+        self.blob_sweep_every_s = blob_sweep_every_s
+        self.dead_max_len = dead_max_len
+        self.dead_max_age_s = dead_max_age_s
+        self.collector = metrics.QueueCollector(dead_stream=streams.dead_stream)
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.collector_lease = Lease(redis, "collector", 3 * interval)
-        self.alerts_lease = Lease(redis, "alerts", 3 * interval)
-        self.alerts = alerts.Alerts(redis, settings, deliver) if deliver is not None else None
+        self.collector_lease = Lease(redis, "collector", 3 * ops_interval_s)
+        self.alerts_lease = Lease(redis, "alerts", 3 * ops_interval_s)
+        self.alerts = alerter
         self.server: HealthServer | None = None
         self._probes: dict[str, ComfyUIClient] = {}  # HTTP-only clients of our own, closed by us
         self.comfyui_up: dict[str, bool] = {}  # the worker's instances, as last seen
@@ -129,8 +145,8 @@ class Ops:
         """Until `stop` is set; a failing round is logged and the next one comes anyway."""
         metrics.REGISTRY.register(self.collector)
         try:
-            if self.settings.metrics_port is not None:
-                self.server = await HealthServer(self.settings.metrics_port, self.checks()).start()
+            if self.metrics_port is not None:
+                self.server = await HealthServer(self.metrics_port, self.checks()).start()
             while not stop.is_set():
                 try:
                     await self.tick()
@@ -139,7 +155,7 @@ class Ops:
                     log.debug("ops round skipped, Redis unreachable: %s", exc)
                 except Exception:  # noqa: BLE001 - operations must never take the process down
                     log.exception("ops round failed")
-                await wait_event(stop, self.settings.ops_interval_s)
+                await wait_event(stop, self.ops_interval_s)
         finally:
             metrics.REGISTRY.unregister(self.collector)
             if self.server is not None:
@@ -153,15 +169,20 @@ class Ops:
         if self.worker is not None:
             await self.report_comfyui()
         if await self.collector_lease.hold():
-            self.collector.numbers = await metrics.read_queue_numbers(self.redis, self.settings)
-            await retention.trim_dead_letters(self.redis, self.settings)
+            self.collector.numbers = await metrics.read_queue_numbers(self.redis, self.streams)
+            await retention.trim_dead_letters(
+                self.redis,
+                dead_stream=self.streams.dead_stream,
+                dead_max_len=self.dead_max_len,
+                dead_max_age_s=self.dead_max_age_s,
+            )
         else:
             self.collector.numbers = None
         if self.alerts is not None and await self.alerts_lease.hold():
             await self.evaluate_alerts()
         loop = asyncio.get_running_loop()
         if self.blobs is not None and loop.time() >= self._next_sweep:
-            self._next_sweep = loop.time() + self.settings.blob_sweep_every_s
+            self._next_sweep = loop.time() + self.blob_sweep_every_s
             await retention.sweep_blobs(self.blobs)
 
     async def report_comfyui(self) -> None:
@@ -207,7 +228,7 @@ class Ops:
     async def workers_comfyui_view(self) -> list[bool]:
         """Every running worker's instances, up or down, as they last told; forgets the long silent."""
         now = now_ms()
-        fresh_ms = max(3 * self.settings.ops_interval_s, 15) * 1000
+        fresh_ms = max(3 * self.ops_interval_s, 15) * 1000
         views = await self.redis.hgetall(COMFYUI_VIEW)
         up, stale = [], []
         for field, value in views.items():
@@ -223,9 +244,9 @@ class Ops:
 
     async def evaluate_alerts(self) -> None:
         up = await self.workers_comfyui_view()
-        numbers = self.collector.numbers or await metrics.read_queue_numbers(self.redis, self.settings)
+        numbers = self.collector.numbers or await metrics.read_queue_numbers(self.redis, self.streams)
         reading = alerts.Reading(
-            dead_added=await alerts.read_dead_added(self.redis, self.settings.dead_stream),
+            dead_added=await alerts.read_dead_added(self.redis, self.streams.dead_stream),
             comfyui_up=up,
             oldest_waiting_s=numbers.oldest_waiting_s,
             bot_errors=await alerts.read_bot_errors(self.redis),

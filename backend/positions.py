@@ -22,8 +22,8 @@ from backend import keys
 from backend.admin import group_info
 from backend.backoff import wait_event
 from backend.replies import Reply, reply_json
-from backend.settings import Settings
 from backend.status_line import QUEUED, RUNNING, StatusLines, known_run_s, line_id, queued_text
+from backend.stream_names import DEFAULT_STREAMS, StreamNames
 from backend.task_handle import TaskState, state_of
 from backend.tasks import Event, MalformedRecord, decode_reply
 
@@ -47,11 +47,16 @@ class Place:
 
 
 class QueueView:
-    """Places in line for many tasks at once, from one XINFO GROUPS."""
+    """Places in line for many tasks at once, from one XINFO GROUPS.
 
-    def __init__(self, redis: Redis, settings: Settings):
+    :param streams: the stream and group names (the workers' group on the task stream is read)
+    :param parallel: how many photos run at once (ComfyUI instances times WORKER_CONCURRENCY)
+    """
+
+    def __init__(self, redis: Redis, *, streams: StreamNames = DEFAULT_STREAMS, parallel: int = 1):
         self.redis = redis
-        self.settings = settings
+        self.streams = streams
+        self.parallel = max(1, parallel)
 
     async def places(self, task_ids: list[str]) -> list[Place]:
         """Queued and running tasks among `task_ids`, in line order; finished ones are left out.
@@ -61,11 +66,11 @@ class QueueView:
         behind the watched tasks before it that are not finished (chat photos are all watched)."""
         if not task_ids:
             return []
-        info = await group_info(self.redis, self.settings.tasks_stream, self.settings.workers_group)
+        info = await group_info(self.redis, self.streams.tasks_stream, self.streams.workers_group)
         pending = int(info.get("pending") or 0) if info else 0
         entries_read = int(info.get("entries-read") or 0) if info else 0
         run_s = await known_run_s(self.redis)
-        parallel = max(1, len(self.settings.comfyui_urls) * max(1, self.settings.worker_concurrency))
+        parallel = self.parallel
         everyone = list(dict.fromkeys([*task_ids, *(_str(k) for k in await self.redis.hkeys(WATCHED))]))
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_id in everyone:
@@ -108,14 +113,34 @@ class QueueView:
 
 
 class PositionAnnouncer:
-    """Puts position and elapsed-time refreshes of watched tasks on the events stream."""
+    """Puts position and elapsed-time refreshes of watched tasks on the events stream.
 
-    def __init__(self, redis: Redis, settings: Settings, *, every_s: float = ANNOUNCE_EVERY_S, backlog: Any = None):
-        self.backlog = backlog  # backend.backlog.Backlog: its waiting photos are started from here
+    :param view: where the watched photos stand
+    :param every_s: how often the places are refreshed (STATUS_REFRESH_S)
+    :param backlog: backend.backlog.Backlog, whose waiting photos are started from here
+    :param events_stream: where the refreshes go
+    :param events_maxlen: the events stream is trimmed to about this many entries
+    :param blob_ttl_s: how long the watched and announced bookkeeping is kept
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        view: QueueView,
+        *,
+        every_s: float = ANNOUNCE_EVERY_S,
+        backlog: Any = None,
+        events_stream: str = "photo_repair_events",
+        events_maxlen: int = 5000,
+        blob_ttl_s: int = 24 * 3600,
+    ):
+        self.backlog = backlog
         self.redis = redis
-        self.settings = settings
         self.every_s = every_s
-        self.view = QueueView(redis, settings)
+        self.events_stream = events_stream
+        self.events_maxlen = events_maxlen
+        self.blob_ttl_s = blob_ttl_s
+        self.view = view
         self.lines = StatusLines(redis)
 
     async def watch(self, task_id: str, reply: Reply) -> None:
@@ -124,7 +149,7 @@ class PositionAnnouncer:
             return
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(WATCHED, task_id, reply_json(reply))
-            pipe.expire(WATCHED, self.settings.blob_ttl_s)
+            pipe.expire(WATCHED, self.blob_ttl_s)
             await pipe.execute()
 
     async def announce_queued(
@@ -203,16 +228,14 @@ class PositionAnnouncer:
                     events.append(Event(first.task_id, "progress", reply))
         async with self.redis.pipeline(transaction=False) as pipe:
             for event in events:
-                pipe.xadd(
-                    self.settings.events_stream, event.encode(), maxlen=self.settings.events_maxlen, approximate=True
-                )
+                pipe.xadd(self.events_stream, event.encode(), maxlen=self.events_maxlen, approximate=True)
             if gone:
                 pipe.hdel(WATCHED, *gone)
                 pipe.hdel(ANNOUNCED, *gone)
             for event in events:
                 if event.state == "queued":
                     pipe.hset(ANNOUNCED, event.task_id, announced[event.task_id])
-            pipe.expire(ANNOUNCED, self.settings.blob_ttl_s)
+            pipe.expire(ANNOUNCED, self.blob_ttl_s)
             await pipe.execute()
         return len(events)
 

@@ -11,16 +11,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from backend.redact import redact_url
-from backend.services import Services
+from backend.services import Services, stream_names
 from backend.settings import Settings
 from backend.supervision import logged, restarting, serve, with_ops
 
 if TYPE_CHECKING:  # imported when built: each command loads only the parts it runs
     from redis.asyncio import Redis
 
+    from backend.alerts import Deliver
     from backend.blobs import BlobStore
     from backend.executors import ComfyUI, Executor
     from backend.notifier import Notifier, Sender
+    from backend.ops import Ops
     from backend.streams import ConsumerOptions
     from backend.worker import Worker
     from backend.workflows import Workflows
@@ -115,6 +117,44 @@ def build_notifier(settings: Settings, redis: Redis, senders: dict[str, Sender],
     )
 
 
+def build_ops(
+    settings: Settings,
+    redis: Redis,
+    *,
+    worker: Worker | None = None,
+    deliver: Deliver | None = None,
+    blobs: BlobStore | None = None,
+    modes: list[str] | None = None,
+) -> Ops:
+    """Metrics, health, retention and (with `deliver`, the notifier's `alert_admins`) the alerts of
+    one process, as Settings configure them."""
+    from backend.alerts import Alerts
+    from backend.ops import Ops
+
+    alerter = None
+    if deliver is not None:
+        alerter = Alerts(
+            redis,
+            deliver,
+            alert_lang=settings.alert_lang,
+            alert_wait_s=settings.alert_wait_s,
+            alert_repeat_s=settings.alert_repeat_s,
+        )
+    return Ops(
+        redis,
+        worker=worker,
+        alerter=alerter,
+        blobs=blobs,
+        modes=modes,
+        streams=stream_names(settings),
+        ops_interval_s=settings.ops_interval_s,
+        metrics_port=settings.metrics_port,
+        blob_sweep_every_s=settings.blob_sweep_every_s,
+        dead_max_len=settings.dead_max_len,
+        dead_max_age_s=settings.dead_max_age_s,
+    )
+
+
 def build_senders(settings: Settings, services: Services) -> dict[str, Any]:
     return {
         platform: bot_module(platform, "sender").build_sender(settings, services.blobs)
@@ -124,21 +164,17 @@ def build_senders(settings: Settings, services: Services) -> dict[str, Any]:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> int:
-    from backend.ops import Ops
-
     async with Services.open(settings) as services:
         worker = build_worker(settings, services.redis, blobs=services.blobs, workflows=services.workflows)
-        ops = Ops(services.redis, settings, worker=worker, blobs=services.blobs, modes=services.workflows.names)
+        ops = build_ops(settings, services.redis, worker=worker, blobs=services.blobs, modes=services.workflows.names)
         await with_ops(ops, serve(worker, stop))
     return EXIT_OK
 
 
 async def run_notifier(settings: Settings, stop: asyncio.Event) -> int:
-    from backend.ops import Ops
-
     async with Services.open(settings) as services:
         notifier = build_notifier(settings, services.redis, build_senders(settings, services))
-        ops = Ops(services.redis, settings, deliver=notifier.alert_admins, modes=services.workflows.names)
+        ops = build_ops(settings, services.redis, deliver=notifier.alert_admins, modes=services.workflows.names)
         await with_ops(ops, serve(notifier, stop))
     return EXIT_OK
 
@@ -147,10 +183,9 @@ async def run_bot(settings: Settings, platform: str, stop: asyncio.Event) -> int
     if not bot_token_set(settings, platform):
         print(f"{platform.upper()}_BOT_TOKEN is not set: put it in the environment or .env", file=sys.stderr)
         return EXIT_ERROR
-    from backend.ops import Ops
 
     async with Services.open(settings) as services:  # the bot's own parts are its business; ops needs Redis
-        ops = Ops(services.redis, settings, modes=services.workflows.names)
+        ops = build_ops(settings, services.redis, modes=services.workflows.names)
         await with_ops(ops, bot_module(platform, "app").serve(settings, stop))
     return EXIT_OK
 
@@ -159,7 +194,6 @@ async def run_up(settings: Settings, stop: asyncio.Event, *, install_comfyui: bo
     """Worker, notifier and every bot whose token is set in one process; a private Redis and the
     installed ComfyUI too when none is configured and nothing answers on the usual port."""
     from backend.embedded_redis import port_open, start_embedded_redis
-    from backend.ops import Ops
 
     redis_child = None
     if "redis_url" not in settings.model_fields_set and not port_open("127.0.0.1", 6379):
@@ -187,9 +221,9 @@ async def run_up(settings: Settings, stop: asyncio.Event, *, install_comfyui: bo
         async with Services.open(settings) as services:
             worker = build_worker(settings, services.redis, blobs=services.blobs, workflows=services.workflows)
             notifier = build_notifier(settings, services.redis, build_senders(settings, services))
-            ops = Ops(
-                services.redis,
+            ops = build_ops(
                 settings,
+                services.redis,
                 worker=worker,
                 deliver=notifier.alert_admins,
                 blobs=services.blobs,

@@ -14,7 +14,6 @@ from typing import Any
 from redis.asyncio import Redis
 
 from backend import metrics
-from backend.settings import Settings
 from backend.tasks import now_ms
 
 log = logging.getLogger(__name__)
@@ -26,14 +25,21 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-async def trim_dead_letters(redis: Redis, settings: Settings) -> int:
-    """Remove (and log) the oldest dead letters that are past the age or the length limit."""
-    length = int(await redis.xlen(settings.dead_stream))
+async def trim_dead_letters(
+    redis: Redis,
+    *,
+    dead_stream: str = "photo_repair_dead",
+    dead_max_len: int = 10_000,
+    dead_max_age_s: int = 14 * 24 * 3600,
+) -> int:
+    """Remove (and log) the oldest dead letters that are past the age (`dead_max_age_s`) or beyond the
+    newest `dead_max_len` of `dead_stream`."""
+    length = int(await redis.xlen(dead_stream))
     if not length:
         return 0
-    excess = max(0, length - settings.dead_max_len)
-    cutoff_ms = now_ms() - settings.dead_max_age_s * 1000
-    oldest = await redis.xrange(settings.dead_stream, min="-", max="+", count=TRIM_BATCH)
+    excess = max(0, length - dead_max_len)
+    cutoff_ms = now_ms() - dead_max_age_s * 1000
+    oldest = await redis.xrange(dead_stream, min="-", max="+", count=TRIM_BATCH)
     doomed = []
     for index, (entry_id, fields) in enumerate(oldest):
         if index < excess or int(_text(entry_id).split("-")[0]) < cutoff_ms:
@@ -51,7 +57,7 @@ async def trim_dead_letters(redis: Redis, settings: Settings) -> int:
             _text(fields.get(b"task_id", b"?")),
             _text(fields.get(b"reason", b"?")),
         )
-    await redis.xdel(settings.dead_stream, *[entry_id for entry_id, _ in doomed])
+    await redis.xdel(dead_stream, *[entry_id for entry_id, _ in doomed])
     metrics.DEAD_LETTERS_TRIMMED.inc(len(doomed))
     return len(doomed)
 

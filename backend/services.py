@@ -21,8 +21,28 @@ if TYPE_CHECKING:  # imported when built: a CLI command pays only for what it us
     from backend.replies import Reply
     from backend.reruns import Reruns
     from backend.status_line import StatusLines
+    from backend.stream_names import StreamNames
     from backend.task_handle import TaskHandle
     from backend.workflows import Workflows
+
+
+def stream_names(settings: Settings) -> StreamNames:
+    """The stream and group names Settings configure, as the parts take them."""
+    from backend.stream_names import StreamNames
+
+    return StreamNames(
+        tasks_stream=settings.tasks_stream,
+        results_stream=settings.results_stream,
+        dead_stream=settings.dead_stream,
+        events_stream=settings.events_stream,
+        workers_group=settings.workers_group,
+        notifiers_group=settings.notifiers_group,
+    )
+
+
+def parallel_runs(settings: Settings) -> int:
+    """How many photos run at once: every ComfyUI instance runs WORKER_CONCURRENCY of them."""
+    return max(1, len(settings.comfyui_urls) * max(1, settings.worker_concurrency))
 
 
 @dataclass
@@ -64,18 +84,54 @@ class Services:
         redis = connect(settings)
         blobs = make_blob_store(settings, redis)
         workflows = Workflows.load(settings.workflows_dir)
-        intake = Intake(redis, settings, blobs, workflows)
+        streams, parallel = stream_names(settings), parallel_runs(settings)
+        intake = Intake(
+            redis,
+            blobs,
+            workflows,
+            streams=streams,
+            parallel=parallel,
+            default_mode=settings.default_mode,
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            max_image_pixels_ceiling=settings.max_image_pixels_ceiling,
+            queue_cap=settings.queue_cap,
+            user_max_active=settings.user_max_active,
+            user_max_per_hour=settings.user_max_per_hour,
+            blob_ttl_s=settings.blob_ttl_s,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+        )
         lines = StatusLines(redis)
-        backlog = Backlog(redis, settings, intake, blobs)
+        backlog = Backlog(
+            redis,
+            intake,
+            blobs,
+            user_backlog=settings.user_backlog,
+            user_max_active=settings.user_max_active,
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            blob_ttl_s=settings.blob_ttl_s,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            results_stream=settings.results_stream,
+        )
         intake.backlog = backlog
-        positions = PositionAnnouncer(redis, settings, every_s=settings.status_refresh_s, backlog=backlog)
+        queue = QueueView(redis, streams=streams, parallel=parallel)
+        positions = PositionAnnouncer(
+            redis,
+            queue,
+            every_s=settings.status_refresh_s,
+            backlog=backlog,
+            events_stream=settings.events_stream,
+            events_maxlen=settings.events_maxlen,
+            blob_ttl_s=settings.blob_ttl_s,
+        )
 
         async def started_from_backlog(submitted: Any, reply: Reply) -> None:
             await lines.add_task(line_id(reply) or "", submitted.task_id)
             await positions.watch(submitted.task_id, reply)
 
         backlog.on_queued = started_from_backlog
-        admin = Admin(redis, settings, clients)
+        admin = Admin(redis, clients, streams=streams, blob_ttl_s=settings.blob_ttl_s)
         return cls(
             settings=settings,
             redis=redis,
@@ -85,7 +141,7 @@ class Services:
             admin=admin,
             lines=lines,
             positions=positions,
-            queue=QueueView(redis, settings),
+            queue=queue,
             reruns=Reruns(redis, settings.blob_ttl_s),
             backlog=backlog,
             cancelling=Cancelling(admin, backlog),

@@ -113,24 +113,24 @@ async def test_bytes_that_are_not_an_image_are_refused_after_download(bot, disco
     assert await tasks_in_stream(redis, discord_settings) == []
 
 
-async def test_too_many_pixels_is_refused(bot, discord_fake, photo_bytes):
-    bot.services.settings.max_image_pixels = 1_000_000 // 10
-    bot.services.settings.max_image_pixels_ceiling = 150_000  # past it: refused, not shrunk
-    interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes))
-    await discord_fake.push_interaction(interaction)
-    assert "megapixels" in await ephemeral_refusal(discord_fake, interaction)
+async def test_too_many_pixels_is_refused(start_bot, discord_fake, photo_bytes, discord_settings):
+    past_the_ceiling = {"max_image_pixels": 1_000_000 // 10, "max_image_pixels_ceiling": 150_000}  # refused, not shrunk
+    async with start_bot(discord_settings.model_copy(update=past_the_ceiling)):
+        interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes))
+        await discord_fake.push_interaction(interaction)
+        assert "megapixels" in await ephemeral_refusal(discord_fake, interaction)
 
 
-async def test_hourly_limit_refuses_the_next_photo(bot, discord_fake, photo_bytes):
-    bot.services.settings.user_max_per_hour = 1
-    first = colorize(discord_fake, discord_fake.add_file(photo_bytes))
-    await discord_fake.push_interaction(first)
-    await original_edit(discord_fake, first)
-    second = colorize(discord_fake, discord_fake.add_file(photo_bytes))
-    await discord_fake.push_interaction(second)
-    assert (
-        await ephemeral_refusal(discord_fake, second)
-    ) == "You've reached 1 photos this hour. Please try again a bit later."
+async def test_hourly_limit_refuses_the_next_photo(start_bot, discord_fake, photo_bytes, discord_settings):
+    async with start_bot(discord_settings.model_copy(update={"user_max_per_hour": 1})):
+        first = colorize(discord_fake, discord_fake.add_file(photo_bytes))
+        await discord_fake.push_interaction(first)
+        await original_edit(discord_fake, first)
+        second = colorize(discord_fake, discord_fake.add_file(photo_bytes))
+        await discord_fake.push_interaction(second)
+        assert (
+            await ephemeral_refusal(discord_fake, second)
+        ) == "You've reached 1 photos this hour. Please try again a bit later."
 
 
 async def test_paused_queue_refuses(bot, discord_fake, photo_bytes):
@@ -141,26 +141,26 @@ async def test_paused_queue_refuses(bot, discord_fake, photo_bytes):
     assert discord_fake.downloads == []
 
 
-async def test_full_queue_refuses(bot, discord_fake, photo_bytes):
-    bot.services.settings.queue_cap = 0
-    interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes))
-    await discord_fake.push_interaction(interaction)
-    assert (await ephemeral_refusal(discord_fake, interaction)).startswith("We're very busy")
+async def test_full_queue_refuses(start_bot, discord_fake, photo_bytes, discord_settings):
+    async with start_bot(discord_settings.model_copy(update={"queue_cap": 0})):
+        interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes))
+        await discord_fake.push_interaction(interaction)
+        assert (await ephemeral_refusal(discord_fake, interaction)).startswith("We're very busy")
 
 
-async def test_context_menu_queues_each_image_up_to_four(bot, discord_fake, photo_bytes, redis, discord_settings):
-    images = [discord_fake.add_file(photo_bytes, f"p{i}.jpg") for i in range(5)]
-    pdf = discord_fake.add_file(b"%PDF", "notes.pdf", "application/pdf")
-    target = discord_fake.user_message([pdf, *images], author_id=77)
-    bot.services.settings.user_max_active = 10
-    interaction = discord_fake.message_command("Colorize photo", target)
-    await discord_fake.push_interaction(interaction)
-    edit = await original_edit(discord_fake, interaction)
-    assert edit["content"].startswith("Queued 4 photos — first is #1 in line")
-    tasks = await tasks_in_stream(redis, discord_settings)
-    assert len(tasks) == 4 and {t["user"] for t in tasks} == {"discord:42"}
-    assert [json.loads(t["reply"])["part"] for t in tasks] == ["1/4", "2/4", "3/4", "4/4"]
-    assert len(discord_fake.downloads) == 4 and not any("notes.pdf" in d for d in discord_fake.downloads)
+async def test_context_menu_queues_each_image_up_to_four(start_bot, discord_fake, photo_bytes, redis, discord_settings):
+    async with start_bot(discord_settings.model_copy(update={"user_max_active": 10})):
+        images = [discord_fake.add_file(photo_bytes, f"p{i}.jpg") for i in range(5)]
+        pdf = discord_fake.add_file(b"%PDF", "notes.pdf", "application/pdf")
+        target = discord_fake.user_message([pdf, *images], author_id=77)
+        interaction = discord_fake.message_command("Colorize photo", target)
+        await discord_fake.push_interaction(interaction)
+        edit = await original_edit(discord_fake, interaction)
+        assert edit["content"].startswith("Queued 4 photos — first is #1 in line")
+        tasks = await tasks_in_stream(redis, discord_settings)
+        assert len(tasks) == 4 and {t["user"] for t in tasks} == {"discord:42"}
+        assert [json.loads(t["reply"])["part"] for t in tasks] == ["1/4", "2/4", "3/4", "4/4"]
+        assert len(discord_fake.downloads) == 4 and not any("notes.pdf" in d for d in discord_fake.downloads)
 
 
 async def test_context_menu_on_a_message_without_images_is_refused(bot, discord_fake):
@@ -186,20 +186,22 @@ async def test_buttons_of_a_forgotten_task_answer_politely(bot, discord_fake):
         assert said.json["content"].startswith(sentence) and int(said.json["flags"]) & EPHEMERAL
 
 
-async def test_too_many_photos_in_progress_refuses_but_admins_are_exempt(bot, discord_fake, photo_bytes):
-    bot.services.settings.user_max_active = 1
-    first = colorize(discord_fake, discord_fake.add_file(photo_bytes))
-    await discord_fake.push_interaction(first)
-    await original_edit(discord_fake, first)
-    second = colorize(discord_fake, discord_fake.add_file(photo_bytes))
-    await discord_fake.push_interaction(second)
-    assert (await ephemeral_refusal(discord_fake, second)) == (
-        "You already have 1 photos in progress. Please wait for them to finish."
-    )
-    for _ in range(2):  # an admin (DISCORD_ADMIN_IDS) is not held to the per-user limits
-        by_admin = colorize(discord_fake, discord_fake.add_file(photo_bytes), user_id=4242)
-        await discord_fake.push_interaction(by_admin)
-        assert (await original_edit(discord_fake, by_admin))["content"].startswith("Queued — #")
+async def test_too_many_photos_in_progress_refuses_but_admins_are_exempt(
+    start_bot, discord_fake, photo_bytes, discord_settings
+):
+    async with start_bot(discord_settings.model_copy(update={"user_max_active": 1})):
+        first = colorize(discord_fake, discord_fake.add_file(photo_bytes))
+        await discord_fake.push_interaction(first)
+        await original_edit(discord_fake, first)
+        second = colorize(discord_fake, discord_fake.add_file(photo_bytes))
+        await discord_fake.push_interaction(second)
+        assert (await ephemeral_refusal(discord_fake, second)) == (
+            "You already have 1 photos in progress. Please wait for them to finish."
+        )
+        for _ in range(2):  # an admin (DISCORD_ADMIN_IDS) is not held to the per-user limits
+            by_admin = colorize(discord_fake, discord_fake.add_file(photo_bytes), user_id=4242)
+            await discord_fake.push_interaction(by_admin)
+            assert (await original_edit(discord_fake, by_admin))["content"].startswith("Queued — #")
 
 
 async def test_an_attachment_that_cannot_be_fetched_gets_an_apology_not_a_stuck_thinking(
@@ -213,17 +215,20 @@ async def test_an_attachment_that_cannot_be_fetched_gets_an_apology_not_a_stuck_
 
 
 async def test_context_menu_with_a_damaged_image_queues_the_others_and_says_why_not_that_one(
-    bot, discord_fake, photo_bytes, redis, discord_settings
+    start_bot, discord_fake, photo_bytes, redis, discord_settings
 ):
-    images = [discord_fake.add_file(photo_bytes, "a.jpg"), discord_fake.add_file(b"garbage" * 40, "b.png", "image/png")]
-    images.append(discord_fake.add_file(photo_bytes, "c.jpg"))
-    bot.services.settings.user_max_active = 10
-    interaction = discord_fake.message_command("Colorize photo", discord_fake.user_message(images, author_id=77))
-    await discord_fake.push_interaction(interaction)
-    edit = await original_edit(discord_fake, interaction)
-    assert edit["content"].startswith("Queued 2 photos — first is #1 in line")
-    [follow_up] = await discord_fake.wait_for_call("POST", rf"/webhooks/{APP_ID}/{interaction['token']}")
-    assert int(follow_up.json["flags"]) & EPHEMERAL and "JPEG, PNG" in follow_up.json["content"]
-    tasks = await tasks_in_stream(redis, discord_settings)
-    assert [json.loads(t["reply"])["part"] for t in tasks] == ["1/3", "3/3"]
-    assert len(discord_fake.downloads) == 3
+    async with start_bot(discord_settings.model_copy(update={"user_max_active": 10})):
+        images = [
+            discord_fake.add_file(photo_bytes, "a.jpg"),
+            discord_fake.add_file(b"garbage" * 40, "b.png", "image/png"),
+        ]
+        images.append(discord_fake.add_file(photo_bytes, "c.jpg"))
+        interaction = discord_fake.message_command("Colorize photo", discord_fake.user_message(images, author_id=77))
+        await discord_fake.push_interaction(interaction)
+        edit = await original_edit(discord_fake, interaction)
+        assert edit["content"].startswith("Queued 2 photos — first is #1 in line")
+        [follow_up] = await discord_fake.wait_for_call("POST", rf"/webhooks/{APP_ID}/{interaction['token']}")
+        assert int(follow_up.json["flags"]) & EPHEMERAL and "JPEG, PNG" in follow_up.json["content"]
+        tasks = await tasks_in_stream(redis, discord_settings)
+        assert [json.loads(t["reply"])["part"] for t in tasks] == ["1/3", "3/3"]
+        assert len(discord_fake.downloads) == 3

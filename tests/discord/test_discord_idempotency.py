@@ -40,19 +40,20 @@ async def test_a_replayed_context_menu_queues_no_photo_twice(bot, discord_fake, 
 
 
 async def test_a_replay_while_the_first_is_still_queueing_is_deferred_once_and_queued_once(
-    bot, discord_fake, photo_bytes, redis, discord_settings
+    start_bot, discord_fake, photo_bytes, redis, discord_settings
 ):
-    bot.services.settings.user_max_active = 1  # the first delivery's place must not refuse the replay
-    interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes, "old.jpg"))
-    await discord_fake.push_interaction(interaction)
-    await discord_fake.push_interaction(interaction)  # right behind it, before the first has answered
-    await discord_fake.wait_for(lambda: original_edits(discord_fake, interaction))
-    await asyncio.sleep(0.5)  # the replay is handled meanwhile; the status already says it: no second edit
-    contents = [call.json["content"] for call in original_edits(discord_fake, interaction)]
-    assert contents and all(c.startswith("Queued — #1") for c in contents), contents
-    assert len(await tasks_in_stream(redis, discord_settings)) == 1
-    assert len(discord_fake.calls_to("POST", rf"/interactions/{interaction['id']}/.*/callback")) == 1
-    assert not discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}"), "no refusal"
+    # The first delivery's place must not refuse the replay.
+    async with start_bot(discord_settings.model_copy(update={"user_max_active": 1})):
+        interaction = colorize(discord_fake, discord_fake.add_file(photo_bytes, "old.jpg"))
+        await discord_fake.push_interaction(interaction)
+        await discord_fake.push_interaction(interaction)  # right behind it, before the first has answered
+        await discord_fake.wait_for(lambda: original_edits(discord_fake, interaction))
+        await asyncio.sleep(0.5)  # the replay is handled meanwhile; the status already says it: no second edit
+        contents = [call.json["content"] for call in original_edits(discord_fake, interaction)]
+        assert contents and all(c.startswith("Queued — #1") for c in contents), contents
+        assert len(await tasks_in_stream(redis, discord_settings)) == 1
+        assert len(discord_fake.calls_to("POST", rf"/interactions/{interaction['id']}/.*/callback")) == 1
+        assert not discord_fake.calls_to("POST", rf"/webhooks/{APP_ID}/{interaction['token']}"), "no refusal"
 
 
 async def test_an_other_mode_press_replayed_is_one_task(bot, discord_fake, photo_bytes, redis, discord_settings):

@@ -84,13 +84,13 @@ async def test_the_refreshed_place_in_line_keeps_saying_how_many_wait_in_the_bac
     from backend.tasks import Event
     from backend.texts import text
 
-    async with Services.open(settings) as services:
+    one_at_a_time = settings.model_copy(update={"user_max_active": 1})  # the backlog's photos keep waiting
+    async with Services.open(one_at_a_time) as services:
         status = reply(10)
         queued = await services.intake.submit(photo_bytes, mode="preview", reply=status, user=USER)
         await services.positions.watch(queued.task_id, status)
         for _ in range(2):
             await services.backlog.hold(photo_bytes, user=USER, mode="preview", reply=status)
-        services.settings.user_max_active = 1  # the backlog's photos keep waiting while the first is queued
         assert await services.positions.tick() == 1
         [(_, fields)] = await services.redis.xrange(settings.events_stream)
         event = Event.decode(fields)

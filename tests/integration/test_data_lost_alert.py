@@ -32,7 +32,7 @@ async def test_a_vanished_group_is_recreated_and_the_admins_are_told_once(redis,
     assert await alerts.read_data_lost(redis) == 1
 
     admins = Admins()
-    watcher = Alerts(redis, settings, admins)
+    watcher = Alerts(redis, admins, alert_lang=settings.alert_lang)
     observed = Reading(
         dead_added=0,
         comfyui_up=[True],

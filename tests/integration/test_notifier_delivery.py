@@ -15,6 +15,7 @@ from backend.admin_texts import format_status
 from backend.notifier import Notifier
 from backend.processes import build_notifier
 from backend.replies import CliReply, LoopbackReply
+from backend.services import stream_names
 from backend.tasks import Event, Result
 from tests.support.senders import RecordingSender
 
@@ -133,7 +134,7 @@ async def test_a_result_nobody_here_can_send_waits_parked_then_goes_out(redis, s
         await asyncio.sleep(0.6)  # well past min_idle: nothing comes back to be reclaimed
         assert await pending(redis, settings.results_stream, settings.notifiers_group) == 0
         assert await redis.xlen(waiting) == 1
-        status = await Admin(redis, settings).status()  # what the operator sees
+        status = await Admin(redis, streams=stream_names(settings)).status()  # what the operator sees
         assert status.waiting_for_sender == {"test": 1} and status.to_notify == 0
         assert "Waiting for a test notifier: 1 result (" in format_status(status, "en")
         # Nothing of the results stream is held back for it: everything acknowledged can be trimmed.

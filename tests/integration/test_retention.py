@@ -10,7 +10,7 @@ import time
 
 from backend import metrics, retention
 from backend.blobs import make_blob_store
-from backend.ops import Ops
+from backend.processes import build_ops
 from backend.tasks import now_ms
 
 
@@ -20,12 +20,16 @@ async def add_dead(redis, settings, count: int, *, age_s: float = 0) -> None:
         await redis.xadd(settings.dead_stream, {"task_id": f"t{n:03d}", "reason": "test"}, id=f"{start}-{n}")
 
 
+def dead_limits(settings) -> dict:
+    return {k: getattr(settings, k) for k in ("dead_stream", "dead_max_len", "dead_max_age_s")}
+
+
 async def test_dead_letters_past_the_age_limit_are_trimmed_and_logged(redis, settings, caplog):
     settings = settings.model_copy(update={"dead_max_age_s": 3600, "dead_max_len": 1000})
     await add_dead(redis, settings, 3, age_s=7200)
     await redis.xadd(settings.dead_stream, {"task_id": "fresh", "reason": "test"})
     with caplog.at_level(logging.INFO, logger="backend.retention"):
-        assert await retention.trim_dead_letters(redis, settings) == 3
+        assert await retention.trim_dead_letters(redis, **dead_limits(settings)) == 3
     assert [f[b"task_id"] for _, f in await redis.xrange(settings.dead_stream)] == [b"fresh"]
     trimmed = [r.getMessage() for r in caplog.records if "trimmed dead letter" in r.getMessage()]
     assert len(trimmed) == 3 and "task t000, reason test" in trimmed[0] and "too old" in trimmed[0]
@@ -34,10 +38,10 @@ async def test_dead_letters_past_the_age_limit_are_trimmed_and_logged(redis, set
 async def test_dead_letters_over_the_length_limit_lose_the_oldest(redis, settings):
     settings = settings.model_copy(update={"dead_max_len": 5})
     await add_dead(redis, settings, 8)
-    assert await retention.trim_dead_letters(redis, settings) == 3
+    assert await retention.trim_dead_letters(redis, **dead_limits(settings)) == 3
     left = [f[b"task_id"] for _, f in await redis.xrange(settings.dead_stream)]
     assert left == [b"t003", b"t004", b"t005", b"t006", b"t007"]
-    assert await retention.trim_dead_letters(redis, settings) == 0
+    assert await retention.trim_dead_letters(redis, **dead_limits(settings)) == 0
 
 
 async def test_ops_sweeps_expired_blob_files_and_trims_dead_letters(redis, settings):
@@ -50,7 +54,7 @@ async def test_ops_sweeps_expired_blob_files_and_trims_dead_letters(redis, setti
     os.utime(blobs._path(old), (stale, stale))
     await add_dead(redis, settings, 2)
     stop = asyncio.Event()
-    runner = asyncio.create_task(Ops(redis, settings, blobs=blobs).run(stop))
+    runner = asyncio.create_task(build_ops(settings, redis, blobs=blobs).run(stop))
     for _ in range(100):
         if await blobs.get(old) is None and await redis.xlen(settings.dead_stream) == 1:
             break
@@ -62,7 +66,7 @@ async def test_ops_sweeps_expired_blob_files_and_trims_dead_letters(redis, setti
 
 
 async def test_only_one_process_exports_the_queue_gauges(redis, settings):
-    first, second = Ops(redis, settings), Ops(redis, settings)
+    first, second = build_ops(settings, redis), build_ops(settings, redis)
     await first.tick()
     await second.tick()
     assert first.collector.numbers is not None and second.collector.numbers is None

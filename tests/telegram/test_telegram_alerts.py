@@ -5,7 +5,7 @@ errorhandlerbot pattern)."""
 from __future__ import annotations
 
 from backend import alerts
-from backend.ops import Ops
+from backend.processes import build_ops
 from backend.texts import text
 from tests.telegram.conftest import ADMIN_ID
 
@@ -47,7 +47,7 @@ async def test_a_handler_error_reaches_the_admin_chat_with_a_short_scrubbed_trac
         async def deliver(message: str) -> int:
             return await tg_sender.send_admin_alert(message, [ADMIN_ID])
 
-        await Ops(services.redis, services.settings, deliver=deliver).evaluate_alerts()
+        await build_ops(services.settings, services.redis, deliver=deliver).evaluate_alerts()
         [alert] = [c["text"] for c in tg_fake.calls_to("sendMessage") if int(c["chat_id"]) == ADMIN_ID]
     assert alert.startswith("⚠️ The telegram bot caught 1 error in its handlers (last: RuntimeError)")
     assert "Traceback (most recent call last)" in alert and ", in broken" in alert

@@ -8,7 +8,6 @@ import pytest
 
 from backend import alerts
 from backend.alerts import Alerts, Reading
-from backend.settings import Settings
 from backend.texts import text
 
 
@@ -40,10 +39,10 @@ async def rounds(watcher: Alerts, observed: Reading, count: int = 2) -> None:
         await watcher.evaluate(observed)
 
 
-def make(redis, **settings) -> tuple[Alerts, Admins]:
+def make(redis, **knobs) -> tuple[Alerts, Admins]:
     admins = Admins()
-    values = {"alert_wait_s": 600, "alert_repeat_s": 3600, **settings}
-    return Alerts(redis, Settings(_env_file=None, **values), admins), admins
+    values = {"alert_wait_s": 600, "alert_repeat_s": 3600, **knobs}
+    return Alerts(redis, admins, **values), admins
 
 
 async def test_comfyui_down_fires_once_and_clears_once(redis):

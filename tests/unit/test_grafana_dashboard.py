@@ -6,7 +6,7 @@ import json
 import re
 
 from backend import metrics
-from backend.settings import REPO_ROOT, Settings
+from backend.settings import REPO_ROOT
 
 DASHBOARD = REPO_ROOT / "config" / "grafana" / "repairbot.json"
 SUFFIXES = ("_bucket", "_count", "_sum")
@@ -14,7 +14,7 @@ SUFFIXES = ("_bucket", "_count", "_sum")
 
 def exported_names() -> set[str]:
     names = {family.name for family in metrics.REGISTRY.collect()}
-    collector = metrics.QueueCollector(Settings(_env_file=None))
+    collector = metrics.QueueCollector()
     collector.numbers = metrics.QueueNumbers(
         streams={"s": 0}, groups={"g": {"lag": 0, "pending": 0, "oldest_pending_s": 0}}
     )
