@@ -39,13 +39,25 @@ def checkpoints_of(mode: Any) -> list[str]:
     ]
 
 
-async def check_checkpoints(client: Any, modes: dict[str, Any], settings: Any, report: Report) -> None:
-    """Flag a checkpoint the node lists (so validation passes) but that is not there to load."""
+async def check_checkpoints(
+    client: Any,
+    modes: dict[str, Any],
+    report: Report,
+    *,
+    comfyui_port: int = 8188,
+    comfyui_dir: Path = Path("var/comfyui"),
+    comfyui_python: Path | None = None,
+) -> None:
+    """Flag a checkpoint the node lists (so validation passes) but that is not there to load.
+
+    When ComfyUI does not list its model folder and `client` is the install `repairbot up` runs (on
+    loopback at `comfyui_port`, installed in `comfyui_dir` for `comfyui_python`), the files are looked at.
+    """
     wanted = sorted({name for mode in modes.values() for name in checkpoints_of(mode)})
     if not wanted:
         return
     listed = await _model_folder(client, "ddcolor")
-    local = _own_install(client.base_url, settings)
+    local = _own_install(client.base_url, comfyui_port, comfyui_dir, comfyui_python)
     for name in wanted:
         if listed is not None:
             report(
@@ -90,12 +102,12 @@ async def _model_folder(client: Any, folder: str) -> list[str] | None:
     return [str(name) for name in listed] if isinstance(listed, list) else None
 
 
-def _own_install(base_url: str, settings: Any) -> Layout | None:
+def _own_install(base_url: str, comfyui_port: int, comfyui_dir: Path, comfyui_python: Path | None) -> Layout | None:
     """The install `repairbot up` runs, when `base_url` is that ComfyUI (loopback, COMFYUI_PORT)."""
     parts = urlsplit(base_url)
-    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or (parts.port or 80) != settings.comfyui_port:
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or (parts.port or 80) != comfyui_port:
         return None
-    layout = Layout(Path(settings.comfyui_dir).resolve(), settings.comfyui_python)
+    layout = Layout(Path(comfyui_dir).resolve(), comfyui_python)
     return layout if (layout.comfyui / "main.py").exists() else None
 
 

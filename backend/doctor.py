@@ -56,7 +56,14 @@ async def run_doctor(settings: Settings, *, probe: bool = False) -> int:
                 report(
                     not issues, f"  mode {name}: " + ("; ".join(issues) if issues else "all nodes and values accepted")
                 )
-            await comfyui_doctor.check_checkpoints(client, modes, settings, report)
+            await comfyui_doctor.check_checkpoints(
+                client,
+                modes,
+                report,
+                comfyui_port=settings.comfyui_port,
+                comfyui_dir=settings.comfyui_dir,
+                comfyui_python=settings.comfyui_python,
+            )
             if probe:
                 await comfyui_doctor.probe_all(client, modes, report)
         finally:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,7 +31,6 @@ from backend.blobs import BlobStore, BlobTooLarge
 from backend.errors import HandedBack, PermanentTaskError, Refused, TransientTaskError
 from backend.event_buffer import EventBuffer
 from backend.redis_conn import REDIS_DOWN
-from backend.settings import Settings
 from backend.task_handle import TaskState
 from backend.tasks import Event, Task
 
@@ -111,20 +110,6 @@ class Executor(Protocol):
     async def execute(self, task: Task, mode: Mode) -> Execution: ...
 
 
-def make_executor(
-    settings: Settings,
-    redis: Redis,
-    blobs: BlobStore,
-    *,
-    clients: list[ComfyUI] | None = None,
-    on_capacity: Callable[[], None] = lambda: None,
-) -> Executor:
-    """The executor `settings.executor` names; `on_capacity` is called whenever capacity grows."""
-    if settings.executor == "noop":
-        return NoopExecutor()
-    return ComfyUIExecutor(settings, redis, blobs, clients=clients, on_capacity=on_capacity)
-
-
 class NoopExecutor:
     """Does nothing: the output is the input blob itself, so a task costs only its queue work."""
 
@@ -161,31 +146,65 @@ class Instance:
 
 
 class ComfyUIExecutor:
-    """Runs a mode's workflow on the ComfyUI instances in `settings.comfyui_urls`.
+    """Runs a mode's workflow on the ComfyUI instances at `comfyui_urls`.
 
-    :param clients: ComfyUI clients to use instead of one per configured URL (tests)
+    :param clients: ComfyUI clients to use instead of one per URL (tests)
+    :param on_capacity: called whenever capacity grows
+    :param comfyui_urls: the instances, one client each
+    :param comfyui_quiet_poll_s: how long a quiet WebSocket waits before the history is polled
+    :param slots_per_instance: prompts one instance holds at once (running plus prefetched)
+    :param events_stream: where progress events go
+    :param events_maxlen: the events stream is trimmed to about this many entries
+    :param max_image_bytes: an input or output larger than this is refused
+    :param max_image_pixels: an input is shrunk to this many pixels; an output may have four times as many
+    :param retry_backoff_s: the first pause after a transient failure
+    :param retry_backoff_max_s: the longest pause between retries
+    :param breaker_probe_max_s: the longest pause between probes of an instance out of rotation
+    :param transient_retries: transient failures of one task before it fails
+    :param prompt_queue_timeout_s: how long a prompt may wait inside ComfyUI before it starts
+    :param task_timeout_s: how long a started prompt may run
+    :param blob_ttl_s: how long a task's bookkeeping is kept
     """
 
     def __init__(
         self,
-        settings: Settings,
         redis: Redis,
         blobs: BlobStore,
         *,
         clients: list[ComfyUI] | None = None,
         on_capacity: Callable[[], None] = lambda: None,
+        comfyui_urls: Sequence[str] = ("http://127.0.0.1:8188",),
+        comfyui_quiet_poll_s: float = 5.0,
+        slots_per_instance: int = 3,
+        events_stream: str = "photo_repair_events",
+        events_maxlen: int = 5000,
+        max_image_bytes: int = 20 * 1024 * 1024,
+        max_image_pixels: int = 40_000_000,
+        retry_backoff_s: float = 1.0,
+        retry_backoff_max_s: float = 30.0,
+        breaker_probe_max_s: float = 15.0,
+        transient_retries: int = 5,
+        prompt_queue_timeout_s: float = 1800.0,
+        task_timeout_s: float = 600.0,
+        blob_ttl_s: int = 24 * 3600,
     ):
         from backend.comfyui import ComfyUIClient
 
-        self.settings = settings
         self.redis = redis
-        self.events = EventBuffer(redis, settings.events_stream, maxlen=settings.events_maxlen)
+        self.events = EventBuffer(redis, events_stream, maxlen=events_maxlen)
         self.blobs = blobs
         self.on_capacity = on_capacity
-        made = clients or [
-            ComfyUIClient(url, quiet_poll_s=settings.comfyui_quiet_poll_s) for url in settings.comfyui_urls
-        ]
-        self.instances = [Instance(client, settings.slots_per_instance) for client in made]
+        self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
+        self.retry_backoff_s = retry_backoff_s
+        self.retry_backoff_max_s = retry_backoff_max_s
+        self.breaker_probe_max_s = breaker_probe_max_s
+        self.transient_retries = transient_retries
+        self.prompt_queue_timeout_s = prompt_queue_timeout_s
+        self.task_timeout_s = task_timeout_s
+        self.blob_ttl_s = blob_ttl_s
+        made = clients or [ComfyUIClient(url, quiet_poll_s=comfyui_quiet_poll_s) for url in comfyui_urls]
+        self.instances = [Instance(client, slots_per_instance) for client in made]
         self._freed = asyncio.Event()
         self._closing = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -240,14 +259,12 @@ class ComfyUIExecutor:
             images.recheck_input,
             source,
             size=len(source),
-            max_bytes=self.settings.max_image_bytes,
-            max_pixels=self.settings.max_image_pixels,
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
             digest=task.digest,
         )
         raw, run_ms = await self._run_with_retries(task, mode, checked)
-        final = await _maybe_in_thread(
-            images.finalize_output, raw, size=len(raw), max_pixels=self.settings.max_image_pixels * 4
-        )
+        final = await _maybe_in_thread(images.finalize_output, raw, size=len(raw), max_pixels=self.max_image_pixels * 4)
         try:
             output_key = await self._store_output(final)
         except BlobTooLarge as exc:
@@ -256,7 +273,7 @@ class ComfyUIExecutor:
 
     async def _store_output(self, data: bytes) -> str:
         """The output is the costly part: while Redis is unreachable keep it and try again, don't re-run."""
-        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
+        backoff = Backoff(self.retry_backoff_s, self.retry_backoff_max_s)
         while True:
             try:
                 return await self.blobs.put("out", data)
@@ -276,7 +293,7 @@ class ComfyUIExecutor:
         instance.probing = asyncio.create_task(self._probe_until_up(instance))
 
     async def _probe_until_up(self, instance: Instance) -> None:
-        backoff = Backoff(self.settings.retry_backoff_s, self.settings.breaker_probe_max_s)
+        backoff = Backoff(self.retry_backoff_s, self.breaker_probe_max_s)
         while not self._closing.is_set():
             await wait_event(self._closing, backoff.next_delay())
             if self._closing.is_set():
@@ -318,7 +335,7 @@ class ComfyUIExecutor:
         taken out of rotation instead, and the task waits for one that works.
         """
         counted = tries = greys = 0
-        backoff = Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
+        backoff = Backoff(self.retry_backoff_s, self.retry_backoff_max_s)
         while True:
             tries += 1
             instance = await self._acquire_instance()
@@ -348,7 +365,7 @@ class ComfyUIExecutor:
                     self._mark_down(instance, why)
                 else:
                     counted += 1
-                if counted >= self.settings.transient_retries:
+                if counted >= self.transient_retries:
                     raise
                 log.info("task %s: transient ComfyUI error (%s); retrying", task.task_id, why)
                 metrics.task_retried(task.mode)
@@ -372,7 +389,7 @@ class ComfyUIExecutor:
         prompt_id = str(uuid.uuid4())
         upload_name = f"repairbot-{task.task_id}-{attempt}.{images.file_extension(data)}"  # slotted by the client
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.prompt_queue_timeout_s  # until ComfyUI starts it
+        deadline = loop.time() + self.prompt_queue_timeout_s  # until ComfyUI starts it
         progress = _ProgressThrottle(lambda pct: self._event(task, "progress", pct))
 
         async def queued() -> None:
@@ -386,7 +403,7 @@ class ComfyUIExecutor:
                     keys.task(task.task_id),
                     mapping={"state": TaskState.IN_COMFYUI, "instance": client.base_url, "prompt_id": prompt_id},
                 )
-                pipe.expire(keys.task(task.task_id), self.settings.blob_ttl_s)
+                pipe.expire(keys.task(task.task_id), self.blob_ttl_s)
                 await pipe.execute()
 
         started = time.monotonic()
@@ -398,7 +415,7 @@ class ComfyUIExecutor:
                 mode.output_node,
                 prompt_id=prompt_id,
                 deadline=deadline,
-                run_timeout_s=self.settings.task_timeout_s,
+                run_timeout_s=self.task_timeout_s,
                 on_progress=progress,
                 on_queued=queued,
                 on_started=lambda: self._event(task, "started"),

@@ -74,14 +74,13 @@ def build_worker(
     :param clients: ComfyUI clients to use instead of one per configured URL (tests)
     """
     from backend.blobs import make_blob_store
-    from backend.executors import make_executor
     from backend.worker import Worker
     from backend.workflows import Workflows
 
     store = blobs or make_blob_store(settings, redis)
 
     def make(on_capacity: Callable[[], None]) -> Executor:
-        return executor or make_executor(settings, redis, store, clients=clients, on_capacity=on_capacity)
+        return executor or build_executor(settings, redis, store, clients=clients, on_capacity=on_capacity)
 
     return Worker(
         redis,
@@ -94,6 +93,41 @@ def build_worker(
         max_deliveries=settings.max_deliveries,
         result_ttl_s=settings.blob_ttl_s,
         options=consumer_options(settings),
+    )
+
+
+def build_executor(
+    settings: Settings,
+    redis: Redis,
+    blobs: BlobStore,
+    *,
+    clients: list[ComfyUI] | None = None,
+    on_capacity: Callable[[], None] = lambda: None,
+) -> Executor:
+    """The executor `settings.executor` names; `on_capacity` is called whenever capacity grows."""
+    from backend.executors import ComfyUIExecutor, NoopExecutor
+
+    if settings.executor == "noop":
+        return NoopExecutor()
+    return ComfyUIExecutor(
+        redis,
+        blobs,
+        clients=clients,
+        on_capacity=on_capacity,
+        comfyui_urls=settings.comfyui_urls,
+        comfyui_quiet_poll_s=settings.comfyui_quiet_poll_s,
+        slots_per_instance=settings.slots_per_instance,
+        events_stream=settings.events_stream,
+        events_maxlen=settings.events_maxlen,
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        retry_backoff_s=settings.retry_backoff_s,
+        retry_backoff_max_s=settings.retry_backoff_max_s,
+        breaker_probe_max_s=settings.breaker_probe_max_s,
+        transient_retries=settings.transient_retries,
+        prompt_queue_timeout_s=settings.prompt_queue_timeout_s,
+        task_timeout_s=settings.task_timeout_s,
+        blob_ttl_s=settings.blob_ttl_s,
     )
 
 
