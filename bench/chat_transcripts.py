@@ -140,6 +140,25 @@ async def telegram_flows(settings: Settings, comfy: FakeComfyUI, pictures: Path 
 
             await flow("Telegram: Cancel while colorizing", cancel)
             comfy.delay_s = 1.0
+
+            async def burst(u: ChatUser) -> None:
+                for _ in range(10):
+                    await u.send_photo(PHOTO)
+
+            await flow(
+                f"Telegram: ten photos at once ({tg.user_max_active} at a time, the rest in the backlog)",
+                burst,
+                quiet_s=3,
+            )
+
+            async def backlog_then_cancel(u: ChatUser) -> None:
+                for _ in range(6):
+                    await u.send_photo(PHOTO)
+                while await services.backlog.room(f"telegram:{u.id}") > tg.user_backlog - 3:
+                    await asyncio.sleep(0.05)  # all six taken in: three queued, three in the backlog
+                await u.command("/cancel")
+
+            await flow("Telegram: six photos, then /cancel (three of them still in the backlog)", backlog_then_cancel)
             await flow("Telegram: a Chinese user", lambda u: u.send_photo(PHOTO), lang="zh-hans")
 
             admin = ChatUser(fake, ADMIN)
@@ -208,9 +227,9 @@ async def discord_flows(settings: Settings, comfy: FakeComfyUI) -> None:
                 )
             )
             cancel = original["components"][0]["components"][0]["custom_id"]
-            await fake.push_interaction(
-                fake.button_click(cancel, {**original, "id": "9999", "channel_id": "500", "author": {"id": "111"}})
-            )
+            # The bot's status message as Discord sends it with a press: a whole message, with its buttons.
+            status_message = {**fake.user_message([], author_id=int(APP_ID)), "components": original["components"]}
+            await fake.push_interaction(fake.button_click(cancel, status_message))
             await fake.wait_for_call("DELETE", rf"/webhooks/{APP_ID}/{doomed['token']}/messages/@original", timeout=40)
             show("Discord: Cancel while queued or colorizing", discord_interaction(fake, doomed["token"]))
         finally:

@@ -140,7 +140,7 @@ def discord_interaction(fake: Any, token: str) -> list[Line]:
             lines.append(Line(call.at, "deleted", "@original"))
         elif call.method == "POST":
             embeds = " ".join(e.get("description", "") for e in body.get("embeds", []))
-            files = f" +{len(call.files)} file(s)" if call.files else ""
+            files = f" +{len(call.files)} {'file' if len(call.files) == 1 else 'files'}" if call.files else ""
             lines.append(
                 Line(call.at, "followup", "new", f"{body.get('content') or ''} {embeds}{files}".strip(), buttons)
             )
