@@ -26,7 +26,7 @@ from backend.errors import Refused
 from backend.intake import Intake, Submitted
 from backend.replies import REPLY, Reply, reply_json
 from backend.status_line import line_id
-from backend.tasks import Result
+from backend.tasks import Result, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,14 @@ class Backlog:
         )
         input_key = await self.blobs.put("in", prepared.data)
         reply_fields = reply.model_dump(mode="json", exclude_unset=True)
-        item = {"id": uuid.uuid4().hex, "input": input_key, "mode": mode, "reply": reply_fields, "exempt": exempt}
+        item = {
+            "id": uuid.uuid4().hex,
+            "input": input_key,
+            "mode": mode,
+            "reply": reply_fields,
+            "exempt": exempt,
+            "at": now_ms(),  # when the user sent it: the caption counts the wait in the backlog too
+        }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(_key(user), json.dumps(item, separators=(",", ":")))
             pipe.expire(_key(user), self.blob_ttl_s)
@@ -152,6 +159,7 @@ class Backlog:
                         user=user,
                         exempt=bool(item.get("exempt")),
                         event_key=f"backlog:{item['id']}",
+                        sent_at=item.get("at"),
                     )
                 except Refused as refusal:
                     if refusal.code in WAITS_FOR:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -346,21 +347,32 @@ class Intake:
         user: str,
         exempt: bool = False,
         event_key: str | None = None,
+        sent_at: int | None = None,
     ) -> Submitted:
         """Run an already stored input again (the "Other mode" button); limits apply as for a new photo.
-        `event_key` names the button press, so a press delivered twice is one task (as for `submit`)."""
+        `event_key` names the button press, so a press delivered twice is one task (as for `submit`).
+        `sent_at` (ms): when the user sent it, if earlier than now (a photo that waited in the backlog),
+        so its caption's time is the whole wait."""
         self.workflows.get(mode)
         if event_key is None:
-            return await self._resubmit(input_key, mode=mode, reply=reply, user=user, exempt=exempt)
+            return await self._resubmit(input_key, mode=mode, reply=reply, user=user, exempt=exempt, sent_at=sent_at)
         async with self._sole_delivery(event_key) as first:
             if first is not None:
                 return first
             return await self._resubmit(
-                input_key, mode=mode, reply=reply, user=user, exempt=exempt, event_key=event_key
+                input_key, mode=mode, reply=reply, user=user, exempt=exempt, event_key=event_key, sent_at=sent_at
             )
 
     async def _resubmit(
-        self, input_key: str, *, mode: str, reply: Reply, user: str, exempt: bool, event_key: str | None = None
+        self,
+        input_key: str,
+        *,
+        mode: str,
+        reply: Reply,
+        user: str,
+        exempt: bool,
+        event_key: str | None = None,
+        sent_at: int | None = None,
     ) -> Submitted:
         await self.check_open(user, exempt=exempt)
         if await self.blobs.get(input_key) is None:
@@ -376,6 +388,7 @@ class Intake:
                 params={},
                 event_key=event_key,
                 reservation=reservation,
+                sent_at=sent_at,
             )
 
     @contextlib.asynccontextmanager
@@ -426,11 +439,14 @@ class Intake:
         event_key: str | None = None,
         reservation: _Reservation | None = None,
         digest: str = "",
+        sent_at: int | None = None,
     ) -> Submitted:
         """Claim, bookkeeping and stream entry in one script, so a fast worker never races the bookkeeping
         and a crash never leaves a claimed event without its task. After the commit only the place in
         line is left to compute, and a failure there gives a best-effort place, not an error."""
         task = Task(task_id=task_id, mode=mode, input=input_key, reply=reply, user=user, params=params, digest=digest)
+        if sent_at is not None and sent_at < task.submitted_at:
+            task = dataclasses.replace(task, submitted_at=sent_at)
         script_keys = [keys.task(task_id), self.streams.tasks_stream]
         if event_key is not None:
             script_keys.append(keys.event_claim(_checked_event_key(event_key)))

@@ -3,6 +3,7 @@ pump that queues them: a photo is either cancelled or queued (and then flagged),
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from backend import keys
@@ -97,3 +98,17 @@ async def test_the_refreshed_place_in_line_keeps_saying_how_many_wait_in_the_bac
         assert (event.state, event.backlogged) == ("queued", 2)
         _, sentence = render_event(event, None, None, "en")
         assert sentence.endswith(text("backlog_waiting", "en", count=2)), sentence
+
+
+async def test_a_photo_started_from_the_backlog_counts_its_wait_from_when_it_was_sent(settings, photo_bytes):
+    from backend.tasks import Task, now_ms
+
+    async with Services.open(settings) as services:
+        held_at = now_ms()
+        await services.backlog.hold(photo_bytes, user=USER, mode="preview", reply=reply(10))
+        await asyncio.sleep(0.3)
+        [started] = await services.backlog.pump()
+        [(_, fields)] = await services.redis.xrange(settings.tasks_stream)
+        task = Task.decode(fields)
+    assert task.task_id == started.task_id
+    assert held_at <= task.submitted_at <= held_at + 100, "the caption's time includes the wait in the backlog"
