@@ -17,8 +17,6 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from backend.settings import Settings
-
 KINDS = ("in", "out")
 # The one grammar of blob keys: records are validated with it (backend.tasks), so a key a store
 # would refuse never gets past decoding (a malformed entry, dead-lettered on first sight).
@@ -136,10 +134,3 @@ class FileBlobStore:
             return removed
 
         return await asyncio.to_thread(run)
-
-
-def make_blob_store(settings: Settings, redis: Redis) -> BlobStore:
-    cap = settings.max_image_bytes * 4
-    if settings.blob_store == "fs":
-        return FileBlobStore(settings.blob_dir, ttl_s=settings.blob_ttl_s, max_bytes=cap)
-    return RedisBlobStore(redis, ttl_s=settings.blob_ttl_s, max_bytes=cap)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from backend.redact import redact_url
-from backend.services import Services, stream_names
+from backend.services import Services, make_blob_store, stream_names
 from backend.settings import Settings
 from backend.supervision import logged, restarting, serve, with_ops
 
@@ -73,7 +73,6 @@ def build_worker(
     :param executor: what runs the tasks (default: the one `settings.executor` names)
     :param clients: ComfyUI clients to use instead of one per configured URL (tests)
     """
-    from backend.blobs import make_blob_store
     from backend.worker import Worker
     from backend.workflows import Workflows
 

@@ -40,6 +40,17 @@ def stream_names(settings: Settings) -> StreamNames:
     )
 
 
+def make_blob_store(settings: Settings, redis: Redis) -> BlobStore:
+    """The blob store BLOB_STORE names; a blob may be four times MAX_IMAGE_BYTES (an output may have four
+    times the pixels of its input)."""
+    from backend.blobs import FileBlobStore, RedisBlobStore
+
+    cap = settings.max_image_bytes * 4
+    if settings.blob_store == "fs":
+        return FileBlobStore(settings.blob_dir, ttl_s=settings.blob_ttl_s, max_bytes=cap)
+    return RedisBlobStore(redis, ttl_s=settings.blob_ttl_s, max_bytes=cap)
+
+
 def parallel_runs(settings: Settings) -> int:
     """How many photos run at once: every ComfyUI instance runs WORKER_CONCURRENCY of them."""
     return max(1, len(settings.comfyui_urls) * max(1, settings.worker_concurrency))
@@ -66,7 +77,6 @@ class Services:
         with comfyui=False it gets none (and the HTTP client library is not even imported)."""
         from backend.admin import Admin
         from backend.backlog import Backlog
-        from backend.blobs import make_blob_store
         from backend.cancelling import Cancelling
         from backend.intake import Intake
         from backend.positions import PositionAnnouncer, QueueView

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from backend import alerts
-from backend.blobs import make_blob_store
-from backend.services import Services
+from backend.services import Services, make_blob_store
 from backend.texts import text
 from bots.discord.sender import build_sender
 from tests.discord.test_discord_admin import admin_command, answer

@@ -10,7 +10,7 @@ import io
 import pytest
 from PIL import Image, ImageStat
 
-from backend.blobs import make_blob_store
+from backend.services import make_blob_store
 from backend.texts import text
 from bots.discord import replies
 from bots.discord.sender import build_sender

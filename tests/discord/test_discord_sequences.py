@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.blobs import make_blob_store
+from backend.services import make_blob_store
 from backend.texts import text
 from bots.discord.sender import build_sender
 from tests.fakes.discord_api import APP_ID, FakeDiscord

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, ImageStat
 
-from backend.blobs import make_blob_store
+from backend.services import make_blob_store
 from bots.discord.sender import build_sender
 from tests.fakes.discord_api import APP_ID
 from tests.support.pipeline import running_pipeline

@@ -9,8 +9,8 @@ import os
 import time
 
 from backend import metrics, retention
-from backend.blobs import make_blob_store
 from backend.processes import build_ops
+from backend.services import make_blob_store
 from backend.tasks import now_ms
 
 

@@ -187,8 +187,8 @@ def admin(tg_fake: FakeTelegram) -> ChatUser:
 @pytest.fixture
 async def tg_sender(tg_settings: Settings):
     """The notifier-side sender against the fake, no flood pacing, progress edits unthrottled."""
-    from backend.blobs import make_blob_store
     from backend.redis_conn import connect
+    from backend.services import make_blob_store
 
     redis = connect(tg_settings)
     sender = build_sender(tg_settings, make_blob_store(tg_settings, redis), overall_max_rate=0, group_max_rate=0)

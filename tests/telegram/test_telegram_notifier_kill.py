@@ -9,10 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
-from backend.blobs import make_blob_store
 from backend.processes import build_notifier
 from backend.redis_conn import connect
 from backend.replies import TelegramReply
+from backend.services import make_blob_store
 from backend.settings import REPO_ROOT
 from backend.tasks import Result
 from bots.telegram.sender import build_sender

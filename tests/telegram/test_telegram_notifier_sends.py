@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from backend.blobs import make_blob_store
 from backend.processes import build_notifier
 from backend.redis_conn import connect
 from backend.replies import TelegramReply
+from backend.services import make_blob_store
 from backend.tasks import Result
 from bots.telegram.sender import build_sender
 

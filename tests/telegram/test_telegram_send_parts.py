@@ -10,10 +10,10 @@ import contextlib
 import pytest
 
 from backend import keys
-from backend.blobs import make_blob_store
 from backend.notifier import SendRetry
 from backend.redis_conn import connect
 from backend.replies import TelegramReply
+from backend.services import make_blob_store
 from bots.telegram.sender import build_sender
 from tests.telegram.test_telegram_sender import png, stored_result
 

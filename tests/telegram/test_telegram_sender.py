@@ -115,8 +115,8 @@ async def test_rate_limit_goes_back_to_the_notifier_with_the_full_retry_after(tg
 
 
 async def test_rate_limit_past_the_retries_is_send_retry(tg_settings, tg_fake):
-    from backend.blobs import make_blob_store
     from backend.redis_conn import connect
+    from backend.services import make_blob_store
 
     redis = connect(tg_settings)
     sender = build_sender(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from backend.blobs import make_blob_store
 from backend.redis_conn import connect
+from backend.services import make_blob_store
 from backend.settings import REPO_ROOT
 from bots.telegram.sender import build_sender
 from tests.support.pipeline import running_pipeline
