@@ -216,7 +216,7 @@ MOVES_IMAGES = ("worker", "notifier", "up", "telegram", "discord")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    setup_logging(settings)
+    setup_logging(settings.secrets(), log_level=settings.log_level, log_format=settings.log_format)
     if args.command == "comfyui":
         from backend.comfyui_install import run_install
 

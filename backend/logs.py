@@ -19,10 +19,9 @@ import logging
 import sys
 import time
 from collections.abc import Iterable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from backend.redact import scrub
-from backend.settings import Settings
 
 task_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
 HIDDEN = "<secret>"
@@ -43,23 +42,6 @@ def about_task(task_id: str | None) -> None:
     """Every log line from here on in this asyncio task (and those it spawns) carries `task_id`;
     None ends that (an asyncio task that handles one entry after another)."""
     task_id_var.set(task_id)
-
-
-def secrets_of(settings: Settings) -> list[str]:
-    """The literal secrets a log line must never contain: tokens, webhook secret, Redis password."""
-    found = [
-        secret.get_secret_value()
-        for secret in (settings.telegram_bot_token, settings.discord_bot_token, settings.telegram_webhook_secret)
-        if secret is not None
-    ]
-    for url in [settings.redis_url, *settings.comfyui_url]:
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            continue
-        if password:
-            found.append(password)
-    return [s for s in found if len(s) >= 4]
 
 
 class Redactor(logging.Filter):
@@ -130,15 +112,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(settings: Settings) -> None:
-    """Configure the root logger once per process: one handler, the redactor on it, the format."""
+def setup_logging(secrets: Iterable[str] = (), *, log_level: str = "INFO", log_format: str = "text") -> None:
+    """Configure the root logger once per process: one handler, the redactor of `secrets` on it, the
+    format (`text` or `json`) and the level."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(Redactor(secrets_of(settings)))
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    handler.addFilter(Redactor(list(secrets)))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(settings.log_level.upper())
+    root.setLevel(log_level.upper())
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(level, root.level))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -178,3 +179,19 @@ class Settings(BaseSettings):
     def slots_per_instance(self) -> int:
         """Prompts one ComfyUI instance holds at once: the running ones plus `prefetch` waiting."""
         return max(1, self.worker_concurrency) + max(0, self.prefetch)
+
+    def secrets(self) -> list[str]:
+        """The literal secrets a log line must never contain: tokens, webhook secret, Redis password."""
+        found = [
+            secret.get_secret_value()
+            for secret in (self.telegram_bot_token, self.discord_bot_token, self.telegram_webhook_secret)
+            if secret is not None
+        ]
+        for url in [self.redis_url, *self.comfyui_url]:
+            try:
+                password = urlsplit(url).password
+            except ValueError:
+                continue
+            if password:
+                found.append(password)
+        return [s for s in found if len(s) >= 4]

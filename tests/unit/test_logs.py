@@ -12,7 +12,7 @@ import secrets
 import pytest
 from pydantic import SecretStr
 
-from backend.logs import JsonFormatter, Redactor, TextFormatter, about_task, secrets_of
+from backend.logs import JsonFormatter, Redactor, TextFormatter, about_task
 from backend.settings import Settings
 
 
@@ -47,7 +47,7 @@ def settings_with(tokens: dict[str, str]) -> Settings:
 
 
 def test_secrets_leave_messages_arguments_and_tracebacks(tokens):
-    logger, out = capture(TextFormatter(), Redactor(secrets_of(settings_with(tokens))))
+    logger, out = capture(TextFormatter(), Redactor(settings_with(tokens).secrets()))
     logger.info("GET http://api/bot%s/getMe and %s", tokens["telegram"].replace(":", "%3A"), tokens["discord"])
     try:
         raise RuntimeError(f"auth failed for redis://:{tokens['password']}@redis:6379 with {tokens['discord']}")
@@ -60,7 +60,7 @@ def test_secrets_leave_messages_arguments_and_tracebacks(tokens):
 
 
 def test_json_lines_carry_the_task_id_of_the_task_being_handled(tokens):
-    logger, out = capture(JsonFormatter(), Redactor(secrets_of(settings_with(tokens))))
+    logger, out = capture(JsonFormatter(), Redactor(settings_with(tokens).secrets()))
 
     async def handle(task_id: str) -> None:
         about_task(task_id)
@@ -78,5 +78,5 @@ def test_json_lines_carry_the_task_id_of_the_task_being_handled(tokens):
 
 
 def test_secrets_of_reads_tokens_and_url_passwords(tokens):
-    found = secrets_of(settings_with(tokens))
+    found = settings_with(tokens).secrets()
     assert set(found) == set(tokens.values())
