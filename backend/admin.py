@@ -44,17 +44,6 @@ async def group_info(redis: Redis, stream: str, group: str) -> dict[str, Any] | 
     return None
 
 
-async def queue_depth(redis: Redis, streams: StreamNames) -> int:
-    """Tasks waiting or running: the group's lag plus its pending count."""
-    info = await group_info(redis, streams.tasks_stream, streams.workers_group)
-    if info is None:
-        return int(await redis.xlen(streams.tasks_stream))
-    lag = info.get("lag")
-    if lag is None:
-        lag = await redis.xlen(streams.tasks_stream)
-    return int(lag) + int(info.get("pending") or 0)
-
-
 async def average_run_s(redis: Redis) -> float:
     recent = await redis.lrange(keys.RUN_TIMES, 0, 49)
     if not recent:
