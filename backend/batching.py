@@ -28,6 +28,7 @@ class GroupCommit(Generic[Request, Reply]):
         self._write = write
         self._queue: list[tuple[Request, asyncio.Future[Reply]]] = []
         self._writing = False
+        self._writer: asyncio.Future[None] | None = None  # held: the loop keeps only weak references to tasks
 
     async def submit(self, request: Request) -> Reply:
         loop = asyncio.get_running_loop()
@@ -39,7 +40,7 @@ class GroupCommit(Generic[Request, Reply]):
         return await done
 
     def _start_writer(self) -> None:
-        asyncio.ensure_future(self._write_all())
+        self._writer = asyncio.ensure_future(self._write_all())
 
     async def _write_all(self) -> None:
         try:
