@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -244,14 +244,24 @@ class Intake:
             queued before gets its first task back (`duplicate=True`), without limits or a second run
         """
         checked_params = self.workflows.get(mode).check_params(params)
+        return await self._once_per_event(
+            event_key,
+            lambda key: self._submit(
+                data, mode=mode, reply=reply, user=user, params=checked_params, exempt=exempt, event_key=key
+            ),
+        )
+
+    async def _once_per_event(
+        self, event_key: str | None, enqueue: Callable[[str | None], Awaitable[Submitted]]
+    ) -> Submitted:
+        """`enqueue` (given the event key to claim with the XADD), unless a delivery of this event was
+        queued before or is being queued now: then that first task is the answer."""
         if event_key is None:
-            return await self._submit(data, mode=mode, reply=reply, user=user, params=checked_params, exempt=exempt)
+            return await enqueue(None)
         async with self._sole_delivery(event_key) as first:
             if first is not None:
                 return first
-            return await self._submit(
-                data, mode=mode, reply=reply, user=user, params=checked_params, exempt=exempt, event_key=event_key
-            )
+            return await enqueue(event_key)
 
     async def _submit(
         self,
@@ -354,14 +364,12 @@ class Intake:
         `sent_at` (ms): when the user sent it, if earlier than now (a photo that waited in the backlog),
         so its caption's time is the whole wait."""
         self.workflows.get(mode)
-        if event_key is None:
-            return await self._resubmit(input_key, mode=mode, reply=reply, user=user, exempt=exempt, sent_at=sent_at)
-        async with self._sole_delivery(event_key) as first:
-            if first is not None:
-                return first
-            return await self._resubmit(
-                input_key, mode=mode, reply=reply, user=user, exempt=exempt, event_key=event_key, sent_at=sent_at
-            )
+        return await self._once_per_event(
+            event_key,
+            lambda key: self._resubmit(
+                input_key, mode=mode, reply=reply, user=user, exempt=exempt, event_key=key, sent_at=sent_at
+            ),
+        )
 
     async def _resubmit(
         self,
