@@ -15,7 +15,7 @@ from PIL import Image, ImageStat
 from backend import comfyui_install as ci
 from backend.comfyui_supervisor import answers
 from backend.settings import REPO_ROOT
-from tests.support.comfyui_standin import comfyui_repo, node_repo
+from tests.support.comfyui_standin import comfyui_repo, install_standins, node_repo
 from tests.support.redis_server import free_port
 
 
@@ -65,22 +65,7 @@ async def stop(process: asyncio.subprocess.Process) -> str:
 
 
 async def test_up_runs_the_installed_comfyui_and_stops_it(redis_url, tmp_path, photo_bytes):
-    await asyncio.to_thread(
-        ci.install,
-        ci.InstallOptions(
-            root=tmp_path / "comfy",
-            source=str(tmp_path / "c"),
-            ref=comfyui_repo(tmp_path / "c"),
-            node_source=str(tmp_path / "n"),
-            node_ref=node_repo(tmp_path / "n"),
-            checkpoints=(),
-            device="cpu",
-            torch_spec="",
-            python=Path(sys.executable),
-            extra_requirements=(),
-            say=lambda line: None,
-        ),
-    )
+    await asyncio.to_thread(install_standins, tmp_path)
     port = free_port()
     env = environment(redis_url, tmp_path, port, COMFYUI_PYTHON=sys.executable)
     process = await start_up(env, tmp_path)

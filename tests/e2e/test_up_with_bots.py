@@ -8,6 +8,7 @@ import io
 import os
 import signal
 import sys
+from pathlib import Path
 
 from PIL import Image, ImageStat
 
@@ -20,6 +21,20 @@ from tests.telegram.conftest import ChatUser
 def tinted(data: bytes) -> bool:
     red, _, blue = ImageStat.Stat(Image.open(io.BytesIO(data)).convert("RGB")).mean
     return red > blue
+
+
+async def start_up(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    """`repairbot up` as a user runs it, its log on stdout."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "backend.cli",
+        "up",
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
 
 
 async def test_up_serves_telegram_and_discord_in_one_process(redis_url, comfy_fake, photo_bytes, tmp_path):
@@ -37,16 +52,7 @@ async def test_up_serves_telegram_and_discord_in_one_process(redis_url, comfy_fa
         DISCORD_API_BASE=discord.api_base,
         DISCORD_GATEWAY_URL=discord.gateway_url,
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "backend.cli",
-        "up",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    process = await start_up(env, tmp_path)
     try:
         await telegram.wait_call("getUpdates", timeout=30)
         await asyncio.wait_for(discord.identified.wait(), 30)
@@ -91,16 +97,7 @@ async def test_up_starts_a_bot_again_when_its_platform_was_unreachable(redis_url
         TELEGRAM_API_BASE=telegram.api_base,
         TELEGRAM_FILE_BASE=telegram.file_base,
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "backend.cli",
-        "up",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    process = await start_up(env, tmp_path)
     lines: list[str] = []
 
     async def read_output() -> None:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 
 from backend import cli
-from backend import comfyui_install as ci
-from tests.support.comfyui_standin import comfyui_repo, node_repo
+from tests.support.comfyui_standin import install_standins
 
 CHECKPOINT = "ddcolor_modelscope.pth"
 
@@ -60,22 +57,7 @@ async def test_probe_catches_a_stale_model_and_frees_it(doctor_env, comfy_fake, 
 async def test_plain_doctor_flags_a_listed_checkpoint_missing_from_our_install(
     doctor_env, comfy_fake, tmp_path, capsys
 ):
-    layout = await asyncio.to_thread(
-        ci.install,
-        ci.InstallOptions(
-            root=tmp_path / "comfy",
-            source=str(tmp_path / "c"),
-            ref=comfyui_repo(tmp_path / "c"),
-            node_source=str(tmp_path / "n"),
-            node_ref=node_repo(tmp_path / "n"),
-            checkpoints=(),
-            device="cpu",
-            torch_spec="",
-            python=Path(sys.executable),
-            extra_requirements=(),
-            say=lambda line: None,
-        ),
-    )
+    layout = await asyncio.to_thread(install_standins, tmp_path)
     doctor_env.setenv("COMFYUI_DIR", str(layout.root))
     doctor_env.setenv("COMFYUI_PORT", str(comfy_fake.port))
     assert await doctor() == 1

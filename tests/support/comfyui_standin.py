@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from backend.settings import REPO_ROOT
+
+if TYPE_CHECKING:
+    from backend.comfyui_install import Layout
 
 STANDIN_MAIN = '''"""Stand-in for ComfyUI's main.py: the repairbot ComfyUI fake, started with ComfyUI's flags."""
 import argparse, asyncio, os, sys
@@ -66,6 +71,27 @@ def node_repo(path: Path) -> str:
             "requirements.txt": "\n",
             "checkpoints/place_checkpoints_here.txt": "",
         },
+    )
+
+
+def install_standins(tmp_path: Path) -> Layout:
+    """ComfyUI and the node from local stand-in repos, installed under tmp_path/comfy with no checkpoints."""
+    from backend import comfyui_install as ci
+
+    return ci.install(
+        ci.InstallOptions(
+            root=tmp_path / "comfy",
+            source=str(tmp_path / "c"),
+            ref=comfyui_repo(tmp_path / "c"),
+            node_source=str(tmp_path / "n"),
+            node_ref=node_repo(tmp_path / "n"),
+            checkpoints=(),
+            device="cpu",
+            torch_spec="",
+            python=Path(sys.executable),
+            extra_requirements=(),
+            say=lambda line: None,
+        )
     )
 
 
