@@ -7,6 +7,7 @@ dead-letter a bad entry instead of crashing. Nothing decoded here is ever used a
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -108,9 +109,16 @@ def decode_reply(raw: str | bytes | None) -> Reply:
     if len(raw) > _MAX_REPLY_BYTES:
         raise MalformedRecord("field 'reply' is too long")
     try:
-        return REPLY.validate_json(raw)
+        return _validated_reply(raw)
     except ValidationError as exc:
         raise MalformedRecord(problem(exc)) from exc
+
+
+@functools.lru_cache(maxsize=4096)
+def _validated_reply(raw: str) -> Reply:
+    """Validated once per distinct JSON: the notifier reads an entry's reply to pick its chat queue and
+    again with the record, and a chat's events and results carry the same one (the models are frozen)."""
+    return REPLY.validate_json(raw)
 
 
 def _json_field(fields: Mapping[Any, Any], name: str, *, required: bool = True) -> Any:
