@@ -48,8 +48,12 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     """Wait until `event` is set or `timeout_s` has passed; whether it is set.
 
     A backoff waited out on the stop event ends at once when the process stops; a wait on a wake-up
-    event (a slot freed) still looks again after `timeout_s`.
+    event (a slot freed) still looks again after `timeout_s`. `asyncio.timeout`, not `wait_for`: on
+    Python 3.11 `wait_for` swallows a cancellation that arrives as the event is set, and a loop around
+    this wait would then never end (the task stopping it is cancelled with its chat tasks, whose
+    cleanup sets that very event).
     """
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout=timeout_s)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
     return event.is_set()

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from backend.backoff import Backoff
+from backend.backoff import Backoff, wait_event
 from backend.errors import PermanentTaskError, RepairError, TransientTaskError
 from backend.stale_model import PromptTakenBack
 
@@ -409,10 +409,7 @@ class ComfyUIClient:
                 if remaining <= 0:
                     raise TransientTaskError(code="timeout", detail=f"prompt {prompt_id} not done by the deadline")
                 quiet_left = waiter.last_heard + self.quiet_poll_s - loop.time()
-                try:
-                    await asyncio.wait_for(waiter.wakeup.wait(), timeout=max(0.0, min(remaining, quiet_left)))
-                except TimeoutError:
-                    pass
+                await wait_event(waiter.wakeup, max(0.0, min(remaining, quiet_left)))
         finally:
             self._waiters.pop(prompt_id, None)
 

@@ -319,8 +319,10 @@ class ConsumerGroup:
 
     # --- plumbing ------------------------------------------------------------------------------
     async def _bounded(self, awaitable: Any, extra_s: float = 0.0) -> Any:
-        """Every Redis call gets an outer deadline, so a half-open socket can't hang a loop."""
-        return await asyncio.wait_for(awaitable, timeout=self.call_timeout_s + extra_s)
+        """Every Redis call gets an outer deadline, so a half-open socket can't hang a loop (and a
+        cancellation is never swallowed, as `wait_for` can on 3.11: see backoff.wait_event)."""
+        async with asyncio.timeout(self.call_timeout_s + extra_s):
+            return await awaitable
 
     async def ensure_groups(self) -> None:
         for stream, start in self.streams.items():

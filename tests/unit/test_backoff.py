@@ -35,3 +35,25 @@ async def test_wait_event_ends_when_the_event_is_set():
 
 async def test_wait_event_times_out_unset():
     assert await wait_event(asyncio.Event(), 0.01) is False
+
+
+async def test_a_cancel_that_arrives_as_the_event_is_set_still_ends_a_loop_of_waits():
+    """Runner.close cancels every task at once: a chat task's cleanup sets the wake-up event that the
+    consumer loop waits on. Python 3.11's wait_for then returned normally and the loop never ended."""
+    event = asyncio.Event()
+
+    async def wait_forever() -> None:
+        while True:
+            await wait_event(event, 10)
+            event.clear()
+
+    for yields in range(3):  # the cancel lands zero, one or two loop steps after the event is set
+        looping = asyncio.create_task(wait_forever())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        event.set()
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        looping.cancel()
+        done, _ = await asyncio.wait({looping}, timeout=1)
+        assert looping in done and looping.cancelled(), f"the loop went on after a cancel {yields} step(s) late"
