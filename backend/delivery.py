@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-import uuid
+import os
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +121,25 @@ return out
 DELIVERED, HELD_ELSEWHERE, ACQUIRED = 2, 0, 1
 
 
+class _Tokens:
+    """Claim tokens: a random prefix per process and a counter. Unique across processes and rounds,
+    which is all a token is for, without a getrandom call and a UUID object per result (about a tenth
+    of the notifier's CPU per result). A forked child draws a prefix of its own."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix, self._count = secrets.token_hex(12), itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count):x}"
+
+
+_tokens = _Tokens()
+
+
 class SendClaims:
     """Makes the send claim of each result; the scripts are registered once.
 
@@ -214,7 +235,7 @@ class SendClaim:
         self.task_id = task_id
         self.key = keys.send_claim(task_id)
         self.ttl_ms = claims.ttl_ms
-        self.token = uuid.uuid4().hex
+        self.token = _tokens.next()
         self.rounds_key = keys.send_rounds(task_id)
         self.failed_rounds = 0  # earlier rounds of this result that used up every send retry (once acquired)
         self.interrupted_rounds = 0  # earlier rounds cut short by a crash, no outcome recorded (once acquired)

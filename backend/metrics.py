@@ -57,6 +57,13 @@ def known_modes(modes: Iterable[str]) -> None:
     _known_modes.update(modes)
 
 
+@functools.lru_cache(maxsize=4096)
+def _child(metric: Any, *labels: str) -> Any:
+    """A metric's child for these label values, looked up once: `labels()` takes a lock and builds its
+    key on every call, a few microseconds on each task's path. The labels are bounded, so is this."""
+    return metric.labels(*labels)
+
+
 def _mode(mode: str) -> str:
     return mode if mode in _known_modes else OTHER
 
@@ -166,28 +173,28 @@ BLOBS_SWEPT = Counter(
 
 # --- one-line helpers for the instrumented code -----------------------------------------------------
 def task_started(mode: str) -> None:
-    TASKS_STARTED.labels(_mode(mode)).inc()
+    _child(TASKS_STARTED, _mode(mode)).inc()
 
 
 def task_retried(mode: str) -> None:
-    TASKS_RETRIED.labels(_mode(mode)).inc()
+    _child(TASKS_RETRIED, _mode(mode)).inc()
 
 
 def task_finished(mode: str, status: str, code: str, *, run_ms: int, queued_ms: int) -> None:
     """One finished task: its outcome counter, its run time (when ok) and its end-to-end time."""
     label = _mode(mode)
     if status == "ok":
-        TASKS_SUCCEEDED.labels(label).inc()
-        TASK_RUN_SECONDS.labels(label).observe(run_ms / 1000)
+        _child(TASKS_SUCCEEDED, label).inc()
+        _child(TASK_RUN_SECONDS, label).observe(run_ms / 1000)
     elif status == "cancelled":
-        TASKS_CANCELLED.labels(label).inc()
+        _child(TASKS_CANCELLED, label).inc()
     else:
-        TASKS_FAILED.labels(label, _code(code)).inc()
-    TASK_END_TO_END_SECONDS.labels(label).observe((run_ms + queued_ms) / 1000)
+        _child(TASKS_FAILED, label, _code(code)).inc()
+    _child(TASK_END_TO_END_SECONDS, label).observe((run_ms + queued_ms) / 1000)
 
 
 def task_dead_lettered(mode: str) -> None:
-    TASKS_DEAD_LETTERED.labels(_mode(mode)).inc()
+    _child(TASKS_DEAD_LETTERED, _mode(mode)).inc()
 
 
 def gpu_slot_waited(seconds: float) -> None:
@@ -195,33 +202,33 @@ def gpu_slot_waited(seconds: float) -> None:
 
 
 def send_delivered(platform: str, finished_at_ms: int) -> None:
-    SENDS.labels(_platform(platform), "delivered").inc()
-    DELIVERY_SECONDS.labels(_platform(platform)).observe(max(0, now_ms() - finished_at_ms) / 1000)
+    _child(SENDS, _platform(platform), "delivered").inc()
+    _child(DELIVERY_SECONDS, _platform(platform)).observe(max(0, now_ms() - finished_at_ms) / 1000)
 
 
 def send_ended(platform: str, outcome: str) -> None:
     """A send that did not deliver: `dead_lettered` or `left_pending`."""
-    SENDS.labels(_platform(platform), outcome).inc()
+    _child(SENDS, _platform(platform), outcome).inc()
 
 
 def send_retried(platform: str, *, rate_limited: bool) -> None:
-    SEND_RETRIES.labels(_platform(platform)).inc()
+    _child(SEND_RETRIES, _platform(platform)).inc()
     if rate_limited:
-        RATE_LIMITED.labels(_platform(platform)).inc()
+        _child(RATE_LIMITED, _platform(platform)).inc()
 
 
 def intake_accepted(platform: str, mode: str) -> None:
-    INTAKE_ACCEPTED.labels(_platform(platform), _mode(mode)).inc()
+    _child(INTAKE_ACCEPTED, _platform(platform), _mode(mode)).inc()
 
 
 def intake_refused(reason: str) -> None:
-    INTAKE_REFUSED.labels(_code(reason)).inc()
+    _child(INTAKE_REFUSED, _code(reason)).inc()
 
 
 def comfyui_seen(instance: str, up: bool, running: int = 0, pending: int = 0) -> None:
-    COMFYUI_UP.labels(instance).set(1 if up else 0)
-    COMFYUI_QUEUE.labels(instance, "running").set(running)
-    COMFYUI_QUEUE.labels(instance, "pending").set(pending)
+    _child(COMFYUI_UP, instance).set(1 if up else 0)
+    _child(COMFYUI_QUEUE, instance, "running").set(running)
+    _child(COMFYUI_QUEUE, instance, "pending").set(pending)
 
 
 def scrape() -> bytes:
