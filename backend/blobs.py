@@ -41,7 +41,7 @@ def parse_blob_key(key: str) -> tuple[str, str]:
 
 
 class BlobStore(Protocol):
-    async def put(self, kind: str, data: bytes) -> str: ...
+    async def put(self, kind: str, data: bytes | memoryview) -> str: ...
 
     async def get(self, key: str) -> bytes | None: ...
 
@@ -56,7 +56,7 @@ class RedisBlobStore:
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
 
-    async def put(self, kind: str, data: bytes) -> str:
+    async def put(self, kind: str, data: bytes | memoryview) -> str:
         if len(data) > self.max_bytes:
             raise BlobTooLarge(f"{len(data)} bytes is over the blob cap of {self.max_bytes}")
         key = new_blob_key(kind)
@@ -85,7 +85,7 @@ class FileBlobStore:
         kind, ident = parse_blob_key(key)
         return self.root / kind / ident
 
-    async def put(self, kind: str, data: bytes) -> str:
+    async def put(self, kind: str, data: bytes | memoryview) -> str:
         if len(data) > self.max_bytes:
             raise BlobTooLarge(f"{len(data)} bytes is over the blob cap of {self.max_bytes}")
         key = new_blob_key(kind)
@@ -94,7 +94,7 @@ class FileBlobStore:
         return key
 
     @staticmethod
-    def _write(path: Path, data: bytes) -> None:
+    def _write(path: Path, data: bytes | memoryview) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)

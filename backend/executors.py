@@ -81,7 +81,7 @@ class ComfyUI(Protocol):
         on_queued: Callable[[], Any] | None = None,
         on_started: Callable[[], Any] | None = None,
         socket_output: bool = True,
-    ) -> tuple[bytes, int]: ...
+    ) -> tuple[bytes | memoryview, int]: ...
 
     async def interrupt(self, prompt_id: str) -> None: ...
 
@@ -271,7 +271,7 @@ class ComfyUIExecutor:
             raise PermanentTaskError("output_invalid", detail=str(exc)) from None
         return Execution(output_key, run_ms)
 
-    async def _store_output(self, data: bytes) -> str:
+    async def _store_output(self, data: images.Encoded) -> str:
         """The output is the costly part: while Redis is unreachable keep it and try again, don't re-run."""
         backoff = Backoff(self.retry_backoff_s, self.retry_backoff_max_s)
         while True:
@@ -327,7 +327,7 @@ class ComfyUIExecutor:
         self.on_capacity()
 
     # --- one task --------------------------------------------------------------------------------
-    async def _run_with_retries(self, task: Task, mode: Mode, data: bytes) -> tuple[bytes, int]:
+    async def _run_with_retries(self, task: Task, mode: Mode, data: bytes) -> tuple[bytes | memoryview, int]:
         """The output image and its run time in ms (ComfyUI's own, else our wall clock for the attempt).
 
         Transient errors are retried with backoff. They count against the task's budget only while
@@ -384,7 +384,7 @@ class ComfyUIExecutor:
 
     async def _run_once(
         self, task: Task, mode: Mode, data: bytes, instance: Instance, attempt: int
-    ) -> tuple[bytes, int]:
+    ) -> tuple[bytes | memoryview, int]:
         client = instance.client
         prompt_id = str(uuid.uuid4())
         upload_name = f"repairbot-{task.task_id}-{attempt}.{images.file_extension(data)}"  # slotted by the client
@@ -464,7 +464,7 @@ class _ProgressThrottle:
             await self.emit(percent)
 
 
-async def _maybe_in_thread(function: Callable[..., Any], data: bytes, *, size: int, **kwargs: Any) -> Any:
+async def _maybe_in_thread(function: Callable[..., Any], data: images.Encoded, *, size: int, **kwargs: Any) -> Any:
     """Run a CPU-bound image call inline when it is cheap, in a thread when it would stall the loop."""
     if size <= INLINE_BYTES:
         return function(data, **kwargs)

@@ -32,6 +32,10 @@ from PIL import Image
 
 from backend.errors import PermanentTaskError, Refused
 
+# An encoded image; a memoryview is a view into a larger buffer (a ComfyUI WebSocket frame), kept
+# uncopied on the way to the blob store.
+Encoded = bytes | memoryview
+
 log = logging.getLogger(__name__)
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
@@ -153,7 +157,7 @@ def recheck_input(data: bytes, *, max_bytes: int, max_pixels: int, digest: str =
     return prepare_input(data, max_bytes=max_bytes, max_pixels=max_pixels).data
 
 
-def finalize_output(data: bytes, *, max_pixels: int) -> bytes:
+def finalize_output(data: Encoded, *, max_pixels: int) -> Encoded:
     """ComfyUI's result without the workflow it carries in PNG text chunks (nor EXIF).
 
     An 8-bit RGB PNG (what ComfyUI's SaveImage writes) keeps only its pixel chunks, rewritten without
@@ -173,7 +177,7 @@ def finalize_output(data: bytes, *, max_pixels: int) -> bytes:
             cleaned = _png_pixel_chunks(data, check_crc=False)
             if cleaned is not None:  # None only for a chunk in refuse_if, and none is named here
                 return cleaned
-        with _open_checked(data, max_bytes=max(1, len(data)), max_pixels=max_pixels) as image:
+        with _open_checked(bytes(data), max_bytes=max(1, len(data)), max_pixels=max_pixels) as image:
             return _encode_png(_decode_to_rgb(image, max_pixels=max_pixels))
     except Refused as refused:
         raise PermanentTaskError(
@@ -181,7 +185,7 @@ def finalize_output(data: bytes, *, max_pixels: int) -> bytes:
         ) from refused
 
 
-def png_top_rows(data: bytes, rows: int) -> bytes | None:
+def png_top_rows(data: Encoded, rows: int) -> bytes | None:
     """A PNG of the first `rows` rows of an 8-bit grey, RGB or RGBA PNG, inflating only those: a cheap
     sample of a big image (a colour check need not decode 12 MP). None for any other PNG or input."""
     header = _png_header(data)
@@ -362,7 +366,7 @@ def _kept_as_sent(data: bytes, image: Image.Image, *, max_pixels: int) -> bytes 
         cleaned = _png_pixel_chunks(
             data, check_crc=True, inflated_size=height * (1 + width * channels), refuse_if=(b"eXIf", b"acTL")
         )
-        return cleaned
+        return cleaned if cleaned is None or isinstance(cleaned, bytes) else bytes(cleaned)
     return None
 
 
@@ -418,17 +422,17 @@ def _strip_jpeg(data: bytes) -> bytes:
     return data
 
 
-def _png_header(data: bytes) -> tuple[int, int, int, int, int] | None:
+def _png_header(data: Encoded) -> tuple[int, int, int, int, int] | None:
     """(width, height, bit depth, colour type, interlace) from a PNG's IHDR, None if not a PNG."""
-    if not data.startswith(_PNG_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
+    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
         return None
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
     return width, height, depth, colour, interlace
 
 
 def _png_pixel_chunks(
-    data: bytes, *, check_crc: bool, inflated_size: int | None = None, refuse_if: tuple[bytes, ...] = ()
-) -> bytes | None:
+    data: Encoded, *, check_crc: bool, inflated_size: int | None = None, refuse_if: tuple[bytes, ...] = ()
+) -> Encoded | None:
     """The PNG rebuilt from IHDR, IDAT and IEND alone: text, EXIF, time and every other ancillary
     chunk dropped; `data` itself when there is nothing to drop. Truncation and (with check_crc)
     corruption are image_broken; with inflated_size, the pixel data must inflate to exactly that many

@@ -53,7 +53,7 @@ def colorizes(mode: Mode) -> bool:
     return any(node.get("class_type") in COLORIZING_NODES for node in mode.template.values())
 
 
-def chroma(data: bytes) -> float:
+def chroma(data: images.Encoded) -> float:
     """Mean chroma of an encoded image (0 = perfectly grey; a single-channel file is, undecoded)."""
     with Image.open(io.BytesIO(data)) as image:
         if image.mode in GREY_MODES:
@@ -68,7 +68,7 @@ def chroma(data: bytes) -> float:
     return sum(max(p) - min(p) for p in pixels) / max(len(pixels), 1)
 
 
-def grey_result_of_grey_input(mode: Mode, source: bytes, output: bytes) -> tuple[bool, float, float]:
+def grey_result_of_grey_input(mode: Mode, source: bytes, output: images.Encoded) -> tuple[bool, float, float]:
     """(stale?, input chroma, output chroma): True when a colorizing mode gave grey for a grey photo."""
     if not colorizes(mode):
         return False, 0.0, 0.0
