@@ -71,6 +71,10 @@ class _Waiter:
     # the result, when it comes over the socket (SaveImageWebsocket): a view into the frame, since a
     # copy of a 12 MP result was a tenth of the worker's CPU for it
     image: bytes | memoryview | None = None
+    # execution_start / execution_success as the socket told them: with the image, all a successful
+    # socket-output run needs, so it is not looked up in /history as well (a third HTTP call per task)
+    timings: list[list[Any]] = field(default_factory=list)
+    succeeded: bool = False
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -314,6 +318,7 @@ class ComfyUIClient:
                     run_timeout_s=run_timeout_s,
                     on_progress=on_progress,
                     on_started=on_started,
+                    image_over_socket=over_socket,
                 )
             finally:
                 self._waiters.pop(prompt_id, None)
@@ -382,8 +387,13 @@ class ComfyUIClient:
         run_timeout_s: float | None = None,
         on_progress: ProgressCallback | None = None,
         on_started: Callable[[], Any] | None = None,
+        image_over_socket: bool = False,
     ) -> dict[str, Any]:
-        """Wait until `prompt_id` is done and return its history entry, or raise what went wrong."""
+        """Wait until `prompt_id` is done and return its history entry, or raise what went wrong.
+
+        With `image_over_socket`, a run whose image and execution_success both came over the socket
+        returns an entry made of what the socket said, without asking /history.
+        """
         loop = asyncio.get_running_loop()
         waiter = self._waiters.get(prompt_id)
         if waiter is None:
@@ -400,6 +410,8 @@ class ComfyUIClient:
                 if on_progress is not None and waiter.percent > reported:
                     reported = waiter.percent
                     await _call(on_progress, reported)
+                if waiter.done and image_over_socket and self._socket_told_all(prompt_id, waiter):
+                    return {"status": {"status_str": "success", "completed": True, "messages": waiter.timings}}
                 if waiter.done or waiter.poll_now or loop.time() - waiter.last_heard >= self.quiet_poll_s:
                     entry = await self._look_up(prompt_id)
                     if entry is not None:
@@ -414,6 +426,11 @@ class ComfyUIClient:
                 await wait_event(waiter.wakeup, max(0.0, min(remaining, quiet_left)))
         finally:
             self._waiters.pop(prompt_id, None)
+
+    def _socket_told_all(self, prompt_id: str, waiter: _Waiter) -> bool:
+        """Success and the image both seen on the socket, for a prompt not taken back (that one's
+        history decides whether it is trusted)."""
+        return waiter.succeeded and waiter.image is not None and prompt_id not in self._taken_back
 
     async def _look_up(self, prompt_id: str) -> dict[str, Any] | None:
         """The finished history entry, None while queued or running; raises if the prompt is gone."""
@@ -518,6 +535,9 @@ class ComfyUIClient:
             self._executing = data.get("prompt_id") if data.get("node") is not None else None
         if kind in STARTED_EVENTS:
             waiter.started = True
+        if kind in ("execution_start", "execution_success"):
+            waiter.timings.append([kind, data])
+            waiter.succeeded = waiter.succeeded or kind == "execution_success"
         if kind == "executing" and data.get("node") is None:
             waiter.done = True
         elif kind == "execution_cached":

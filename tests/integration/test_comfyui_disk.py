@@ -23,6 +23,8 @@ async def test_many_tasks_leave_no_pile_of_files(settings, photo_bytes, comfy_fa
     assert 1 <= kinds.count("input") <= settings.slots_per_instance < tasks
     classes = {node["class_type"] for body in comfy_fake.prompts.values() for node in body["prompt"].values()}
     assert "SaveImageWebsocket" in classes and "SaveImage" not in classes
+    looked_up = [path for _, path in comfy_fake.requests if path.startswith("/history")]
+    assert looked_up == [], "an image and a success that came over the socket need no /history call"
 
 
 async def test_a_lost_socket_image_falls_back_to_a_file_once(comfy_fake, photo_bytes):

@@ -26,8 +26,9 @@ def is_tinted(data: bytes) -> bool:
     return r > b
 
 
-async def test_photo_is_colorized_and_delivered_once(settings, photo_bytes):
+async def test_photo_is_colorized_and_delivered_once(settings, photo_bytes, comfy_fake):
     sender = RecordingSender()
+    comfy_fake.delay_s = 0.3  # long enough to show "started": progress that comes after the result is dropped
     async with running_pipeline(settings, {"test": sender}) as services:
         submitted = await services.intake.submit(photo_bytes, mode="person", reply=REPLY, user="test:1")
         assert submitted.position >= 1
@@ -35,6 +36,10 @@ async def test_photo_is_colorized_and_delivered_once(settings, photo_bytes):
         assert result.status == "ok" and result.task_id == submitted.task_id
         assert is_tinted(await services.blobs.get(result.output))
         assert result.mode == "person" and result.input
+        for _ in range(200):  # marked delivered in the notifier's next batch, just after the send
+            if await services.redis.exists(keys.delivered(result.task_id)):
+                break
+            await asyncio.sleep(0.01)
         assert await services.redis.exists(keys.delivered(result.task_id))
         assert not await services.redis.sismember(keys.user_active("test:1"), result.task_id)
         states = [e.state for e in sender.events if e.task_id == result.task_id]

@@ -58,7 +58,13 @@ async def test_sigterm_while_comfyui_fails_hands_back_at_once_instead_of_sitting
     comfy_fake.http_500 = True  # the tasks now only wait for an instance that is down
     took_s = await sigterm(stack, worker)
     assert took_s < 10, f"exited {took_s:.1f} s after SIGTERM (grace is 30 s):\n{stack.log('worker')}"
+    results = [fields for _, fields in await redis.xrange(settings.results_stream)]
+    assert all(fields[b"status"] == b"ok" for fields in results), "nothing failed for it"
+    # the prompt running in ComfyUI may still finish: its image and its success come over the socket,
+    # which HTTP errors don't touch; the two waiting behind it are handed back
+    finished = {fields[b"task_id"].decode() for fields in results}
+    assert len(finished) <= 1, stack.log("worker")
+    waiting = [task_id for task_id in ids if task_id not in finished]
     summary = await redis.xpending(settings.tasks_stream, settings.workers_group)
-    handed_back = [int(await redis.hget(keys.task(task_id), "handed_back") or 0) for task_id in ids]
-    assert summary["pending"] == 3 and handed_back == [1, 1, 1], stack.log("worker")
-    assert await redis.xlen(settings.results_stream) == 0, "nothing failed for it"
+    handed_back = [int(await redis.hget(keys.task(task_id), "handed_back") or 0) for task_id in waiting]
+    assert summary["pending"] == len(waiting) and handed_back == [1] * len(waiting), stack.log("worker")
