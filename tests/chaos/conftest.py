@@ -1,18 +1,15 @@
-"""Chaos fixtures: a ledger per scenario, the stack factory, and the session summary of every ledger.
-
-The summary is printed after the run as a Markdown table and written as JSON to `$CHAOS_LEDGER_OUT`
-(default: `chaos-ledger.json` in pytest's base temp directory)."""
+"""Chaos fixtures: a ledger per scenario and the stack factory. The session summary of every ledger
+is in tests/conftest.py: with tests in parallel it is the controller's, which never loads this file."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.chaos.ledger import LEDGERS, Ledger, table
+from tests.chaos.ledger import Ledger
 from tests.chaos.stack import ChaosStack
 
 CHAOS_LONG = os.environ.get("CHAOS_LONG") == "1"
@@ -53,25 +50,3 @@ def chaos(tmp_path: Path, ledger: Ledger):
         return ChaosStack(tmp_path, ledger, **kwargs)
 
     return make
-
-
-def ledger_path(config: pytest.Config) -> Path:
-    configured = os.environ.get("CHAOS_LEDGER_OUT")
-    if configured:
-        return Path(configured)
-    return Path(config._tmp_path_factory.getbasetemp()) / "chaos-ledger.json"  # type: ignore[attr-defined]
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    if not LEDGERS:
-        return
-    rows = [ledger.row() | {"outcome": getattr(ledger, "outcome", "?")} for ledger in LEDGERS]
-    path = ledger_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=1))
-    terminalreporter.section("chaos ledger")
-    terminalreporter.write_line(table(rows))
-    for row in rows:
-        if row["notes"]:
-            terminalreporter.write_line(f"{row['scenario']}: {'; '.join(row['notes'])}")
-    terminalreporter.write_line(f"ledger JSON: {path}")

@@ -2,7 +2,7 @@
 
 Counted from outside the system: submissions and chat posts on the platform fakes, ComfyUI runs on the
 ComfyUI fake, dead letters in Redis. Every scenario's row is kept for the session summary (printed as a
-table and written to JSON, see tests/chaos/conftest.py).
+table and written to JSON, see tests/conftest.py).
 
 - submitted: photos sent by the fake users;
 - delivered: of those, how many got their result in the chat;

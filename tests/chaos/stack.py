@@ -309,7 +309,10 @@ class ChaosStack:
     async def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 60) -> int:
         """Send `sig` and wait for the process to end; returns its exit status."""
         self.send_signal(name, sig)
-        return await asyncio.wait_for(self.components[name].proc.wait(), timeout)  # type: ignore[union-attr]
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that arrives as
+        # the process ends, and a helper cancelled in here then never ends (test_poison's hang).
+        async with asyncio.timeout(timeout):
+            return await self.components[name].proc.wait()  # type: ignore[union-attr]
 
     # --- users ---------------------------------------------------------------------------------------
     def new_chat(self) -> int:

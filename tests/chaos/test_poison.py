@@ -21,13 +21,14 @@ async def test_poison_photo(chaos, ledger):
         await stack.start_default(workers=1)
         poison = await stack.send_telegram_photo()
         crashes = 0
+        done = asyncio.Event()  # the helpers end on it too: a cancellation alone can be swallowed
 
         async def crash_on_poison() -> None:
             """As if running this photo took the worker down: each new ComfyUI prompt for the poison
             kills the worker that queued it."""
             nonlocal crashes
             seen: set[str] = set()
-            while True:
+            while not done.is_set():
                 poison_tasks = (await stack.task_ids()).get(poison.chat_id, [])
                 fresh = {pid for pid, task in list(stack.prompt_tasks.items()) if task in poison_tasks} - seen
                 if fresh:
@@ -40,7 +41,7 @@ async def test_poison_photo(chaos, ledger):
 
         async def supervise() -> None:
             """What systemd or Kubernetes would do: start the worker again when it dies."""
-            while True:
+            while not done.is_set():
                 component = stack.components["worker1"]
                 if not component.alive:
                     await component.proc.wait()
@@ -57,6 +58,7 @@ async def test_poison_photo(chaos, ledger):
             ledger.recovered()
             assert await stack.wait_answered(others, timeout=60), stack.logs()
         finally:
+            done.set()
             for helper in (crasher, supervisor):
                 helper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -64,8 +64,10 @@ async def test_slash_command_result_arrives_colorized_and_buttons_work(pipeline,
         c.json["content"]
         for c in discord_fake.calls_to("PATCH", rf"/webhooks/{APP_ID}/{interaction['token']}/messages/@original")
     ]
-    # "Queued" first, unless the worker started before that edit went out (the status only moves forward)
-    assert edits[0].startswith(("Queued — #1 in line", "Colorizing")) and never_backwards(edits), edits
+    # "Queued" first, unless the worker started before that edit went out (the status only moves forward);
+    # none at all when the result got there first (on a loaded machine, tests in parallel)
+    assert not edits or edits[0].startswith(("Queued — #1 in line", "Colorizing")), edits
+    assert never_backwards(edits), edits
     [other, compare] = followup.json["components"][0]["components"]
     result_message = discord_fake.messages[next(reversed(discord_fake.messages))]
 

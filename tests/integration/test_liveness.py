@@ -184,6 +184,8 @@ async def test_a_worker_stalled_past_its_lease_steps_aside_for_the_one_that_took
         os.kill(stalled.pid, signal.SIGSTOP)
         try:
             await stack.wait_for_log("other", "whose lease lapsed", timeout=10)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nstalled:\n{stack.log('stalled')}") from None
         finally:
             os.kill(stalled.pid, signal.SIGCONT)
         await stack.wait_for_log("stalled", "lost its lease", timeout=10)

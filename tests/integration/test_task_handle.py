@@ -41,11 +41,11 @@ async def test_status_moves_from_queued_through_comfyui_to_done(settings, photo_
         assert await task.finished() is None
     async with running_pipeline(settings, {"test": RecordingSender()}) as services:
         task = handle(services, submitted.task_id)
-        assert await asyncio.wait_for(states_until_done(task), 30) == [
-            TaskState.QUEUED,
-            TaskState.IN_COMFYUI,
-            TaskState.DONE,
-        ]
+        # The pipeline yields once its notifier reads events; the worker may have taken the task by then.
+        assert await asyncio.wait_for(states_until_done(task), 30) in (
+            [TaskState.QUEUED, TaskState.IN_COMFYUI, TaskState.DONE],
+            [TaskState.IN_COMFYUI, TaskState.DONE],
+        )
         finished = await task.finished()
         assert finished is not None and finished.status == "ok" and finished.task_id == submitted.task_id
 
