@@ -106,6 +106,16 @@ class StatusLines:
         """Record `shown` as the line's text if that moves it forward (or changes it within its stage)."""
         return bool(await self._advance(keys=[_key(line)], args=[stage, shown, _now_ms(), LINE_TTL_S]))
 
+    async def overtaken(self, line: str, stage: int) -> Line | None:
+        """After a writer's edit for `stage` went out: the line's newer text when another process moved
+        it further meanwhile, else None. Two processes' edits can reach the platform in either order, so
+        "Queued" may land after "Colorizing…"; the writer that finds itself overtaken shows the newer text
+        again, and the status ends on the truth. Nothing once the line is done (the result replaced it)."""
+        current = await self.current(line)
+        if current is None or not stage < current.stage < DONE or not current.text:
+            return None
+        return current
+
     async def finish(self, line: str) -> bool:
         """The line is done (result sent, refusal shown): nothing may edit it any more. False if it already was."""
         return await self.advance(line, DONE, "")

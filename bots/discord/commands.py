@@ -21,7 +21,7 @@ from backend.platform_marks import first_to_defer
 from backend.positions import where_lines
 from backend.replies import DiscordReply, Reply
 from backend.services import Services
-from backend.status_line import line_id
+from backend.status_line import QUEUED, line_id
 from backend.workflows import Mode
 from bots.discord.messages import cancel_view
 from bots.discord.replies import is_admin, lang_of, reply_for, user_key
@@ -183,6 +183,8 @@ async def show_queued(
     if sentence := await services.positions.announce_queued(queued, replies, lang, note=note):
         try:
             await interaction.edit_original_response(content=sentence, view=cancel_view(line, lang))
+            if newer := await services.lines.overtaken(line, QUEUED):  # the notifier's edit may have landed first
+                await interaction.edit_original_response(content=newer.text, view=cancel_view(line, lang))
         except discord.HTTPException as exc:
             # The photo is queued and its result will come: a status edit Discord refused (5xx, 429) is
             # no failure of the photo, and the next stage's edit replaces it.

@@ -312,8 +312,11 @@ async def show_queued(
     sentence = await services.positions.announce_queued(queued, [reply] * len(queued), lang, waiting=waiting, note=note)
     if sentence is None:
         return
+    markup = cancel_markup(reply, queued[0].task_id, lang)
     with contextlib.suppress(BadRequest):
-        await status.edit_text(sentence, reply_markup=cancel_markup(reply, queued[0].task_id, lang))
+        await status.edit_text(sentence, reply_markup=markup)
+        if newer := await services.lines.overtaken(line_id(reply) or "", QUEUED):  # the notifier's edit landed first
+            await status.edit_text(newer.text, reply_markup=markup)
 
 
 async def on_other_media(update: Update, context: BotContext) -> None:
