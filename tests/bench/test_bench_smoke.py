@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHES = {
     "intake": "sizes",
     "queue": "figures",
+    "queue_cpu": "figures",
     "latency": "figures",
     "memory": "figures",
     "status": "startup",
