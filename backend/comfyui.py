@@ -68,8 +68,9 @@ class _Waiter:
     done: bool = False
     poll_now: bool = False
     last_heard: float = 0.0
-    # the result, when it comes over the socket (SaveImageWebsocket): a view into the frame, since a
-    # copy of a 12 MP result was a tenth of the worker's CPU for it
+    # the result, when it comes over the socket (SaveImageWebsocket): a view into the frame, one 11.5 MB
+    # copy fewer for a 12 MP result (py-spy put the copy at ~13% of the samples; the bench could not
+    # tell the saving from noise)
     image: bytes | memoryview | None = None
     # execution_start / execution_success as the socket told them: with the image, all a successful
     # socket-output run needs, so it is not looked up in /history as well (a third HTTP call per task)
