@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend import keys
 from backend.replies import DiscordReply, Reply, TelegramReply
@@ -110,8 +112,12 @@ class StatusLines:
         """After a writer's edit for `stage` went out: the line's newer text when another process moved
         it further meanwhile, else None. Two processes' edits can reach the platform in either order, so
         "Queued" may land after "Colorizing…"; the writer that finds itself overtaken shows the newer text
-        again, and the status ends on the truth. Nothing once the line is done (the result replaced it)."""
-        current = await self.current(line)
+        again, and the status ends on the truth. Nothing once the line is done (the result replaced it).
+        Best effort: None when Redis can't be asked (the edit already went out; the photo is queued)."""
+        try:
+            current = await self.current(line)
+        except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+            return None
         if current is None or not stage < current.stage < DONE or not current.text:
             return None
         return current

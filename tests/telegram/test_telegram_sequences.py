@@ -127,7 +127,7 @@ async def test_other_mode_pressed_twice_runs_once(system, tg_fake, photo_bytes):
 
 
 async def test_where_unknown_commands_and_the_admins_menu(system, tg_fake, comfy_fake, photo_bytes):
-    comfy_fake.delay_s = 2
+    comfy_fake.delay_s = 3  # photo 2 must be queued before photo 1 is done, even on a loaded machine
     user, admin = ChatUser(tg_fake), ChatUser(tg_fake, 9001)
     async with system():
         await user.command("/where")
