@@ -75,7 +75,6 @@ class _Waiter:
     # execution_start / execution_success as the socket told them: with the image, all a successful
     # socket-output run needs, so it is not looked up in /history as well (a third HTTP call per task)
     timings: list[list[Any]] = field(default_factory=list)
-    succeeded: bool = False
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -435,7 +434,8 @@ class ComfyUIClient:
     def _socket_told_all(self, prompt_id: str, waiter: _Waiter) -> bool:
         """Success and the image both seen on the socket, for a prompt not taken back (that one's
         history decides whether it is trusted)."""
-        return waiter.succeeded and waiter.image is not None and prompt_id not in self._taken_back
+        succeeded = any(kind == "execution_success" for kind, _ in waiter.timings)
+        return succeeded and waiter.image is not None and prompt_id not in self._taken_back
 
     async def _look_up(self, prompt_id: str) -> dict[str, Any] | None:
         """The finished history entry, None while queued or running; raises if the prompt is gone."""
@@ -542,7 +542,6 @@ class ComfyUIClient:
             waiter.started = True
         if kind in ("execution_start", "execution_success"):
             waiter.timings.append([kind, data])
-            waiter.succeeded = waiter.succeeded or kind == "execution_success"
         if kind == "executing" and data.get("node") is None:
             waiter.done = True
         elif kind == "execution_cached":

@@ -7,12 +7,11 @@ import asyncio
 import io
 import os
 import signal
-import sys
-from pathlib import Path
 
 from PIL import Image, ImageStat
 
 from backend.settings import REPO_ROOT
+from tests.e2e.test_up_comfyui import start_up
 from tests.fakes.discord_api import APP_ID, FakeDiscord
 from tests.fakes.telegram_api import FakeTelegram
 from tests.telegram.conftest import ChatUser
@@ -21,20 +20,6 @@ from tests.telegram.conftest import ChatUser
 def tinted(data: bytes) -> bool:
     red, _, blue = ImageStat.Stat(Image.open(io.BytesIO(data)).convert("RGB")).mean
     return red > blue
-
-
-async def start_up(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    """`repairbot up` as a user runs it, its log on stdout."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "backend.cli",
-        "up",
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
 
 
 async def test_up_serves_telegram_and_discord_in_one_process(redis_url, comfy_fake, photo_bytes, tmp_path):
